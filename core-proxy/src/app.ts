@@ -1,0 +1,58 @@
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import type { KeybrakeConfig } from './config.js';
+import { errorsPlugin } from './plugins/errors.js';
+import { keybrakePlugin } from './plugins/keybrake.js';
+import { adminRoutes } from './routes/admin.js';
+import { healthRoutes } from './routes/health.js';
+import { proxyRoutes } from './routes/proxy.js';
+import type { Store } from './store/store.js';
+
+/** Options of {@link buildApp}. */
+export interface AppOptions {
+  readonly config: KeybrakeConfig;
+  /** The store the app owns from now on: it is closed with the app. */
+  readonly store: Store;
+  /** Epoch milliseconds; tests move time with it. @default Date.now */
+  readonly now?: () => number;
+  /** Fastify logger options. @default { level: config.logLevel } */
+  readonly logger?: FastifyServerOptions['logger'];
+}
+
+/** Headers that would carry a secret or a vault key, never written to a log line. */
+export const REDACTED_LOG_PATHS = ['req.headers.authorization', 'req.headers.cookie', 'res.headers["set-cookie"]'];
+
+/**
+ * Builds the Keybrake app with no port bound: admin API, vendor proxy, health and metrics. The
+ * server (`server.ts`) listens; tests call `app.inject` or listen on port 0.
+ */
+export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: options.logger ?? { level: options.config.logLevel, redact: REDACTED_LOG_PATHS },
+    // Large enough for an email batch; the proxy route sets its own limit from the config.
+    bodyLimit: options.config.maxBodyBytes,
+    // Client-side protocol errors (oversized headers, garbage) still get the contract's JSON shape.
+    clientErrorHandler: (error, socket) => {
+      const code = (error as NodeJS.ErrnoException).code;
+      const tooLarge = code === 'HPE_HEADER_OVERFLOW';
+      const status = tooLarge ? '431 Request Header Fields Too Large' : '400 Bad Request';
+      const body = JSON.stringify({
+        error: tooLarge
+          ? { code: 'headers_too_large', message: 'Request headers exceed 16 KiB.' }
+          : { code: 'invalid_request', message: 'Malformed HTTP request.' },
+      });
+      if (socket.writable) {
+        socket.end(
+          `HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+        );
+      }
+    },
+    routerOptions: { maxParamLength: 200 },
+    return503OnClosing: true,
+  });
+  await app.register(errorsPlugin);
+  await app.register(keybrakePlugin, { config: options.config, store: options.store, now: options.now });
+  await app.register(healthRoutes);
+  await app.register(adminRoutes);
+  await app.register(proxyRoutes);
+  return app;
+}

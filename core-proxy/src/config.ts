@@ -1,0 +1,122 @@
+import { readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { DEFAULT_PRICING, type PricingOptions, parseCostRules, parseFxRates } from './cost-rules.js';
+import { VENDORS, type VendorSecrets } from './vendors/index.js';
+
+/** Everything the proxy is configured with, read from the environment by {@link loadConfig}. */
+export interface KeybrakeConfig {
+  /** @default '127.0.0.1' */
+  readonly host: string;
+  /** @default 8080 */
+  readonly port: number;
+  /** Issuer keys accepted on the admin API. */
+  readonly apiKeys: readonly string[];
+  /** True when no `KEYBRAKE_API_KEYS` was set and one was generated for this run. */
+  readonly generatedApiKey: boolean;
+  /** Set: the shared Redis store. Unset: the embedded store. */
+  readonly redisUrl: string | undefined;
+  /** @default './.keybrake-data' */
+  readonly dataDir: string;
+  /** Real secrets per vendor; a vendor missing any of its secrets is absent. */
+  readonly vendorSecrets: Readonly<Record<string, VendorSecrets>>;
+  /** Upstream base URL per vendor. */
+  readonly baseUrls: Readonly<Record<string, string>>;
+  readonly pricing: PricingOptions;
+  /** @default 60000 */
+  readonly upstreamTimeoutMs: number;
+  /** Largest request body the proxy accepts. @default 1 MiB */
+  readonly maxBodyBytes: number;
+  /** @default 'info' */
+  readonly logLevel: string;
+}
+
+/** A configuration value that cannot be used; the server refuses to start with it. */
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+}
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+/** Reads `NAME`, or the file named by `NAME_FILE` (trailing newline dropped). */
+export function readSecret(env: Env, name: string): string | undefined {
+  const file = env[`${name}_FILE`];
+  if (file) {
+    try {
+      return readFileSync(file, 'utf8').replace(/\r?\n$/, '');
+    } catch {
+      throw new ConfigError(`${name}_FILE: cannot read the file it names.`);
+    }
+  }
+  const value = env[name];
+  return value === undefined || value === '' ? undefined : value;
+}
+
+function positiveInt(env: Env, name: string, fallback: number): number {
+  const text = env[name];
+  if (text === undefined || text === '') return fallback;
+  const value = Number(text);
+  if (!Number.isInteger(value) || value <= 0) throw new ConfigError(`${name} must be a positive integer.`);
+  return value;
+}
+
+function positiveNumber(env: Env, name: string, fallback: number): number {
+  const text = env[name];
+  if (text === undefined || text === '') return fallback;
+  const value = Number(text);
+  if (!(value > 0)) throw new ConfigError(`${name} must be a positive number.`);
+  return value;
+}
+
+/** Builds the configuration from environment variables (see the README's configuration table). */
+export function loadConfig(env: Env = process.env): KeybrakeConfig {
+  const apiKeys = (readSecret(env, 'KEYBRAKE_API_KEYS') ?? '')
+    .split(',')
+    .map((key) => key.trim())
+    .filter(Boolean);
+  const generatedApiKey = apiKeys.length === 0;
+  if (generatedApiKey) apiKeys.push(`kb_admin_${randomBytes(24).toString('base64url')}`);
+
+  const vendorSecrets: Record<string, VendorSecrets> = {};
+  const baseUrls: Record<string, string> = {};
+  for (const vendor of VENDORS.values()) {
+    const secrets = Object.fromEntries(vendor.secretNames.map((name) => [name, readSecret(env, name)]));
+    if (Object.values(secrets).every((value) => value !== undefined)) {
+      vendorSecrets[vendor.name] = secrets as VendorSecrets;
+    }
+    const baseUrl = env[`KEYBRAKE_${vendor.name.toUpperCase()}_BASE_URL`] || vendor.defaultBaseUrl;
+    try {
+      new URL(baseUrl);
+    } catch {
+      throw new ConfigError(`KEYBRAKE_${vendor.name.toUpperCase()}_BASE_URL is not a URL.`);
+    }
+    baseUrls[vendor.name] = baseUrl.replace(/\/+$/, '');
+  }
+
+  let pricing: PricingOptions;
+  try {
+    pricing = {
+      fxRates: parseFxRates(env.KEYBRAKE_FX_RATES ?? ''),
+      twilioSegmentUsd: positiveNumber(env, 'KEYBRAKE_TWILIO_SEGMENT_USD', DEFAULT_PRICING.twilioSegmentUsd),
+      twilioMmsUsd: positiveNumber(env, 'KEYBRAKE_TWILIO_MMS_USD', DEFAULT_PRICING.twilioMmsUsd),
+      resendEmailUsd: positiveNumber(env, 'KEYBRAKE_RESEND_EMAIL_USD', DEFAULT_PRICING.resendEmailUsd),
+      extraCostRules: env.KEYBRAKE_COST_RULES ? parseCostRules(env.KEYBRAKE_COST_RULES) : {},
+    };
+  } catch (error) {
+    throw new ConfigError((error as Error).message);
+  }
+
+  return {
+    host: env.KEYBRAKE_HOST || '127.0.0.1',
+    port: env.KEYBRAKE_PORT === '0' ? 0 : positiveInt(env, 'KEYBRAKE_PORT', 8080),
+    apiKeys,
+    generatedApiKey,
+    redisUrl: env.KEYBRAKE_REDIS_URL || undefined,
+    dataDir: env.KEYBRAKE_DATA_DIR || './.keybrake-data',
+    vendorSecrets,
+    baseUrls,
+    pricing,
+    upstreamTimeoutMs: positiveInt(env, 'KEYBRAKE_UPSTREAM_TIMEOUT_MS', 60_000),
+    maxBodyBytes: positiveInt(env, 'KEYBRAKE_MAX_BODY_BYTES', 1024 * 1024),
+    logLevel: env.KEYBRAKE_LOG_LEVEL || 'info',
+  };
+}

@@ -1,0 +1,83 @@
+import { type EndpointPattern, matchesPattern, parseEndpointPattern } from './allowlist.js';
+import { InvalidRequestError } from './errors.js';
+import { type Micros, usdToMicros } from './money.js';
+
+/** Prices and rates the vendor modules use to estimate and settle costs. */
+export interface PricingOptions {
+  /**
+   * USD per major unit of each non-USD currency Stripe amounts may use, lower-case ISO codes.
+   * A currency with no rate is refused with `currency_not_supported`.
+   * @default {} (only USD)
+   */
+  readonly fxRates: Readonly<Record<string, number>>;
+  /** Upper-bound price of one SMS segment when Twilio's response carries no price. @default 0.0083 */
+  readonly twilioSegmentUsd: number;
+  /** Upper-bound price of one MMS message. @default 0.022 */
+  readonly twilioMmsUsd: number;
+  /** Price of one email sent through Resend. @default 0.0009 */
+  readonly resendEmailUsd: number;
+  /** Flat costs for endpoints that have no built-in rule, per vendor. @default {} */
+  readonly extraCostRules: Readonly<Record<string, readonly CostRule[]>>;
+}
+
+/** A configured flat cost for one endpoint pattern. */
+export interface CostRule {
+  readonly pattern: EndpointPattern;
+  readonly micros: Micros;
+}
+
+export const DEFAULT_PRICING: PricingOptions = {
+  fxRates: {},
+  twilioSegmentUsd: 0.0083,
+  twilioMmsUsd: 0.022,
+  resendEmailUsd: 0.0009,
+  extraCostRules: {},
+};
+
+/**
+ * Parses `KEYBRAKE_COST_RULES`: JSON `{"stripe": {"POST /v1/refunds": 0, "POST /v1/invoices/*\/pay": 50}}`
+ * giving a flat USD cost per endpoint that has no built-in rule.
+ */
+export function parseCostRules(json: string): Record<string, CostRule[]> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(json);
+  } catch {
+    throw new InvalidRequestError('KEYBRAKE_COST_RULES must be JSON.');
+  }
+  if (!parsed || typeof parsed !== 'object') throw new InvalidRequestError('KEYBRAKE_COST_RULES must be an object.');
+  const rules: Record<string, CostRule[]> = {};
+  for (const [vendor, entries] of Object.entries(parsed)) {
+    rules[vendor] = Object.entries(entries as Record<string, unknown>).map(([endpoint, usd]) => {
+      if (typeof usd !== 'number' || !(usd >= 0)) {
+        throw new InvalidRequestError(`KEYBRAKE_COST_RULES: cost of "${endpoint}" must be a number >= 0.`);
+      }
+      return { pattern: parseEndpointPattern(endpoint), micros: usdToMicros(usd) };
+    });
+  }
+  return rules;
+}
+
+/** Parses `KEYBRAKE_FX_RATES`: `eur=1.08,gbp=1.27` (USD per major unit). */
+export function parseFxRates(text: string): Record<string, number> {
+  const rates: Record<string, number> = {};
+  for (const pair of text.split(',').map((part) => part.trim()).filter(Boolean)) {
+    const [currency, rate] = pair.split('=');
+    const value = Number(rate);
+    if (!currency || !/^[a-z]{3}$/i.test(currency) || !(value > 0)) {
+      throw new InvalidRequestError(`KEYBRAKE_FX_RATES: "${pair}" must look like eur=1.08.`);
+    }
+    rates[currency.toLowerCase()] = value;
+  }
+  return rates;
+}
+
+/** The configured flat cost of an endpoint with no built-in rule, or `undefined`. */
+export function extraCost(
+  pricing: PricingOptions,
+  vendor: string,
+  method: string,
+  segments: readonly string[],
+): Micros | undefined {
+  return pricing.extraCostRules[vendor]?.find((rule) => matchesPattern(rule.pattern, method, segments))?.micros;
+}

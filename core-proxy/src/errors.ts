@@ -1,0 +1,77 @@
+/**
+ * Typed errors of the core proxy. Every HTTP error the proxy returns is one of these, and its
+ * `code` is the binding `error.code` of the wire contract (`shared/CONTRACT.md`).
+ */
+
+/** Stable error codes of the wire contract, plus the few the contract leaves to us. */
+export type ErrorCode =
+  | 'unauthorized'
+  | 'invalid_request'
+  | 'vendor_not_configured'
+  | 'not_found'
+  | 'invalid_vault_key'
+  | 'vault_key_revoked'
+  | 'vault_key_expired'
+  | 'vendor_mismatch'
+  | 'endpoint_not_allowed'
+  | 'tainted_request_refused'
+  | 'cap_exhausted'
+  | 'currency_not_supported'
+  | 'idempotency_key_reused'
+  | 'idempotency_key_in_use'
+  | 'store_unavailable'
+  | 'payload_too_large'
+  | 'headers_too_large'
+  | 'unsupported_media_type'
+  | 'method_not_allowed'
+  | 'upstream_unreachable'
+  | 'upstream_timeout'
+  | 'upstream_error'
+  | 'shutting_down'
+  | 'internal_error';
+
+/** Base class: an error with an HTTP status and a stable contract code. */
+export class KeybrakeError extends Error {
+  constructor(
+    readonly statusCode: number,
+    readonly code: ErrorCode,
+    message: string,
+    readonly headers: Readonly<Record<string, string>> = {},
+  ) {
+    super(message);
+    this.name = new.target.name;
+  }
+
+  /** The contract's error body: `{"error": {"code", "message"}}`. */
+  toJSON(): { error: { code: ErrorCode; message: string } } {
+    return { error: { code: this.code, message: this.message } };
+  }
+}
+
+/** A request body, header or parameter that does not match the API. */
+export class InvalidRequestError extends KeybrakeError {
+  constructor(message: string) {
+    super(400, 'invalid_request', message);
+  }
+}
+
+/** The store (embedded SQLite or Redis) cannot be reached: money paths fail closed on this. */
+export class StoreUnavailableError extends KeybrakeError {
+  constructor(override readonly cause?: unknown) {
+    super(503, 'store_unavailable', 'The spend store cannot be reached; nothing was forwarded.');
+  }
+}
+
+/** The call's cost would take spend past the key's cap, or a parent's. */
+export class CapExhaustedError extends KeybrakeError {
+  constructor(readonly capKeyId: string) {
+    super(429, 'cap_exhausted', 'This call would take spend past the vault key cap; nothing was forwarded.', {
+      'x-keybrake-cap-hit': 'true',
+    });
+  }
+}
+
+/** Shorthand for the errors that only need a status, a code and a message. */
+export function httpError(statusCode: number, code: ErrorCode, message: string): KeybrakeError {
+  return new KeybrakeError(statusCode, code, message);
+}

@@ -1,0 +1,23 @@
+export { buildApp, type AppOptions } from './app.js';
+export { startServer, type ServerOptions } from './server.js';
+export { loadConfig, ConfigError, type KeybrakeConfig } from './config.js';
+export { SqliteStore, type SqliteStoreOptions } from './store/sqlite-store.js';
+export { openStore } from './store/open-store.js';
+export type {
+  Store,
+  VaultKeyRecord,
+  VaultKeyState,
+  AuditInput,
+  AuditAppended,
+  AuditVerification,
+  ReserveInput,
+  ReserveOutput,
+  SettleInput,
+  StoredResponse,
+  CallOutcome,
+} from './store/store.js';
+export { KeybrakeError, CapExhaustedError, StoreUnavailableError, InvalidRequestError, type ErrorCode } from './errors.js';
+export { canonicalJson } from './canonical-json.js';
+export { chainHash, GENESIS_HASH, type AuditRecordJson } from './audit-chain.js';
+export { VENDORS } from './vendors/index.js';
+export type { VendorModule } from './vendors/vendor.js';

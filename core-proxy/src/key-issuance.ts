@@ -1,0 +1,120 @@
+import { type EndpointPattern, formatEndpointPattern, isPatternCovered, parseEndpointPattern } from './allowlist.js';
+import { parseExpiresIn } from './durations.js';
+import { InvalidRequestError, httpError } from './errors.js';
+import { type Micros, usdToMicros } from './money.js';
+import { VENDORS } from './vendors/index.js';
+
+/** The largest cap accepted: a billion dollars keeps every micro-dollar sum exact in a double. */
+const MAX_CAP_USD = 1_000_000_000;
+const MAX_ENDPOINTS = 100;
+const FIELDS = new Set([
+  'vendor',
+  'daily_usd_cap',
+  'usd_cap',
+  'allowed_endpoints',
+  'expires_in',
+  'agent_run_label',
+  'parent_key_id',
+  'tainted',
+]);
+
+/** A validated `POST /vault/keys` body. */
+export interface IssueKeyInput {
+  readonly vendor: string;
+  readonly dailyCapMicros: Micros | null;
+  readonly capMicros: Micros | null;
+  readonly allowedEndpoints: readonly EndpointPattern[];
+  readonly ttlSeconds: number;
+  readonly agentRunLabel: string | null;
+  readonly parentKeyId: string | null;
+  readonly tainted: boolean;
+}
+
+function parseCap(body: Record<string, unknown>, field: string): Micros | null {
+  const value = body[field];
+  if (value === undefined || value === null) return null;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0 || value > MAX_CAP_USD) {
+    throw new InvalidRequestError(`${field} must be a number greater than 0 and at most ${MAX_CAP_USD}.`);
+  }
+  return usdToMicros(value);
+}
+
+/**
+ * Validates a `POST /vault/keys` body. Unknown fields are refused rather than ignored: a typo in
+ * `usd_cap` must not silently issue a key with no lifetime cap.
+ * @param configuredVendors vendors whose real secrets are configured.
+ */
+export function parseIssueKeyInput(body: unknown, configuredVendors: ReadonlySet<string>): IssueKeyInput {
+  if (!body || typeof body !== 'object' || Array.isArray(body)) {
+    throw new InvalidRequestError('The body must be a JSON object.');
+  }
+  const fields = body as Record<string, unknown>;
+  const unknown = Object.keys(fields).filter((field) => !FIELDS.has(field));
+  if (unknown.length > 0) throw new InvalidRequestError(`Unknown field(s): ${unknown.join(', ')}.`);
+
+  const vendor = fields.vendor;
+  if (typeof vendor !== 'string' || !VENDORS.has(vendor)) {
+    throw new InvalidRequestError(`vendor must be one of: ${[...VENDORS.keys()].join(', ')}.`);
+  }
+
+  const dailyCapMicros = parseCap(fields, 'daily_usd_cap');
+  const capMicros = parseCap(fields, 'usd_cap');
+  if (dailyCapMicros === null && capMicros === null) {
+    throw new InvalidRequestError('At least one of daily_usd_cap and usd_cap is required.');
+  }
+
+  const endpoints = fields.allowed_endpoints;
+  if (!Array.isArray(endpoints) || endpoints.length === 0 || endpoints.length > MAX_ENDPOINTS) {
+    throw new InvalidRequestError(`allowed_endpoints must be a non-empty array of at most ${MAX_ENDPOINTS} entries.`);
+  }
+  const allowedEndpoints = endpoints.map((entry) => {
+    if (typeof entry !== 'string') throw new InvalidRequestError('allowed_endpoints entries must be strings.');
+    return parseEndpointPattern(entry);
+  });
+
+  const ttlSeconds = parseExpiresIn(fields.expires_in);
+
+  const label = fields.agent_run_label;
+  if (label !== undefined && label !== null) {
+    // eslint-disable-next-line no-control-regex
+    if (typeof label !== 'string' || label.length < 1 || label.length > 200 || /[\u0000-\u001f\u007f]/.test(label)) {
+      throw new InvalidRequestError('agent_run_label must be a string of 1 to 200 printable characters.');
+    }
+  }
+
+  const parentKeyId = fields.parent_key_id;
+  if (parentKeyId !== undefined && parentKeyId !== null && (typeof parentKeyId !== 'string' || parentKeyId === '')) {
+    throw new InvalidRequestError('parent_key_id must be a key id string.');
+  }
+  const tainted = fields.tainted;
+  if (tainted !== undefined && typeof tainted !== 'boolean') {
+    throw new InvalidRequestError('tainted must be a boolean.');
+  }
+
+  // Validation first, configuration second: a malformed body is the caller's bug either way.
+  if (!configuredVendors.has(vendor)) {
+    throw httpError(400, 'vendor_not_configured', `No secret is configured for ${vendor}; keys cannot be issued for it.`);
+  }
+
+  return {
+    vendor,
+    dailyCapMicros,
+    capMicros,
+    allowedEndpoints,
+    ttlSeconds,
+    agentRunLabel: (label as string | undefined) ?? null,
+    parentKeyId: (parentKeyId as string | undefined) ?? null,
+    tainted: tainted === true,
+  };
+}
+
+/** Refuses a child whose allowlist is wider than its parent's. */
+export function assertWithinParent(child: readonly EndpointPattern[], parentEndpoints: readonly string[]): void {
+  const parent = parentEndpoints.map(parseEndpointPattern);
+  const wider = child.filter((pattern) => !isPatternCovered(pattern, parent));
+  if (wider.length > 0) {
+    throw new InvalidRequestError(
+      `A child key may not allow more than its parent: ${wider.map(formatEndpointPattern).join(', ')}.`,
+    );
+  }
+}

@@ -1,0 +1,43 @@
+import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** The proxy's Prometheus metrics, on a registry of their own (one per app instance). */
+export class ProxyMetrics {
+  readonly registry = new Registry();
+
+  /** Proxied requests by vendor and outcome (`forwarded`, `blocked`, `replayed`, `unknown`). */
+  readonly requests = new Counter({
+    name: 'keybrake_proxy_requests_total',
+    help: 'Proxied requests by vendor, outcome and reason.',
+    labelNames: ['vendor', 'outcome', 'reason'] as const,
+    registers: [this.registry],
+  });
+
+  /** Settled spend in USD, unknown outcomes included. */
+  readonly spend = new Counter({
+    name: 'keybrake_spend_usd_total',
+    help: 'Spend settled through the proxy, in USD (calls of unknown outcome count as spent).',
+    labelNames: ['vendor'] as const,
+    registers: [this.registry],
+  });
+
+  /** Calls refused because a cap would have been exceeded. */
+  readonly capHits = new Counter({
+    name: 'keybrake_cap_hits_total',
+    help: 'Calls refused with 429 cap_exhausted.',
+    labelNames: ['vendor'] as const,
+    registers: [this.registry],
+  });
+
+  /** Time the vendor took to answer. */
+  readonly upstreamLatency = new Histogram({
+    name: 'keybrake_upstream_duration_seconds',
+    help: 'Latency of forwarded vendor calls, in seconds.',
+    labelNames: ['vendor', 'status_class'] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    registers: [this.registry],
+  });
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: 'keybrake_' });
+  }
+}

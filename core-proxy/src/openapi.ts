@@ -1,0 +1,239 @@
+/**
+ * The OpenAPI 3.1 document of the admin API, the proxy and the error shape, served at
+ * `/openapi.json`. It restates `shared/CONTRACT.md` and writes down what the contract leaves open.
+ */
+
+const error = (description: string, codes: string[]) => ({
+  description: `${description} (error.code: ${codes.join(', ')})`,
+  content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
+});
+
+const keyIdParam = { name: 'key_id', in: 'path', required: true, schema: { type: 'string' } };
+const unauthorized = error('Missing or wrong issuer key', ['unauthorized']);
+const storeDown = error('The store cannot be reached; nothing changed', ['store_unavailable']);
+
+export const OPENAPI_DOCUMENT = {
+  openapi: '3.1.0',
+  info: {
+    title: 'Keybrake',
+    version: '1',
+    description:
+      'Credential-enforcement proxy: scoped, capped, revocable vault keys in front of Stripe, Twilio and Resend. ' +
+      'Money is reserved before a call is forwarded and settled from the vendor response. Every proxied request ' +
+      'appends a record to a SHA-256 hash chain: hash_n = sha256(hex(hash_{n-1}) || canonical_json(record_n)), ' +
+      'hash_0 = 64 zeros, canonical JSON = keys sorted, no whitespace; record_n is the `calls` entry of the record.',
+  },
+  components: {
+    securitySchemes: { issuerKey: { type: 'http', scheme: 'bearer', description: 'One of KEYBRAKE_API_KEYS' } },
+    schemas: {
+      Error: {
+        type: 'object',
+        required: ['error'],
+        properties: {
+          error: {
+            type: 'object',
+            required: ['code', 'message'],
+            properties: { code: { type: 'string', pattern: '^[a-z_]+$' }, message: { type: 'string' } },
+          },
+        },
+      },
+      IssueKeyRequest: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['vendor', 'allowed_endpoints', 'expires_in'],
+        description: 'At least one of daily_usd_cap and usd_cap. Unknown fields are refused.',
+        properties: {
+          vendor: { enum: ['stripe', 'twilio', 'resend'] },
+          daily_usd_cap: { type: 'number', exclusiveMinimum: 0, maximum: 1e9, description: 'Resets at 00:00 UTC' },
+          usd_cap: { type: 'number', exclusiveMinimum: 0, maximum: 1e9, description: 'Lifetime cap' },
+          allowed_endpoints: {
+            type: 'array',
+            minItems: 1,
+            maxItems: 100,
+            items: { type: 'string', pattern: '^(GET|POST|PUT|PATCH|DELETE|HEAD) /', examples: ['POST /v1/charges'] },
+            description: '"*" matches exactly one path segment. A child key may not allow more than its parent.',
+          },
+          expires_in: {
+            oneOf: [
+              { type: 'string', pattern: '^[1-9][0-9]*[smhd]$' },
+              { type: 'integer', minimum: 1, maximum: 604800 },
+            ],
+            description: 'At most 7 days. A child key never outlives its parent.',
+          },
+          agent_run_label: { type: 'string', minLength: 1, maxLength: 200 },
+          parent_key_id: { type: 'string', description: 'Spend of the child also counts against the parent caps' },
+          tainted: { type: 'boolean', default: false },
+        },
+      },
+      IssuedKey: {
+        type: 'object',
+        required: ['key_id', 'vault_key', 'vendor', 'expires_at', 'daily_usd_cap', 'usd_cap', 'allowed_endpoints', 'agent_run_label'],
+        properties: {
+          key_id: { type: 'string' },
+          vault_key: { type: 'string', description: 'Shown only here; stored as SHA-256' },
+          vendor: { type: 'string' },
+          expires_at: { type: 'string', format: 'date-time' },
+          daily_usd_cap: { type: ['number', 'null'] },
+          usd_cap: { type: ['number', 'null'] },
+          allowed_endpoints: { type: 'array', items: { type: 'string' } },
+          agent_run_label: { type: ['string', 'null'] },
+          parent_key_id: { type: ['string', 'null'] },
+          tainted: { type: 'boolean' },
+          created_at: { type: 'string', format: 'date-time' },
+        },
+      },
+      VaultKey: {
+        type: 'object',
+        properties: {
+          key_id: { type: 'string' },
+          vendor: { type: 'string' },
+          status: { enum: ['active', 'revoked', 'expired'] },
+          spent_usd: { type: 'number', description: 'Settled spend plus spend of unknown outcome, children included' },
+          reserved_usd: { type: 'number', description: 'Held by calls in flight' },
+          remaining_usd: { type: ['number', 'null'], description: 'Least headroom of the key own caps' },
+          spent_today_usd: { type: 'number' },
+          unknown_usd: { type: 'number' },
+          expires_at: { type: 'string', format: 'date-time' },
+          created_at: { type: 'string', format: 'date-time' },
+          revoked_at: { type: ['string', 'null'], format: 'date-time' },
+          agent_run_label: { type: ['string', 'null'] },
+          daily_usd_cap: { type: ['number', 'null'] },
+          usd_cap: { type: ['number', 'null'] },
+          allowed_endpoints: { type: 'array', items: { type: 'string' } },
+          parent_key_id: { type: ['string', 'null'] },
+          tainted: { type: 'boolean' },
+        },
+      },
+      Call: {
+        type: 'object',
+        properties: {
+          seq: { type: 'integer', description: 'Position in the global audit chain' },
+          at: { type: 'string', format: 'date-time' },
+          key_id: { type: ['string', 'null'] },
+          vendor: { type: 'string' },
+          method: { type: 'string' },
+          path: { type: 'string', description: 'Normalized path as the client sent it' },
+          outcome: { enum: ['forwarded', 'blocked', 'replayed', 'unknown'] },
+          reason: { type: ['string', 'null'], description: 'The error code when blocked or unknown' },
+          status: { type: ['integer', 'null'] },
+          cost_usd: { type: 'number' },
+          vendor_request_id: { type: ['string', 'null'] },
+          idempotency_key: { type: ['string', 'null'] },
+          agent_run_label: { type: ['string', 'null'] },
+          tainted: { type: 'boolean' },
+        },
+      },
+    },
+  },
+  security: [{ issuerKey: [] }],
+  paths: {
+    '/vault/keys': {
+      post: {
+        summary: 'Issue a vault key for one execution',
+        requestBody: { required: true, content: { 'application/json': { schema: { $ref: '#/components/schemas/IssueKeyRequest' } } } },
+        responses: {
+          '201': { description: 'Issued', content: { 'application/json': { schema: { $ref: '#/components/schemas/IssuedKey' } } } },
+          '400': error('Invalid body, or vendor without a configured secret', ['invalid_request', 'vendor_not_configured']),
+          '401': unauthorized,
+          '413': error('Body over 64 KiB', ['payload_too_large']),
+          '415': error('Body is not JSON', ['unsupported_media_type']),
+          '503': storeDown,
+        },
+      },
+    },
+    '/vault/keys/{key_id}': {
+      parameters: [keyIdParam],
+      get: {
+        summary: 'Read a key, its status and spend',
+        responses: {
+          '200': { description: 'The key', content: { 'application/json': { schema: { $ref: '#/components/schemas/VaultKey' } } } },
+          '401': unauthorized,
+          '404': error('Unknown key', ['not_found']),
+          '503': storeDown,
+        },
+      },
+      delete: {
+        summary: 'Revoke a key and its children (idempotent, effective on the next call)',
+        responses: {
+          '200': { description: '`{"key_id", "status": "revoked"}`' },
+          '401': unauthorized,
+          '404': error('Unknown key', ['not_found']),
+          '503': storeDown,
+        },
+      },
+    },
+    '/vault/keys/{key_id}/taint': {
+      parameters: [keyIdParam],
+      post: {
+        summary: 'Taint a key and its children for good',
+        responses: { '200': { description: '`{"key_id", "tainted": true}`' }, '401': unauthorized, '404': error('Unknown key', ['not_found']) },
+      },
+    },
+    '/vault/keys/{key_id}/calls': {
+      parameters: [keyIdParam],
+      get: {
+        summary: 'Every proxied request made with this key, oldest first',
+        responses: {
+          '200': {
+            description: 'Calls',
+            content: {
+              'application/json': {
+                schema: { type: 'object', properties: { calls: { type: 'array', items: { $ref: '#/components/schemas/Call' } } } },
+              },
+            },
+          },
+          '401': unauthorized,
+          '404': error('Unknown key', ['not_found']),
+        },
+      },
+    },
+    '/audit/verify': {
+      get: {
+        summary: 'Recompute the audit hash chain',
+        responses: {
+          '200': { description: '`{"ok": true, "records", "head"}` or `{"ok": false, "records", "first_bad_seq"}`' },
+          '401': unauthorized,
+        },
+      },
+    },
+    '/{vendor}/{path}': {
+      parameters: [
+        { name: 'vendor', in: 'path', required: true, schema: { enum: ['stripe', 'twilio', 'resend'] } },
+        { name: 'path', in: 'path', required: true, schema: { type: 'string' } },
+      ],
+      post: {
+        summary: 'Proxied vendor call (any method)',
+        description:
+          'Vault key as the vendor SDK presents its secret (stripe/resend: Bearer; twilio: Basic, key as username or password). ' +
+          'Idempotency-Key (<= 255 chars) scopes replays per key for at least 24 hours; a replay carries Idempotent-Replayed: true. ' +
+          'Every response carries X-Keybrake-Key-Id once the key is known.',
+        security: [],
+        responses: {
+          default: { description: "The vendor's response, as it came" },
+          '400': error('Bad path, bad Idempotency-Key, unsupported currency, reused idempotency key', [
+            'invalid_request',
+            'currency_not_supported',
+            'idempotency_key_reused',
+          ]),
+          '401': error('Missing, unknown, revoked or expired vault key', ['invalid_vault_key', 'vault_key_revoked', 'vault_key_expired']),
+          '403': error('Wrong vendor, endpoint not allowed, tainted', ['vendor_mismatch', 'endpoint_not_allowed', 'tainted_request_refused']),
+          '409': error('Same Idempotency-Key still in flight', ['idempotency_key_in_use']),
+          '413': error('Body over KEYBRAKE_MAX_BODY_BYTES', ['payload_too_large']),
+          '429': {
+            description: 'Cap exhausted: header X-Keybrake-Cap-Hit: true, nothing forwarded (error.code: cap_exhausted). A vendor 429 has no such header.',
+            headers: { 'X-Keybrake-Cap-Hit': { schema: { const: 'true' } } },
+            content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
+          },
+          '502': error('Vendor unreachable (nothing sent) or failed mid-call (outcome unknown)', ['upstream_unreachable', 'upstream_error']),
+          '503': error('Store unreachable: nothing forwarded', ['store_unavailable', 'vendor_not_configured']),
+          '504': error('Vendor did not answer in time (outcome unknown, reservation kept as spent)', ['upstream_timeout']),
+        },
+      },
+    },
+    '/healthz': { get: { summary: 'Alive', security: [], responses: { '200': { description: '`{"ok": true}`' } } } },
+    '/readyz': {
+      get: { summary: 'Store reachable', security: [], responses: { '200': { description: 'Ready' }, '503': storeDown } },
+    },
+    '/metrics': { get: { summary: 'Prometheus metrics', security: [], responses: { '200': { description: 'text/plain' } } } },
+  },
+} as const;

@@ -1,0 +1,43 @@
+import type { FastifyError, FastifyInstance } from 'fastify';
+import fp from 'fastify-plugin';
+import { type ErrorCode, KeybrakeError } from '../errors.js';
+
+const FASTIFY_CODES: Record<string, [number, ErrorCode]> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: [413, 'payload_too_large'],
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: [415, 'unsupported_media_type'],
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: [400, 'invalid_request'],
+  FST_ERR_CTP_EMPTY_JSON_BODY: [400, 'invalid_request'],
+  FST_ERR_CTP_INVALID_JSON_BODY: [400, 'invalid_request'],
+};
+
+/** Maps any thrown error to the contract's `{"error": {"code", "message"}}` body. */
+export function toKeybrakeError(error: FastifyError | Error): KeybrakeError {
+  if (error instanceof KeybrakeError) return error;
+  const fastifyError = error as FastifyError;
+  const mapped = fastifyError.code ? FASTIFY_CODES[fastifyError.code] : undefined;
+  if (mapped) return new KeybrakeError(mapped[0], mapped[1], fastifyError.message);
+  if (error instanceof SyntaxError || fastifyError.validation) {
+    return new KeybrakeError(400, 'invalid_request', 'The request body is not valid JSON for this endpoint.');
+  }
+  const status = fastifyError.statusCode;
+  if (status !== undefined && status >= 400 && status < 500) {
+    return new KeybrakeError(status, 'invalid_request', fastifyError.message);
+  }
+  if (status === 503) return new KeybrakeError(503, 'shutting_down', 'The proxy is shutting down.');
+  return new KeybrakeError(500, 'internal_error', 'Internal error.');
+}
+
+/** Error, not-found and client-error handling in the contract's shape. */
+export const errorsPlugin = fp(
+  async (app: FastifyInstance) => {
+    app.setErrorHandler((error, request, reply) => {
+      const mapped = toKeybrakeError(error as Error);
+      if (mapped.statusCode >= 500) request.log.error({ err: error }, 'request failed');
+      void reply.code(mapped.statusCode).headers(mapped.headers).send(mapped.toJSON());
+    });
+    app.setNotFoundHandler((request, reply) => {
+      void reply.code(404).send(new KeybrakeError(404, 'not_found', `No route for ${request.method} ${request.url.split('?')[0]}.`).toJSON());
+    });
+  },
+  { name: 'keybrake-errors' },
+);

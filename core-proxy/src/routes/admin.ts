@@ -1,0 +1,139 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { formatEndpointPattern } from '../allowlist.js';
+import { KeybrakeError, httpError } from '../errors.js';
+import { assertWithinParent, parseIssueKeyInput } from '../key-issuance.js';
+import { type Micros, microsToUsd } from '../money.js';
+import type { VaultKeyState } from '../store/store.js';
+import { hashVaultKey, matchesAnyApiKey, newKeyId, newVaultKey } from '../vault-keys.js';
+
+interface KeyParams {
+  keyId: string;
+}
+
+/** `active`, `revoked` or `expired`, as the contract names a key's state. */
+export function keyStatus(key: { revokedAt: number | null; expiresAt: number }, now: number): 'active' | 'revoked' | 'expired' {
+  if (key.revokedAt !== null) return 'revoked';
+  return key.expiresAt <= now ? 'expired' : 'active';
+}
+
+function remainingMicros(key: VaultKeyState): Micros | null {
+  const limits: Micros[] = [];
+  if (key.capMicros !== null) limits.push(key.capMicros - key.spentMicros - key.reservedMicros);
+  if (key.dailyCapMicros !== null) limits.push(key.dailyCapMicros - key.spentTodayMicros - key.reservedTodayMicros);
+  return limits.length === 0 ? null : Math.max(0, Math.min(...limits));
+}
+
+function keyView(key: VaultKeyState, now: number): Record<string, unknown> {
+  const remaining = remainingMicros(key);
+  return {
+    key_id: key.keyId,
+    vendor: key.vendor,
+    status: keyStatus(key, now),
+    spent_usd: microsToUsd(key.spentMicros),
+    reserved_usd: microsToUsd(key.reservedMicros),
+    remaining_usd: remaining === null ? null : microsToUsd(remaining),
+    spent_today_usd: microsToUsd(key.spentTodayMicros),
+    unknown_usd: microsToUsd(key.unknownMicros),
+    expires_at: new Date(key.expiresAt).toISOString(),
+    created_at: new Date(key.createdAt).toISOString(),
+    revoked_at: key.revokedAt === null ? null : new Date(key.revokedAt).toISOString(),
+    agent_run_label: key.agentRunLabel,
+    daily_usd_cap: key.dailyCapMicros === null ? null : microsToUsd(key.dailyCapMicros),
+    usd_cap: key.capMicros === null ? null : microsToUsd(key.capMicros),
+    allowed_endpoints: key.allowedEndpoints,
+    parent_key_id: key.parentKeyId,
+    tainted: key.tainted,
+  };
+}
+
+/** The admin API: issue, read, revoke and taint vault keys, list their calls, verify the audit chain. */
+export async function adminRoutes(app: FastifyInstance): Promise<void> {
+  const kb = app.keybrake;
+
+  app.addHook('onRequest', async (request: FastifyRequest, reply: FastifyReply) => {
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(request.headers.authorization ?? '');
+    if (!match || !matchesAnyApiKey(match[1] as string, kb.apiKeyDigests)) {
+      const error = httpError(401, 'unauthorized', 'A valid issuer key is required: Authorization: Bearer <key>.');
+      return reply.code(401).send(error.toJSON());
+    }
+  });
+
+  app.post('/vault/keys', { bodyLimit: 64 * 1024 }, async (request, reply) => {
+    const input = parseIssueKeyInput(request.body, new Set(Object.keys(kb.config.vendorSecrets)));
+    const now = kb.now();
+    let expiresAt = now + input.ttlSeconds * 1000;
+    let tainted = input.tainted;
+    if (input.parentKeyId !== null) {
+      const parent = await kb.store.getKey(input.parentKeyId, now);
+      if (!parent) throw httpError(400, 'invalid_request', 'parent_key_id names no vault key.');
+      if (keyStatus(parent, now) !== 'active') throw httpError(400, 'invalid_request', 'The parent key is not active.');
+      if (parent.vendor !== input.vendor) throw httpError(400, 'invalid_request', 'A child key must be for its parent vendor.');
+      assertWithinParent(input.allowedEndpoints, parent.allowedEndpoints);
+      // A child never outlives its parent, and a child of a tainted key is tainted.
+      expiresAt = Math.min(expiresAt, parent.expiresAt);
+      tainted ||= parent.tainted;
+    }
+    const vaultKey = newVaultKey();
+    const record = {
+      keyId: newKeyId(),
+      keyHash: hashVaultKey(vaultKey),
+      vendor: input.vendor,
+      dailyCapMicros: input.dailyCapMicros,
+      capMicros: input.capMicros,
+      allowedEndpoints: input.allowedEndpoints.map(formatEndpointPattern),
+      agentRunLabel: input.agentRunLabel,
+      parentKeyId: input.parentKeyId,
+      tainted,
+      createdAt: now,
+      expiresAt,
+      revokedAt: null,
+    };
+    await kb.store.createKey(record);
+    return reply.code(201).send({
+      key_id: record.keyId,
+      vault_key: vaultKey,
+      vendor: record.vendor,
+      expires_at: new Date(expiresAt).toISOString(),
+      daily_usd_cap: record.dailyCapMicros === null ? null : microsToUsd(record.dailyCapMicros),
+      usd_cap: record.capMicros === null ? null : microsToUsd(record.capMicros),
+      allowed_endpoints: record.allowedEndpoints,
+      agent_run_label: record.agentRunLabel,
+      parent_key_id: record.parentKeyId,
+      tainted,
+      created_at: new Date(now).toISOString(),
+    });
+  });
+
+  app.get<{ Params: KeyParams }>('/vault/keys/:keyId', async (request) => {
+    const now = kb.now();
+    const key = await kb.store.getKey(request.params.keyId, now);
+    if (!key) throw notFound();
+    return keyView(key, now);
+  });
+
+  app.delete<{ Params: KeyParams }>('/vault/keys/:keyId', async (request) => {
+    if (!(await kb.store.revokeKey(request.params.keyId, kb.now()))) throw notFound();
+    return { key_id: request.params.keyId, status: 'revoked' };
+  });
+
+  app.post<{ Params: KeyParams }>('/vault/keys/:keyId/taint', async (request) => {
+    if (!(await kb.store.taintKey(request.params.keyId))) throw notFound();
+    return { key_id: request.params.keyId, tainted: true };
+  });
+
+  app.get<{ Params: KeyParams }>('/vault/keys/:keyId/calls', async (request) => {
+    if (!(await kb.store.getKey(request.params.keyId, kb.now()))) throw notFound();
+    return { calls: await kb.store.listCalls(request.params.keyId) };
+  });
+
+  app.get('/audit/verify', async () => {
+    const result = await kb.store.verifyAudit();
+    return result.ok
+      ? { ok: true, records: result.records, head: result.head }
+      : { ok: false, records: result.records, first_bad_seq: result.firstBadSeq };
+  });
+}
+
+function notFound(): KeybrakeError {
+  return httpError(404, 'not_found', 'No vault key has this id.');
+}

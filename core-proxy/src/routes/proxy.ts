@@ -1,0 +1,321 @@
+import { createHash, randomUUID } from 'node:crypto';
+import type { IncomingHttpHeaders } from 'node:http';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import {
+  METHOD_OVERRIDE_HEADERS,
+  encodePath,
+  isAllowed,
+  matchesPattern,
+  normalizePath,
+  parseEndpointPattern,
+} from '../allowlist.js';
+import { extraCost } from '../cost-rules.js';
+import { CapExhaustedError, InvalidRequestError, KeybrakeError, StoreUnavailableError, httpError } from '../errors.js';
+import type { KeybrakeContext } from '../plugins/keybrake.js';
+import type { AuditInput, StoredResponse, VaultKeyRecord } from '../store/store.js';
+import { hashVaultKey } from '../vault-keys.js';
+import type { VendorModule, VendorRequest, VendorResponse } from '../vendors/index.js';
+import { VENDORS } from '../vendors/index.js';
+import { keyStatus } from './admin.js';
+
+/** Request headers never forwarded: hop-by-hop, credentials we replace, and our own. */
+const DROPPED_REQUEST_HEADERS = new Set([
+  'host',
+  'connection',
+  'keep-alive',
+  'proxy-authorization',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'authorization',
+  'content-length',
+  'accept-encoding',
+  'expect',
+  ...METHOD_OVERRIDE_HEADERS,
+]);
+/** Response headers not passed back: hop-by-hop ones, and the length we recompute. */
+const DROPPED_RESPONSE_HEADERS = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-authenticate',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'content-length',
+]);
+const MAX_IDEMPOTENCY_KEY = 255;
+const MAX_AUDITED_PATH = 1024;
+
+/** Per-request facts the audit record is built from, filled in as the checks pass. */
+interface CallFacts {
+  readonly vendor: VendorModule;
+  readonly method: string;
+  readonly rawPath: string;
+  readonly query: string;
+  readonly body: Buffer;
+  readonly idempotencyKey: string | null;
+  readonly untrusted: boolean;
+  segments?: string[];
+  key?: VaultKeyRecord;
+}
+
+/** The vendor proxy: `/{vendor}/{rest}` for every vendor module. */
+export async function proxyRoutes(app: FastifyInstance): Promise<void> {
+  const kb = app.keybrake;
+  // Vendor bodies are read as raw bytes: they are forwarded exactly as sent, and parsed only to estimate cost.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: kb.config.maxBodyBytes }, (_request, body, done) => {
+    done(null, body);
+  });
+
+  for (const vendor of VENDORS.values()) {
+    app.all(`/${vendor.name}/*`, (request, reply) => proxyCall(kb, vendor, request, reply));
+  }
+}
+
+async function proxyCall(
+  kb: KeybrakeContext,
+  vendor: VendorModule,
+  request: FastifyRequest,
+  reply: FastifyReply,
+): Promise<FastifyReply> {
+  const afterPrefix = (request.raw.url ?? '/').slice(vendor.name.length + 1) || '/';
+  const queryAt = afterPrefix.indexOf('?');
+  const idempotencyHeader = request.headers['idempotency-key'];
+  const facts: CallFacts = {
+    vendor,
+    method: request.method,
+    rawPath: queryAt >= 0 ? afterPrefix.slice(0, queryAt) : afterPrefix,
+    query: queryAt >= 0 ? afterPrefix.slice(queryAt) : '',
+    body: Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0),
+    idempotencyKey: typeof idempotencyHeader === 'string' && idempotencyHeader !== '' ? idempotencyHeader : null,
+    untrusted: String(request.headers['x-keybrake-provenance'] ?? '').toLowerCase() === 'untrusted',
+  };
+  try {
+    return await forwardChecked(kb, facts, request, reply);
+  } catch (error) {
+    if (!(error instanceof KeybrakeError)) throw error;
+    return refuse(kb, facts, error, reply);
+  }
+}
+
+/** Runs the contract's checks in order, reserves, forwards, settles, audits. */
+async function forwardChecked(
+  kb: KeybrakeContext,
+  facts: CallFacts,
+  request: FastifyRequest,
+  reply: FastifyReply,
+): Promise<FastifyReply> {
+  const { vendor, method } = facts;
+  const vaultKey = vendor.readVaultKey(request.headers);
+  if (!vaultKey) throw httpError(401, 'invalid_vault_key', 'No vault key was presented.');
+  const key = await kb.store.findKeyByHash(hashVaultKey(vaultKey));
+  if (!key) throw httpError(401, 'invalid_vault_key', 'The vault key is not known.');
+  facts.key = key;
+  const now = kb.now();
+  const status = keyStatus(key, now);
+  if (status === 'revoked') throw httpError(401, 'vault_key_revoked', 'The vault key has been revoked.');
+  if (status === 'expired') throw httpError(401, 'vault_key_expired', 'The vault key has expired.');
+  if (key.vendor !== vendor.name) {
+    throw httpError(403, 'vendor_mismatch', `This vault key was issued for ${key.vendor}, not ${vendor.name}.`);
+  }
+
+  // A key issued while the vendor was configured, presented after a restart without its secret.
+  const secrets = kb.config.vendorSecrets[vendor.name];
+  if (!secrets) throw httpError(503, 'vendor_not_configured', `No secret is configured for ${vendor.name}.`);
+
+  const segments = normalizePath(facts.rawPath);
+  facts.segments = segments;
+  if (overriddenMethod(request.headers, facts.query, method)) {
+    throw httpError(403, 'endpoint_not_allowed', 'Method override headers cannot change the method of a proxied call.');
+  }
+  if (!isAllowed(key.allowedEndpoints.map(parseEndpointPattern), method, segments)) {
+    throw httpError(403, 'endpoint_not_allowed', `${method} /${segments.join('/')} is not in this key's allowed_endpoints.`);
+  }
+  const sensitive = vendor.costedEndpoints.some((pattern) => matchesPattern(pattern, method, segments));
+  if (sensitive && (facts.untrusted || key.tainted)) {
+    throw httpError(403, 'tainted_request_refused', 'A tainted request may not call a money-moving endpoint.');
+  }
+  if (facts.idempotencyKey !== null && facts.idempotencyKey.length > MAX_IDEMPOTENCY_KEY) {
+    throw new InvalidRequestError(`Idempotency-Key may be at most ${MAX_IDEMPOTENCY_KEY} characters.`);
+  }
+
+  const vendorRequest: VendorRequest = { method, segments, headers: request.headers, body: facts.body };
+  const estimate =
+    vendor.estimateCost(vendorRequest, kb.config.pricing) ?? extraCost(kb.config.pricing, vendor.name, method, segments) ?? 0;
+
+  const reservationId = randomUUID();
+  const reserved = await kb.store.reserve({
+    keyId: key.keyId,
+    reservationId,
+    costMicros: estimate,
+    now,
+    sensitive,
+    idempotency:
+      facts.idempotencyKey === null ? null : { key: facts.idempotencyKey, fingerprint: fingerprint(facts, segments) },
+    pending: auditBase(facts),
+  });
+  if (reserved.kind === 'refused') {
+    if (reserved.code === 'cap_exhausted') throw new CapExhaustedError(reserved.capKeyId ?? key.keyId);
+    const [statusCode, code, message] = REFUSALS[reserved.code];
+    throw httpError(statusCode, code, message);
+  }
+  if (reserved.kind === 'replay') return replay(kb, facts, reserved.response, reply);
+
+  const upstream = vendor.prepareUpstream(vendorRequest, secrets);
+  const headers = forwardedHeaders(request.headers);
+  Object.assign(headers, upstream.headers, { 'accept-encoding': 'identity' });
+  const url = `${kb.config.baseUrls[vendor.name]}${encodePath(upstream.segments)}${facts.query}`;
+
+  const started = process.hrtime.bigint();
+  const result = await kb.forwarder.forward(url, method, headers, facts.body);
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+
+  if (result.kind !== 'response') {
+    // Not sent: nothing can have been charged. Unknown: it may have been, so the reservation stays spent.
+    const sent = result.kind === 'unknown';
+    const code = sent ? (result.timedOut ? 'upstream_timeout' : 'upstream_error') : 'upstream_unreachable';
+    const statusCode = code === 'upstream_timeout' ? 504 : 502;
+    request.log.warn({ vendor: vendor.name, code, cause: result.error.message }, 'vendor call failed');
+    const cost = sent ? estimate : 0;
+    await kb.store.settle({
+      keyId: key.keyId,
+      reservationId,
+      actualMicros: cost,
+      idempotentResponse: null,
+      audit: audit(facts, sent ? 'unknown' : 'blocked', code, statusCode, cost),
+    });
+    kb.metrics.requests.inc({ vendor: vendor.name, outcome: sent ? 'unknown' : 'blocked', reason: code });
+    kb.metrics.spend.inc({ vendor: vendor.name }, cost / 1e6);
+    const error = httpError(statusCode, code, sent ? 'The vendor call may have been made, but no answer came back.' : 'The vendor could not be reached; nothing was sent.');
+    return reply.code(statusCode).header('x-keybrake-key-id', key.keyId).send(error.toJSON());
+  }
+
+  const response = result.response;
+  kb.metrics.upstreamLatency.observe({ vendor: vendor.name, status_class: `${Math.floor(response.status / 100)}xx` }, seconds);
+  const actual = vendor.settleCost(vendorRequest, response, estimate, kb.config.pricing);
+  const body = vendor.maskResponseBody?.(vendorRequest, response.body, secrets) ?? response.body;
+  const responseHeaders = returnedHeaders(response);
+  const vendorRequestId = vendor.vendorRequestId(response) ?? null;
+  await kb.store.settle({
+    keyId: key.keyId,
+    reservationId,
+    actualMicros: actual,
+    idempotentResponse: keepsForReplay(response.status)
+      ? { status: response.status, headers: responseHeaders, body: body.toString('base64'), vendorRequestId }
+      : null,
+    audit: { ...audit(facts, 'forwarded', null, response.status, actual), vendorRequestId },
+  });
+  kb.metrics.requests.inc({ vendor: vendor.name, outcome: 'forwarded', reason: '' });
+  kb.metrics.spend.inc({ vendor: vendor.name }, actual / 1e6);
+  return reply.code(response.status).headers(responseHeaders).header('x-keybrake-key-id', key.keyId).send(body);
+}
+
+const REFUSALS = {
+  vault_key_revoked: [401, 'vault_key_revoked', 'The vault key has been revoked.'],
+  vault_key_expired: [401, 'vault_key_expired', 'The vault key has expired.'],
+  invalid_vault_key: [401, 'invalid_vault_key', 'The vault key is not known.'],
+  tainted_request_refused: [403, 'tainted_request_refused', 'A tainted key may not call a money-moving endpoint.'],
+  idempotency_key_reused: [400, 'idempotency_key_reused', 'This Idempotency-Key was used with a different method, path or body.'],
+  idempotency_key_in_use: [409, 'idempotency_key_in_use', 'A request with this Idempotency-Key is still in flight.'],
+} as const;
+
+/**
+ * Keep a response for replay when the vendor reached a decision. A vendor 5xx, its own 429 or its
+ * concurrency 409 mean the call did not run: the claim is released so a retry reaches the vendor.
+ */
+function keepsForReplay(status: number): boolean {
+  return status < 500 && status !== 429 && status !== 409;
+}
+
+async function replay(
+  kb: KeybrakeContext,
+  facts: CallFacts,
+  stored: StoredResponse,
+  reply: FastifyReply,
+): Promise<FastifyReply> {
+  await kb.store.appendAudit({ ...audit(facts, 'replayed', null, stored.status, 0), vendorRequestId: stored.vendorRequestId });
+  kb.metrics.requests.inc({ vendor: facts.vendor.name, outcome: 'replayed', reason: '' });
+  return reply
+    .code(stored.status)
+    .headers(stored.headers)
+    .header('idempotent-replayed', 'true')
+    .header('x-keybrake-key-id', facts.key?.keyId ?? '')
+    .send(Buffer.from(stored.body, 'base64'));
+}
+
+/** Audits and answers a refused call. Nothing was forwarded. */
+async function refuse(kb: KeybrakeContext, facts: CallFacts, error: KeybrakeError, reply: FastifyReply): Promise<FastifyReply> {
+  let answer = error;
+  if (!(error instanceof StoreUnavailableError)) {
+    try {
+      await kb.store.appendAudit(audit(facts, 'blocked', error.code, error.statusCode, 0));
+    } catch (auditError) {
+      // The record must be durable before we answer: if it cannot be written, say so.
+      answer = auditError instanceof StoreUnavailableError ? auditError : new StoreUnavailableError(auditError);
+    }
+  }
+  kb.metrics.requests.inc({ vendor: facts.vendor.name, outcome: 'blocked', reason: answer.code });
+  if (answer.code === 'cap_exhausted') kb.metrics.capHits.inc({ vendor: facts.vendor.name });
+  if (facts.key) void reply.header('x-keybrake-key-id', facts.key.keyId);
+  return reply.code(answer.statusCode).headers(answer.headers).send(answer.toJSON());
+}
+
+function auditBase(facts: CallFacts): Omit<AuditInput, 'at' | 'outcome' | 'reason' | 'status' | 'costMicros' | 'vendorRequestId'> {
+  return {
+    keyId: facts.key?.keyId ?? null,
+    vendor: facts.vendor.name,
+    method: facts.method,
+    path: facts.segments ? encodePath(facts.segments) : facts.rawPath.slice(0, MAX_AUDITED_PATH),
+    idempotencyKey: facts.idempotencyKey?.slice(0, MAX_IDEMPOTENCY_KEY) ?? null,
+    agentRunLabel: facts.key?.agentRunLabel ?? null,
+    tainted: facts.untrusted || (facts.key?.tainted ?? false),
+  };
+}
+
+function audit(
+  facts: CallFacts,
+  outcome: AuditInput['outcome'],
+  reason: string | null,
+  status: number | null,
+  costMicros: number,
+): AuditInput {
+  return { ...auditBase(facts), at: new Date().toISOString(), outcome, reason, status, costMicros, vendorRequestId: null };
+}
+
+/** Same method, same normalized path and query, same body bytes. */
+function fingerprint(facts: CallFacts, segments: readonly string[]): string {
+  return createHash('sha256')
+    .update(`${facts.method}\n${encodePath(segments)}\n${facts.query}\n`)
+    .update(facts.body)
+    .digest('hex');
+}
+
+/** True when a method-override header or `_method` query parameter names a method other than the real one. */
+function overriddenMethod(headers: IncomingHttpHeaders, query: string, method: string): boolean {
+  const overrides = METHOD_OVERRIDE_HEADERS.map((name) => headers[name]).filter((value) => value !== undefined);
+  overrides.push(...new URLSearchParams(query.slice(1)).getAll('_method'));
+  return overrides.some((value) => String(value).trim().toUpperCase() !== method);
+}
+
+function forwardedHeaders(headers: IncomingHttpHeaders): Record<string, string | string[]> {
+  const forwarded: Record<string, string | string[]> = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined || DROPPED_REQUEST_HEADERS.has(name) || name.startsWith('x-keybrake-')) continue;
+    forwarded[name] = value;
+  }
+  return forwarded;
+}
+
+function returnedHeaders(response: VendorResponse): Record<string, string | string[]> {
+  const returned: Record<string, string | string[]> = {};
+  for (const [name, value] of Object.entries(response.headers)) {
+    if (value === undefined || DROPPED_RESPONSE_HEADERS.has(name) || name.startsWith('x-keybrake-')) continue;
+    returned[name] = value;
+  }
+  return returned;
+}

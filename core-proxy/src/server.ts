@@ -1,0 +1,49 @@
+import type { FastifyInstance } from 'fastify';
+import { buildApp } from './app.js';
+import type { KeybrakeConfig } from './config.js';
+import { openStore } from './store/open-store.js';
+
+/** Options of {@link startServer}. */
+export interface ServerOptions {
+  /** Install SIGTERM/SIGINT handlers that drain and exit. @default true */
+  readonly handleSignals?: boolean;
+}
+
+/**
+ * Opens the store, builds the app and listens. On SIGTERM or SIGINT it stops accepting, lets
+ * in-flight calls finish and settle, closes the store and exits 0; a second signal exits at once.
+ */
+export async function startServer(config: KeybrakeConfig, options: ServerOptions = {}): Promise<FastifyInstance> {
+  const app = await buildApp({ config, store: openStore(config) });
+  await app.listen({ host: config.host, port: config.port });
+  if (config.generatedApiKey) {
+    // Dev mode only: an issuer key is not a vendor secret or a vault key, and there is no other way to learn it.
+    process.stderr.write(
+      `\nKEYBRAKE_API_KEYS is not set: generated an issuer key for this run (dev mode):\n  ${config.apiKeys[0]}\n\n`,
+    );
+  }
+  const configured = Object.keys(config.vendorSecrets);
+  app.log.info(
+    { store: config.redisUrl ? 'redis' : 'embedded', dataDir: config.dataDir, vendors: configured },
+    configured.length === 0 ? 'no vendor secrets configured: keys cannot be issued yet' : 'keybrake ready',
+  );
+
+  if (options.handleSignals ?? true) {
+    let closing = false;
+    const shutdown = (signal: NodeJS.Signals): void => {
+      if (closing) process.exit(1);
+      closing = true;
+      app.log.info({ signal }, 'draining in-flight calls');
+      app.close().then(
+        () => process.exit(0),
+        (error: unknown) => {
+          app.log.error({ err: error }, 'shutdown failed');
+          process.exit(1);
+        },
+      );
+    };
+    process.on('SIGTERM', shutdown);
+    process.on('SIGINT', shutdown);
+  }
+  return app;
+}

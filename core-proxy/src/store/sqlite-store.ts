@@ -1,0 +1,496 @@
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { GENESIS_HASH, type AuditRecordJson, auditRecordJson, chainHash } from '../audit-chain.js';
+import { canonicalJson } from '../canonical-json.js';
+import { StoreUnavailableError } from '../errors.js';
+import type { Micros } from '../money.js';
+import {
+  type AuditAppended,
+  type AuditInput,
+  type AuditVerification,
+  type ReserveInput,
+  type ReserveOutput,
+  type SettleInput,
+  type Store,
+  type StoredResponse,
+  type VaultKeyRecord,
+  type VaultKeyState,
+  utcDay,
+} from './store.js';
+
+/** Options of the embedded store. */
+export interface SqliteStoreOptions {
+  /** Folder of the database file; created if missing. @default './.keybrake-data' */
+  readonly dataDir: string;
+  /** How long kept idempotent responses live. @default 24h (the contract's minimum) */
+  readonly idempotencyRetentionMs?: number;
+  /** Epoch milliseconds, for recovery records. @default Date.now */
+  readonly now?: () => number;
+}
+
+interface KeyRow {
+  key_id: string;
+  key_hash: string;
+  vendor: string;
+  daily_cap: number | null;
+  cap: number | null;
+  allowed_endpoints: string;
+  agent_run_label: string | null;
+  parent_key_id: string | null;
+  tainted: number;
+  created_at: number;
+  expires_at: number;
+  revoked_at: number | null;
+  spent: number;
+  reserved: number;
+  unknown: number;
+}
+
+interface ReservationRow {
+  reservation_id: string;
+  key_id: string;
+  day: string;
+  amount: number;
+  idempotency_key: string | null;
+  pending: string;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS vault_keys (
+  key_id TEXT PRIMARY KEY,
+  key_hash TEXT NOT NULL UNIQUE,
+  vendor TEXT NOT NULL,
+  daily_cap INTEGER,
+  cap INTEGER,
+  allowed_endpoints TEXT NOT NULL,
+  agent_run_label TEXT,
+  parent_key_id TEXT REFERENCES vault_keys(key_id),
+  tainted INTEGER NOT NULL DEFAULT 0,
+  created_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL,
+  revoked_at INTEGER,
+  spent INTEGER NOT NULL DEFAULT 0,
+  reserved INTEGER NOT NULL DEFAULT 0,
+  unknown INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS vault_keys_parent ON vault_keys(parent_key_id);
+CREATE TABLE IF NOT EXISTS daily_spend (
+  key_id TEXT NOT NULL,
+  day TEXT NOT NULL,
+  spent INTEGER NOT NULL DEFAULT 0,
+  reserved INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (key_id, day)
+);
+CREATE TABLE IF NOT EXISTS reservations (
+  reservation_id TEXT PRIMARY KEY,
+  key_id TEXT NOT NULL,
+  day TEXT NOT NULL,
+  amount INTEGER NOT NULL,
+  idempotency_key TEXT,
+  pending TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS idempotency (
+  key_id TEXT NOT NULL,
+  idempotency_key TEXT NOT NULL,
+  fingerprint TEXT NOT NULL,
+  response TEXT,
+  created_at INTEGER NOT NULL,
+  PRIMARY KEY (key_id, idempotency_key)
+);
+CREATE TABLE IF NOT EXISTS audit (
+  seq INTEGER PRIMARY KEY,
+  key_id TEXT,
+  record TEXT NOT NULL,
+  prev_hash TEXT NOT NULL,
+  hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_key ON audit(key_id, seq);
+`;
+
+/**
+ * The embedded durable store: one SQLite file in WAL mode with `synchronous=FULL`, so every
+ * committed reservation, settlement and audit record survives a crash or power loss before the
+ * response goes out. better-sqlite3 is synchronous and this process is its only writer, so each
+ * method below is one transaction and nothing interleaves inside it.
+ */
+export class SqliteStore implements Store {
+  private readonly db: Database.Database;
+  private readonly retentionMs: number;
+  private readonly purgeTimer: NodeJS.Timeout;
+
+  constructor(options: SqliteStoreOptions) {
+    mkdirSync(options.dataDir, { recursive: true });
+    this.db = new Database(join(options.dataDir, 'keybrake.sqlite3'));
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = FULL');
+    this.db.pragma('busy_timeout = 5000');
+    this.db.pragma('foreign_keys = ON');
+    this.db.exec(SCHEMA);
+    this.retentionMs = options.idempotencyRetentionMs ?? 24 * 60 * 60 * 1000;
+    this.recoverOrphanedReservations((options.now ?? Date.now)());
+    this.purgeTimer = setInterval(() => this.purgeIdempotency(Date.now()), 10 * 60 * 1000);
+    this.purgeTimer.unref();
+  }
+
+  createKey(record: VaultKeyRecord): Promise<void> {
+    return this.run(() => {
+      this.db
+        .prepare(
+          `INSERT INTO vault_keys (key_id, key_hash, vendor, daily_cap, cap, allowed_endpoints, agent_run_label,
+             parent_key_id, tainted, created_at, expires_at, revoked_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        )
+        .run(
+          record.keyId,
+          record.keyHash,
+          record.vendor,
+          record.dailyCapMicros,
+          record.capMicros,
+          JSON.stringify(record.allowedEndpoints),
+          record.agentRunLabel,
+          record.parentKeyId,
+          record.tainted ? 1 : 0,
+          record.createdAt,
+          record.expiresAt,
+          record.revokedAt,
+        );
+    });
+  }
+
+  findKeyByHash(keyHash: string): Promise<VaultKeyRecord | undefined> {
+    return this.run(() => {
+      const row = this.db.prepare('SELECT * FROM vault_keys WHERE key_hash = ?').get(keyHash) as KeyRow | undefined;
+      return row && toRecord(row);
+    });
+  }
+
+  getKey(keyId: string, now: number): Promise<VaultKeyState | undefined> {
+    return this.run(() => {
+      const row = this.keyRow(keyId);
+      if (!row) return undefined;
+      const today = this.db
+        .prepare('SELECT spent, reserved FROM daily_spend WHERE key_id = ? AND day = ?')
+        .get(keyId, utcDay(now)) as { spent: number; reserved: number } | undefined;
+      return {
+        ...toRecord(row),
+        spentMicros: row.spent,
+        reservedMicros: row.reserved,
+        unknownMicros: row.unknown,
+        spentTodayMicros: today?.spent ?? 0,
+        reservedTodayMicros: today?.reserved ?? 0,
+      };
+    });
+  }
+
+  revokeKey(keyId: string, now: number): Promise<boolean> {
+    return this.run(() =>
+      this.db.transaction(() => {
+        if (!this.keyRow(keyId)) return false;
+        // Revoking a parent revokes the whole subtree; already-revoked keys keep their first time.
+        this.db
+          .prepare(
+            `WITH RECURSIVE subtree(id) AS (
+               SELECT ? UNION SELECT k.key_id FROM vault_keys k JOIN subtree s ON k.parent_key_id = s.id)
+             UPDATE vault_keys SET revoked_at = ? WHERE key_id IN (SELECT id FROM subtree) AND revoked_at IS NULL`,
+          )
+          .run(keyId, now);
+        return true;
+      }).immediate(),
+    );
+  }
+
+  taintKey(keyId: string): Promise<boolean> {
+    return this.run(() =>
+      this.db.transaction(() => {
+        if (!this.keyRow(keyId)) return false;
+        this.db
+          .prepare(
+            `WITH RECURSIVE subtree(id) AS (
+               SELECT ? UNION SELECT k.key_id FROM vault_keys k JOIN subtree s ON k.parent_key_id = s.id)
+             UPDATE vault_keys SET tainted = 1 WHERE key_id IN (SELECT id FROM subtree)`,
+          )
+          .run(keyId);
+        return true;
+      }).immediate(),
+    );
+  }
+
+  reserve(input: ReserveInput): Promise<ReserveOutput> {
+    return this.run(() =>
+      this.db.transaction((): ReserveOutput => {
+        const chain = this.ancestry(input.keyId);
+        if (chain.length === 0) return { kind: 'refused', code: 'invalid_vault_key' };
+        for (const key of chain) {
+          if (key.revoked_at !== null) return { kind: 'refused', code: 'vault_key_revoked' };
+          if (key.expires_at <= input.now) return { kind: 'refused', code: 'vault_key_expired' };
+        }
+        if (input.sensitive && chain.some((key) => key.tainted === 1)) {
+          return { kind: 'refused', code: 'tainted_request_refused' };
+        }
+
+        if (input.idempotency) {
+          const claim = this.db
+            .prepare('SELECT fingerprint, response FROM idempotency WHERE key_id = ? AND idempotency_key = ?')
+            .get(input.keyId, input.idempotency.key) as { fingerprint: string; response: string | null } | undefined;
+          if (claim) {
+            if (claim.fingerprint !== input.idempotency.fingerprint) {
+              return { kind: 'refused', code: 'idempotency_key_reused' };
+            }
+            if (claim.response === null) return { kind: 'refused', code: 'idempotency_key_in_use' };
+            return { kind: 'replay', response: JSON.parse(claim.response) as StoredResponse };
+          }
+        }
+
+        const day = utcDay(input.now);
+        for (const key of chain) {
+          if (key.cap !== null && key.spent + key.reserved + input.costMicros > key.cap) {
+            return { kind: 'refused', code: 'cap_exhausted', capKeyId: key.key_id };
+          }
+          if (key.daily_cap !== null) {
+            const today = this.dailyRow(key.key_id, day);
+            if (today.spent + today.reserved + input.costMicros > key.daily_cap) {
+              return { kind: 'refused', code: 'cap_exhausted', capKeyId: key.key_id };
+            }
+          }
+        }
+
+        // Reserve before forwarding: a call that reaches the vendor can no longer be un-spent.
+        for (const key of chain) this.addSpend(key.key_id, day, { reserved: input.costMicros });
+        this.db
+          .prepare(
+            'INSERT INTO reservations (reservation_id, key_id, day, amount, idempotency_key, pending) VALUES (?, ?, ?, ?, ?, ?)',
+          )
+          .run(
+            input.reservationId,
+            input.keyId,
+            day,
+            input.costMicros,
+            input.idempotency?.key ?? null,
+            JSON.stringify(input.pending),
+          );
+        if (input.idempotency) {
+          this.db
+            .prepare(
+              'INSERT INTO idempotency (key_id, idempotency_key, fingerprint, response, created_at) VALUES (?, ?, ?, NULL, ?)',
+            )
+            .run(input.keyId, input.idempotency.key, input.idempotency.fingerprint, input.now);
+        }
+        return { kind: 'reserved' };
+      }).immediate(),
+    );
+  }
+
+  settle(input: SettleInput): Promise<AuditAppended> {
+    return this.run(() =>
+      this.db.transaction(() => {
+        const reservation = this.db
+          .prepare('SELECT * FROM reservations WHERE reservation_id = ?')
+          .get(input.reservationId) as ReservationRow | undefined;
+        if (reservation) {
+          this.release(reservation, input.actualMicros, input.audit.outcome === 'unknown');
+          if (reservation.idempotency_key !== null) {
+            this.resolveIdempotency(input.keyId, reservation.idempotency_key, input.idempotentResponse);
+          }
+        }
+        return this.append(input.audit);
+      }).immediate(),
+    );
+  }
+
+  appendAudit(input: AuditInput): Promise<AuditAppended> {
+    return this.run(() => this.db.transaction(() => this.append(input)).immediate());
+  }
+
+  listCalls(keyId: string): Promise<AuditRecordJson[]> {
+    return this.run(() =>
+      (this.db.prepare('SELECT record FROM audit WHERE key_id = ? ORDER BY seq').all(keyId) as { record: string }[]).map(
+        (row) => JSON.parse(row.record) as AuditRecordJson,
+      ),
+    );
+  }
+
+  verifyAudit(): Promise<AuditVerification> {
+    return this.run(() => {
+      let prevHash = GENESIS_HASH;
+      let expectedSeq = 1;
+      let records = 0;
+      const rows = this.db.prepare('SELECT seq, record, prev_hash, hash FROM audit ORDER BY seq').iterate() as Iterable<{
+        seq: number;
+        record: string;
+        prev_hash: string;
+        hash: string;
+      }>;
+      for (const row of rows) {
+        let record: AuditRecordJson | undefined;
+        try {
+          record = JSON.parse(row.record) as AuditRecordJson;
+        } catch {
+          record = undefined;
+        }
+        // A gap, a reordering, an edited record or an edited hash all break the chain here.
+        const bad =
+          row.seq !== expectedSeq ||
+          record?.seq !== row.seq ||
+          row.prev_hash !== prevHash ||
+          chainHash(prevHash, record) !== row.hash;
+        if (bad) return { ok: false, records, firstBadSeq: expectedSeq };
+        prevHash = row.hash;
+        expectedSeq += 1;
+        records += 1;
+      }
+      return { ok: true, records, head: prevHash };
+    });
+  }
+
+  ping(): Promise<void> {
+    return this.run(() => {
+      this.db.prepare('SELECT 1').get();
+    });
+  }
+
+  close(): Promise<void> {
+    clearInterval(this.purgeTimer);
+    if (this.db.open) this.db.close();
+    return Promise.resolve();
+  }
+
+  /** Runs a store operation, turning any storage failure into a fail-closed `StoreUnavailableError`. */
+  private run<T>(operation: () => T): Promise<T> {
+    try {
+      return Promise.resolve(operation());
+    } catch (error) {
+      return Promise.reject(new StoreUnavailableError(error));
+    }
+  }
+
+  private keyRow(keyId: string): KeyRow | undefined {
+    return this.db.prepare('SELECT * FROM vault_keys WHERE key_id = ?').get(keyId) as KeyRow | undefined;
+  }
+
+  /** The key and its ancestors, nearest first. */
+  private ancestry(keyId: string): KeyRow[] {
+    const chain: KeyRow[] = [];
+    let next: string | null = keyId;
+    while (next !== null && chain.length < 16) {
+      const row = this.keyRow(next);
+      if (!row) break;
+      chain.push(row);
+      next = row.parent_key_id;
+    }
+    return chain;
+  }
+
+  private dailyRow(keyId: string, day: string): { spent: number; reserved: number } {
+    return (
+      (this.db.prepare('SELECT spent, reserved FROM daily_spend WHERE key_id = ? AND day = ?').get(keyId, day) as
+        | { spent: number; reserved: number }
+        | undefined) ?? { spent: 0, reserved: 0 }
+    );
+  }
+
+  private addSpend(keyId: string, day: string, delta: { spent?: Micros; reserved?: Micros; unknown?: Micros }): void {
+    const spent = delta.spent ?? 0;
+    const reserved = delta.reserved ?? 0;
+    this.db
+      .prepare('UPDATE vault_keys SET spent = spent + ?, reserved = reserved + ?, unknown = unknown + ? WHERE key_id = ?')
+      .run(spent, reserved, delta.unknown ?? 0, keyId);
+    this.db
+      .prepare(
+        `INSERT INTO daily_spend (key_id, day, spent, reserved) VALUES (?, ?, ?, ?)
+         ON CONFLICT (key_id, day) DO UPDATE SET spent = spent + excluded.spent, reserved = reserved + excluded.reserved`,
+      )
+      .run(keyId, day, spent, reserved);
+  }
+
+  /** Turns a reservation into spend on the key and every ancestor, in the day it was reserved. */
+  private release(reservation: ReservationRow, actualMicros: Micros, unknown: boolean): void {
+    for (const key of this.ancestry(reservation.key_id)) {
+      this.addSpend(key.key_id, reservation.day, {
+        reserved: -reservation.amount,
+        spent: actualMicros,
+        unknown: unknown ? actualMicros : 0,
+      });
+    }
+    this.db.prepare('DELETE FROM reservations WHERE reservation_id = ?').run(reservation.reservation_id);
+  }
+
+  private resolveIdempotency(keyId: string, idempotencyKey: string, response: StoredResponse | null): void {
+    if (response === null) {
+      this.db.prepare('DELETE FROM idempotency WHERE key_id = ? AND idempotency_key = ?').run(keyId, idempotencyKey);
+    } else {
+      this.db
+        .prepare('UPDATE idempotency SET response = ? WHERE key_id = ? AND idempotency_key = ?')
+        .run(JSON.stringify(response), keyId, idempotencyKey);
+    }
+  }
+
+  private append(input: AuditInput): AuditAppended {
+    const head = this.db.prepare('SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1').get() as
+      | { seq: number; hash: string }
+      | undefined;
+    const seq = (head?.seq ?? 0) + 1;
+    const prevHash = head?.hash ?? GENESIS_HASH;
+    const record = auditRecordJson(seq, input);
+    const hash = chainHash(prevHash, record);
+    this.db
+      .prepare('INSERT INTO audit (seq, key_id, record, prev_hash, hash) VALUES (?, ?, ?, ?, ?)')
+      .run(seq, input.keyId, canonicalJson(record), prevHash, hash);
+    return { seq, hash };
+  }
+
+  /**
+   * On start-up every reservation left in the file belonged to a call this single process was
+   * making when it died. Whether the vendor charged is unknown, so the reservation becomes spend
+   * (never budget again), the idempotency claim is released so a retry can reach the vendor with
+   * the same key, and the audit chain records an `unknown` outcome.
+   */
+  private recoverOrphanedReservations(now: number): void {
+    this.db
+      .transaction(() => {
+        const orphans = this.db.prepare('SELECT * FROM reservations ORDER BY rowid').all() as ReservationRow[];
+        for (const reservation of orphans) {
+          this.release(reservation, reservation.amount, true);
+          if (reservation.idempotency_key !== null) {
+            this.resolveIdempotency(reservation.key_id, reservation.idempotency_key, null);
+          }
+          const pending = JSON.parse(reservation.pending) as ReserveInput['pending'];
+          this.append({
+            ...pending,
+            at: new Date(now).toISOString(),
+            outcome: 'unknown',
+            reason: 'interrupted',
+            status: null,
+            costMicros: reservation.amount,
+            vendorRequestId: null,
+          });
+        }
+      })
+      .immediate();
+    this.purgeIdempotency(now);
+  }
+
+  private purgeIdempotency(now: number): void {
+    if (!this.db.open) return;
+    this.db
+      .prepare('DELETE FROM idempotency WHERE response IS NOT NULL AND created_at < ?')
+      .run(now - this.retentionMs);
+  }
+}
+
+function toRecord(row: KeyRow): VaultKeyRecord {
+  return {
+    keyId: row.key_id,
+    keyHash: row.key_hash,
+    vendor: row.vendor,
+    dailyCapMicros: row.daily_cap,
+    capMicros: row.cap,
+    allowedEndpoints: JSON.parse(row.allowed_endpoints) as string[],
+    agentRunLabel: row.agent_run_label,
+    parentKeyId: row.parent_key_id,
+    tainted: row.tainted === 1,
+    createdAt: row.created_at,
+    expiresAt: row.expires_at,
+    revokedAt: row.revoked_at,
+  };
+}

@@ -1,0 +1,160 @@
+import type { AuditRecordJson } from '../audit-chain.js';
+import type { Micros } from '../money.js';
+
+/** A vault key as stored. The vault key itself is never stored, only its SHA-256. */
+export interface VaultKeyRecord {
+  readonly keyId: string;
+  readonly keyHash: string;
+  readonly vendor: string;
+  readonly dailyCapMicros: Micros | null;
+  readonly capMicros: Micros | null;
+  /** Canonical `"METHOD /path"` entries. */
+  readonly allowedEndpoints: readonly string[];
+  readonly agentRunLabel: string | null;
+  readonly parentKeyId: string | null;
+  readonly tainted: boolean;
+  /** Epoch milliseconds. */
+  readonly createdAt: number;
+  readonly expiresAt: number;
+  readonly revokedAt: number | null;
+}
+
+/** A vault key with its spend. Spend of a key includes the spend of its children. */
+export interface VaultKeyState extends VaultKeyRecord {
+  /** Settled spend plus spend whose outcome is unknown, over the key's life. */
+  readonly spentMicros: Micros;
+  /** Reservations of calls in flight. */
+  readonly reservedMicros: Micros;
+  /** Part of `spentMicros` whose outcome is unknown (timeouts, crashed calls). */
+  readonly unknownMicros: Micros;
+  /** Spend and reservations of the given UTC day. */
+  readonly spentTodayMicros: Micros;
+  readonly reservedTodayMicros: Micros;
+}
+
+/** How a proxied call ended, as the contract names it. */
+export type CallOutcome = 'forwarded' | 'blocked' | 'replayed' | 'unknown';
+
+/** What an audit record says, before the store gives it a place in the chain. */
+export interface AuditInput {
+  /** ISO-8601 time. */
+  readonly at: string;
+  readonly keyId: string | null;
+  readonly vendor: string;
+  readonly method: string;
+  readonly path: string;
+  readonly outcome: CallOutcome;
+  /** The error code when blocked or unknown. */
+  readonly reason: string | null;
+  readonly status: number | null;
+  readonly costMicros: Micros;
+  readonly vendorRequestId: string | null;
+  readonly idempotencyKey: string | null;
+  readonly agentRunLabel: string | null;
+  readonly tainted: boolean;
+}
+
+/** Where an appended audit record landed in the chain. */
+export interface AuditAppended {
+  readonly seq: number;
+  readonly hash: string;
+}
+
+/** A vendor response kept for idempotent replay. */
+export interface StoredResponse {
+  readonly status: number;
+  readonly headers: Readonly<Record<string, string | string[]>>;
+  /** Base64 of the body bytes as the client received them. */
+  readonly body: string;
+  readonly vendorRequestId: string | null;
+}
+
+/** Input of {@link Store.reserve}. */
+export interface ReserveInput {
+  readonly keyId: string;
+  /** Fresh id of this reservation. */
+  readonly reservationId: string;
+  readonly costMicros: Micros;
+  /** Epoch milliseconds; the UTC day of the daily cap is derived from it. */
+  readonly now: number;
+  readonly idempotency: { readonly key: string; readonly fingerprint: string } | null;
+  /** The endpoint moves money: refuse it if the key or an ancestor is tainted. */
+  readonly sensitive: boolean;
+  /** What to audit if this reservation is found orphaned (its process died mid-call). */
+  readonly pending: Omit<AuditInput, 'at' | 'outcome' | 'reason' | 'status' | 'costMicros' | 'vendorRequestId'>;
+}
+
+/** Result of {@link Store.reserve}. */
+export type ReserveOutput =
+  | { readonly kind: 'reserved' }
+  | { readonly kind: 'replay'; readonly response: StoredResponse }
+  | {
+      readonly kind: 'refused';
+      readonly code:
+        | 'vault_key_revoked'
+        | 'vault_key_expired'
+        | 'cap_exhausted'
+        | 'idempotency_key_reused'
+        | 'idempotency_key_in_use'
+        | 'tainted_request_refused'
+        | 'invalid_vault_key';
+      /** The key whose cap was hit (the key itself or an ancestor). */
+      readonly capKeyId?: string;
+    };
+
+/** Input of {@link Store.settle}. */
+export interface SettleInput {
+  readonly keyId: string;
+  readonly reservationId: string;
+  /** The real cost; for an unknown outcome pass the reserved amount. */
+  readonly actualMicros: Micros;
+  /** For an idempotent call: the response to keep for replay, or `null` to release the claim. */
+  readonly idempotentResponse: StoredResponse | null;
+  readonly audit: AuditInput;
+}
+
+/** Result of {@link Store.verifyAudit}. */
+export type AuditVerification =
+  | { readonly ok: true; readonly records: number; readonly head: string }
+  | { readonly ok: false; readonly records: number; readonly firstBadSeq: number };
+
+/**
+ * Everything the proxy keeps, behind one interface so the embedded store and the Redis store are
+ * interchangeable and pass the same test suite. Every method is atomic on its own; `reserve` and
+ * `settle` are the two calls on a proxied request's hot path.
+ *
+ * Implementations throw `StoreUnavailableError` when they cannot reach their storage; callers
+ * forward nothing in that case.
+ */
+export interface Store {
+  createKey(record: VaultKeyRecord): Promise<void>;
+  /** Looks a key up by the SHA-256 of its vault key. Always a fresh read: revocation must show at once. */
+  findKeyByHash(keyHash: string): Promise<VaultKeyRecord | undefined>;
+  getKey(keyId: string, now: number): Promise<VaultKeyState | undefined>;
+  /** Revokes a key and all its descendants. Returns false for an unknown key. Idempotent. */
+  revokeKey(keyId: string, now: number): Promise<boolean>;
+  /** Taints a key and all its descendants for good. Returns false for an unknown key. Idempotent. */
+  taintKey(keyId: string): Promise<boolean>;
+  /**
+   * Atomically: re-checks revocation and expiry of the key and its ancestors, claims the
+   * idempotency key (or finds a replay or a conflict), checks the cost against every cap of the key
+   * and its ancestors, and reserves it on all of them.
+   */
+  reserve(input: ReserveInput): Promise<ReserveOutput>;
+  /** Atomically: turns the reservation into spend, keeps or releases the idempotency claim, appends the audit record. */
+  settle(input: SettleInput): Promise<AuditAppended>;
+  /** Appends one audit record (blocked and replayed calls). */
+  appendAudit(input: AuditInput): Promise<AuditAppended>;
+  /** Audit records of one key, oldest first. */
+  listCalls(keyId: string): Promise<AuditRecordJson[]>;
+  /** Recomputes the whole chain. */
+  verifyAudit(): Promise<AuditVerification>;
+  /** Resolves when the store is reachable. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** The UTC day (`YYYY-MM-DD`) a daily cap counts in. */
+export function utcDay(epochMs: number): string {
+  return new Date(epochMs).toISOString().slice(0, 10);
+}

@@ -1,0 +1,78 @@
+import { parseEndpointPattern } from '../allowlist.js';
+import { httpError } from '../errors.js';
+import { type Micros, usdToMicros } from '../money.js';
+import type { PricingOptions } from '../cost-rules.js';
+import { type VendorModule, type VendorRequest, isSuccess, readBasic, readBearer, readJson, readParams } from './vendor.js';
+
+/** Currencies Stripe counts in whole units (no minor unit). */
+const ZERO_DECIMAL = new Set([
+  'bif', 'clp', 'djf', 'gnf', 'jpy', 'kmf', 'krw', 'mga', 'pyg', 'rwf', 'ugx', 'vnd', 'vuv', 'xaf', 'xof', 'xpf',
+]);
+/** Currencies Stripe counts in thousandths. */
+const THREE_DECIMAL = new Set(['bhd', 'jod', 'kwd', 'omr', 'tnd']);
+
+const COSTED = [parseEndpointPattern('POST /v1/payment_intents'), parseEndpointPattern('POST /v1/charges')];
+
+/** Converts a Stripe amount in the currency's minor units to micro-dollars, rounding up. */
+export function stripeAmountToMicros(amount: number, currency: string, pricing: PricingOptions): Micros {
+  const code = currency.toLowerCase();
+  const rate = code === 'usd' ? 1 : pricing.fxRates[code];
+  if (rate === undefined) {
+    throw httpError(
+      400,
+      'currency_not_supported',
+      `Currency "${code}" has no configured USD rate (set KEYBRAKE_FX_RATES, e.g. ${code}=1.0).`,
+    );
+  }
+  const decimals = ZERO_DECIMAL.has(code) ? 0 : THREE_DECIMAL.has(code) ? 3 : 2;
+  return usdToMicros((amount / 10 ** decimals) * rate);
+}
+
+function isCosted(request: VendorRequest): boolean {
+  return request.method === 'POST' && COSTED.some((p) => p.segments.join('/') === request.segments.join('/'));
+}
+
+/** Stripe: Bearer secret key; cost = `amount` of payment intents and charges. */
+export const stripe: VendorModule = {
+  name: 'stripe',
+  defaultBaseUrl: 'https://api.stripe.com',
+  secretNames: ['STRIPE_SECRET_KEY'],
+  costedEndpoints: COSTED,
+
+  readVaultKey(headers) {
+    // The SDK sends Bearer; `curl -u key:` sends Basic with the key as username.
+    return readBearer(headers) ?? readBasic(headers)?.[0];
+  },
+
+  prepareUpstream(request, secrets) {
+    return { segments: request.segments, headers: { authorization: `Bearer ${secrets.STRIPE_SECRET_KEY}` } };
+  },
+
+  estimateCost(request, pricing) {
+    if (!isCosted(request)) return undefined;
+    const params = readParams(request);
+    // A repeated `amount` must not let the vendor charge a larger value than we reserved.
+    const amounts = params.getAll('amount').map(Number).filter((n) => Number.isFinite(n) && n > 0);
+    if (amounts.length === 0) return 0; // Stripe refuses a charge without an amount.
+    const currency = params.get('currency') ?? 'usd';
+    return stripeAmountToMicros(Math.max(...amounts), currency, pricing);
+  },
+
+  settleCost(request, response, estimate, pricing) {
+    if (!isCosted(request) || !isSuccess(response.status)) return 0;
+    const body = readJson(response.body) as { amount?: unknown; currency?: unknown } | undefined;
+    if (typeof body?.amount === 'number' && typeof body.currency === 'string') {
+      try {
+        return stripeAmountToMicros(body.amount, body.currency, pricing);
+      } catch {
+        return estimate;
+      }
+    }
+    return estimate;
+  },
+
+  vendorRequestId(response) {
+    const id = response.headers['request-id'];
+    return typeof id === 'string' ? id : undefined;
+  },
+};

@@ -1,0 +1,111 @@
+import type { IncomingHttpHeaders } from 'node:http';
+import type { EndpointPattern } from '../allowlist.js';
+import type { Micros } from '../money.js';
+import type { PricingOptions } from '../cost-rules.js';
+
+/** A proxied request as a vendor module sees it: already authenticated and allowlisted. */
+export interface VendorRequest {
+  readonly method: string;
+  /** Normalized, decoded path segments as the client sent them (after `/{vendor}`). */
+  readonly segments: readonly string[];
+  readonly headers: IncomingHttpHeaders;
+  readonly body: Buffer;
+}
+
+/** The vendor's answer, fully buffered. */
+export interface VendorResponse {
+  readonly status: number;
+  readonly headers: Readonly<Record<string, string | string[] | undefined>>;
+  readonly body: Buffer;
+}
+
+/** What is sent upstream instead of the client's path and credentials. */
+export interface UpstreamRequest {
+  readonly segments: readonly string[];
+  /** Headers that carry the real secret; they replace any the client sent of the same name. */
+  readonly headers: Readonly<Record<string, string>>;
+}
+
+/** The real secrets of one vendor, by environment variable name. */
+export type VendorSecrets = Readonly<Record<string, string>>;
+
+/**
+ * Everything Keybrake knows about one vendor. Adding a vendor is one file implementing this and a
+ * line in `vendors/index.ts`.
+ */
+export interface VendorModule {
+  /** Path prefix and `vendor` field value, e.g. `stripe`. */
+  readonly name: string;
+  /** The vendor's real API host. */
+  readonly defaultBaseUrl: string;
+  /** Environment variables that must all hold a secret before keys can be issued. */
+  readonly secretNames: readonly string[];
+  /** Endpoints with a built-in cost rule: money-moving, so sensitive for taint. */
+  readonly costedEndpoints: readonly EndpointPattern[];
+  /** Reads the vault key from the request, presented the way the vendor's own SDK presents its secret. */
+  readVaultKey(headers: IncomingHttpHeaders): string | undefined;
+  /** Injects the real secret (and rewrites the path where the vendor puts an account id in it). */
+  prepareUpstream(request: VendorRequest, secrets: VendorSecrets): UpstreamRequest;
+  /**
+   * The most this call can cost, in micro-dollars, or `undefined` when the vendor module has no
+   * rule for the endpoint. Must be an upper bound for the cap guarantee to hold.
+   */
+  estimateCost(request: VendorRequest, pricing: PricingOptions): Micros | undefined;
+  /** The real cost, read from the vendor's response once it has answered. */
+  settleCost(request: VendorRequest, response: VendorResponse, estimate: Micros, pricing: PricingOptions): Micros;
+  /** The vendor's id for this request (Stripe `Request-Id`, Twilio `sid`, Resend `id`). */
+  vendorRequestId(response: VendorResponse): string | undefined;
+  /** Removes anything of the real secrets from a response body before the client sees it. */
+  maskResponseBody?(request: VendorRequest, body: Buffer, secrets: VendorSecrets): Buffer;
+}
+
+/** Reads `Authorization: Bearer <token>`. */
+export function readBearer(headers: IncomingHttpHeaders): string | undefined {
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(headers.authorization ?? '');
+  return match?.[1];
+}
+
+/** Reads `Authorization: Basic` as `[username, password]`. */
+export function readBasic(headers: IncomingHttpHeaders): [string, string] | undefined {
+  const match = /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(headers.authorization ?? '');
+  if (!match) return undefined;
+  const decoded = Buffer.from(match[1] as string, 'base64').toString('utf8');
+  const colon = decoded.indexOf(':');
+  if (colon < 0) return undefined;
+  return [decoded.slice(0, colon), decoded.slice(colon + 1)];
+}
+
+/** Parses a form-encoded or JSON body into a flat parameter lookup; unparseable bodies read as empty. */
+export function readParams(request: VendorRequest): URLSearchParams {
+  const contentType = String(request.headers['content-type'] ?? '');
+  const text = request.body.toString('utf8');
+  if (contentType.includes('json')) {
+    try {
+      const parsed: unknown = JSON.parse(text);
+      const params = new URLSearchParams();
+      if (parsed && typeof parsed === 'object' && !Array.isArray(parsed)) {
+        for (const [key, value] of Object.entries(parsed)) {
+          if (typeof value === 'string' || typeof value === 'number') params.append(key, String(value));
+        }
+      }
+      return params;
+    } catch {
+      return new URLSearchParams();
+    }
+  }
+  return new URLSearchParams(text);
+}
+
+/** Parses a JSON response body, or `undefined`. */
+export function readJson(body: Buffer): unknown {
+  try {
+    return JSON.parse(body.toString('utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether a status is a 2xx. */
+export function isSuccess(status: number): boolean {
+  return status >= 200 && status < 300;
+}

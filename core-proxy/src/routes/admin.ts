@@ -49,6 +49,8 @@ function keyView(key: VaultKeyState, now: number): Record<string, unknown> {
 /** The admin API: issue, read, revoke and taint vault keys, list their calls, verify the audit chain. */
 export async function adminRoutes(app: FastifyInstance): Promise<void> {
   const kb = app.keybrake;
+  // The admin API speaks JSON only: anything else is 415, not a string to misread.
+  app.removeContentTypeParser('text/plain');
 
   app.addHook('onRequest', async (request: FastifyRequest, reply: FastifyReply) => {
     const match = /^Bearer\s+(\S+)\s*$/i.exec(request.headers.authorization ?? '');

@@ -59,6 +59,8 @@ interface CallFacts {
   readonly body: Buffer;
   readonly idempotencyKey: string | null;
   readonly untrusted: boolean;
+  /** When the call arrived, epoch ms, from the app clock. */
+  readonly at: number;
   segments?: string[];
   key?: VaultKeyRecord;
 }
@@ -94,6 +96,7 @@ async function proxyCall(
     body: Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0),
     idempotencyKey: typeof idempotencyHeader === 'string' && idempotencyHeader !== '' ? idempotencyHeader : null,
     untrusted: String(request.headers['x-keybrake-provenance'] ?? '').toLowerCase() === 'untrusted',
+    at: kb.now(),
   };
   try {
     return await forwardChecked(kb, facts, request, reply);
@@ -116,7 +119,7 @@ async function forwardChecked(
   const key = await kb.store.findKeyByHash(hashVaultKey(vaultKey));
   if (!key) throw httpError(401, 'invalid_vault_key', 'The vault key is not known.');
   facts.key = key;
-  const now = kb.now();
+  const now = facts.at;
   const status = keyStatus(key, now);
   if (status === 'revoked') throw httpError(401, 'vault_key_revoked', 'The vault key has been revoked.');
   if (status === 'expired') throw httpError(401, 'vault_key_expired', 'The vault key has expired.');
@@ -284,7 +287,7 @@ function audit(
   status: number | null,
   costMicros: number,
 ): AuditInput {
-  return { ...auditBase(facts), at: new Date().toISOString(), outcome, reason, status, costMicros, vendorRequestId: null };
+  return { ...auditBase(facts), at: new Date(facts.at).toISOString(), outcome, reason, status, costMicros, vendorRequestId: null };
 }
 
 /** Same method, same normalized path and query, same body bytes. */

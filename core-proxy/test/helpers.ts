@@ -1,0 +1,189 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { AddressInfo } from 'node:net';
+import { Writable } from 'node:stream';
+import type { FastifyInstance } from 'fastify';
+import { expect, onTestFinished } from 'vitest';
+import { buildApp } from '../src/app.js';
+import { REDACTED_LOG_PATHS } from '../src/app.js';
+import { loadConfig } from '../src/config.js';
+import { SqliteStore } from '../src/store/sqlite-store.js';
+
+/** Real-looking vendor secrets, unique per test so a leak can be traced. stripe-mock wants `sk_test_`. */
+export function newSecrets(): Record<string, string> {
+  return {
+    STRIPE_SECRET_KEY: `sk_test_${randomBytes(16).toString('hex')}`,
+    TWILIO_ACCOUNT_SID: `AC${randomBytes(16).toString('hex')}`,
+    TWILIO_AUTH_TOKEN: randomBytes(16).toString('hex'),
+    RESEND_API_KEY: `re_${randomBytes(16).toString('hex')}`,
+  };
+}
+
+export interface TestProxy {
+  readonly url: string;
+  readonly app: FastifyInstance;
+  readonly apiKey: string;
+  readonly secrets: Record<string, string>;
+  readonly dataDir: string;
+  /** Moves the proxy's clock. */
+  advance(ms: number): void;
+  /** Calls the admin API with the issuer key. */
+  admin(method: string, path: string, body?: unknown): Promise<{ status: number; body: any; headers: Headers }>;
+  /** Issues a key (201 asserted) and returns the response body. */
+  issueKey(fields: Record<string, unknown>): Promise<{ key_id: string; vault_key: string; [k: string]: any }>;
+  /** Calls the proxy. */
+  call(path: string, init?: RequestInit): Promise<Response>;
+}
+
+export interface TestProxyOptions {
+  /** Extra environment for `loadConfig`. */
+  readonly env?: Record<string, string>;
+  /** Epoch ms the clock starts at. @default Date.now() */
+  readonly startAt?: number;
+}
+
+/**
+ * Starts the real app on port 0 with its own embedded store in a temp folder, and closes it after
+ * the test. Every test that uses it is also a leak check: on close, every response body and header,
+ * every log line and the raw store files are searched for the vendor secrets and for vault keys
+ * (a vault key may appear only in the one response that issued it).
+ */
+export async function startProxy(options: TestProxyOptions = {}): Promise<TestProxy> {
+  const secrets = newSecrets();
+  const apiKey = `kb_admin_${randomUUID()}`;
+  const dataDir = mkdtempSync(join(tmpdir(), 'keybrake-test-'));
+  const config = loadConfig({
+    KEYBRAKE_API_KEYS: apiKey,
+    KEYBRAKE_DATA_DIR: dataDir,
+    ...secrets,
+    ...options.env,
+  });
+  let offset = options.startAt === undefined ? 0 : options.startAt - Date.now();
+  const logLines: string[] = [];
+  const logStream = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      logLines.push(chunk.toString());
+      done();
+    },
+  });
+  const app = await buildApp({
+    config,
+    store: new SqliteStore({ dataDir }),
+    now: () => Date.now() + offset,
+    logger: { level: 'debug', stream: logStream, redact: REDACTED_LOG_PATHS },
+  });
+  const responses: { text: string; issuing: string | undefined }[] = [];
+  app.addHook('onSend', async (request, reply, payload) => {
+    const text = `${JSON.stringify(reply.getHeaders())}\n${typeof payload === 'string' || Buffer.isBuffer(payload) ? payload.toString() : ''}`;
+    const issuing = request.method === 'POST' && request.url === '/vault/keys' && reply.statusCode === 201
+      ? (JSON.parse(String(payload)) as { vault_key: string }).vault_key
+      : undefined;
+    responses.push({ text, issuing });
+    return payload;
+  });
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+  const vaultKeys: string[] = [];
+
+  onTestFinished(async () => {
+    await app.close();
+    const storeFiles = readdirSync(dataDir).map((file) => readFileSync(join(dataDir, file)).toString('latin1'));
+    rmSync(dataDir, { recursive: true, force: true });
+    const secretValues = Object.values(secrets);
+    for (const line of logLines) {
+      for (const secret of [...secretValues, ...vaultKeys]) expect(line, 'a log line leaks a secret').not.toContain(secret);
+    }
+    for (const file of storeFiles) {
+      for (const secret of [...secretValues, ...vaultKeys]) expect(file.includes(secret), 'the store leaks a secret').toBe(false);
+    }
+    for (const response of responses) {
+      for (const secret of secretValues) expect(response.text, 'a response leaks a vendor secret').not.toContain(secret);
+      for (const vaultKey of vaultKeys) {
+        if (vaultKey !== response.issuing) expect(response.text, 'a response leaks a vault key').not.toContain(vaultKey);
+      }
+    }
+  });
+
+  const admin: TestProxy['admin'] = async (method, path, body) => {
+    const response = await fetch(`${url}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${apiKey}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await response.text();
+    return { status: response.status, body: text ? JSON.parse(text) : undefined, headers: response.headers };
+  };
+
+  return {
+    url,
+    app,
+    apiKey,
+    secrets,
+    dataDir,
+    advance: (ms) => {
+      offset += ms;
+    },
+    admin,
+    async issueKey(fields) {
+      const response = await admin('POST', '/vault/keys', { expires_in: '1h', agent_run_label: `test/${randomUUID()}`, ...fields });
+      expect(response.status, JSON.stringify(response.body)).toBe(201);
+      vaultKeys.push(response.body.vault_key);
+      return response.body;
+    },
+    call: (path, init) => fetch(`${url}${path}`, init),
+  };
+}
+
+/** One request as the fake vendor received it. */
+export interface ReceivedRequest {
+  readonly method: string;
+  readonly url: string;
+  readonly headers: IncomingMessage['headers'];
+  readonly body: string;
+}
+
+/**
+ * A fake vendor of our own on port 0, for what stripe-mock cannot show (it ignores
+ * Idempotency-Key, keeps no state, never times out). Tests that use it say "fake vendor".
+ */
+export async function startFakeVendor(
+  handler: (request: ReceivedRequest, response: ServerResponse) => void | Promise<void>,
+): Promise<{ url: string; received: ReceivedRequest[] }> {
+  const received: ReceivedRequest[] = [];
+  const server = createServer((request, response) => {
+    const chunks: Buffer[] = [];
+    request.on('data', (chunk: Buffer) => chunks.push(chunk));
+    request.on('end', () => {
+      const entry = { method: request.method ?? '', url: request.url ?? '', headers: request.headers, body: Buffer.concat(chunks).toString() };
+      received.push(entry);
+      void handler(entry, response);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  onTestFinished(
+    () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  );
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, received };
+}
+
+/** Sends JSON from a fake vendor. */
+export function sendJson(response: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  response.writeHead(status, { 'content-type': 'application/json', ...headers });
+  response.end(JSON.stringify(body));
+}
+
+/** Form-encoded Stripe charge through the proxy. */
+export function stripeCharge(proxy: TestProxy, vaultKey: string, amount: number, extra: Record<string, string> = {}): Promise<Response> {
+  return proxy.call('/stripe/v1/payment_intents', {
+    method: 'POST',
+    headers: { authorization: `Bearer ${vaultKey}`, 'content-type': 'application/x-www-form-urlencoded', ...extra },
+    body: new URLSearchParams({ amount: String(amount), currency: 'usd' }).toString(),
+  });
+}

@@ -1,0 +1,23 @@
+# Shared by the scripts: where downloads are cached, and pnpm on PATH.
+# Sourced, not run.
+KEYBRAKE_CACHE_DIR="${KEYBRAKE_CACHE_DIR:-$HOME/.cache/keybrake}"
+export KEYBRAKE_CACHE_DIR
+mkdir -p "$KEYBRAKE_CACHE_DIR/bin"
+export PATH="$KEYBRAKE_CACHE_DIR/bin:$PATH"
+
+PNPM_VERSION="$(node -p "require('./package.json').packageManager.split('@')[1]")"
+
+# pnpm: Node 20's corepack fails pnpm's signature check, so install the pinned version with npm.
+ensure_pnpm() {
+  if command -v pnpm >/dev/null 2>&1 && [ "$(pnpm --version 2>/dev/null)" = "$PNPM_VERSION" ]; then
+    return 0
+  fi
+  echo "installing pnpm@$PNPM_VERSION" >&2
+  npm install -g --silent "pnpm@$PNPM_VERSION" >&2
+}
+
+# Workspace dependencies (better-sqlite3 compiles on first install when no prebuilt binary can be fetched).
+ensure_deps() {
+  ensure_pnpm
+  pnpm install --frozen-lockfile --reporter=append-only >&2
+}

@@ -1,5 +1,5 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -185,5 +185,25 @@ export function stripeCharge(proxy: TestProxy, vaultKey: string, amount: number,
     method: 'POST',
     headers: { authorization: `Bearer ${vaultKey}`, 'content-type': 'application/x-www-form-urlencoded', ...extra },
     body: new URLSearchParams({ amount: String(amount), currency: 'usd' }).toString(),
+  });
+}
+
+/** Sends a request with the path exactly as given (fetch would normalize `..` and `%2e` itself). */
+export function rawRequest(
+  baseUrl: string,
+  method: string,
+  path: string,
+  headers: Record<string, string> = {},
+  body?: string,
+): Promise<{ status: number; body: string; headers: IncomingMessage['headers'] }> {
+  const { hostname, port } = new URL(baseUrl);
+  return new Promise((resolve, reject) => {
+    const request = httpRequest({ hostname, port, method, path, headers }, (response) => {
+      const chunks: Buffer[] = [];
+      response.on('data', (chunk: Buffer) => chunks.push(chunk));
+      response.on('end', () => resolve({ status: response.statusCode ?? 0, body: Buffer.concat(chunks).toString(), headers: response.headers }));
+    });
+    request.on('error', reject);
+    request.end(body);
   });
 }

@@ -44,6 +44,16 @@ export const keybrakePlugin = fp(
       apiKeyDigests: digestApiKeys(options.config.apiKeys),
       now: options.now ?? Date.now,
     });
+    // While draining, answer in-flight calls with `Connection: close`: a keep-alive connection
+    // that turns idle after close() began would otherwise hold the shutdown open.
+    let draining = false;
+    app.addHook('preClose', async () => {
+      draining = true;
+    });
+    app.addHook('onSend', async (_request, reply, payload) => {
+      if (draining) void reply.header('connection', 'close');
+      return payload;
+    });
     // Closed after in-flight requests have drained, so no settlement is cut off.
     app.addHook('onClose', async () => {
       await forwarder.close();

@@ -1,0 +1,47 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { expect } from 'vitest';
+
+/** The built CLI: `pnpm test` builds before running the suite. */
+export const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
+
+/** A `keybrake serve` process, as `pnpm serve` runs it. */
+export interface ServerProcess {
+  readonly url: string;
+  readonly child: ChildProcess;
+  /** Everything the process wrote to stdout and stderr. */
+  output(): string;
+  /** Resolves with the exit code (or signal) once the process has ended. */
+  exited: Promise<number | string>;
+}
+
+/** Starts `node dist/cli.js serve` on a free port and waits until it listens. */
+export async function spawnServer(env: Record<string, string>): Promise<ServerProcess> {
+  const child = spawn(process.execPath, [CLI, 'serve'], {
+    env: { PATH: process.env.PATH ?? '', KEYBRAKE_PORT: '0', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const exited = new Promise<number | string>((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal ?? -1)));
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setInterval(() => {
+      const match = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(output);
+      if (match) {
+        clearInterval(timer);
+        resolve(match[1] as string);
+      }
+    }, 20);
+    void exited.then(() => {
+      clearInterval(timer);
+      reject(new Error(`keybrake serve exited early:\n${output}`));
+    });
+  });
+  return { url, child, output: () => output, exited };
+}
+
+/** Asserts that no secret appears in a process's output. */
+export function expectNoLeak(output: string, secrets: readonly string[]): void {
+  for (const secret of secrets) expect(output.includes(secret), 'server output leaks a secret').toBe(false);
+}

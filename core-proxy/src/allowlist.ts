@@ -33,7 +33,10 @@ export function parseEndpointPattern(entry: string): EndpointPattern {
   if (path.includes('?') || path.includes('#')) {
     throw new InvalidRequestError(`allowed_endpoints entry "${entry}" must be a path without a query.`);
   }
-  const segments = normalizePath(path, (message) => new InvalidRequestError(`allowed_endpoints entry "${entry}": ${message}`));
+  const segments = normalizePath(
+    path,
+    (message) => new InvalidRequestError(`allowed_endpoints entry "${entry}": ${message}`),
+  );
   if (segments.some((segment) => segment.includes('*') && segment !== '*')) {
     throw new InvalidRequestError(`allowed_endpoints entry "${entry}": "*" must be a whole segment.`);
   }

@@ -52,4 +52,3 @@ export function auditRecordJson(seq: number, input: AuditInput): AuditRecordJson
 export function chainHash(prevHash: string, record: AuditRecordJson): string {
   return createHash('sha256').update(prevHash).update(canonicalJson(record)).digest('hex');
 }
-

@@ -28,12 +28,17 @@ class UsageError extends Error {}
 
 async function callAdmin(method: string, path: string, body?: unknown): Promise<number> {
   const env = process.env;
-  const baseUrl = (env.KEYBRAKE_URL ?? `http://${env.KEYBRAKE_HOST ?? '127.0.0.1'}:${env.KEYBRAKE_PORT ?? '8080'}`).replace(/\/+$/, '');
+  const baseUrl = (
+    env.KEYBRAKE_URL ?? `http://${env.KEYBRAKE_HOST ?? '127.0.0.1'}:${env.KEYBRAKE_PORT ?? '8080'}`
+  ).replace(/\/+$/, '');
   const apiKey = env.KEYBRAKE_API_KEY ?? env.KEYBRAKE_API_KEYS?.split(',')[0]?.trim();
   if (!apiKey) throw new UsageError('Set KEYBRAKE_API_KEY to an issuer key.');
   const response = await fetch(`${baseUrl}${path}`, {
     method,
-    headers: { authorization: `Bearer ${apiKey}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    headers: {
+      authorization: `Bearer ${apiKey}`,
+      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+    },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const text = await response.text();

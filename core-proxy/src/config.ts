@@ -1,4 +1,5 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { DEFAULT_PRICING, type PricingOptions, parseCostRules, parseFxRates } from './cost-rules.js';
 import { VENDORS, type VendorSecrets } from './vendors/index.js';
@@ -67,14 +68,28 @@ function positiveNumber(env: Env, name: string, fallback: number): number {
   return value;
 }
 
+/**
+ * Dev mode: with no `KEYBRAKE_API_KEYS`, an issuer key is generated once and kept (mode 0600) in
+ * the data folder, so it survives restarts like the keys it issues.
+ */
+function devApiKey(dataDir: string): string {
+  const file = join(dataDir, 'dev-issuer-key');
+  if (existsSync(file)) return readFileSync(file, 'utf8').trim();
+  mkdirSync(dataDir, { recursive: true });
+  const key = `kb_admin_${randomBytes(24).toString('base64url')}`;
+  writeFileSync(file, `${key}\n`, { mode: 0o600 });
+  return key;
+}
+
 /** Builds the configuration from environment variables (see the README's configuration table). */
 export function loadConfig(env: Env = process.env): KeybrakeConfig {
   const apiKeys = (readSecret(env, 'KEYBRAKE_API_KEYS') ?? '')
     .split(',')
     .map((key) => key.trim())
     .filter(Boolean);
+  const dataDir = env.KEYBRAKE_DATA_DIR || './.keybrake-data';
   const generatedApiKey = apiKeys.length === 0;
-  if (generatedApiKey) apiKeys.push(`kb_admin_${randomBytes(24).toString('base64url')}`);
+  if (generatedApiKey) apiKeys.push(devApiKey(dataDir));
 
   const vendorSecrets: Record<string, VendorSecrets> = {};
   const baseUrls: Record<string, string> = {};
@@ -111,7 +126,7 @@ export function loadConfig(env: Env = process.env): KeybrakeConfig {
     apiKeys,
     generatedApiKey,
     redisUrl: env.KEYBRAKE_REDIS_URL || undefined,
-    dataDir: env.KEYBRAKE_DATA_DIR || './.keybrake-data',
+    dataDir,
     vendorSecrets,
     baseUrls,
     pricing,

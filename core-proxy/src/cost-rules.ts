@@ -61,7 +61,10 @@ export function parseCostRules(json: string): Record<string, CostRule[]> {
 /** Parses `KEYBRAKE_FX_RATES`: `eur=1.08,gbp=1.27` (USD per major unit). */
 export function parseFxRates(text: string): Record<string, number> {
   const rates: Record<string, number> = {};
-  for (const pair of text.split(',').map((part) => part.trim()).filter(Boolean)) {
+  for (const pair of text
+    .split(',')
+    .map((part) => part.trim())
+    .filter(Boolean)) {
     const [currency, rate] = pair.split('=');
     const value = Number(rate);
     if (!currency || !/^[a-z]{3}$/i.test(currency) || !(value > 0)) {

@@ -46,7 +46,9 @@ async function main(): Promise<void> {
       }),
     })
   ).json()) as { key_id: string; vault_key: string };
-  console.log(`Issued vault key ${issued.key_id} with a $${CAP_USD} cap; firing ${CALLS} parallel charges of $1-$5...\n`);
+  console.log(
+    `Issued vault key ${issued.key_id} with a $${CAP_USD} cap; firing ${CALLS} parallel charges of $1-$5...\n`,
+  );
 
   const started = Date.now();
   const outcomes = await Promise.all(
@@ -64,17 +66,33 @@ async function main(): Promise<void> {
   const elapsed = Date.now() - started;
   const ok = outcomes.filter((o) => o.status === 200);
   const capped = outcomes.filter((o) => o.status === 429 && o.capHit);
-  const key = (await (await fetch(`${proxy}/vault/keys/${issued.key_id}`, { headers: admin })).json()) as Record<string, unknown>;
-  const calls = ((await (await fetch(`${proxy}/vault/keys/${issued.key_id}/calls`, { headers: admin })).json()) as { calls: { outcome: string }[] }).calls;
+  const key = (await (await fetch(`${proxy}/vault/keys/${issued.key_id}`, { headers: admin })).json()) as Record<
+    string,
+    unknown
+  >;
+  const calls = (
+    (await (await fetch(`${proxy}/vault/keys/${issued.key_id}/calls`, { headers: admin })).json()) as {
+      calls: { outcome: string }[];
+    }
+  ).calls;
   const verify = (await (await fetch(`${proxy}/audit/verify`, { headers: admin })).json()) as Record<string, unknown>;
 
-  console.log(`Charged:   ${ok.length} calls, $${(ok.reduce((sum, o) => sum + o.cents, 0) / 100).toFixed(2)} (the sandbox saw $${sandbox.charged().toFixed(2)})`);
+  console.log(
+    `Charged:   ${ok.length} calls, $${(ok.reduce((sum, o) => sum + o.cents, 0) / 100).toFixed(2)} (the sandbox saw $${sandbox.charged().toFixed(2)})`,
+  );
   console.log(`Refused:   ${capped.length} calls with 429 X-Keybrake-Cap-Hit: true, nothing forwarded`);
   console.log(`Other:     ${CALLS - ok.length - capped.length}`);
   console.log(`Time:      ${elapsed} ms for ${CALLS} calls\n`);
-  console.log(`Key ${issued.key_id}: status=${String(key.status)} spent=$${String(key.spent_usd)} reserved=$${String(key.reserved_usd)} remaining=$${String(key.remaining_usd)}`);
-  const byOutcome = calls.reduce<Record<string, number>>((acc, c) => ({ ...acc, [c.outcome]: (acc[c.outcome] ?? 0) + 1 }), {});
-  console.log(`Audit:     ${calls.length} records for this key ${JSON.stringify(byOutcome)}; chain ok=${String(verify.ok)} head=${String(verify.head)}`);
+  console.log(
+    `Key ${issued.key_id}: status=${String(key.status)} spent=$${String(key.spent_usd)} reserved=$${String(key.reserved_usd)} remaining=$${String(key.remaining_usd)}`,
+  );
+  const byOutcome = calls.reduce<Record<string, number>>(
+    (acc, c) => ({ ...acc, [c.outcome]: (acc[c.outcome] ?? 0) + 1 }),
+    {},
+  );
+  console.log(
+    `Audit:     ${calls.length} records for this key ${JSON.stringify(byOutcome)}; chain ok=${String(verify.ok)} head=${String(verify.head)}`,
+  );
 
   await app.close();
   sandbox.server.close();

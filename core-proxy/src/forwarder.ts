@@ -17,7 +17,14 @@ export type ForwardResult =
   /** The request may have reached the vendor and we have no answer: the outcome is unknown. */
   | { readonly kind: 'unknown'; readonly timedOut: boolean; readonly error: Error };
 
-const NOT_SENT_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT']);
+const NOT_SENT_CODES = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'UND_ERR_CONNECT_TIMEOUT',
+]);
 
 /**
  * Sends one request upstream with undici. Never retries: a POST that may have charged must not

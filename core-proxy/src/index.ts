@@ -16,7 +16,13 @@ export type {
   StoredResponse,
   CallOutcome,
 } from './store/store.js';
-export { KeybrakeError, CapExhaustedError, StoreUnavailableError, InvalidRequestError, type ErrorCode } from './errors.js';
+export {
+  KeybrakeError,
+  CapExhaustedError,
+  StoreUnavailableError,
+  InvalidRequestError,
+  type ErrorCode,
+} from './errors.js';
 export { canonicalJson } from './canonical-json.js';
 export { chainHash, GENESIS_HASH, type AuditRecordJson } from './audit-chain.js';
 export { VENDORS } from './vendors/index.js';

@@ -93,7 +93,11 @@ export function parseIssueKeyInput(body: unknown, configuredVendors: ReadonlySet
 
   // Validation first, configuration second: a malformed body is the caller's bug either way.
   if (!configuredVendors.has(vendor)) {
-    throw httpError(400, 'vendor_not_configured', `No secret is configured for ${vendor}; keys cannot be issued for it.`);
+    throw httpError(
+      400,
+      'vendor_not_configured',
+      `No secret is configured for ${vendor}; keys cannot be issued for it.`,
+    );
   }
 
   return {

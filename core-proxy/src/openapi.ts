@@ -67,7 +67,16 @@ export const OPENAPI_DOCUMENT = {
       },
       IssuedKey: {
         type: 'object',
-        required: ['key_id', 'vault_key', 'vendor', 'expires_at', 'daily_usd_cap', 'usd_cap', 'allowed_endpoints', 'agent_run_label'],
+        required: [
+          'key_id',
+          'vault_key',
+          'vendor',
+          'expires_at',
+          'daily_usd_cap',
+          'usd_cap',
+          'allowed_endpoints',
+          'agent_run_label',
+        ],
         properties: {
           key_id: { type: 'string' },
           vault_key: { type: 'string', description: 'Shown only here; stored as SHA-256' },
@@ -130,10 +139,19 @@ export const OPENAPI_DOCUMENT = {
     '/vault/keys': {
       post: {
         summary: 'Issue a vault key for one execution',
-        requestBody: { required: true, content: { 'application/json': { schema: { $ref: '#/components/schemas/IssueKeyRequest' } } } },
+        requestBody: {
+          required: true,
+          content: { 'application/json': { schema: { $ref: '#/components/schemas/IssueKeyRequest' } } },
+        },
         responses: {
-          '201': { description: 'Issued', content: { 'application/json': { schema: { $ref: '#/components/schemas/IssuedKey' } } } },
-          '400': error('Invalid body, or vendor without a configured secret', ['invalid_request', 'vendor_not_configured']),
+          '201': {
+            description: 'Issued',
+            content: { 'application/json': { schema: { $ref: '#/components/schemas/IssuedKey' } } },
+          },
+          '400': error('Invalid body, or vendor without a configured secret', [
+            'invalid_request',
+            'vendor_not_configured',
+          ]),
           '401': unauthorized,
           '413': error('Body over 64 KiB', ['payload_too_large']),
           '415': error('Body is not JSON', ['unsupported_media_type']),
@@ -146,7 +164,10 @@ export const OPENAPI_DOCUMENT = {
       get: {
         summary: 'Read a key, its status and spend',
         responses: {
-          '200': { description: 'The key', content: { 'application/json': { schema: { $ref: '#/components/schemas/VaultKey' } } } },
+          '200': {
+            description: 'The key',
+            content: { 'application/json': { schema: { $ref: '#/components/schemas/VaultKey' } } },
+          },
           '401': unauthorized,
           '404': error('Unknown key', ['not_found']),
           '503': storeDown,
@@ -166,7 +187,11 @@ export const OPENAPI_DOCUMENT = {
       parameters: [keyIdParam],
       post: {
         summary: 'Taint a key and its children for good',
-        responses: { '200': { description: '`{"key_id", "tainted": true}`' }, '401': unauthorized, '404': error('Unknown key', ['not_found']) },
+        responses: {
+          '200': { description: '`{"key_id", "tainted": true}`' },
+          '401': unauthorized,
+          '404': error('Unknown key', ['not_found']),
+        },
       },
     },
     '/vault/keys/{key_id}/calls': {
@@ -178,7 +203,10 @@ export const OPENAPI_DOCUMENT = {
             description: 'Calls',
             content: {
               'application/json': {
-                schema: { type: 'object', properties: { calls: { type: 'array', items: { $ref: '#/components/schemas/Call' } } } },
+                schema: {
+                  type: 'object',
+                  properties: { calls: { type: 'array', items: { $ref: '#/components/schemas/Call' } } },
+                },
               },
             },
           },
@@ -215,25 +243,45 @@ export const OPENAPI_DOCUMENT = {
             'currency_not_supported',
             'idempotency_key_reused',
           ]),
-          '401': error('Missing, unknown, revoked or expired vault key', ['invalid_vault_key', 'vault_key_revoked', 'vault_key_expired']),
-          '403': error('Wrong vendor, endpoint not allowed, tainted', ['vendor_mismatch', 'endpoint_not_allowed', 'tainted_request_refused']),
+          '401': error('Missing, unknown, revoked or expired vault key', [
+            'invalid_vault_key',
+            'vault_key_revoked',
+            'vault_key_expired',
+          ]),
+          '403': error('Wrong vendor, endpoint not allowed, tainted', [
+            'vendor_mismatch',
+            'endpoint_not_allowed',
+            'tainted_request_refused',
+          ]),
           '409': error('Same Idempotency-Key still in flight', ['idempotency_key_in_use']),
           '413': error('Body over KEYBRAKE_MAX_BODY_BYTES', ['payload_too_large']),
           '429': {
-            description: 'Cap exhausted: header X-Keybrake-Cap-Hit: true, nothing forwarded (error.code: cap_exhausted). A vendor 429 has no such header.',
+            description:
+              'Cap exhausted: header X-Keybrake-Cap-Hit: true, nothing forwarded (error.code: cap_exhausted). A vendor 429 has no such header.',
             headers: { 'X-Keybrake-Cap-Hit': { schema: { const: 'true' } } },
             content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
           },
-          '502': error('Vendor unreachable (nothing sent) or failed mid-call (outcome unknown)', ['upstream_unreachable', 'upstream_error']),
+          '502': error('Vendor unreachable (nothing sent) or failed mid-call (outcome unknown)', [
+            'upstream_unreachable',
+            'upstream_error',
+          ]),
           '503': error('Store unreachable: nothing forwarded', ['store_unavailable', 'vendor_not_configured']),
-          '504': error('Vendor did not answer in time (outcome unknown, reservation kept as spent)', ['upstream_timeout']),
+          '504': error('Vendor did not answer in time (outcome unknown, reservation kept as spent)', [
+            'upstream_timeout',
+          ]),
         },
       },
     },
     '/healthz': { get: { summary: 'Alive', security: [], responses: { '200': { description: '`{"ok": true}`' } } } },
     '/readyz': {
-      get: { summary: 'Store reachable', security: [], responses: { '200': { description: 'Ready' }, '503': storeDown } },
+      get: {
+        summary: 'Store reachable',
+        security: [],
+        responses: { '200': { description: 'Ready' }, '503': storeDown },
+      },
     },
-    '/metrics': { get: { summary: 'Prometheus metrics', security: [], responses: { '200': { description: 'text/plain' } } } },
+    '/metrics': {
+      get: { summary: 'Prometheus metrics', security: [], responses: { '200': { description: 'text/plain' } } },
+    },
   },
 } as const;

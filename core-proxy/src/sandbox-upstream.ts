@@ -7,7 +7,9 @@ import type { AddressInfo } from 'node:net';
  * with a Stripe-shaped payment intent echoing `amount` and `currency`, after a short delay so the
  * fan-out really is concurrent. It moves no money and is not Stripe.
  */
-export async function startSandboxStripe(delayMs = 20): Promise<{ url: string; server: Server; charged: () => number }> {
+export async function startSandboxStripe(
+  delayMs = 20,
+): Promise<{ url: string; server: Server; charged: () => number }> {
   let chargedCents = 0;
   const server = createServer((request, response) => {
     const chunks: Buffer[] = [];
@@ -22,9 +24,17 @@ export async function startSandboxStripe(delayMs = 20): Promise<{ url: string; s
           return;
         }
         chargedCents += amount;
-        response.writeHead(200, { 'content-type': 'application/json', 'request-id': `req_${randomBytes(8).toString('hex')}` });
+        response.writeHead(200, {
+          'content-type': 'application/json',
+          'request-id': `req_${randomBytes(8).toString('hex')}`,
+        });
         response.end(
-          JSON.stringify({ id: `pi_${randomBytes(8).toString('hex')}`, object: 'payment_intent', amount, currency: params.get('currency') ?? 'usd' }),
+          JSON.stringify({
+            id: `pi_${randomBytes(8).toString('hex')}`,
+            object: 'payment_intent',
+            amount,
+            currency: params.get('currency') ?? 'usd',
+          }),
         );
       }, delayMs);
     });

@@ -19,7 +19,7 @@ export async function startServer(config: KeybrakeConfig, options: ServerOptions
   if (config.generatedApiKey) {
     // Dev mode only: an issuer key is not a vendor secret or a vault key, and there is no other way to learn it.
     process.stderr.write(
-      `\nKEYBRAKE_API_KEYS is not set: generated an issuer key for this run (dev mode):\n  ${config.apiKeys[0]}\n\n`,
+      `\nKEYBRAKE_API_KEYS is not set (dev mode): issuer key, kept in ${config.dataDir}/dev-issuer-key:\n  ${config.apiKeys[0]}\n\n`,
     );
   }
   const configured = Object.keys(config.vendorSecrets);

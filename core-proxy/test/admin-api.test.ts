@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { startProxy } from './helpers.js';
+import { json, startProxy } from './helpers.js';
 
 const stripeKey = { vendor: 'stripe', usd_cap: 100, allowed_endpoints: ['POST /v1/payment_intents'] };
 
@@ -13,7 +13,7 @@ describe('admin API', () => {
         body: JSON.stringify({ ...stripeKey, expires_in: '1h' }),
       });
       expect(response.status).toBe(401);
-      expect((await response.json()).error.code).toBe('unauthorized');
+      expect((await json(response)).error.code).toBe('unauthorized');
     }
     expect((await proxy.call('/audit/verify')).status).toBe(401);
   });
@@ -28,7 +28,12 @@ describe('admin API', () => {
 
   it('issues a key that is shown once and reads back without the vault key', async () => {
     const proxy = await startProxy();
-    const issued = await proxy.issueKey({ ...stripeKey, daily_usd_cap: 20, agent_run_label: 'argo/billing-x7k2p', expires_in: '2h' });
+    const issued = await proxy.issueKey({
+      ...stripeKey,
+      daily_usd_cap: 20,
+      agent_run_label: 'argo/billing-x7k2p',
+      expires_in: '2h',
+    });
     expect(issued).toMatchObject({
       vendor: 'stripe',
       usd_cap: 100,
@@ -64,7 +69,10 @@ describe('admin API', () => {
     ['allowlist not an array', { ...stripeKey, allowed_endpoints: 'POST /v1/charges', expires_in: '1h' }],
     ['allowlist entry without a path', { ...stripeKey, allowed_endpoints: ['POST'], expires_in: '1h' }],
     ['allowlist entry with a bad method', { ...stripeKey, allowed_endpoints: ['FETCH /v1/charges'], expires_in: '1h' }],
-    ['allowlist entry with a partial wildcard', { ...stripeKey, allowed_endpoints: ['GET /v1/cus*'], expires_in: '1h' }],
+    [
+      'allowlist entry with a partial wildcard',
+      { ...stripeKey, allowed_endpoints: ['GET /v1/cus*'], expires_in: '1h' },
+    ],
     ['missing expires_in', { ...stripeKey }],
     ['expires_in with a bad unit', { ...stripeKey, expires_in: '3w' }],
     ['expires_in over 7 days', { ...stripeKey, expires_in: '8d' }],
@@ -86,7 +94,12 @@ describe('admin API', () => {
 
   it('refuses a vendor without a configured secret with 400 vendor_not_configured', async () => {
     const proxy = await startProxy({ env: { RESEND_API_KEY: '' } });
-    const response = await proxy.admin('POST', '/vault/keys', { ...stripeKey, vendor: 'resend', allowed_endpoints: ['POST /emails'], expires_in: '1h' });
+    const response = await proxy.admin('POST', '/vault/keys', {
+      ...stripeKey,
+      vendor: 'resend',
+      allowed_endpoints: ['POST /emails'],
+      expires_in: '1h',
+    });
     expect(response.status).toBe(400);
     expect(response.body.error.code).toBe('vendor_not_configured');
   });
@@ -94,23 +107,30 @@ describe('admin API', () => {
   it('answers malformed JSON, wrong media types and oversized bodies with contract errors', async () => {
     const proxy = await startProxy();
     const post = (body: string, contentType: string) =>
-      proxy.call('/vault/keys', { method: 'POST', headers: { authorization: `Bearer ${proxy.apiKey}`, 'content-type': contentType }, body });
+      proxy.call('/vault/keys', {
+        method: 'POST',
+        headers: { authorization: `Bearer ${proxy.apiKey}`, 'content-type': contentType },
+        body,
+      });
     const malformed = await post('{"vendor": "stripe",', 'application/json');
     expect(malformed.status).toBe(400);
-    expect((await malformed.json()).error.code).toBe('invalid_request');
+    expect((await json(malformed)).error.code).toBe('invalid_request');
     const text = await post('vendor=stripe', 'text/plain');
     expect(text.status).toBe(415);
-    expect((await text.json()).error.code).toBe('unsupported_media_type');
-    const huge = await post(JSON.stringify({ ...stripeKey, expires_in: '1h', agent_run_label: 'x'.repeat(100_000) }), 'application/json');
+    expect((await json(text)).error.code).toBe('unsupported_media_type');
+    const huge = await post(
+      JSON.stringify({ ...stripeKey, expires_in: '1h', agent_run_label: 'x'.repeat(100_000) }),
+      'application/json',
+    );
     expect(huge.status).toBe(413);
-    expect((await huge.json()).error.code).toBe('payload_too_large');
+    expect((await json(huge)).error.code).toBe('payload_too_large');
   });
 
   it('answers oversized headers with 431 headers_too_large as JSON', async () => {
     const proxy = await startProxy();
     const response = await proxy.call('/healthz', { headers: { 'x-filler': 'a'.repeat(20_000) } });
     expect(response.status).toBe(431);
-    expect((await response.json()).error.code).toBe('headers_too_large');
+    expect((await json(response)).error.code).toBe('headers_too_large');
   });
 
   it('answers unknown keys and routes with 404 not_found', async () => {
@@ -127,7 +147,7 @@ describe('admin API', () => {
     }
     const unknownVendor = await proxy.call('/paypal/v1/payments');
     expect(unknownVendor.status).toBe(404);
-    expect((await unknownVendor.json()).error.code).toBe('not_found');
+    expect((await json(unknownVendor)).error.code).toBe('not_found');
   });
 
   it('revokes idempotently', async () => {
@@ -143,28 +163,78 @@ describe('admin API', () => {
 
   it('keeps children within their parent: vendor, allowlist, expiry, revocation and taint', async () => {
     const proxy = await startProxy();
-    const parent = await proxy.issueKey({ vendor: 'stripe', usd_cap: 50, allowed_endpoints: ['POST /v1/payment_intents', 'GET /v1/customers/*'], expires_in: '1h' });
-    const wider = await proxy.admin('POST', '/vault/keys', { vendor: 'stripe', usd_cap: 10, allowed_endpoints: ['POST /v1/charges'], expires_in: '1h', parent_key_id: parent.key_id });
+    const parent = await proxy.issueKey({
+      vendor: 'stripe',
+      usd_cap: 50,
+      allowed_endpoints: ['POST /v1/payment_intents', 'GET /v1/customers/*'],
+      expires_in: '1h',
+    });
+    const wider = await proxy.admin('POST', '/vault/keys', {
+      vendor: 'stripe',
+      usd_cap: 10,
+      allowed_endpoints: ['POST /v1/charges'],
+      expires_in: '1h',
+      parent_key_id: parent.key_id,
+    });
     expect(wider.status).toBe(400);
     expect(wider.body.error.code).toBe('invalid_request');
-    const otherVendor = await proxy.admin('POST', '/vault/keys', { vendor: 'resend', usd_cap: 10, allowed_endpoints: ['POST /emails'], expires_in: '1h', parent_key_id: parent.key_id });
+    const otherVendor = await proxy.admin('POST', '/vault/keys', {
+      vendor: 'resend',
+      usd_cap: 10,
+      allowed_endpoints: ['POST /emails'],
+      expires_in: '1h',
+      parent_key_id: parent.key_id,
+    });
     expect(otherVendor.status).toBe(400);
-    const orphan = await proxy.admin('POST', '/vault/keys', { ...stripeKey, expires_in: '1h', parent_key_id: 'key_missing' });
+    const orphan = await proxy.admin('POST', '/vault/keys', {
+      ...stripeKey,
+      expires_in: '1h',
+      parent_key_id: 'key_missing',
+    });
     expect(orphan.status).toBe(400);
 
-    const child = await proxy.issueKey({ vendor: 'stripe', usd_cap: 10, allowed_endpoints: ['GET /v1/customers/cus_123'], expires_in: '7d', parent_key_id: parent.key_id });
-    expect(Date.parse(child.expires_at)).toBeLessThanOrEqual(Date.parse((await proxy.admin('GET', `/vault/keys/${parent.key_id}`)).body.expires_at));
-    const grandchild = await proxy.issueKey({ vendor: 'stripe', usd_cap: 5, allowed_endpoints: ['GET /v1/customers/cus_123'], expires_in: '1h', parent_key_id: child.key_id });
+    const child = await proxy.issueKey({
+      vendor: 'stripe',
+      usd_cap: 10,
+      allowed_endpoints: ['GET /v1/customers/cus_123'],
+      expires_in: '7d',
+      parent_key_id: parent.key_id,
+    });
+    expect(Date.parse(child.expires_at)).toBeLessThanOrEqual(
+      Date.parse((await proxy.admin('GET', `/vault/keys/${parent.key_id}`)).body.expires_at),
+    );
+    const grandchild = await proxy.issueKey({
+      vendor: 'stripe',
+      usd_cap: 5,
+      allowed_endpoints: ['GET /v1/customers/cus_123'],
+      expires_in: '1h',
+      parent_key_id: child.key_id,
+    });
 
-    expect((await proxy.admin('POST', `/vault/keys/${parent.key_id}/taint`)).body).toEqual({ key_id: parent.key_id, tainted: true });
+    expect((await proxy.admin('POST', `/vault/keys/${parent.key_id}/taint`)).body).toEqual({
+      key_id: parent.key_id,
+      tainted: true,
+    });
     expect((await proxy.admin('GET', `/vault/keys/${grandchild.key_id}`)).body.tainted).toBe(true);
-    const taintedChild = await proxy.issueKey({ vendor: 'stripe', usd_cap: 1, allowed_endpoints: ['GET /v1/customers/*'], expires_in: '1h', parent_key_id: parent.key_id });
+    const taintedChild = await proxy.issueKey({
+      vendor: 'stripe',
+      usd_cap: 1,
+      allowed_endpoints: ['GET /v1/customers/*'],
+      expires_in: '1h',
+      parent_key_id: parent.key_id,
+    });
     expect(taintedChild.tainted).toBe(true);
 
     await proxy.admin('DELETE', `/vault/keys/${parent.key_id}`);
     expect((await proxy.admin('GET', `/vault/keys/${child.key_id}`)).body.status).toBe('revoked');
     expect((await proxy.admin('GET', `/vault/keys/${grandchild.key_id}`)).body.status).toBe('revoked');
-    const afterRevoke = await proxy.admin('POST', '/vault/keys', { vendor: 'stripe', usd_cap: 1, allowed_endpoints: ['GET /v1/customers/*'], expires_in: '1h', parent_key_id: parent.key_id });
+    const afterRevoke = await proxy.admin('POST', '/vault/keys', {
+      vendor: 'stripe',
+      usd_cap: 1,
+      allowed_endpoints: ['GET /v1/customers/*'],
+      expires_in: '1h',
+      parent_key_id: parent.key_id,
+    });
     expect(afterRevoke.status).toBe(400);
   });
 
@@ -175,8 +245,10 @@ describe('admin API', () => {
     const metrics = await (await proxy.call('/metrics')).text();
     expect(metrics).toContain('keybrake_proxy_requests_total');
     expect(metrics).toContain('keybrake_upstream_duration_seconds');
-    const openapi = await (await proxy.call('/openapi.json')).json();
+    const openapi = await json(await proxy.call('/openapi.json'));
     expect(openapi.openapi).toMatch(/^3\./);
-    expect(Object.keys(openapi.paths)).toEqual(expect.arrayContaining(['/vault/keys', '/vault/keys/{key_id}', '/vault/keys/{key_id}/calls', '/audit/verify']));
+    expect(Object.keys(openapi.paths)).toEqual(
+      expect.arrayContaining(['/vault/keys', '/vault/keys/{key_id}', '/vault/keys/{key_id}/calls', '/audit/verify']),
+    );
   });
 });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { rawRequest, sendJson, startFakeVendor, startProxy } from './helpers.js';
+import { json, rawRequest, sendJson, startFakeVendor, startProxy } from './helpers.js';
 
 /** Allowlist smuggling, checked against a fake vendor of our own that records exactly what arrives. */
 describe('allowlist on the normalized path (fake vendor)', () => {
@@ -8,13 +8,18 @@ describe('allowlist on the normalized path (fake vendor)', () => {
     const proxy = await startProxy({ env: { KEYBRAKE_STRIPE_BASE_URL: vendor.url } });
     const key = await proxy.issueKey({ vendor: 'stripe', usd_cap: 10, allowed_endpoints: allowed });
     const call = (path: string, init: RequestInit = {}) =>
-      proxy.call(path, { ...init, headers: { authorization: `Bearer ${key.vault_key}`, ...(init.headers as Record<string, string>) } });
+      proxy.call(path, {
+        ...init,
+        headers: { authorization: `Bearer ${key.vault_key}`, ...(init.headers as Record<string, string>) },
+      });
     return { vendor, proxy, key, call };
   }
 
   it('forwards the real secret and never the vault key, keeping the query string', async () => {
     const { vendor, proxy, key, call } = await setup(['GET /v1/customers']);
-    const response = await call('/stripe/v1/customers?limit=3&email=a%40b.c', { headers: { 'x-keybrake-provenance': 'trusted', 'x-custom': 'kept' } });
+    const response = await call('/stripe/v1/customers?limit=3&email=a%40b.c', {
+      headers: { 'x-keybrake-provenance': 'trusted', 'x-custom': 'kept' },
+    });
     expect(response.status).toBe(200);
     const received = vendor.received[0];
     expect(received?.url).toBe('/v1/customers?limit=3&email=a%40b.c');
@@ -41,11 +46,16 @@ describe('allowlist on the normalized path (fake vendor)', () => {
 
   it('checks and forwards the same normalized path: duplicate slashes, dots and percent-encoding', async () => {
     const { vendor, proxy, key } = await setup(['GET /v1/customers/*']);
-    const get = async (path: string) => (await rawRequest(proxy.url, 'GET', path, { authorization: `Bearer ${key.vault_key}` })).status;
+    const get = async (path: string) =>
+      (await rawRequest(proxy.url, 'GET', path, { authorization: `Bearer ${key.vault_key}` })).status;
     expect(await get('/stripe//v1///customers/./cus_1/')).toBe(200);
     expect(await get('/stripe/v1/customers/cus_%31')).toBe(200);
     expect(await get('/stripe/v1/charges/../customers/cus_2')).toBe(200);
-    expect(vendor.received.map((r) => r.url)).toEqual(['/v1/customers/cus_1', '/v1/customers/cus_1', '/v1/customers/cus_2']);
+    expect(vendor.received.map((r) => r.url)).toEqual([
+      '/v1/customers/cus_1',
+      '/v1/customers/cus_1',
+      '/v1/customers/cus_2',
+    ]);
   });
 
   it('matches "*" to exactly one segment', async () => {
@@ -61,7 +71,7 @@ describe('allowlist on the normalized path (fake vendor)', () => {
       const { vendor, call } = await setup(['GET /v1/customers/*']);
       const smuggled = await call('/stripe/v1/customers/cus_1', { headers: { [header]: 'DELETE' } });
       expect(smuggled.status).toBe(403);
-      expect((await smuggled.json()).error.code).toBe('endpoint_not_allowed');
+      expect((await json(smuggled)).error.code).toBe('endpoint_not_allowed');
       expect(vendor.received).toHaveLength(0);
       expect((await call('/stripe/v1/customers/cus_1', { headers: { [header]: 'GET' } })).status).toBe(200);
       expect(vendor.received[0]?.headers[header]).toBeUndefined();
@@ -85,7 +95,7 @@ describe('allowlist on the normalized path (fake vendor)', () => {
       body: `description=${'x'.repeat(2048)}`,
     });
     expect(response.status).toBe(413);
-    expect((await response.json()).error.code).toBe('payload_too_large');
+    expect((await json(response)).error.code).toBe('payload_too_large');
     expect(vendor.received).toHaveLength(0);
   });
 });

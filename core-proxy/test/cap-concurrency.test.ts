@@ -1,5 +1,5 @@
 import { describe, expect, inject, it } from 'vitest';
-import { startProxy, stripeCharge } from './helpers.js';
+import { json, startProxy, stripeCharge } from './helpers.js';
 
 function stripeMockProxy() {
   return startProxy({ env: { KEYBRAKE_STRIPE_BASE_URL: inject('stripeMockUrl') } });
@@ -12,12 +12,16 @@ describe('cap reservations under concurrency (stripe-mock)', () => {
   it('2,000 concurrent calls at one key: forwarded spend never exceeds the cap and stops within one call of it', async () => {
     const proxy = await stripeMockProxy();
     const capUsd = 300;
-    const key = await proxy.issueKey({ vendor: 'stripe', usd_cap: capUsd, allowed_endpoints: ['POST /v1/payment_intents'] });
+    const key = await proxy.issueKey({
+      vendor: 'stripe',
+      usd_cap: capUsd,
+      allowed_endpoints: ['POST /v1/payment_intents'],
+    });
     const started = performance.now();
     const results = await Promise.all(
       Array.from({ length: 2000 }, async (_, i) => {
         const response = await stripeCharge(proxy, key.vault_key, amountOf(i));
-        const body = await response.json();
+        const body = await json(response);
         return { i, status: response.status, capHit: response.headers.get('x-keybrake-cap-hit'), body };
       }),
     );
@@ -51,10 +55,19 @@ describe('cap reservations under concurrency (stripe-mock)', () => {
 
   it("children's concurrent spend counts against their parent's cap", async () => {
     const proxy = await stripeMockProxy();
-    const parent = await proxy.issueKey({ vendor: 'stripe', usd_cap: 50, allowed_endpoints: ['POST /v1/payment_intents'] });
+    const parent = await proxy.issueKey({
+      vendor: 'stripe',
+      usd_cap: 50,
+      allowed_endpoints: ['POST /v1/payment_intents'],
+    });
     const children = await Promise.all(
       [1, 2, 3].map(() =>
-        proxy.issueKey({ vendor: 'stripe', usd_cap: 40, allowed_endpoints: ['POST /v1/payment_intents'], parent_key_id: parent.key_id }),
+        proxy.issueKey({
+          vendor: 'stripe',
+          usd_cap: 40,
+          allowed_endpoints: ['POST /v1/payment_intents'],
+          parent_key_id: parent.key_id,
+        }),
       ),
     );
     const results = await Promise.all(
@@ -70,7 +83,9 @@ describe('cap reservations under concurrency (stripe-mock)', () => {
     const parentState = (await proxy.admin('GET', `/vault/keys/${parent.key_id}`)).body;
     expect(parentState.spent_usd).toBeCloseTo(forwardedCents / 100, 6);
     for (const child of children) {
-      const childCents = results.filter((r) => r.child === child.key_id && r.status === 200).reduce((sum, r) => sum + r.amount, 0);
+      const childCents = results
+        .filter((r) => r.child === child.key_id && r.status === 200)
+        .reduce((sum, r) => sum + r.amount, 0);
       expect((await proxy.admin('GET', `/vault/keys/${child.key_id}`)).body.spent_usd).toBeCloseTo(childCents / 100, 6);
     }
   });
@@ -82,20 +97,33 @@ describe('daily cap (stripe-mock)', () => {
       env: { KEYBRAKE_STRIPE_BASE_URL: inject('stripeMockUrl') },
       startAt: Date.parse('2026-11-22T23:58:00Z'),
     });
-    const key = await proxy.issueKey({ vendor: 'stripe', daily_usd_cap: 10, usd_cap: 25, allowed_endpoints: ['POST /v1/payment_intents'], expires_in: '3d' });
+    const key = await proxy.issueKey({
+      vendor: 'stripe',
+      daily_usd_cap: 10,
+      usd_cap: 25,
+      allowed_endpoints: ['POST /v1/payment_intents'],
+      expires_in: '3d',
+    });
     expect((await stripeCharge(proxy, key.vault_key, 600)).status).toBe(200);
     expect((await stripeCharge(proxy, key.vault_key, 400)).status).toBe(200);
     expect((await stripeCharge(proxy, key.vault_key, 1)).status).toBe(429);
     expect((await proxy.admin('GET', `/vault/keys/${key.key_id}`)).body.remaining_usd).toBe(0);
 
     proxy.advance(3 * 60_000); // 00:01 UTC the next day
-    expect((await proxy.admin('GET', `/vault/keys/${key.key_id}`)).body).toMatchObject({ remaining_usd: 10, spent_usd: 10, spent_today_usd: 0 });
+    expect((await proxy.admin('GET', `/vault/keys/${key.key_id}`)).body).toMatchObject({
+      remaining_usd: 10,
+      spent_usd: 10,
+      spent_today_usd: 0,
+    });
     expect((await stripeCharge(proxy, key.vault_key, 1000)).status).toBe(200);
     expect((await stripeCharge(proxy, key.vault_key, 1)).status).toBe(429);
 
     proxy.advance(24 * 3600_000);
     expect((await stripeCharge(proxy, key.vault_key, 600)).status).toBe(429); // 20 + 6 > 25 lifetime
     expect((await stripeCharge(proxy, key.vault_key, 500)).status).toBe(200);
-    expect((await proxy.admin('GET', `/vault/keys/${key.key_id}`)).body).toMatchObject({ spent_usd: 25, remaining_usd: 0 });
+    expect((await proxy.admin('GET', `/vault/keys/${key.key_id}`)).body).toMatchObject({
+      spent_usd: 25,
+      remaining_usd: 0,
+    });
   });
 });

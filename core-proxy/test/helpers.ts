@@ -78,9 +78,10 @@ export async function startProxy(options: TestProxyOptions = {}): Promise<TestPr
   const responses: { text: string; issuing: string | undefined }[] = [];
   app.addHook('onSend', async (request, reply, payload) => {
     const text = `${JSON.stringify(reply.getHeaders())}\n${typeof payload === 'string' || Buffer.isBuffer(payload) ? payload.toString() : ''}`;
-    const issuing = request.method === 'POST' && request.url === '/vault/keys' && reply.statusCode === 201
-      ? (JSON.parse(String(payload)) as { vault_key: string }).vault_key
-      : undefined;
+    const issuing =
+      request.method === 'POST' && request.url === '/vault/keys' && reply.statusCode === 201
+        ? (JSON.parse(String(payload)) as { vault_key: string }).vault_key
+        : undefined;
     responses.push({ text, issuing });
     return payload;
   });
@@ -94,15 +95,19 @@ export async function startProxy(options: TestProxyOptions = {}): Promise<TestPr
     rmSync(dataDir, { recursive: true, force: true });
     const secretValues = Object.values(secrets);
     for (const line of logLines) {
-      for (const secret of [...secretValues, ...vaultKeys]) expect(line, 'a log line leaks a secret').not.toContain(secret);
+      for (const secret of [...secretValues, ...vaultKeys])
+        expect(line, 'a log line leaks a secret').not.toContain(secret);
     }
     for (const file of storeFiles) {
-      for (const secret of [...secretValues, ...vaultKeys]) expect(file.includes(secret), 'the store leaks a secret').toBe(false);
+      for (const secret of [...secretValues, ...vaultKeys])
+        expect(file.includes(secret), 'the store leaks a secret').toBe(false);
     }
     for (const response of responses) {
-      for (const secret of secretValues) expect(response.text, 'a response leaks a vendor secret').not.toContain(secret);
+      for (const secret of secretValues)
+        expect(response.text, 'a response leaks a vendor secret').not.toContain(secret);
       for (const vaultKey of vaultKeys) {
-        if (vaultKey !== response.issuing) expect(response.text, 'a response leaks a vault key').not.toContain(vaultKey);
+        if (vaultKey !== response.issuing)
+          expect(response.text, 'a response leaks a vault key').not.toContain(vaultKey);
       }
     }
   });
@@ -110,7 +115,10 @@ export async function startProxy(options: TestProxyOptions = {}): Promise<TestPr
   const admin: TestProxy['admin'] = async (method, path, body) => {
     const response = await fetch(`${url}${path}`, {
       method,
-      headers: { authorization: `Bearer ${apiKey}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      headers: {
+        authorization: `Bearer ${apiKey}`,
+        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+      },
       body: body === undefined ? undefined : JSON.stringify(body),
     });
     const text = await response.text();
@@ -128,7 +136,11 @@ export async function startProxy(options: TestProxyOptions = {}): Promise<TestPr
     },
     admin,
     async issueKey(fields) {
-      const response = await admin('POST', '/vault/keys', { expires_in: '1h', agent_run_label: `test/${randomUUID()}`, ...fields });
+      const response = await admin('POST', '/vault/keys', {
+        expires_in: '1h',
+        agent_run_label: `test/${randomUUID()}`,
+        ...fields,
+      });
       expect(response.status, JSON.stringify(response.body)).toBe(201);
       vaultKeys.push(response.body.vault_key);
       return response.body;
@@ -157,7 +169,12 @@ export async function startFakeVendor(
     const chunks: Buffer[] = [];
     request.on('data', (chunk: Buffer) => chunks.push(chunk));
     request.on('end', () => {
-      const entry = { method: request.method ?? '', url: request.url ?? '', headers: request.headers, body: Buffer.concat(chunks).toString() };
+      const entry = {
+        method: request.method ?? '',
+        url: request.url ?? '',
+        headers: request.headers,
+        body: Buffer.concat(chunks).toString(),
+      };
       received.push(entry);
       void handler(entry, response);
     });
@@ -174,13 +191,23 @@ export async function startFakeVendor(
 }
 
 /** Sends JSON from a fake vendor. */
-export function sendJson(response: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+export function sendJson(
+  response: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): void {
   response.writeHead(status, { 'content-type': 'application/json', ...headers });
   response.end(JSON.stringify(body));
 }
 
 /** Form-encoded Stripe charge through the proxy. */
-export function stripeCharge(proxy: TestProxy, vaultKey: string, amount: number, extra: Record<string, string> = {}): Promise<Response> {
+export function stripeCharge(
+  proxy: TestProxy,
+  vaultKey: string,
+  amount: number,
+  extra: Record<string, string> = {},
+): Promise<Response> {
   return proxy.call('/stripe/v1/payment_intents', {
     method: 'POST',
     headers: { authorization: `Bearer ${vaultKey}`, 'content-type': 'application/x-www-form-urlencoded', ...extra },
@@ -201,9 +228,20 @@ export function rawRequest(
     const request = httpRequest({ hostname, port, method, path, headers }, (response) => {
       const chunks: Buffer[] = [];
       response.on('data', (chunk: Buffer) => chunks.push(chunk));
-      response.on('end', () => resolve({ status: response.statusCode ?? 0, body: Buffer.concat(chunks).toString(), headers: response.headers }));
+      response.on('end', () =>
+        resolve({
+          status: response.statusCode ?? 0,
+          body: Buffer.concat(chunks).toString(),
+          headers: response.headers,
+        }),
+      );
     });
     request.on('error', reject);
     request.end(body);
   });
+}
+
+/** A response's JSON body, loosely typed for assertions. */
+export function json(response: Response): Promise<any> {
+  return response.json() as Promise<any>;
 }

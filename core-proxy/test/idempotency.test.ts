@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
-import { sendJson, startFakeVendor, startProxy, stripeCharge } from './helpers.js';
+import { json, sendJson, startFakeVendor, startProxy, stripeCharge } from './helpers.js';
 
 /**
  * Idempotency and unknown outcomes need a vendor that keeps state, answers slowly or hangs up:
@@ -10,7 +10,11 @@ describe('idempotency (fake vendor)', () => {
   async function setup(handler: Parameters<typeof startFakeVendor>[0], env: Record<string, string> = {}) {
     const vendor = await startFakeVendor(handler);
     const proxy = await startProxy({ env: { KEYBRAKE_STRIPE_BASE_URL: vendor.url, ...env } });
-    const key = await proxy.issueKey({ vendor: 'stripe', usd_cap: 100, allowed_endpoints: ['POST /v1/payment_intents'] });
+    const key = await proxy.issueKey({
+      vendor: 'stripe',
+      usd_cap: 100,
+      allowed_endpoints: ['POST /v1/payment_intents'],
+    });
     return { vendor, proxy, key };
   }
   let counter = 0;
@@ -45,13 +49,17 @@ describe('idempotency (fake vendor)', () => {
     await stripeCharge(proxy, key.vault_key, 1500, { 'idempotency-key': 'charge-b' });
     const response = await stripeCharge(proxy, key.vault_key, 9900, { 'idempotency-key': 'charge-b' });
     expect(response.status).toBe(400);
-    expect((await response.json()).error.code).toBe('idempotency_key_reused');
+    expect((await json(response)).error.code).toBe('idempotency_key_reused');
     expect(vendor.received).toHaveLength(1);
   });
 
   it('scopes idempotency keys per vault key', async () => {
     const { vendor, proxy, key } = await setup(paymentIntent);
-    const other = await proxy.issueKey({ vendor: 'stripe', usd_cap: 100, allowed_endpoints: ['POST /v1/payment_intents'] });
+    const other = await proxy.issueKey({
+      vendor: 'stripe',
+      usd_cap: 100,
+      allowed_endpoints: ['POST /v1/payment_intents'],
+    });
     await stripeCharge(proxy, key.vault_key, 100, { 'idempotency-key': 'shared' });
     const response = await stripeCharge(proxy, other.vault_key, 100, { 'idempotency-key': 'shared' });
     expect(response.headers.get('idempotent-replayed')).toBeNull();
@@ -67,7 +75,7 @@ describe('idempotency (fake vendor)', () => {
     await sleep(50);
     const second = await stripeCharge(proxy, key.vault_key, 100, { 'idempotency-key': 'slow' });
     expect(second.status).toBe(409);
-    expect((await second.json()).error.code).toBe('idempotency_key_in_use');
+    expect((await json(second)).error.code).toBe('idempotency_key_in_use');
     expect((await first).status).toBe(200);
     expect(vendor.received).toHaveLength(1);
   });
@@ -76,7 +84,7 @@ describe('idempotency (fake vendor)', () => {
     const { vendor, proxy, key } = await setup(paymentIntent);
     const response = await stripeCharge(proxy, key.vault_key, 100, { 'idempotency-key': 'k'.repeat(256) });
     expect(response.status).toBe(400);
-    expect((await response.json()).error.code).toBe('invalid_request');
+    expect((await json(response)).error.code).toBe('invalid_request');
     expect(vendor.received).toHaveLength(0);
   });
 
@@ -93,24 +101,34 @@ describe('idempotency (fake vendor)', () => {
   });
 
   it("passes a vendor's own 429 through without X-Keybrake-Cap-Hit", async () => {
-    const { proxy, key } = await setup((_request, response) => sendJson(response, 429, { error: { type: 'rate_limit' } }, { 'retry-after': '2' }));
+    const { proxy, key } = await setup((_request, response) =>
+      sendJson(response, 429, { error: { type: 'rate_limit' } }, { 'retry-after': '2' }),
+    );
     const response = await stripeCharge(proxy, key.vault_key, 100);
     expect(response.status).toBe(429);
     expect(response.headers.get('x-keybrake-cap-hit')).toBeNull();
     expect(response.headers.get('retry-after')).toBe('2');
-    expect((await response.json()).error.type).toBe('rate_limit');
+    expect((await json(response)).error.type).toBe('rate_limit');
   });
 });
 
 describe('unknown outcomes (fake vendor)', () => {
   it('keeps the reservation as spent when the vendor hangs up after receiving the call', async () => {
-    const vendor = await startFakeVendor((_request, response) => response.socket?.destroy());
+    const vendor = await startFakeVendor((_request, response) => void response.socket?.destroy());
     const proxy = await startProxy({ env: { KEYBRAKE_STRIPE_BASE_URL: vendor.url } });
-    const key = await proxy.issueKey({ vendor: 'stripe', usd_cap: 100, allowed_endpoints: ['POST /v1/payment_intents'] });
+    const key = await proxy.issueKey({
+      vendor: 'stripe',
+      usd_cap: 100,
+      allowed_endpoints: ['POST /v1/payment_intents'],
+    });
     const response = await stripeCharge(proxy, key.vault_key, 2500, { 'idempotency-key': 'lost' });
     expect(response.status).toBe(502);
-    expect((await response.json()).error.code).toBe('upstream_error');
-    expect((await proxy.admin('GET', `/vault/keys/${key.key_id}`)).body).toMatchObject({ spent_usd: 25, reserved_usd: 0, unknown_usd: 25 });
+    expect((await json(response)).error.code).toBe('upstream_error');
+    expect((await proxy.admin('GET', `/vault/keys/${key.key_id}`)).body).toMatchObject({
+      spent_usd: 25,
+      reserved_usd: 0,
+      unknown_usd: 25,
+    });
     const { calls } = (await proxy.admin('GET', `/vault/keys/${key.key_id}/calls`)).body;
     expect(calls[0]).toMatchObject({ outcome: 'unknown', reason: 'upstream_error', cost_usd: 25 });
     expect(vendor.received).toHaveLength(1);
@@ -124,20 +142,36 @@ describe('unknown outcomes (fake vendor)', () => {
       await sleep(2_000);
       sendJson(response, 200, {});
     });
-    const proxy = await startProxy({ env: { KEYBRAKE_STRIPE_BASE_URL: vendor.url, KEYBRAKE_UPSTREAM_TIMEOUT_MS: '300' } });
-    const key = await proxy.issueKey({ vendor: 'stripe', usd_cap: 100, allowed_endpoints: ['POST /v1/payment_intents'] });
+    const proxy = await startProxy({
+      env: { KEYBRAKE_STRIPE_BASE_URL: vendor.url, KEYBRAKE_UPSTREAM_TIMEOUT_MS: '300' },
+    });
+    const key = await proxy.issueKey({
+      vendor: 'stripe',
+      usd_cap: 100,
+      allowed_endpoints: ['POST /v1/payment_intents'],
+    });
     const response = await stripeCharge(proxy, key.vault_key, 1200);
     expect(response.status).toBe(504);
-    expect((await response.json()).error.code).toBe('upstream_timeout');
-    expect((await proxy.admin('GET', `/vault/keys/${key.key_id}`)).body).toMatchObject({ spent_usd: 12, unknown_usd: 12 });
+    expect((await json(response)).error.code).toBe('upstream_timeout');
+    expect((await proxy.admin('GET', `/vault/keys/${key.key_id}`)).body).toMatchObject({
+      spent_usd: 12,
+      unknown_usd: 12,
+    });
   });
 
   it('releases the reservation when the vendor cannot be reached at all (nothing sent)', async () => {
     const proxy = await startProxy({ env: { KEYBRAKE_STRIPE_BASE_URL: 'http://127.0.0.1:1' } });
-    const key = await proxy.issueKey({ vendor: 'stripe', usd_cap: 100, allowed_endpoints: ['POST /v1/payment_intents'] });
+    const key = await proxy.issueKey({
+      vendor: 'stripe',
+      usd_cap: 100,
+      allowed_endpoints: ['POST /v1/payment_intents'],
+    });
     const response = await stripeCharge(proxy, key.vault_key, 1200);
     expect(response.status).toBe(502);
-    expect((await response.json()).error.code).toBe('upstream_unreachable');
-    expect((await proxy.admin('GET', `/vault/keys/${key.key_id}`)).body).toMatchObject({ spent_usd: 0, reserved_usd: 0 });
+    expect((await json(response)).error.code).toBe('upstream_unreachable');
+    expect((await proxy.admin('GET', `/vault/keys/${key.key_id}`)).body).toMatchObject({
+      spent_usd: 0,
+      reserved_usd: 0,
+    });
   });
 });

@@ -1,5 +1,5 @@
 import { inject, describe, expect, it } from 'vitest';
-import { startProxy, stripeCharge } from './helpers.js';
+import { json, startProxy, stripeCharge } from './helpers.js';
 
 /** The Stripe path against Stripe's own stripe-mock. */
 function stripeMockProxy(env: Record<string, string> = {}) {
@@ -9,11 +9,15 @@ function stripeMockProxy(env: Record<string, string> = {}) {
 describe('proxy to stripe-mock', () => {
   it('charges with the real secret, settles the cost and audits the call', async () => {
     const proxy = await stripeMockProxy();
-    const key = await proxy.issueKey({ vendor: 'stripe', usd_cap: 100, allowed_endpoints: ['POST /v1/payment_intents'] });
+    const key = await proxy.issueKey({
+      vendor: 'stripe',
+      usd_cap: 100,
+      allowed_endpoints: ['POST /v1/payment_intents'],
+    });
     const response = await stripeCharge(proxy, key.vault_key, 2000, { 'idempotency-key': 'order-1' });
     expect(response.status).toBe(200);
     expect(response.headers.get('x-keybrake-key-id')).toBe(key.key_id);
-    const body = await response.json();
+    const body = await json(response);
     expect(body).toMatchObject({ object: 'payment_intent', amount: 2000, currency: 'usd' });
 
     const state = (await proxy.admin('GET', `/vault/keys/${key.key_id}`)).body;
@@ -41,37 +45,72 @@ describe('proxy to stripe-mock', () => {
 
   it('passes a vendor error through and settles it at 0', async () => {
     const proxy = await stripeMockProxy();
-    const key = await proxy.issueKey({ vendor: 'stripe', usd_cap: 100, allowed_endpoints: ['POST /v1/payment_intents'] });
+    const key = await proxy.issueKey({
+      vendor: 'stripe',
+      usd_cap: 100,
+      allowed_endpoints: ['POST /v1/payment_intents'],
+    });
     const response = await proxy.call('/stripe/v1/payment_intents', {
       method: 'POST',
       headers: { authorization: `Bearer ${key.vault_key}`, 'content-type': 'application/x-www-form-urlencoded' },
       body: 'amount=500&currency=usd&not_a_param=1',
     });
     expect(response.status).toBe(400);
-    expect((await response.json()).error.type).toBe('invalid_request_error');
-    expect((await proxy.admin('GET', `/vault/keys/${key.key_id}`)).body).toMatchObject({ spent_usd: 0, reserved_usd: 0 });
+    expect((await json(response)).error.type).toBe('invalid_request_error');
+    expect((await proxy.admin('GET', `/vault/keys/${key.key_id}`)).body).toMatchObject({
+      spent_usd: 0,
+      reserved_usd: 0,
+    });
   });
 
   it('runs the contract checks in order, forwarding nothing that fails one', async () => {
     const proxy = await stripeMockProxy();
-    const key = await proxy.issueKey({ vendor: 'stripe', usd_cap: 10, allowed_endpoints: ['POST /v1/payment_intents'] });
+    const key = await proxy.issueKey({
+      vendor: 'stripe',
+      usd_cap: 10,
+      allowed_endpoints: ['POST /v1/payment_intents'],
+    });
     const resendKey = await proxy.issueKey({ vendor: 'resend', usd_cap: 10, allowed_endpoints: ['POST /emails'] });
     const revoked = await proxy.issueKey({ vendor: 'stripe', usd_cap: 10, allowed_endpoints: ['GET /v1/customers'] });
     await proxy.admin('DELETE', `/vault/keys/${revoked.key_id}`);
 
     const cases: [string, Promise<Response>, number, string][] = [
-      ['no key', proxy.call('/stripe/v1/payment_intents', { method: 'POST', body: 'amount=1' }), 401, 'invalid_vault_key'],
+      [
+        'no key',
+        proxy.call('/stripe/v1/payment_intents', { method: 'POST', body: 'amount=1' }),
+        401,
+        'invalid_vault_key',
+      ],
       ['unknown key', stripeCharge(proxy, 'kb_vk_unknown', 100), 401, 'invalid_vault_key'],
-      ['revoked key (also not allowed: revocation comes first)', stripeCharge(proxy, revoked.vault_key, 100), 401, 'vault_key_revoked'],
+      [
+        'revoked key (also not allowed: revocation comes first)',
+        stripeCharge(proxy, revoked.vault_key, 100),
+        401,
+        'vault_key_revoked',
+      ],
       ['key of another vendor', stripeCharge(proxy, resendKey.vault_key, 100), 403, 'vendor_mismatch'],
-      ['endpoint not allowed', proxy.call('/stripe/v1/charges', { method: 'POST', headers: { authorization: `Bearer ${key.vault_key}` }, body: 'amount=100' }), 403, 'endpoint_not_allowed'],
-      ['method not allowed', proxy.call('/stripe/v1/payment_intents', { headers: { authorization: `Bearer ${key.vault_key}` } }), 403, 'endpoint_not_allowed'],
+      [
+        'endpoint not allowed',
+        proxy.call('/stripe/v1/charges', {
+          method: 'POST',
+          headers: { authorization: `Bearer ${key.vault_key}` },
+          body: 'amount=100',
+        }),
+        403,
+        'endpoint_not_allowed',
+      ],
+      [
+        'method not allowed',
+        proxy.call('/stripe/v1/payment_intents', { headers: { authorization: `Bearer ${key.vault_key}` } }),
+        403,
+        'endpoint_not_allowed',
+      ],
       ['over the cap', stripeCharge(proxy, key.vault_key, 1001), 429, 'cap_exhausted'],
     ];
     for (const [name, pending, status, code] of cases) {
       const response = await pending;
       expect(response.status, name).toBe(status);
-      expect((await response.json()).error.code, name).toBe(code);
+      expect((await json(response)).error.code, name).toBe(code);
       expect(response.headers.get('x-keybrake-cap-hit'), name).toBe(code === 'cap_exhausted' ? 'true' : null);
     }
     expect((await proxy.admin('GET', `/vault/keys/${key.key_id}`)).body.spent_usd).toBe(0);
@@ -87,23 +126,32 @@ describe('proxy to stripe-mock', () => {
 
   it('refuses an expired key with 401 vault_key_expired', async () => {
     const proxy = await stripeMockProxy();
-    const key = await proxy.issueKey({ vendor: 'stripe', usd_cap: 10, allowed_endpoints: ['POST /v1/payment_intents'], expires_in: '90s' });
+    const key = await proxy.issueKey({
+      vendor: 'stripe',
+      usd_cap: 10,
+      allowed_endpoints: ['POST /v1/payment_intents'],
+      expires_in: '90s',
+    });
     expect((await stripeCharge(proxy, key.vault_key, 100)).status).toBe(200);
     proxy.advance(91_000);
     const response = await stripeCharge(proxy, key.vault_key, 100);
     expect(response.status).toBe(401);
-    expect((await response.json()).error.code).toBe('vault_key_expired');
+    expect((await json(response)).error.code).toBe('vault_key_expired');
     expect((await proxy.admin('GET', `/vault/keys/${key.key_id}`)).body.status).toBe('expired');
   });
 
   it('takes revocation into account on the very next call', async () => {
     const proxy = await stripeMockProxy();
-    const key = await proxy.issueKey({ vendor: 'stripe', usd_cap: 10, allowed_endpoints: ['POST /v1/payment_intents'] });
+    const key = await proxy.issueKey({
+      vendor: 'stripe',
+      usd_cap: 10,
+      allowed_endpoints: ['POST /v1/payment_intents'],
+    });
     expect((await stripeCharge(proxy, key.vault_key, 100)).status).toBe(200);
     await proxy.admin('DELETE', `/vault/keys/${key.key_id}`);
     const response = await stripeCharge(proxy, key.vault_key, 100);
     expect(response.status).toBe(401);
-    expect((await response.json()).error.code).toBe('vault_key_revoked');
+    expect((await json(response)).error.code).toBe('vault_key_revoked');
   });
 
   it('converts currencies: configured rates, zero-decimal JPY, refusing unknown ones', async () => {
@@ -119,17 +167,23 @@ describe('proxy to stripe-mock', () => {
     expect((await charge(1000, 'jpy')).status).toBe(200); // 1000 JPY (no minor unit) = 7.00 USD
     const refused = await charge(1000, 'chf');
     expect(refused.status).toBe(400);
-    expect((await refused.json()).error.code).toBe('currency_not_supported');
+    expect((await json(refused)).error.code).toBe('currency_not_supported');
     expect((await proxy.admin('GET', `/vault/keys/${key.key_id}`)).body.spent_usd).toBeCloseTo(18, 6);
   });
 
   it('refuses tainted requests to money-moving endpoints but lets them read', async () => {
     const proxy = await stripeMockProxy();
-    const key = await proxy.issueKey({ vendor: 'stripe', usd_cap: 100, allowed_endpoints: ['POST /v1/payment_intents', 'GET /v1/customers'] });
+    const key = await proxy.issueKey({
+      vendor: 'stripe',
+      usd_cap: 100,
+      allowed_endpoints: ['POST /v1/payment_intents', 'GET /v1/customers'],
+    });
     const untrusted = await stripeCharge(proxy, key.vault_key, 100, { 'x-keybrake-provenance': 'untrusted' });
     expect(untrusted.status).toBe(403);
-    expect((await untrusted.json()).error.code).toBe('tainted_request_refused');
-    const read = await proxy.call('/stripe/v1/customers', { headers: { authorization: `Bearer ${key.vault_key}`, 'x-keybrake-provenance': 'untrusted' } });
+    expect((await json(untrusted)).error.code).toBe('tainted_request_refused');
+    const read = await proxy.call('/stripe/v1/customers', {
+      headers: { authorization: `Bearer ${key.vault_key}`, 'x-keybrake-provenance': 'untrusted' },
+    });
     expect(read.status).toBe(200);
     expect((await stripeCharge(proxy, key.vault_key, 100)).status).toBe(200);
     await proxy.admin('POST', `/vault/keys/${key.key_id}/taint`);

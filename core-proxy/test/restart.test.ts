@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { newSecrets, sendJson, startFakeVendor } from './helpers.js';
+import { json, newSecrets, sendJson, startFakeVendor } from './helpers.js';
 import { expectNoLeak, spawnServer } from './server-process.js';
 
 /** The real `keybrake serve` process, killed and restarted on the same embedded store. */
@@ -14,7 +14,11 @@ describe('durability of the embedded store (real process, fake vendor for slow a
     onTestFinished(() => rmSync(dataDir, { recursive: true, force: true }));
     const secrets = newSecrets();
     const apiKey = `kb_admin_${randomUUID()}`;
-    return { apiKey, secrets, env: { KEYBRAKE_API_KEYS: apiKey, KEYBRAKE_DATA_DIR: dataDir, KEYBRAKE_STRIPE_BASE_URL: vendorUrl, ...secrets } };
+    return {
+      apiKey,
+      secrets,
+      env: { KEYBRAKE_API_KEYS: apiKey, KEYBRAKE_DATA_DIR: dataDir, KEYBRAKE_STRIPE_BASE_URL: vendorUrl, ...secrets },
+    };
   }
   const adminCall = async (url: string, apiKey: string, method: string, path: string, body?: unknown) => {
     const response = await fetch(`${url}${path}`, {
@@ -22,7 +26,7 @@ describe('durability of the embedded store (real process, fake vendor for slow a
       headers: { authorization: `Bearer ${apiKey}`, ...(body ? { 'content-type': 'application/json' } : {}) },
       body: body ? JSON.stringify(body) : undefined,
     });
-    return { status: response.status, body: await response.json() };
+    return { status: response.status, body: await json(response) };
   };
 
   it('SIGKILL mid-load loses no key, no spend and no audit record; in-flight calls become unknown spend', async () => {
@@ -30,11 +34,15 @@ describe('durability of the embedded store (real process, fake vendor for slow a
     const vendor = await startFakeVendor(async (request, response) => {
       await sleep(5 + (vendorId % 40));
       vendorId += 1;
-      sendJson(response, 200, { id: `pi_${vendorId}`, amount: Number(new URLSearchParams(request.body).get('amount')), currency: 'usd' });
+      sendJson(response, 200, {
+        id: `pi_${vendorId}`,
+        amount: Number(new URLSearchParams(request.body).get('amount')),
+        currency: 'usd',
+      });
     });
     const { apiKey, secrets, env } = environment(vendor.url);
     const first = await spawnServer(env);
-    const keys = [];
+    const keys: { key_id: string; vault_key: string }[] = [];
     for (let i = 0; i < 3; i += 1) {
       const issued = await adminCall(first.url, apiKey, 'POST', '/vault/keys', {
         vendor: 'stripe',
@@ -54,7 +62,10 @@ describe('durability of the embedded store (real process, fake vendor for slow a
         try {
           const response = await fetch(`${first.url}/stripe/v1/payment_intents`, {
             method: 'POST',
-            headers: { authorization: `Bearer ${keys[worker % 3]!.vault_key}`, 'content-type': 'application/x-www-form-urlencoded' },
+            headers: {
+              authorization: `Bearer ${keys[worker % 3]!.vault_key}`,
+              'content-type': 'application/x-www-form-urlencoded',
+            },
             body: 'amount=100&currency=usd',
           });
           await response.arrayBuffer();
@@ -88,7 +99,10 @@ describe('durability of the embedded store (real process, fake vendor for slow a
       forwarded += calls.filter((c) => c.outcome === 'forwarded').length;
       unknown += calls.filter((c) => c.outcome === 'unknown').length;
       spent += state.body.spent_usd;
-      expect(state.body.spent_usd).toBeCloseTo(calls.reduce((sum, c) => sum + c.cost_usd, 0), 6);
+      expect(state.body.spent_usd).toBeCloseTo(
+        calls.reduce((sum, c) => sum + c.cost_usd, 0),
+        6,
+      );
     }
     // Every answer a client got is on record, and every call the vendor saw is accounted for:
     // either settled, or (cut off by the kill) kept as spend of unknown outcome.

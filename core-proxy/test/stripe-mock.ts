@@ -12,7 +12,9 @@ export interface StripeMock {
  */
 export async function startStripeMock(binary = process.env.STRIPE_MOCK_BIN): Promise<StripeMock> {
   if (!binary) {
-    throw new Error('STRIPE_MOCK_BIN is not set: run the tests with `pnpm test` (scripts/test.sh installs stripe-mock).');
+    throw new Error(
+      'STRIPE_MOCK_BIN is not set: run the tests with `pnpm test` (scripts/test.sh installs stripe-mock).',
+    );
   }
   const child: ChildProcess = spawn(binary, ['-http-addr', '127.0.0.1:0', '-https-addr', '127.0.0.1:0'], {
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { sendJson, startFakeVendor, startProxy } from './helpers.js';
+import { json, sendJson, startFakeVendor, startProxy } from './helpers.js';
 
 const basic = (user: string, password: string) => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
 
@@ -10,8 +10,14 @@ describe('twilio (fake vendor)', () => {
       const { status, body } = reply(request);
       sendJson(response, status, body);
     });
-    const proxy = await startProxy({ env: { KEYBRAKE_TWILIO_BASE_URL: vendor.url, KEYBRAKE_TWILIO_SEGMENT_USD: '0.01' } });
-    const key = await proxy.issueKey({ vendor: 'twilio', usd_cap: 1, allowed_endpoints: ['POST /2010-04-01/Accounts/*/Messages.json'] });
+    const proxy = await startProxy({
+      env: { KEYBRAKE_TWILIO_BASE_URL: vendor.url, KEYBRAKE_TWILIO_SEGMENT_USD: '0.01' },
+    });
+    const key = await proxy.issueKey({
+      vendor: 'twilio',
+      usd_cap: 1,
+      allowed_endpoints: ['POST /2010-04-01/Accounts/*/Messages.json'],
+    });
     return { vendor, proxy, key };
   }
   const sid = (proxy: { secrets: Record<string, string> }) => proxy.secrets.TWILIO_ACCOUNT_SID as string;
@@ -30,17 +36,24 @@ describe('twilio (fake vendor)', () => {
     realSid = sid(proxy);
     const response = await proxy.call('/twilio/2010-04-01/Accounts/ACplaceholder/Messages.json', {
       method: 'POST',
-      headers: { authorization: basic('ACplaceholder', key.vault_key), 'content-type': 'application/x-www-form-urlencoded' },
+      headers: {
+        authorization: basic('ACplaceholder', key.vault_key),
+        'content-type': 'application/x-www-form-urlencoded',
+      },
       body: 'To=%2B15005550006&From=%2B15005550001&Body=hello',
     });
     expect(response.status).toBe(201);
-    const body = await response.json();
+    const body = await json(response);
     expect(body.account_sid).toBe('ACplaceholder');
     expect(body.uri).toBe('/2010-04-01/Accounts/ACplaceholder/Messages/SM0123.json');
     expect(vendor.received[0]?.url).toBe(`/2010-04-01/Accounts/${realSid}/Messages.json`);
     expect(vendor.received[0]?.headers.authorization).toBe(basic(realSid, proxy.secrets.TWILIO_AUTH_TOKEN as string));
     const { calls } = (await proxy.admin('GET', `/vault/keys/${key.key_id}/calls`)).body;
-    expect(calls[0]).toMatchObject({ vendor_request_id: 'SM0123456789abcdef0123456789abcdef', cost_usd: 0.0079, path: '/2010-04-01/Accounts/ACplaceholder/Messages.json' });
+    expect(calls[0]).toMatchObject({
+      vendor_request_id: 'SM0123456789abcdef0123456789abcdef',
+      cost_usd: 0.0079,
+      path: '/2010-04-01/Accounts/ACplaceholder/Messages.json',
+    });
   });
 
   it('accepts the vault key as the Basic username too', async () => {
@@ -57,11 +70,17 @@ describe('twilio (fake vendor)', () => {
 
   it('estimates long and unicode bodies by segment, and stops at the cap', async () => {
     // No price and no segment count in the answer: settled at the estimate.
-    const { vendor, proxy, key } = await setup(() => ({ status: 201, body: { ...message('ACx', null), num_segments: null } }));
+    const { vendor, proxy, key } = await setup(() => ({
+      status: 201,
+      body: { ...message('ACx', null), num_segments: null },
+    }));
     const send = (text: string) =>
       proxy.call('/twilio/2010-04-01/Accounts/ACplaceholder/Messages.json', {
         method: 'POST',
-        headers: { authorization: basic('ACplaceholder', key.vault_key), 'content-type': 'application/x-www-form-urlencoded' },
+        headers: {
+          authorization: basic('ACplaceholder', key.vault_key),
+          'content-type': 'application/x-www-form-urlencoded',
+        },
         body: new URLSearchParams({ To: '+15005550006', Body: text }).toString(),
       });
     // 1,530 GSM characters = 10 segments = $0.10 reserved; 671 emoji-free UCS-2 chars = 11 segments.
@@ -77,10 +96,20 @@ describe('resend (fake vendor)', () => {
   it('charges a configured price per email, per batch entry, and nothing for a refused send', async () => {
     let status = 200;
     const vendor = await startFakeVendor((request, response) =>
-      sendJson(response, status, request.url === '/emails/batch' ? { data: [{ id: 'e1' }, { id: 'e2' }] } : { id: 'email_1' }),
+      sendJson(
+        response,
+        status,
+        request.url === '/emails/batch' ? { data: [{ id: 'e1' }, { id: 'e2' }] } : { id: 'email_1' },
+      ),
     );
-    const proxy = await startProxy({ env: { KEYBRAKE_RESEND_BASE_URL: vendor.url, KEYBRAKE_RESEND_EMAIL_USD: '0.25' } });
-    const key = await proxy.issueKey({ vendor: 'resend', usd_cap: 1, allowed_endpoints: ['POST /emails', 'POST /emails/batch'] });
+    const proxy = await startProxy({
+      env: { KEYBRAKE_RESEND_BASE_URL: vendor.url, KEYBRAKE_RESEND_EMAIL_USD: '0.25' },
+    });
+    const key = await proxy.issueKey({
+      vendor: 'resend',
+      usd_cap: 1,
+      allowed_endpoints: ['POST /emails', 'POST /emails/batch'],
+    });
     const post = (path: string, body: unknown) =>
       proxy.call(`/resend${path}`, {
         method: 'POST',
@@ -98,6 +127,11 @@ describe('resend (fake vendor)', () => {
     const over = await post('/emails/batch', [email, email]);
     expect(over.status).toBe(429);
     const { calls } = (await proxy.admin('GET', `/vault/keys/${key.key_id}/calls`)).body;
-    expect(calls.map((c: { vendor_request_id: string | null }) => c.vendor_request_id)).toEqual(['email_1', null, 'email_1', null]);
+    expect(calls.map((c: { vendor_request_id: string | null }) => c.vendor_request_id)).toEqual([
+      'email_1',
+      null,
+      'email_1',
+      null,
+    ]);
   });
 });

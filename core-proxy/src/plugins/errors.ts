@@ -36,7 +36,11 @@ export const errorsPlugin = fp(
       void reply.code(mapped.statusCode).headers(mapped.headers).send(mapped.toJSON());
     });
     app.setNotFoundHandler((request, reply) => {
-      void reply.code(404).send(new KeybrakeError(404, 'not_found', `No route for ${request.method} ${request.url.split('?')[0]}.`).toJSON());
+      void reply
+        .code(404)
+        .send(
+          new KeybrakeError(404, 'not_found', `No route for ${request.method} ${request.url.split('?')[0]}.`).toJSON(),
+        );
     });
   },
   { name: 'keybrake-errors' },

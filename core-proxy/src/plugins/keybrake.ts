@@ -35,7 +35,10 @@ export interface KeybrakePluginOptions {
 /** Decorates the app with the shared context; closes the forwarder and the store with the app. */
 export const keybrakePlugin = fp(
   async (app: FastifyInstance, options: KeybrakePluginOptions) => {
-    const forwarder = new Forwarder({ timeoutMs: options.config.upstreamTimeoutMs, maxResponseBytes: 10 * 1024 * 1024 });
+    const forwarder = new Forwarder({
+      timeoutMs: options.config.upstreamTimeoutMs,
+      maxResponseBytes: 10 * 1024 * 1024,
+    });
     app.decorate('keybrake', {
       config: options.config,
       store: options.store,

@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { formatEndpointPattern } from '../allowlist.js';
-import { KeybrakeError, httpError } from '../errors.js';
+import { type KeybrakeError, httpError } from '../errors.js';
 import { assertWithinParent, parseIssueKeyInput } from '../key-issuance.js';
 import { type Micros, microsToUsd } from '../money.js';
 import type { VaultKeyState } from '../store/store.js';
@@ -11,7 +11,10 @@ interface KeyParams {
 }
 
 /** `active`, `revoked` or `expired`, as the contract names a key's state. */
-export function keyStatus(key: { revokedAt: number | null; expiresAt: number }, now: number): 'active' | 'revoked' | 'expired' {
+export function keyStatus(
+  key: { revokedAt: number | null; expiresAt: number },
+  now: number,
+): 'active' | 'revoked' | 'expired' {
   if (key.revokedAt !== null) return 'revoked';
   return key.expiresAt <= now ? 'expired' : 'active';
 }
@@ -69,7 +72,8 @@ export async function adminRoutes(app: FastifyInstance): Promise<void> {
       const parent = await kb.store.getKey(input.parentKeyId, now);
       if (!parent) throw httpError(400, 'invalid_request', 'parent_key_id names no vault key.');
       if (keyStatus(parent, now) !== 'active') throw httpError(400, 'invalid_request', 'The parent key is not active.');
-      if (parent.vendor !== input.vendor) throw httpError(400, 'invalid_request', 'A child key must be for its parent vendor.');
+      if (parent.vendor !== input.vendor)
+        throw httpError(400, 'invalid_request', 'A child key must be for its parent vendor.');
       assertWithinParent(input.allowedEndpoints, parent.allowedEndpoints);
       // A child never outlives its parent, and a child of a tainted key is tainted.
       expiresAt = Math.min(expiresAt, parent.expiresAt);

@@ -137,7 +137,11 @@ async function forwardChecked(
     throw httpError(403, 'endpoint_not_allowed', 'Method override headers cannot change the method of a proxied call.');
   }
   if (!isAllowed(key.allowedEndpoints.map(parseEndpointPattern), method, segments)) {
-    throw httpError(403, 'endpoint_not_allowed', `${method} /${segments.join('/')} is not in this key's allowed_endpoints.`);
+    throw httpError(
+      403,
+      'endpoint_not_allowed',
+      `${method} /${segments.join('/')} is not in this key's allowed_endpoints.`,
+    );
   }
   const sensitive = vendor.costedEndpoints.some((pattern) => matchesPattern(pattern, method, segments));
   if (sensitive && (facts.untrusted || key.tainted)) {
@@ -149,7 +153,9 @@ async function forwardChecked(
 
   const vendorRequest: VendorRequest = { method, segments, headers: request.headers, body: facts.body };
   const estimate =
-    vendor.estimateCost(vendorRequest, kb.config.pricing) ?? extraCost(kb.config.pricing, vendor.name, method, segments) ?? 0;
+    vendor.estimateCost(vendorRequest, kb.config.pricing) ??
+    extraCost(kb.config.pricing, vendor.name, method, segments) ??
+    0;
 
   const reservationId = randomUUID();
   const reserved = await kb.store.reserve({
@@ -194,12 +200,21 @@ async function forwardChecked(
     });
     kb.metrics.requests.inc({ vendor: vendor.name, outcome: sent ? 'unknown' : 'blocked', reason: code });
     kb.metrics.spend.inc({ vendor: vendor.name }, cost / 1e6);
-    const error = httpError(statusCode, code, sent ? 'The vendor call may have been made, but no answer came back.' : 'The vendor could not be reached; nothing was sent.');
+    const error = httpError(
+      statusCode,
+      code,
+      sent
+        ? 'The vendor call may have been made, but no answer came back.'
+        : 'The vendor could not be reached; nothing was sent.',
+    );
     return reply.code(statusCode).header('x-keybrake-key-id', key.keyId).send(error.toJSON());
   }
 
   const response = result.response;
-  kb.metrics.upstreamLatency.observe({ vendor: vendor.name, status_class: `${Math.floor(response.status / 100)}xx` }, seconds);
+  kb.metrics.upstreamLatency.observe(
+    { vendor: vendor.name, status_class: `${Math.floor(response.status / 100)}xx` },
+    seconds,
+  );
   const actual = vendor.settleCost(vendorRequest, response, estimate, kb.config.pricing);
   const body = vendor.maskResponseBody?.(vendorRequest, response.body, secrets) ?? response.body;
   const responseHeaders = returnedHeaders(response);
@@ -223,7 +238,11 @@ const REFUSALS = {
   vault_key_expired: [401, 'vault_key_expired', 'The vault key has expired.'],
   invalid_vault_key: [401, 'invalid_vault_key', 'The vault key is not known.'],
   tainted_request_refused: [403, 'tainted_request_refused', 'A tainted key may not call a money-moving endpoint.'],
-  idempotency_key_reused: [400, 'idempotency_key_reused', 'This Idempotency-Key was used with a different method, path or body.'],
+  idempotency_key_reused: [
+    400,
+    'idempotency_key_reused',
+    'This Idempotency-Key was used with a different method, path or body.',
+  ],
   idempotency_key_in_use: [409, 'idempotency_key_in_use', 'A request with this Idempotency-Key is still in flight.'],
 } as const;
 
@@ -241,7 +260,10 @@ async function replay(
   stored: StoredResponse,
   reply: FastifyReply,
 ): Promise<FastifyReply> {
-  await kb.store.appendAudit({ ...audit(facts, 'replayed', null, stored.status, 0), vendorRequestId: stored.vendorRequestId });
+  await kb.store.appendAudit({
+    ...audit(facts, 'replayed', null, stored.status, 0),
+    vendorRequestId: stored.vendorRequestId,
+  });
   kb.metrics.requests.inc({ vendor: facts.vendor.name, outcome: 'replayed', reason: '' });
   return reply
     .code(stored.status)
@@ -252,7 +274,12 @@ async function replay(
 }
 
 /** Audits and answers a refused call. Nothing was forwarded. */
-async function refuse(kb: KeybrakeContext, facts: CallFacts, error: KeybrakeError, reply: FastifyReply): Promise<FastifyReply> {
+async function refuse(
+  kb: KeybrakeContext,
+  facts: CallFacts,
+  error: KeybrakeError,
+  reply: FastifyReply,
+): Promise<FastifyReply> {
   let answer = error;
   if (!(error instanceof StoreUnavailableError)) {
     try {
@@ -268,7 +295,9 @@ async function refuse(kb: KeybrakeContext, facts: CallFacts, error: KeybrakeErro
   return reply.code(answer.statusCode).headers(answer.headers).send(answer.toJSON());
 }
 
-function auditBase(facts: CallFacts): Omit<AuditInput, 'at' | 'outcome' | 'reason' | 'status' | 'costMicros' | 'vendorRequestId'> {
+function auditBase(
+  facts: CallFacts,
+): Omit<AuditInput, 'at' | 'outcome' | 'reason' | 'status' | 'costMicros' | 'vendorRequestId'> {
   return {
     keyId: facts.key?.keyId ?? null,
     vendor: facts.vendor.name,
@@ -287,7 +316,15 @@ function audit(
   status: number | null,
   costMicros: number,
 ): AuditInput {
-  return { ...auditBase(facts), at: new Date(facts.at).toISOString(), outcome, reason, status, costMicros, vendorRequestId: null };
+  return {
+    ...auditBase(facts),
+    at: new Date(facts.at).toISOString(),
+    outcome,
+    reason,
+    status,
+    costMicros,
+    vendorRequestId: null,
+  };
 }
 
 /** Same method, same normalized path and query, same body bytes. */

@@ -185,116 +185,124 @@ export class SqliteStore implements Store {
 
   revokeKey(keyId: string, now: number): Promise<boolean> {
     return this.run(() =>
-      this.db.transaction(() => {
-        if (!this.keyRow(keyId)) return false;
-        // Revoking a parent revokes the whole subtree; already-revoked keys keep their first time.
-        this.db
-          .prepare(
-            `WITH RECURSIVE subtree(id) AS (
+      this.db
+        .transaction(() => {
+          if (!this.keyRow(keyId)) return false;
+          // Revoking a parent revokes the whole subtree; already-revoked keys keep their first time.
+          this.db
+            .prepare(
+              `WITH RECURSIVE subtree(id) AS (
                SELECT ? UNION SELECT k.key_id FROM vault_keys k JOIN subtree s ON k.parent_key_id = s.id)
              UPDATE vault_keys SET revoked_at = ? WHERE key_id IN (SELECT id FROM subtree) AND revoked_at IS NULL`,
-          )
-          .run(keyId, now);
-        return true;
-      }).immediate(),
+            )
+            .run(keyId, now);
+          return true;
+        })
+        .immediate(),
     );
   }
 
   taintKey(keyId: string): Promise<boolean> {
     return this.run(() =>
-      this.db.transaction(() => {
-        if (!this.keyRow(keyId)) return false;
-        this.db
-          .prepare(
-            `WITH RECURSIVE subtree(id) AS (
+      this.db
+        .transaction(() => {
+          if (!this.keyRow(keyId)) return false;
+          this.db
+            .prepare(
+              `WITH RECURSIVE subtree(id) AS (
                SELECT ? UNION SELECT k.key_id FROM vault_keys k JOIN subtree s ON k.parent_key_id = s.id)
              UPDATE vault_keys SET tainted = 1 WHERE key_id IN (SELECT id FROM subtree)`,
-          )
-          .run(keyId);
-        return true;
-      }).immediate(),
+            )
+            .run(keyId);
+          return true;
+        })
+        .immediate(),
     );
   }
 
   reserve(input: ReserveInput): Promise<ReserveOutput> {
     return this.run(() =>
-      this.db.transaction((): ReserveOutput => {
-        const chain = this.ancestry(input.keyId);
-        if (chain.length === 0) return { kind: 'refused', code: 'invalid_vault_key' };
-        for (const key of chain) {
-          if (key.revoked_at !== null) return { kind: 'refused', code: 'vault_key_revoked' };
-          if (key.expires_at <= input.now) return { kind: 'refused', code: 'vault_key_expired' };
-        }
-        if (input.sensitive && chain.some((key) => key.tainted === 1)) {
-          return { kind: 'refused', code: 'tainted_request_refused' };
-        }
+      this.db
+        .transaction((): ReserveOutput => {
+          const chain = this.ancestry(input.keyId);
+          if (chain.length === 0) return { kind: 'refused', code: 'invalid_vault_key' };
+          for (const key of chain) {
+            if (key.revoked_at !== null) return { kind: 'refused', code: 'vault_key_revoked' };
+            if (key.expires_at <= input.now) return { kind: 'refused', code: 'vault_key_expired' };
+          }
+          if (input.sensitive && chain.some((key) => key.tainted === 1)) {
+            return { kind: 'refused', code: 'tainted_request_refused' };
+          }
 
-        if (input.idempotency) {
-          const claim = this.db
-            .prepare('SELECT fingerprint, response FROM idempotency WHERE key_id = ? AND idempotency_key = ?')
-            .get(input.keyId, input.idempotency.key) as { fingerprint: string; response: string | null } | undefined;
-          if (claim) {
-            if (claim.fingerprint !== input.idempotency.fingerprint) {
-              return { kind: 'refused', code: 'idempotency_key_reused' };
+          if (input.idempotency) {
+            const claim = this.db
+              .prepare('SELECT fingerprint, response FROM idempotency WHERE key_id = ? AND idempotency_key = ?')
+              .get(input.keyId, input.idempotency.key) as { fingerprint: string; response: string | null } | undefined;
+            if (claim) {
+              if (claim.fingerprint !== input.idempotency.fingerprint) {
+                return { kind: 'refused', code: 'idempotency_key_reused' };
+              }
+              if (claim.response === null) return { kind: 'refused', code: 'idempotency_key_in_use' };
+              return { kind: 'replay', response: JSON.parse(claim.response) as StoredResponse };
             }
-            if (claim.response === null) return { kind: 'refused', code: 'idempotency_key_in_use' };
-            return { kind: 'replay', response: JSON.parse(claim.response) as StoredResponse };
           }
-        }
 
-        const day = utcDay(input.now);
-        for (const key of chain) {
-          if (key.cap !== null && key.spent + key.reserved + input.costMicros > key.cap) {
-            return { kind: 'refused', code: 'cap_exhausted', capKeyId: key.key_id };
-          }
-          if (key.daily_cap !== null) {
-            const today = this.dailyRow(key.key_id, day);
-            if (today.spent + today.reserved + input.costMicros > key.daily_cap) {
+          const day = utcDay(input.now);
+          for (const key of chain) {
+            if (key.cap !== null && key.spent + key.reserved + input.costMicros > key.cap) {
               return { kind: 'refused', code: 'cap_exhausted', capKeyId: key.key_id };
             }
+            if (key.daily_cap !== null) {
+              const today = this.dailyRow(key.key_id, day);
+              if (today.spent + today.reserved + input.costMicros > key.daily_cap) {
+                return { kind: 'refused', code: 'cap_exhausted', capKeyId: key.key_id };
+              }
+            }
           }
-        }
 
-        // Reserve before forwarding: a call that reaches the vendor can no longer be un-spent.
-        for (const key of chain) this.addSpend(key.key_id, day, { reserved: input.costMicros });
-        this.db
-          .prepare(
-            'INSERT INTO reservations (reservation_id, key_id, day, amount, idempotency_key, pending) VALUES (?, ?, ?, ?, ?, ?)',
-          )
-          .run(
-            input.reservationId,
-            input.keyId,
-            day,
-            input.costMicros,
-            input.idempotency?.key ?? null,
-            JSON.stringify(input.pending),
-          );
-        if (input.idempotency) {
+          // Reserve before forwarding: a call that reaches the vendor can no longer be un-spent.
+          for (const key of chain) this.addSpend(key.key_id, day, { reserved: input.costMicros });
           this.db
             .prepare(
-              'INSERT INTO idempotency (key_id, idempotency_key, fingerprint, response, created_at) VALUES (?, ?, ?, NULL, ?)',
+              'INSERT INTO reservations (reservation_id, key_id, day, amount, idempotency_key, pending) VALUES (?, ?, ?, ?, ?, ?)',
             )
-            .run(input.keyId, input.idempotency.key, input.idempotency.fingerprint, input.now);
-        }
-        return { kind: 'reserved' };
-      }).immediate(),
+            .run(
+              input.reservationId,
+              input.keyId,
+              day,
+              input.costMicros,
+              input.idempotency?.key ?? null,
+              JSON.stringify(input.pending),
+            );
+          if (input.idempotency) {
+            this.db
+              .prepare(
+                'INSERT INTO idempotency (key_id, idempotency_key, fingerprint, response, created_at) VALUES (?, ?, ?, NULL, ?)',
+              )
+              .run(input.keyId, input.idempotency.key, input.idempotency.fingerprint, input.now);
+          }
+          return { kind: 'reserved' };
+        })
+        .immediate(),
     );
   }
 
   settle(input: SettleInput): Promise<AuditAppended> {
     return this.run(() =>
-      this.db.transaction(() => {
-        const reservation = this.db
-          .prepare('SELECT * FROM reservations WHERE reservation_id = ?')
-          .get(input.reservationId) as ReservationRow | undefined;
-        if (reservation) {
-          this.release(reservation, input.actualMicros, input.audit.outcome === 'unknown');
-          if (reservation.idempotency_key !== null) {
-            this.resolveIdempotency(input.keyId, reservation.idempotency_key, input.idempotentResponse);
+      this.db
+        .transaction(() => {
+          const reservation = this.db
+            .prepare('SELECT * FROM reservations WHERE reservation_id = ?')
+            .get(input.reservationId) as ReservationRow | undefined;
+          if (reservation) {
+            this.release(reservation, input.actualMicros, input.audit.outcome === 'unknown');
+            if (reservation.idempotency_key !== null) {
+              this.resolveIdempotency(input.keyId, reservation.idempotency_key, input.idempotentResponse);
+            }
           }
-        }
-        return this.append(input.audit);
-      }).immediate(),
+          return this.append(input.audit);
+        })
+        .immediate(),
     );
   }
 
@@ -304,9 +312,9 @@ export class SqliteStore implements Store {
 
   listCalls(keyId: string): Promise<AuditRecordJson[]> {
     return this.run(() =>
-      (this.db.prepare('SELECT record FROM audit WHERE key_id = ? ORDER BY seq').all(keyId) as { record: string }[]).map(
-        (row) => JSON.parse(row.record) as AuditRecordJson,
-      ),
+      (
+        this.db.prepare('SELECT record FROM audit WHERE key_id = ? ORDER BY seq').all(keyId) as { record: string }[]
+      ).map((row) => JSON.parse(row.record) as AuditRecordJson),
     );
   }
 
@@ -315,7 +323,9 @@ export class SqliteStore implements Store {
       let prevHash = GENESIS_HASH;
       let expectedSeq = 1;
       let records = 0;
-      const rows = this.db.prepare('SELECT seq, record, prev_hash, hash FROM audit ORDER BY seq').iterate() as Iterable<{
+      const rows = this.db
+        .prepare('SELECT seq, record, prev_hash, hash FROM audit ORDER BY seq')
+        .iterate() as Iterable<{
         seq: number;
         record: string;
         prev_hash: string;
@@ -384,8 +394,7 @@ export class SqliteStore implements Store {
   private dailyRow(keyId: string, day: string): { spent: number; reserved: number } {
     return (
       (this.db.prepare('SELECT spent, reserved FROM daily_spend WHERE key_id = ? AND day = ?').get(keyId, day) as
-        | { spent: number; reserved: number }
-        | undefined) ?? { spent: 0, reserved: 0 }
+        { spent: number; reserved: number } | undefined) ?? { spent: 0, reserved: 0 }
     );
   }
 
@@ -393,7 +402,9 @@ export class SqliteStore implements Store {
     const spent = delta.spent ?? 0;
     const reserved = delta.reserved ?? 0;
     this.db
-      .prepare('UPDATE vault_keys SET spent = spent + ?, reserved = reserved + ?, unknown = unknown + ? WHERE key_id = ?')
+      .prepare(
+        'UPDATE vault_keys SET spent = spent + ?, reserved = reserved + ?, unknown = unknown + ? WHERE key_id = ?',
+      )
       .run(spent, reserved, delta.unknown ?? 0, keyId);
     this.db
       .prepare(
@@ -427,8 +438,7 @@ export class SqliteStore implements Store {
 
   private append(input: AuditInput): AuditAppended {
     const head = this.db.prepare('SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1').get() as
-      | { seq: number; hash: string }
-      | undefined;
+      { seq: number; hash: string } | undefined;
     const seq = (head?.seq ?? 0) + 1;
     const prevHash = head?.hash ?? GENESIS_HASH;
     const record = auditRecordJson(seq, input);

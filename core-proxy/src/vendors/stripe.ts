@@ -2,11 +2,34 @@ import { parseEndpointPattern } from '../allowlist.js';
 import { httpError } from '../errors.js';
 import { type Micros, usdToMicros } from '../money.js';
 import type { PricingOptions } from '../cost-rules.js';
-import { type VendorModule, type VendorRequest, isSuccess, readBasic, readBearer, readJson, readParams } from './vendor.js';
+import {
+  type VendorModule,
+  type VendorRequest,
+  isSuccess,
+  readBasic,
+  readBearer,
+  readJson,
+  readParams,
+} from './vendor.js';
 
 /** Currencies Stripe counts in whole units (no minor unit). */
 const ZERO_DECIMAL = new Set([
-  'bif', 'clp', 'djf', 'gnf', 'jpy', 'kmf', 'krw', 'mga', 'pyg', 'rwf', 'ugx', 'vnd', 'vuv', 'xaf', 'xof', 'xpf',
+  'bif',
+  'clp',
+  'djf',
+  'gnf',
+  'jpy',
+  'kmf',
+  'krw',
+  'mga',
+  'pyg',
+  'rwf',
+  'ugx',
+  'vnd',
+  'vuv',
+  'xaf',
+  'xof',
+  'xpf',
 ]);
 /** Currencies Stripe counts in thousandths. */
 const THREE_DECIMAL = new Set(['bhd', 'jod', 'kwd', 'omr', 'tnd']);
@@ -52,7 +75,10 @@ export const stripe: VendorModule = {
     if (!isCosted(request)) return undefined;
     const params = readParams(request);
     // A repeated `amount` must not let the vendor charge a larger value than we reserved.
-    const amounts = params.getAll('amount').map(Number).filter((n) => Number.isFinite(n) && n > 0);
+    const amounts = params
+      .getAll('amount')
+      .map(Number)
+      .filter((n) => Number.isFinite(n) && n > 0);
     if (amounts.length === 0) return 0; // Stripe refuses a charge without an amount.
     const currency = params.get('currency') ?? 'usd';
     return stripeAmountToMicros(Math.max(...amounts), currency, pricing);

@@ -69,7 +69,8 @@ export const twilio: VendorModule = {
 
   settleCost(request, response, estimate, pricing) {
     if (!isMessageCreate(request) || !isSuccess(response.status)) return 0;
-    const body = readJson(response.body) as { price?: unknown; price_unit?: unknown; num_segments?: unknown } | undefined;
+    const body = readJson(response.body) as
+      { price?: unknown; price_unit?: unknown; num_segments?: unknown } | undefined;
     const price = typeof body?.price === 'string' ? Math.abs(Number(body.price)) : NaN;
     if (Number.isFinite(price) && (body?.price_unit ?? 'USD') === 'USD') return usdToMicros(price);
     const segments = Number(body?.num_segments);

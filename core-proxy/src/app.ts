@@ -1,4 +1,4 @@
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyServerOptions } from 'fastify';
 import type { KeybrakeConfig } from './config.js';
 import { errorsPlugin } from './plugins/errors.js';
 import { keybrakePlugin } from './plugins/keybrake.js';
@@ -46,8 +46,13 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
         );
       }
     },
-    routerOptions: { maxParamLength: 200 },
+    // Long enough for any vendor path; the 16 KiB header limit bounds the URL anyway.
+    routerOptions: { maxParamLength: 4096 },
     return503OnClosing: true,
+    // The router's own refusals (a URL it cannot decode) get the contract's shape too.
+    frameworkErrors: (error, _request, reply) => {
+      void (reply as FastifyReply).code(400).send({ error: { code: 'invalid_request', message: error.message } });
+    },
   });
   await app.register(errorsPlugin);
   await app.register(keybrakePlugin, { config: options.config, store: options.store, now: options.now });

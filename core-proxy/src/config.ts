@@ -1,7 +1,13 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { DEFAULT_PRICING, type PricingOptions, parseCostRules, parseFxRates } from './cost-rules.js';
+import {
+  DEFAULT_PRICING,
+  type PricingOptions,
+  parseCostRules,
+  parseFxRates,
+  parseSensitiveEndpoints,
+} from './cost-rules.js';
 import { VENDORS, type VendorSecrets } from './vendors/index.js';
 
 /** Everything the proxy is configured with, read from the environment by {@link loadConfig}. */
@@ -115,6 +121,9 @@ export function loadConfig(env: Env = process.env): KeybrakeConfig {
       twilioMmsUsd: positiveNumber(env, 'KEYBRAKE_TWILIO_MMS_USD', DEFAULT_PRICING.twilioMmsUsd),
       resendEmailUsd: positiveNumber(env, 'KEYBRAKE_RESEND_EMAIL_USD', DEFAULT_PRICING.resendEmailUsd),
       extraCostRules: env.KEYBRAKE_COST_RULES ? parseCostRules(env.KEYBRAKE_COST_RULES) : {},
+      extraSensitiveEndpoints: env.KEYBRAKE_SENSITIVE_ENDPOINTS
+        ? parseSensitiveEndpoints(env.KEYBRAKE_SENSITIVE_ENDPOINTS)
+        : {},
     };
   } catch (error) {
     throw new ConfigError((error as Error).message);

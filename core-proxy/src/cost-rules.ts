@@ -18,6 +18,11 @@ export interface PricingOptions {
   readonly resendEmailUsd: number;
   /** Flat costs for endpoints that have no built-in rule, per vendor. @default {} */
   readonly extraCostRules: Readonly<Record<string, readonly CostRule[]>>;
+  /**
+   * Endpoints refused to tainted requests besides those with a cost rule (built-in or configured),
+   * per vendor. @default {}
+   */
+  readonly extraSensitiveEndpoints: Readonly<Record<string, readonly EndpointPattern[]>>;
 }
 
 /** A configured flat cost for one endpoint pattern. */
@@ -32,6 +37,7 @@ export const DEFAULT_PRICING: PricingOptions = {
   twilioMmsUsd: 0.022,
   resendEmailUsd: 0.0009,
   extraCostRules: {},
+  extraSensitiveEndpoints: {},
 };
 
 /**
@@ -83,4 +89,44 @@ export function extraCost(
   segments: readonly string[],
 ): Micros | undefined {
   return pricing.extraCostRules[vendor]?.find((rule) => matchesPattern(rule.pattern, method, segments))?.micros;
+}
+
+/** Parses `KEYBRAKE_SENSITIVE_ENDPOINTS`: JSON `{"stripe": ["POST /v1/refunds"]}`. */
+export function parseSensitiveEndpoints(json: string): Record<string, EndpointPattern[]> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(json);
+  } catch {
+    throw new InvalidRequestError('KEYBRAKE_SENSITIVE_ENDPOINTS must be JSON.');
+  }
+  if (!parsed || typeof parsed !== 'object') {
+    throw new InvalidRequestError('KEYBRAKE_SENSITIVE_ENDPOINTS must be an object.');
+  }
+  const endpoints: Record<string, EndpointPattern[]> = {};
+  for (const [vendor, entries] of Object.entries(parsed)) {
+    if (!Array.isArray(entries) || entries.some((entry) => typeof entry !== 'string')) {
+      throw new InvalidRequestError(`KEYBRAKE_SENSITIVE_ENDPOINTS.${vendor} must be an array of "METHOD /path".`);
+    }
+    endpoints[vendor] = (entries as string[]).map(parseEndpointPattern);
+  }
+  return endpoints;
+}
+
+/**
+ * Whether an endpoint moves money, so tainted requests may not call it: it has a cost rule
+ * (the vendor module's or a configured one) or is configured as sensitive.
+ */
+export function isSensitive(
+  pricing: PricingOptions,
+  vendor: string,
+  builtIn: readonly EndpointPattern[],
+  method: string,
+  segments: readonly string[],
+): boolean {
+  const matches = (pattern: EndpointPattern): boolean => matchesPattern(pattern, method, segments);
+  return (
+    builtIn.some(matches) ||
+    (pricing.extraCostRules[vendor] ?? []).some((rule) => matches(rule.pattern)) ||
+    (pricing.extraSensitiveEndpoints[vendor] ?? []).some(matches)
+  );
 }

@@ -1,20 +1,14 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import {
-  METHOD_OVERRIDE_HEADERS,
-  encodePath,
-  isAllowed,
-  matchesPattern,
-  normalizePath,
-  parseEndpointPattern,
-} from '../allowlist.js';
-import { extraCost } from '../cost-rules.js';
+import { METHOD_OVERRIDE_HEADERS, encodePath, isAllowed, normalizePath, parseEndpointPattern } from '../allowlist.js';
+import { extraCost, isSensitive } from '../cost-rules.js';
 import { CapExhaustedError, InvalidRequestError, KeybrakeError, StoreUnavailableError, httpError } from '../errors.js';
 import type { KeybrakeContext } from '../plugins/keybrake.js';
 import type { AuditInput, StoredResponse, VaultKeyRecord } from '../store/store.js';
 import { hashVaultKey } from '../vault-keys.js';
 import type { VendorModule, VendorRequest, VendorResponse } from '../vendors/index.js';
+import { isSuccess } from '../vendors/vendor.js';
 import { VENDORS } from '../vendors/index.js';
 import { keyStatus } from './admin.js';
 
@@ -143,7 +137,7 @@ async function forwardChecked(
       `${method} /${segments.join('/')} is not in this key's allowed_endpoints.`,
     );
   }
-  const sensitive = vendor.costedEndpoints.some((pattern) => matchesPattern(pattern, method, segments));
+  const sensitive = isSensitive(kb.config.pricing, vendor.name, vendor.costedEndpoints, method, segments);
   if (sensitive && (facts.untrusted || key.tainted)) {
     throw httpError(403, 'tainted_request_refused', 'A tainted request may not call a money-moving endpoint.');
   }
@@ -152,10 +146,9 @@ async function forwardChecked(
   }
 
   const vendorRequest: VendorRequest = { method, segments, headers: request.headers, body: facts.body };
-  const estimate =
-    vendor.estimateCost(vendorRequest, kb.config.pricing) ??
-    extraCost(kb.config.pricing, vendor.name, method, segments) ??
-    0;
+  // The vendor module's rule when it has one, else a configured flat cost, else free.
+  const builtInEstimate = vendor.estimateCost(vendorRequest, kb.config.pricing);
+  const estimate = builtInEstimate ?? extraCost(kb.config.pricing, vendor.name, method, segments) ?? 0;
 
   const reservationId = randomUUID();
   const reserved = await kb.store.reserve({
@@ -215,7 +208,12 @@ async function forwardChecked(
     { vendor: vendor.name, status_class: `${Math.floor(response.status / 100)}xx` },
     seconds,
   );
-  const actual = vendor.settleCost(vendorRequest, response, estimate, kb.config.pricing);
+  const actual =
+    builtInEstimate === undefined
+      ? isSuccess(response.status)
+        ? estimate
+        : 0
+      : vendor.settleCost(vendorRequest, response, estimate, kb.config.pricing);
   const body = vendor.maskResponseBody?.(vendorRequest, response.body, secrets) ?? response.body;
   const responseHeaders = returnedHeaders(response);
   const vendorRequestId = vendor.vendorRequestId(response) ?? null;

@@ -118,6 +118,7 @@ export class SqliteStore implements Store {
   private readonly db: Database.Database;
   private readonly retentionMs: number;
   private readonly purgeTimer: NodeJS.Timeout;
+  private readonly statements = new Map<string, Database.Statement>();
 
   constructor(options: SqliteStoreOptions) {
     mkdirSync(options.dataDir, { recursive: true });
@@ -135,32 +136,30 @@ export class SqliteStore implements Store {
 
   createKey(record: VaultKeyRecord): Promise<void> {
     return this.run(() => {
-      this.db
-        .prepare(
-          `INSERT INTO vault_keys (key_id, key_hash, vendor, daily_cap, cap, allowed_endpoints, agent_run_label,
+      this.statement(
+        `INSERT INTO vault_keys (key_id, key_hash, vendor, daily_cap, cap, allowed_endpoints, agent_run_label,
              parent_key_id, tainted, created_at, expires_at, revoked_at)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-        )
-        .run(
-          record.keyId,
-          record.keyHash,
-          record.vendor,
-          record.dailyCapMicros,
-          record.capMicros,
-          JSON.stringify(record.allowedEndpoints),
-          record.agentRunLabel,
-          record.parentKeyId,
-          record.tainted ? 1 : 0,
-          record.createdAt,
-          record.expiresAt,
-          record.revokedAt,
-        );
+      ).run(
+        record.keyId,
+        record.keyHash,
+        record.vendor,
+        record.dailyCapMicros,
+        record.capMicros,
+        JSON.stringify(record.allowedEndpoints),
+        record.agentRunLabel,
+        record.parentKeyId,
+        record.tainted ? 1 : 0,
+        record.createdAt,
+        record.expiresAt,
+        record.revokedAt,
+      );
     });
   }
 
   findKeyByHash(keyHash: string): Promise<VaultKeyRecord | undefined> {
     return this.run(() => {
-      const row = this.db.prepare('SELECT * FROM vault_keys WHERE key_hash = ?').get(keyHash) as KeyRow | undefined;
+      const row = this.statement('SELECT * FROM vault_keys WHERE key_hash = ?').get(keyHash) as KeyRow | undefined;
       return row && toRecord(row);
     });
   }
@@ -169,9 +168,10 @@ export class SqliteStore implements Store {
     return this.run(() => {
       const row = this.keyRow(keyId);
       if (!row) return undefined;
-      const today = this.db
-        .prepare('SELECT spent, reserved FROM daily_spend WHERE key_id = ? AND day = ?')
-        .get(keyId, utcDay(now)) as { spent: number; reserved: number } | undefined;
+      const today = this.statement('SELECT spent, reserved FROM daily_spend WHERE key_id = ? AND day = ?').get(
+        keyId,
+        utcDay(now),
+      ) as { spent: number; reserved: number } | undefined;
       return {
         ...toRecord(row),
         spentMicros: row.spent,
@@ -189,13 +189,11 @@ export class SqliteStore implements Store {
         .transaction(() => {
           if (!this.keyRow(keyId)) return false;
           // Revoking a parent revokes the whole subtree; already-revoked keys keep their first time.
-          this.db
-            .prepare(
-              `WITH RECURSIVE subtree(id) AS (
+          this.statement(
+            `WITH RECURSIVE subtree(id) AS (
                SELECT ? UNION SELECT k.key_id FROM vault_keys k JOIN subtree s ON k.parent_key_id = s.id)
              UPDATE vault_keys SET revoked_at = ? WHERE key_id IN (SELECT id FROM subtree) AND revoked_at IS NULL`,
-            )
-            .run(keyId, now);
+          ).run(keyId, now);
           return true;
         })
         .immediate(),
@@ -207,13 +205,11 @@ export class SqliteStore implements Store {
       this.db
         .transaction(() => {
           if (!this.keyRow(keyId)) return false;
-          this.db
-            .prepare(
-              `WITH RECURSIVE subtree(id) AS (
+          this.statement(
+            `WITH RECURSIVE subtree(id) AS (
                SELECT ? UNION SELECT k.key_id FROM vault_keys k JOIN subtree s ON k.parent_key_id = s.id)
              UPDATE vault_keys SET tainted = 1 WHERE key_id IN (SELECT id FROM subtree)`,
-            )
-            .run(keyId);
+          ).run(keyId);
           return true;
         })
         .immediate(),
@@ -235,9 +231,9 @@ export class SqliteStore implements Store {
           }
 
           if (input.idempotency) {
-            const claim = this.db
-              .prepare('SELECT fingerprint, response FROM idempotency WHERE key_id = ? AND idempotency_key = ?')
-              .get(input.keyId, input.idempotency.key) as { fingerprint: string; response: string | null } | undefined;
+            const claim = this.statement(
+              'SELECT fingerprint, response FROM idempotency WHERE key_id = ? AND idempotency_key = ?',
+            ).get(input.keyId, input.idempotency.key) as { fingerprint: string; response: string | null } | undefined;
             if (claim) {
               if (claim.fingerprint !== input.idempotency.fingerprint) {
                 return { kind: 'refused', code: 'idempotency_key_reused' };
@@ -262,24 +258,20 @@ export class SqliteStore implements Store {
 
           // Reserve before forwarding: a call that reaches the vendor can no longer be un-spent.
           for (const key of chain) this.addSpend(key.key_id, day, { reserved: input.costMicros });
-          this.db
-            .prepare(
-              'INSERT INTO reservations (reservation_id, key_id, day, amount, idempotency_key, pending) VALUES (?, ?, ?, ?, ?, ?)',
-            )
-            .run(
-              input.reservationId,
-              input.keyId,
-              day,
-              input.costMicros,
-              input.idempotency?.key ?? null,
-              JSON.stringify(input.pending),
-            );
+          this.statement(
+            'INSERT INTO reservations (reservation_id, key_id, day, amount, idempotency_key, pending) VALUES (?, ?, ?, ?, ?, ?)',
+          ).run(
+            input.reservationId,
+            input.keyId,
+            day,
+            input.costMicros,
+            input.idempotency?.key ?? null,
+            JSON.stringify(input.pending),
+          );
           if (input.idempotency) {
-            this.db
-              .prepare(
-                'INSERT INTO idempotency (key_id, idempotency_key, fingerprint, response, created_at) VALUES (?, ?, ?, NULL, ?)',
-              )
-              .run(input.keyId, input.idempotency.key, input.idempotency.fingerprint, input.now);
+            this.statement(
+              'INSERT INTO idempotency (key_id, idempotency_key, fingerprint, response, created_at) VALUES (?, ?, ?, NULL, ?)',
+            ).run(input.keyId, input.idempotency.key, input.idempotency.fingerprint, input.now);
           }
           return { kind: 'reserved' };
         })
@@ -291,9 +283,9 @@ export class SqliteStore implements Store {
     return this.run(() =>
       this.db
         .transaction(() => {
-          const reservation = this.db
-            .prepare('SELECT * FROM reservations WHERE reservation_id = ?')
-            .get(input.reservationId) as ReservationRow | undefined;
+          const reservation = this.statement('SELECT * FROM reservations WHERE reservation_id = ?').get(
+            input.reservationId,
+          ) as ReservationRow | undefined;
           if (reservation) {
             this.release(reservation, input.actualMicros, input.audit.outcome === 'unknown');
             if (reservation.idempotency_key !== null) {
@@ -312,9 +304,9 @@ export class SqliteStore implements Store {
 
   listCalls(keyId: string): Promise<AuditRecordJson[]> {
     return this.run(() =>
-      (
-        this.db.prepare('SELECT record FROM audit WHERE key_id = ? ORDER BY seq').all(keyId) as { record: string }[]
-      ).map((row) => JSON.parse(row.record) as AuditRecordJson),
+      (this.statement('SELECT record FROM audit WHERE key_id = ? ORDER BY seq').all(keyId) as { record: string }[]).map(
+        (row) => JSON.parse(row.record) as AuditRecordJson,
+      ),
     );
   }
 
@@ -323,9 +315,7 @@ export class SqliteStore implements Store {
       let prevHash = GENESIS_HASH;
       let expectedSeq = 1;
       let records = 0;
-      const rows = this.db
-        .prepare('SELECT seq, record, prev_hash, hash FROM audit ORDER BY seq')
-        .iterate() as Iterable<{
+      const rows = this.statement('SELECT seq, record, prev_hash, hash FROM audit ORDER BY seq').iterate() as Iterable<{
         seq: number;
         record: string;
         prev_hash: string;
@@ -355,7 +345,7 @@ export class SqliteStore implements Store {
 
   ping(): Promise<void> {
     return this.run(() => {
-      this.db.prepare('SELECT 1').get();
+      this.statement('SELECT 1').get();
     });
   }
 
@@ -363,6 +353,16 @@ export class SqliteStore implements Store {
     clearInterval(this.purgeTimer);
     if (this.db.open) this.db.close();
     return Promise.resolve();
+  }
+
+  /** A prepared statement, compiled once per SQL text: the hot path never re-parses SQL. */
+  private statement(sql: string): Database.Statement {
+    let statement = this.statements.get(sql);
+    if (!statement) {
+      statement = this.db.prepare(sql);
+      this.statements.set(sql, statement);
+    }
+    return statement;
   }
 
   /** Runs a store operation, turning any storage failure into a fail-closed `StoreUnavailableError`. */
@@ -375,7 +375,7 @@ export class SqliteStore implements Store {
   }
 
   private keyRow(keyId: string): KeyRow | undefined {
-    return this.db.prepare('SELECT * FROM vault_keys WHERE key_id = ?').get(keyId) as KeyRow | undefined;
+    return this.statement('SELECT * FROM vault_keys WHERE key_id = ?').get(keyId) as KeyRow | undefined;
   }
 
   /** The key and its ancestors, nearest first. */
@@ -393,7 +393,7 @@ export class SqliteStore implements Store {
 
   private dailyRow(keyId: string, day: string): { spent: number; reserved: number } {
     return (
-      (this.db.prepare('SELECT spent, reserved FROM daily_spend WHERE key_id = ? AND day = ?').get(keyId, day) as
+      (this.statement('SELECT spent, reserved FROM daily_spend WHERE key_id = ? AND day = ?').get(keyId, day) as
         { spent: number; reserved: number } | undefined) ?? { spent: 0, reserved: 0 }
     );
   }
@@ -401,17 +401,13 @@ export class SqliteStore implements Store {
   private addSpend(keyId: string, day: string, delta: { spent?: Micros; reserved?: Micros; unknown?: Micros }): void {
     const spent = delta.spent ?? 0;
     const reserved = delta.reserved ?? 0;
-    this.db
-      .prepare(
-        'UPDATE vault_keys SET spent = spent + ?, reserved = reserved + ?, unknown = unknown + ? WHERE key_id = ?',
-      )
-      .run(spent, reserved, delta.unknown ?? 0, keyId);
-    this.db
-      .prepare(
-        `INSERT INTO daily_spend (key_id, day, spent, reserved) VALUES (?, ?, ?, ?)
+    this.statement(
+      'UPDATE vault_keys SET spent = spent + ?, reserved = reserved + ?, unknown = unknown + ? WHERE key_id = ?',
+    ).run(spent, reserved, delta.unknown ?? 0, keyId);
+    this.statement(
+      `INSERT INTO daily_spend (key_id, day, spent, reserved) VALUES (?, ?, ?, ?)
          ON CONFLICT (key_id, day) DO UPDATE SET spent = spent + excluded.spent, reserved = reserved + excluded.reserved`,
-      )
-      .run(keyId, day, spent, reserved);
+    ).run(keyId, day, spent, reserved);
   }
 
   /** Turns a reservation into spend on the key and every ancestor, in the day it was reserved. */
@@ -423,29 +419,35 @@ export class SqliteStore implements Store {
         unknown: unknown ? actualMicros : 0,
       });
     }
-    this.db.prepare('DELETE FROM reservations WHERE reservation_id = ?').run(reservation.reservation_id);
+    this.statement('DELETE FROM reservations WHERE reservation_id = ?').run(reservation.reservation_id);
   }
 
   private resolveIdempotency(keyId: string, idempotencyKey: string, response: StoredResponse | null): void {
     if (response === null) {
-      this.db.prepare('DELETE FROM idempotency WHERE key_id = ? AND idempotency_key = ?').run(keyId, idempotencyKey);
+      this.statement('DELETE FROM idempotency WHERE key_id = ? AND idempotency_key = ?').run(keyId, idempotencyKey);
     } else {
-      this.db
-        .prepare('UPDATE idempotency SET response = ? WHERE key_id = ? AND idempotency_key = ?')
-        .run(JSON.stringify(response), keyId, idempotencyKey);
+      this.statement('UPDATE idempotency SET response = ? WHERE key_id = ? AND idempotency_key = ?').run(
+        JSON.stringify(response),
+        keyId,
+        idempotencyKey,
+      );
     }
   }
 
   private append(input: AuditInput): AuditAppended {
-    const head = this.db.prepare('SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1').get() as
+    const head = this.statement('SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1').get() as
       { seq: number; hash: string } | undefined;
     const seq = (head?.seq ?? 0) + 1;
     const prevHash = head?.hash ?? GENESIS_HASH;
     const record = auditRecordJson(seq, input);
     const hash = chainHash(prevHash, record);
-    this.db
-      .prepare('INSERT INTO audit (seq, key_id, record, prev_hash, hash) VALUES (?, ?, ?, ?, ?)')
-      .run(seq, input.keyId, canonicalJson(record), prevHash, hash);
+    this.statement('INSERT INTO audit (seq, key_id, record, prev_hash, hash) VALUES (?, ?, ?, ?, ?)').run(
+      seq,
+      input.keyId,
+      canonicalJson(record),
+      prevHash,
+      hash,
+    );
     return { seq, hash };
   }
 
@@ -458,7 +460,7 @@ export class SqliteStore implements Store {
   private recoverOrphanedReservations(now: number): void {
     this.db
       .transaction(() => {
-        const orphans = this.db.prepare('SELECT * FROM reservations ORDER BY rowid').all() as ReservationRow[];
+        const orphans = this.statement('SELECT * FROM reservations ORDER BY rowid').all() as ReservationRow[];
         for (const reservation of orphans) {
           this.release(reservation, reservation.amount, true);
           if (reservation.idempotency_key !== null) {
@@ -482,9 +484,7 @@ export class SqliteStore implements Store {
 
   private purgeIdempotency(now: number): void {
     if (!this.db.open) return;
-    this.db
-      .prepare('DELETE FROM idempotency WHERE response IS NOT NULL AND created_at < ?')
-      .run(now - this.retentionMs);
+    this.statement('DELETE FROM idempotency WHERE response IS NOT NULL AND created_at < ?').run(now - this.retentionMs);
   }
 }
 

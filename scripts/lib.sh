@@ -16,6 +16,17 @@ ensure_pnpm() {
   npm install -g --silent "pnpm@$PNPM_VERSION" >&2
 }
 
+# better-sqlite3 compiles from source when its prebuilt binary cannot be downloaded; node-gyp then
+# needs Node's headers. Point it at the local ones rather than letting it download them.
+if [ -z "${npm_config_nodedir:-}" ]; then
+  for dir in "$(dirname "$(dirname "$(command -v node)")")" /usr /usr/local; do
+    if [ -f "$dir/include/node/node_api.h" ]; then
+      export npm_config_nodedir="$dir"
+      break
+    fi
+  done
+fi
+
 # Workspace dependencies (better-sqlite3 compiles on first install when no prebuilt binary can be fetched).
 ensure_deps() {
   ensure_pnpm

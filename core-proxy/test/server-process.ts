@@ -15,10 +15,18 @@ export interface ServerProcess {
   exited: Promise<number | string>;
 }
 
-/** Starts `node dist/cli.js serve` on a free port and waits until it listens. */
-export async function spawnServer(env: Record<string, string>): Promise<ServerProcess> {
-  const child = spawn(process.execPath, [CLI, 'serve'], {
-    env: { PATH: process.env.PATH ?? '', KEYBRAKE_PORT: '0', ...env },
+/** How to start the server. @default `node dist/cli.js serve` in this folder */
+export interface SpawnOptions {
+  readonly command?: readonly [string, ...string[]];
+  readonly cwd?: string;
+}
+
+/** Starts the server on a free port and waits until it listens. */
+export async function spawnServer(env: Record<string, string>, options: SpawnOptions = {}): Promise<ServerProcess> {
+  const [command, ...args] = options.command ?? [process.execPath, CLI, 'serve'];
+  const child = spawn(command, args, {
+    cwd: options.cwd,
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', KEYBRAKE_PORT: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';

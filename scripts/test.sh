@@ -10,4 +10,13 @@ export STRIPE_MOCK_BIN
 pnpm run build
 pnpm run typecheck
 pnpm run lint
-pnpm exec vitest run "$@"
+report="$(mktemp)"
+status=0
+pnpm exec vitest run --reporter=default --reporter=json --outputFile.json="$report" "$@" || status=$?
+# A plain closing line any CI can read.
+node -e '
+  const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+  console.log(`${r.numPassedTests} passed, ${r.numFailedTests} failed, ${r.numPendingTests + r.numTodoTests} skipped`);
+' "$report" || true
+rm -f "$report"
+exit "$status"

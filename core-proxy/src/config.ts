@@ -22,6 +22,12 @@ export interface KeybrakeConfig {
   readonly generatedApiKey: boolean;
   /** Set: the shared Redis store. Unset: the embedded store. */
   readonly redisUrl: string | undefined;
+  /** Prefix of every Redis key. @default 'keybrake:' */
+  readonly redisPrefix: string;
+  /** Redis command timeout; past it the call fails closed. @default 2000 */
+  readonly redisTimeoutMs: number;
+  /** Age at which an unsettled reservation (its replica died) becomes unknown spend. @default 600000 */
+  readonly reservationTtlMs: number;
   /** @default './.keybrake-data' */
   readonly dataDir: string;
   /** Real secrets per vendor; a vendor missing any of its secrets is absent. */
@@ -135,6 +141,9 @@ export function loadConfig(env: Env = process.env): KeybrakeConfig {
     apiKeys,
     generatedApiKey,
     redisUrl: env.KEYBRAKE_REDIS_URL || undefined,
+    redisPrefix: env.KEYBRAKE_REDIS_PREFIX || 'keybrake:',
+    redisTimeoutMs: positiveInt(env, 'KEYBRAKE_REDIS_TIMEOUT_MS', 2000),
+    reservationTtlMs: positiveInt(env, 'KEYBRAKE_RESERVATION_TTL_MS', 600_000),
     dataDir,
     vendorSecrets,
     baseUrls,

@@ -3,12 +3,12 @@ export { startServer, type ServerOptions } from './server.js';
 export { loadConfig, ConfigError, type KeybrakeConfig } from './config.js';
 export { SqliteStore, type SqliteStoreOptions } from './store/sqlite-store.js';
 export { openStore } from './store/open-store.js';
+export { RedisStore, type RedisStoreOptions } from './store/redis-store.js';
 export type {
   Store,
   VaultKeyRecord,
   VaultKeyState,
   AuditInput,
-  AuditAppended,
   AuditVerification,
   ReserveInput,
   ReserveOutput,

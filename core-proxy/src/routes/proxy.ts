@@ -7,7 +7,7 @@ import { CapExhaustedError, InvalidRequestError, KeybrakeError, StoreUnavailable
 import type { KeybrakeContext } from '../plugins/keybrake.js';
 import type { AuditInput, StoredResponse, VaultKeyRecord } from '../store/store.js';
 import { hashVaultKey } from '../vault-keys.js';
-import type { VendorModule, VendorRequest, VendorResponse } from '../vendors/index.js';
+import type { VendorModule, VendorRequest, VendorResponse, VendorSecrets } from '../vendors/index.js';
 import { isSuccess } from '../vendors/vendor.js';
 import { VENDORS } from '../vendors/index.js';
 import { keyStatus } from './admin.js';
@@ -117,38 +117,16 @@ async function forwardChecked(
   const status = keyStatus(key, now);
   if (status === 'revoked') throw httpError(401, 'vault_key_revoked', 'The vault key has been revoked.');
   if (status === 'expired') throw httpError(401, 'vault_key_expired', 'The vault key has expired.');
-  if (key.vendor !== vendor.name) {
-    throw httpError(403, 'vendor_mismatch', `This vault key was issued for ${key.vendor}, not ${vendor.name}.`);
+  let checked: LocalChecks;
+  try {
+    checked = checkLocally(kb, facts, key, request);
+  } catch (error) {
+    // The key record may come from a cache that lags a revocation: a revoked or expired key must
+    // be reported as such, not as whatever check it failed next.
+    if (error instanceof KeybrakeError) await confirmStillActive(kb, key.keyId, now);
+    throw error;
   }
-
-  // A key issued while the vendor was configured, presented after a restart without its secret.
-  const secrets = kb.config.vendorSecrets[vendor.name];
-  if (!secrets) throw httpError(503, 'vendor_not_configured', `No secret is configured for ${vendor.name}.`);
-
-  const segments = normalizePath(facts.rawPath);
-  facts.segments = segments;
-  if (overriddenMethod(request.headers, facts.query, method)) {
-    throw httpError(403, 'endpoint_not_allowed', 'Method override headers cannot change the method of a proxied call.');
-  }
-  if (!isAllowed(key.allowedEndpoints.map(parseEndpointPattern), method, segments)) {
-    throw httpError(
-      403,
-      'endpoint_not_allowed',
-      `${method} /${segments.join('/')} is not in this key's allowed_endpoints.`,
-    );
-  }
-  const sensitive = isSensitive(kb.config.pricing, vendor.name, vendor.costedEndpoints, method, segments);
-  if (sensitive && (facts.untrusted || key.tainted)) {
-    throw httpError(403, 'tainted_request_refused', 'A tainted request may not call a money-moving endpoint.');
-  }
-  if (facts.idempotencyKey !== null && facts.idempotencyKey.length > MAX_IDEMPOTENCY_KEY) {
-    throw new InvalidRequestError(`Idempotency-Key may be at most ${MAX_IDEMPOTENCY_KEY} characters.`);
-  }
-
-  const vendorRequest: VendorRequest = { method, segments, headers: request.headers, body: facts.body };
-  // The vendor module's rule when it has one, else a configured flat cost, else free.
-  const builtInEstimate = vendor.estimateCost(vendorRequest, kb.config.pricing);
-  const estimate = builtInEstimate ?? extraCost(kb.config.pricing, vendor.name, method, segments) ?? 0;
+  const { secrets, segments, sensitive, vendorRequest, builtInEstimate, estimate } = checked;
 
   const reservationId = randomUUID();
   const reserved = await kb.store.reserve({
@@ -229,6 +207,68 @@ async function forwardChecked(
   kb.metrics.requests.inc({ vendor: vendor.name, outcome: 'forwarded', reason: '' });
   kb.metrics.spend.inc({ vendor: vendor.name }, actual / 1e6);
   return reply.code(response.status).headers(responseHeaders).header('x-keybrake-key-id', key.keyId).send(body);
+}
+
+/** What the checks that need no store establish about a call. */
+interface LocalChecks {
+  readonly secrets: VendorSecrets;
+  readonly segments: string[];
+  readonly sensitive: boolean;
+  readonly vendorRequest: VendorRequest;
+  /** The vendor module's estimate, or `undefined` when it has no rule for the endpoint. */
+  readonly builtInEstimate: number | undefined;
+  readonly estimate: number;
+}
+
+/** The contract's checks after the key's status, in order: vendor, path, allowlist, taint, headers, cost. */
+function checkLocally(
+  kb: KeybrakeContext,
+  facts: CallFacts,
+  key: VaultKeyRecord,
+  request: FastifyRequest,
+): LocalChecks {
+  const { vendor, method } = facts;
+  if (key.vendor !== vendor.name) {
+    throw httpError(403, 'vendor_mismatch', `This vault key was issued for ${key.vendor}, not ${vendor.name}.`);
+  }
+
+  // A key issued while the vendor was configured, presented after a restart without its secret.
+  const secrets = kb.config.vendorSecrets[vendor.name];
+  if (!secrets) throw httpError(503, 'vendor_not_configured', `No secret is configured for ${vendor.name}.`);
+
+  const segments = normalizePath(facts.rawPath);
+  facts.segments = segments;
+  if (overriddenMethod(request.headers, facts.query, method)) {
+    throw httpError(403, 'endpoint_not_allowed', 'Method override headers cannot change the method of a proxied call.');
+  }
+  if (!isAllowed(key.allowedEndpoints.map(parseEndpointPattern), method, segments)) {
+    throw httpError(
+      403,
+      'endpoint_not_allowed',
+      `${method} /${segments.join('/')} is not in this key's allowed_endpoints.`,
+    );
+  }
+  const sensitive = isSensitive(kb.config.pricing, vendor.name, vendor.costedEndpoints, method, segments);
+  if (sensitive && (facts.untrusted || key.tainted)) {
+    throw httpError(403, 'tainted_request_refused', 'A tainted request may not call a money-moving endpoint.');
+  }
+  if (facts.idempotencyKey !== null && facts.idempotencyKey.length > MAX_IDEMPOTENCY_KEY) {
+    throw new InvalidRequestError(`Idempotency-Key may be at most ${MAX_IDEMPOTENCY_KEY} characters.`);
+  }
+
+  const vendorRequest: VendorRequest = { method, segments, headers: request.headers, body: facts.body };
+  // The vendor module's rule when it has one, else a configured flat cost, else free.
+  const builtInEstimate = vendor.estimateCost(vendorRequest, kb.config.pricing);
+  const estimate = builtInEstimate ?? extraCost(kb.config.pricing, vendor.name, method, segments) ?? 0;
+  return { secrets, segments, sensitive, vendorRequest, builtInEstimate, estimate };
+}
+
+/** Throws the revocation or expiry error if the store (fresh, not cached) says the key is no longer active. */
+async function confirmStillActive(kb: KeybrakeContext, keyId: string, now: number): Promise<void> {
+  const fresh = await kb.store.getKey(keyId, now);
+  const status = fresh ? keyStatus(fresh, now) : 'revoked';
+  if (status === 'revoked') throw httpError(401, 'vault_key_revoked', 'The vault key has been revoked.');
+  if (status === 'expired') throw httpError(401, 'vault_key_expired', 'The vault key has expired.');
 }
 
 const REFUSALS = {

@@ -6,7 +6,6 @@ import { canonicalJson } from '../canonical-json.js';
 import { StoreUnavailableError } from '../errors.js';
 import type { Micros } from '../money.js';
 import {
-  type AuditAppended,
   type AuditInput,
   type AuditVerification,
   type ReserveInput,
@@ -279,7 +278,7 @@ export class SqliteStore implements Store {
     );
   }
 
-  settle(input: SettleInput): Promise<AuditAppended> {
+  settle(input: SettleInput): Promise<void> {
     return this.run(() =>
       this.db
         .transaction(() => {
@@ -298,7 +297,7 @@ export class SqliteStore implements Store {
     );
   }
 
-  appendAudit(input: AuditInput): Promise<AuditAppended> {
+  appendAudit(input: AuditInput): Promise<void> {
     return this.run(() => this.db.transaction(() => this.append(input)).immediate());
   }
 
@@ -434,7 +433,7 @@ export class SqliteStore implements Store {
     }
   }
 
-  private append(input: AuditInput): AuditAppended {
+  private append(input: AuditInput): void {
     const head = this.statement('SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1').get() as
       { seq: number; hash: string } | undefined;
     const seq = (head?.seq ?? 0) + 1;
@@ -448,7 +447,6 @@ export class SqliteStore implements Store {
       prevHash,
       hash,
     );
-    return { seq, hash };
   }
 
   /**

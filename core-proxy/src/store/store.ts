@@ -54,12 +54,6 @@ export interface AuditInput {
   readonly tainted: boolean;
 }
 
-/** Where an appended audit record landed in the chain. */
-export interface AuditAppended {
-  readonly seq: number;
-  readonly hash: string;
-}
-
 /** A vendor response kept for idempotent replay. */
 export interface StoredResponse {
   readonly status: number;
@@ -127,8 +121,14 @@ export type AuditVerification =
  * forward nothing in that case.
  */
 export interface Store {
+  /** Stores a new key. Throws `InvalidRequestError` if its parent is missing or no longer active. */
   createKey(record: VaultKeyRecord): Promise<void>;
-  /** Looks a key up by the SHA-256 of its vault key. Always a fresh read: revocation must show at once. */
+  /**
+   * Looks a key up by the SHA-256 of its vault key. A store may serve this from a local cache:
+   * the immutable fields are exact, but `revokedAt` and `tainted` may lag behind (only ever
+   * towards "active, untainted", as both are one-way). `reserve` re-checks them atomically, and
+   * a refusal based on this record should be confirmed with `getKey`.
+   */
   findKeyByHash(keyHash: string): Promise<VaultKeyRecord | undefined>;
   getKey(keyId: string, now: number): Promise<VaultKeyState | undefined>;
   /** Revokes a key and all its descendants. Returns false for an unknown key. Idempotent. */
@@ -142,9 +142,9 @@ export interface Store {
    */
   reserve(input: ReserveInput): Promise<ReserveOutput>;
   /** Atomically: turns the reservation into spend, keeps or releases the idempotency claim, appends the audit record. */
-  settle(input: SettleInput): Promise<AuditAppended>;
+  settle(input: SettleInput): Promise<void>;
   /** Appends one audit record (blocked and replayed calls). */
-  appendAudit(input: AuditInput): Promise<AuditAppended>;
+  appendAudit(input: AuditInput): Promise<void>;
   /** Audit records of one key, oldest first. */
   listCalls(keyId: string): Promise<AuditRecordJson[]>;
   /** Recomputes the whole chain. */

@@ -1,0 +1,68 @@
+/**
+ * Reserve a call's cost on a vault key and every ancestor, atomically, in one round trip.
+ * Re-checks revocation, expiry and taint of the whole chain, then the idempotency claim, then
+ * every cap, and only then reserves. All keys belong to one family and share its hash tag.
+ *
+ * KEYS[1]   the family's reservations hash                       {vk:<root>}:res
+ * KEYS[2]   the idempotency claim of this call (unused if ARGV[5] = '0')  {vk:<root>}:i:<key_id>:<idem>
+ * KEYS[3..] per chain member, nearest first, two keys each:
+ *           KEYS[2+2i-1] the key's hash                           {vk:<root>}:k:<id>
+ *           KEYS[2+2i]   the key's spend of this UTC day          {vk:<root>}:d:<id>:<day>
+ * ARGV[1]   reservation id
+ * ARGV[2]   cost, integer micro-dollars
+ * ARGV[3]   now, epoch ms
+ * ARGV[4]   chain length n
+ * ARGV[5]   '1' when the call carries an idempotency key
+ * ARGV[6]   request fingerprint
+ * ARGV[7]   '1' when the endpoint moves money (refused if any chain member is tainted)
+ * ARGV[8]   reservation record (JSON) kept until settled or swept
+ * ARGV[9]   TTL of an in-flight idempotency claim, ms
+ * ARGV[10]  TTL of a daily spend hash, ms
+ * Returns {'reserved'} | {'replay', response_json} | {'refused', code, cap_key_id?}
+ */
+export const RESERVE_LUA = `
+local cost = tonumber(ARGV[2])
+local now = tonumber(ARGV[3])
+local n = tonumber(ARGV[4])
+local tainted = false
+for i = 1, n do
+  local f = redis.call('HMGET', KEYS[1 + 2 * i], 'revoked_at', 'expires_at', 'tainted')
+  if not f[2] then return {'refused', 'invalid_vault_key'} end
+  if f[1] and f[1] ~= '' then return {'refused', 'vault_key_revoked'} end
+  if tonumber(f[2]) <= now then return {'refused', 'vault_key_expired'} end
+  if f[3] == '1' then tainted = true end
+end
+if ARGV[7] == '1' and tainted then return {'refused', 'tainted_request_refused'} end
+if ARGV[5] == '1' then
+  local claim = redis.call('HMGET', KEYS[2], 'fingerprint', 'response')
+  if claim[1] then
+    if claim[1] ~= ARGV[6] then return {'refused', 'idempotency_key_reused'} end
+    if not claim[2] then return {'refused', 'idempotency_key_in_use'} end
+    return {'replay', claim[2]}
+  end
+end
+for i = 1, n do
+  local key = KEYS[1 + 2 * i]
+  local f = redis.call('HMGET', key, 'cap', 'daily_cap', 'spent', 'reserved', 'key_id')
+  if f[1] and f[1] ~= '' and tonumber(f[3]) + tonumber(f[4]) + cost > tonumber(f[1]) then
+    return {'refused', 'cap_exhausted', f[5]}
+  end
+  if f[2] and f[2] ~= '' then
+    local d = redis.call('HMGET', KEYS[2 + 2 * i], 'spent', 'reserved')
+    if tonumber(d[1] or '0') + tonumber(d[2] or '0') + cost > tonumber(f[2]) then
+      return {'refused', 'cap_exhausted', f[5]}
+    end
+  end
+end
+for i = 1, n do
+  redis.call('HINCRBY', KEYS[1 + 2 * i], 'reserved', ARGV[2])
+  redis.call('HINCRBY', KEYS[2 + 2 * i], 'reserved', ARGV[2])
+  redis.call('PEXPIRE', KEYS[2 + 2 * i], ARGV[10])
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[8])
+if ARGV[5] == '1' then
+  redis.call('HSET', KEYS[2], 'fingerprint', ARGV[6])
+  redis.call('PEXPIRE', KEYS[2], ARGV[9])
+end
+return {'reserved'}
+`;

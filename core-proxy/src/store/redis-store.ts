@@ -1,0 +1,697 @@
+import { randomUUID } from 'node:crypto';
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
+import { GENESIS_HASH, type AuditRecordJson, chainHash } from '../audit-chain.js';
+import { canonicalJson } from '../canonical-json.js';
+import { InvalidRequestError, KeybrakeError, StoreUnavailableError } from '../errors.js';
+import { microsToUsd } from '../money.js';
+import { RELEASE_LOCK_LUA, SEAL_APPEND_LUA } from '../lua/audit-seal.js';
+import { CREATE_KEY_LUA, MARK_SUBTREE_LUA } from '../lua/family.js';
+import { RESERVE_LUA } from '../lua/reserve.js';
+import { SETTLE_LUA } from '../lua/settle.js';
+import {
+  type AuditInput,
+  type AuditVerification,
+  type ReserveInput,
+  type ReserveOutput,
+  type SettleInput,
+  type Store,
+  type StoredResponse,
+  type VaultKeyRecord,
+  type VaultKeyState,
+  utcDay,
+} from './store.js';
+
+/** Options of the Redis store. */
+export interface RedisStoreOptions {
+  /**
+   * `redis://[:password@]host:port[/db]` for one Redis (with or without replicas behind it), or
+   * `redis+cluster://host:port,host:port` for Redis Cluster (any reachable nodes as seeds).
+   */
+  readonly url: string;
+  /** Prefix of every key, so several deployments can share a Redis. @default 'keybrake:' */
+  readonly prefix?: string;
+  /** A command not answered in this time fails the call closed (503). @default 2000 */
+  readonly commandTimeoutMs?: number;
+  /**
+   * How long a reservation may stay unsettled before any replica's sweeper turns it into spend of
+   * unknown outcome (its replica died mid-call). Must exceed the longest vendor call.
+   * @default 600000 (10 minutes)
+   */
+  readonly reservationTtlMs?: number;
+  /** How long kept idempotent responses live. @default 24h (the contract's minimum) */
+  readonly idempotencyRetentionMs?: number;
+  /** How often this replica looks for expired reservations. @default 30000 */
+  readonly sweepIntervalMs?: number;
+  /** How often this replica seals new audit records into the chain. @default 1000 */
+  readonly sealIntervalMs?: number;
+}
+
+/** The immutable part of a key and where its family lives; safe to cache forever. */
+interface FamilyEntry {
+  readonly record: VaultKeyRecord;
+  readonly root: string;
+  /** The key and its ancestors, nearest first. */
+  readonly chain: readonly string[];
+}
+
+/** What settle needs to know about a reservation made by this replica. */
+interface PendingReservation {
+  readonly root: string;
+  readonly chain: readonly string[];
+  readonly day: string;
+  readonly idempotencyKey: string | null;
+}
+
+/** An audit record as appended to a family's list, before the sealer gives it a place in the chain. */
+interface FamilyAuditRecord {
+  rid: string;
+  at: string;
+  key_id: string | null;
+  vendor: string;
+  method: string;
+  path: string;
+  outcome: AuditInput['outcome'];
+  reason: string | null;
+  status: number | null;
+  cost_micros: number;
+  vendor_request_id: string | null;
+  idempotency_key: string | null;
+  agent_run_label: string | null;
+  tainted: boolean;
+}
+
+interface ScriptCommands {
+  kbReserve(...args: (string | number)[]): Promise<[string, string?, string?]>;
+  kbSettle(...args: (string | number)[]): Promise<number>;
+  kbCreateKey(...args: (string | number)[]): Promise<string>;
+  kbMarkSubtree(...args: (string | number)[]): Promise<number>;
+  kbSealAppend(...args: (string | number)[]): Promise<number>;
+  kbReleaseLock(...args: (string | number)[]): Promise<number>;
+}
+
+type Client = (Redis | Cluster) & ScriptCommands;
+
+/** Audit records of requests with no known key go to a shard of their own. */
+const NO_KEY_SHARD = 'nokey';
+const DAY_TTL_MS = 9 * 24 * 3600 * 1000;
+const CACHE_LIMIT = 50_000;
+
+const tag = (root: string): string => `{vk:${root}}`;
+const keyHashKey = (root: string, id: string): string => `${tag(root)}:k:${id}`;
+const dayKey = (root: string, id: string, day: string): string => `${tag(root)}:d:${id}:${day}`;
+const reservationsKey = (root: string): string => `${tag(root)}:res`;
+const membersKey = (root: string): string => `${tag(root)}:members`;
+const idempotencyKey = (root: string, id: string, key: string): string => `${tag(root)}:i:${id}:${key}`;
+const auditListKey = (shard: string): string => `${tag(shard)}:audit`;
+const auditSeqsKey = (shard: string): string => `${tag(shard)}:audit-seqs`;
+const CHAIN_HEAD = '{audit}:head';
+const CHAIN = '{audit}:chain';
+const CHAIN_RIDS = '{audit}:rids';
+const SEAL_LOCK = '{audit}:lock';
+const SHARDS = 'shards';
+const DIRTY_SHARDS = 'audit-dirty';
+
+/**
+ * The shared store for many proxy replicas, on Redis or Redis Cluster.
+ *
+ * Keys: every key of one vault-key *family* (a root key and its descendants) shares the hash tag
+ * `{vk:<root>}`, so one Lua script can check and reserve across a key and all its ancestors
+ * atomically, even on Cluster. On the hot path a proxied call costs two scripts: `reserve` before
+ * forwarding (revocation, expiry, taint, idempotency and every cap, read inside the script) and
+ * `settle` after (spend, idempotent response and the audit record, in one step).
+ *
+ * Local caching: only what never changes is cached (which key a vault-key hash names, its vendor,
+ * allowlist, caps and ancestors). Revocation, expiry and taint are always read inside `reserve`,
+ * so a DELETE on one replica stops the very next call on every other.
+ *
+ * Audit chain with several writers: Redis Lua has no SHA-256, so the chain cannot be computed where
+ * records are written. Each record is appended durably to its family's audit list inside `settle`
+ * (or by a plain RPUSH for refused calls), before the response returns. A *sealer* then gives
+ * records their global order: whichever replica holds the `{audit}:lock` reads unsealed records,
+ * assigns consecutive `seq`s, computes `hash_n = sha256(hash_{n-1} || canonical_json(record_n))` in
+ * Node, and appends them to the global chain with a script that succeeds only if the chain head
+ * is still the one it read (so an expired lock can never fork the chain). Each replica seals every
+ * second, and before answering `calls` or `verify`, so both always cover every record written.
+ *
+ * Durability: a record is durable when Redis has it on disk; run Redis with `appendonly yes` and
+ * `appendfsync always` for the promise that an answered call's record survives a Redis crash.
+ *
+ * Fail closed: no offline queue, no automatic resend, a command timeout; any failure is a
+ * `StoreUnavailableError` (503) and nothing is forwarded. ioredis reconnects by itself.
+ */
+export class RedisStore implements Store {
+  private readonly redis: Client;
+  private readonly families = new Map<string, FamilyEntry>();
+  private readonly byHash = new Map<string, string>();
+  private readonly pending = new Map<string, PendingReservation>();
+  private readonly reservationTtlMs: number;
+  private readonly retentionMs: number;
+  private readonly timers: NodeJS.Timeout[] = [];
+
+  constructor(options: RedisStoreOptions) {
+    const prefix = options.prefix ?? 'keybrake:';
+    const timeout = options.commandTimeoutMs ?? 2000;
+    const connection: RedisOptions = {
+      commandTimeout: timeout,
+      connectTimeout: timeout,
+      enableOfflineQueue: false,
+      // A command cut off by a dropped connection is never sent again: it may have run.
+      autoResendUnfulfilledCommands: false,
+      maxRetriesPerRequest: 0,
+      retryStrategy: (attempt) => Math.min(50 * attempt, 1000),
+    };
+    const url = new URL(options.url);
+    if (url.protocol === 'redis+cluster:' || url.protocol === 'rediss+cluster:') {
+      const nodes = url.host.split(',').map((hostPort) => {
+        const [host, port] = hostPort.split(':');
+        return { host: host as string, port: Number(port ?? 6379) };
+      });
+      this.redis = new Cluster(nodes, {
+        keyPrefix: prefix,
+        enableOfflineQueue: false,
+        enableAutoPipelining: true,
+        clusterRetryStrategy: (attempt) => Math.min(100 * attempt, 2000),
+        redisOptions: {
+          ...connection,
+          password: url.password || undefined,
+          username: url.username || undefined,
+        },
+      }) as Client;
+    } else {
+      this.redis = new Redis(options.url, { ...connection, keyPrefix: prefix, enableAutoPipelining: true }) as Client;
+    }
+    // ioredis reports connection errors as events; the commands themselves fail closed.
+    this.redis.on('error', () => undefined);
+    this.redis.defineCommand('kbReserve', { lua: RESERVE_LUA });
+    this.redis.defineCommand('kbSettle', { lua: SETTLE_LUA });
+    this.redis.defineCommand('kbCreateKey', { lua: CREATE_KEY_LUA });
+    this.redis.defineCommand('kbMarkSubtree', { lua: MARK_SUBTREE_LUA });
+    this.redis.defineCommand('kbSealAppend', { numberOfKeys: 3, lua: SEAL_APPEND_LUA });
+    this.redis.defineCommand('kbReleaseLock', { numberOfKeys: 1, lua: RELEASE_LOCK_LUA });
+    this.reservationTtlMs = options.reservationTtlMs ?? 600_000;
+    this.retentionMs = options.idempotencyRetentionMs ?? 24 * 3600 * 1000;
+    const every = (ms: number, task: () => Promise<unknown>): void => {
+      const timer = setInterval(() => void task().catch(() => undefined), ms);
+      timer.unref();
+      this.timers.push(timer);
+    };
+    every(options.sealIntervalMs ?? 1000, () => this.sealDirtyShards());
+    every(options.sweepIntervalMs ?? 30_000, () => this.sweepExpiredReservations(Date.now()));
+  }
+
+  createKey(record: VaultKeyRecord): Promise<void> {
+    return this.run(async () => {
+      const parent = record.parentKeyId === null ? undefined : await this.family(record.parentKeyId);
+      if (record.parentKeyId !== null && !parent) throw new InvalidRequestError('parent_key_id names no vault key.');
+      const root = parent?.root ?? record.keyId;
+      const fields: (string | number)[] = [
+        'key_id', record.keyId,
+        'key_hash', record.keyHash,
+        'vendor', record.vendor,
+        'daily_cap', record.dailyCapMicros ?? '',
+        'cap', record.capMicros ?? '',
+        'allowed', JSON.stringify(record.allowedEndpoints),
+        'label', record.agentRunLabel ?? '',
+        'parent', record.parentKeyId ?? '',
+        'root', root,
+        'tainted', record.tainted ? '1' : '0',
+        'created_at', record.createdAt,
+        'expires_at', record.expiresAt,
+        'spent', 0,
+        'reserved', 0,
+        'unknown', 0,
+      ]; // prettier-ignore
+      const parentHash =
+        record.parentKeyId === null ? keyHashKey(root, record.keyId) : keyHashKey(root, record.parentKeyId);
+      const created = await this.redis.kbCreateKey(
+        3,
+        keyHashKey(root, record.keyId),
+        membersKey(root),
+        parentHash,
+        record.parentKeyId === null ? '0' : '1',
+        record.createdAt,
+        ...fields,
+      );
+      if (created !== 'ok') throw new InvalidRequestError('The parent key is not active.');
+      // Indexes after the family data, so a lookup never finds a key that is not there.
+      await Promise.all([
+        this.redis.set(`h:${record.keyHash}`, `${record.keyId} ${root}`),
+        this.redis.set(`root:${record.keyId}`, root),
+        this.redis.sadd(SHARDS, root),
+      ]);
+    });
+  }
+
+  findKeyByHash(keyHash: string): Promise<VaultKeyRecord | undefined> {
+    return this.run(async () => {
+      let keyId = this.byHash.get(keyHash);
+      if (keyId === undefined) {
+        const entry = await this.redis.get(`h:${keyHash}`);
+        if (entry === null) return undefined;
+        keyId = entry.split(' ')[0] as string;
+        remember(this.byHash, keyHash, keyId);
+      }
+      return (await this.family(keyId))?.record;
+    });
+  }
+
+  getKey(keyId: string, now: number): Promise<VaultKeyState | undefined> {
+    return this.run(async () => {
+      const root = await this.rootOf(keyId);
+      if (root === undefined) return undefined;
+      const [fields, today] = await Promise.all([
+        this.redis.hgetall(keyHashKey(root, keyId)),
+        this.redis.hmget(dayKey(root, keyId, utcDay(now)), 'spent', 'reserved'),
+      ]);
+      if (!fields.key_id) return undefined;
+      return {
+        ...toRecord(fields),
+        spentMicros: Number(fields.spent ?? 0),
+        reservedMicros: Number(fields.reserved ?? 0),
+        unknownMicros: Number(fields.unknown ?? 0),
+        spentTodayMicros: Number(today[0] ?? 0),
+        reservedTodayMicros: Number(today[1] ?? 0),
+      };
+    });
+  }
+
+  revokeKey(keyId: string, now: number): Promise<boolean> {
+    return this.markSubtree(keyId, 'revoked_at', String(now));
+  }
+
+  taintKey(keyId: string): Promise<boolean> {
+    return this.markSubtree(keyId, 'tainted', '1');
+  }
+
+  reserve(input: ReserveInput): Promise<ReserveOutput> {
+    return this.run(async () => {
+      const family = await this.family(input.keyId);
+      if (!family) return { kind: 'refused', code: 'invalid_vault_key' };
+      const { root, chain } = family;
+      const day = utcDay(input.now);
+      const idem = input.idempotency;
+      const reservation = {
+        amount: input.costMicros,
+        day,
+        chain,
+        idem: idem !== null,
+        idem_key: idem?.key ?? null,
+        deadline: input.now + this.reservationTtlMs,
+        pending: pendingRecord(input.pending),
+      };
+      const keys = [
+        reservationsKey(root),
+        idem ? idempotencyKey(root, input.keyId, idem.key) : reservationsKey(root),
+        ...chain.flatMap((id) => [keyHashKey(root, id), dayKey(root, id, day)]),
+      ];
+      const result = await this.redis.kbReserve(
+        keys.length,
+        ...keys,
+        input.reservationId,
+        input.costMicros,
+        input.now,
+        chain.length,
+        idem ? '1' : '0',
+        idem?.fingerprint ?? '',
+        input.sensitive ? '1' : '0',
+        JSON.stringify(reservation),
+        this.reservationTtlMs,
+        DAY_TTL_MS,
+      );
+      switch (result[0]) {
+        case 'reserved':
+          this.pending.set(input.reservationId, { root, chain, day, idempotencyKey: idem?.key ?? null });
+          return { kind: 'reserved' };
+        case 'replay':
+          return { kind: 'replay', response: JSON.parse(result[1] as string) as StoredResponse };
+        default:
+          return {
+            kind: 'refused',
+            code: result[1] as Extract<ReserveOutput, { kind: 'refused' }>['code'],
+            ...(result[2] ? { capKeyId: result[2] } : {}),
+          };
+      }
+    });
+  }
+
+  settle(input: SettleInput): Promise<void> {
+    return this.run(async () => {
+      const reservation = this.pending.get(input.reservationId);
+      this.pending.delete(input.reservationId);
+      const family = reservation ?? { ...(await this.familyOrThrow(input.keyId)), day: '', idempotencyKey: null };
+      await this.settleScript(
+        input.reservationId,
+        family,
+        String(input.actualMicros),
+        input.audit.outcome === 'unknown',
+        input.idempotentResponse === null ? '' : JSON.stringify(input.idempotentResponse),
+        JSON.stringify(familyRecord(input.audit)),
+        0,
+      );
+      void this.redis.sadd(DIRTY_SHARDS, family.root).catch(() => undefined);
+    });
+  }
+
+  appendAudit(input: AuditInput): Promise<void> {
+    return this.run(async () => {
+      const shard = input.keyId === null ? NO_KEY_SHARD : ((await this.rootOf(input.keyId)) ?? NO_KEY_SHARD);
+      await this.redis.rpush(auditListKey(shard), JSON.stringify(familyRecord(input)));
+      void this.redis.sadd(SHARDS, shard).catch(() => undefined);
+      void this.redis.sadd(DIRTY_SHARDS, shard).catch(() => undefined);
+    });
+  }
+
+  listCalls(keyId: string): Promise<AuditRecordJson[]> {
+    return this.run(async () => {
+      const root = await this.rootOf(keyId);
+      if (root === undefined) return [];
+      await this.seal([root]);
+      const [records, seqs] = await Promise.all([
+        this.redis.lrange(auditListKey(root), 0, -1),
+        this.redis.lrange(auditSeqsKey(root), 0, -1),
+      ]);
+      const calls: AuditRecordJson[] = [];
+      records.forEach((raw, i) => {
+        const record = JSON.parse(raw) as FamilyAuditRecord;
+        if (record.key_id === keyId && seqs[i] !== undefined) calls.push(wireRecord(record, Number(seqs[i])));
+      });
+      return calls;
+    });
+  }
+
+  verifyAudit(): Promise<AuditVerification> {
+    return this.run(async () => {
+      await this.seal(await this.redis.smembers(SHARDS));
+      let prevHash = GENESIS_HASH;
+      let records = 0;
+      const total = await this.redis.llen(CHAIN);
+      for (let start = 0; start < total; start += 1000) {
+        const entries = await this.redis.lrange(CHAIN, start, start + 999);
+        for (const raw of entries) {
+          const expectedSeq = records + 1;
+          let bad = true;
+          try {
+            const entry = JSON.parse(raw) as { seq: number; record: string; prev: string; hash: string };
+            const record = JSON.parse(entry.record) as AuditRecordJson;
+            bad =
+              entry.seq !== expectedSeq ||
+              record.seq !== expectedSeq ||
+              entry.prev !== prevHash ||
+              chainHash(prevHash, record) !== entry.hash;
+            prevHash = entry.hash;
+          } catch {
+            bad = true;
+          }
+          if (bad) return { ok: false, records, firstBadSeq: expectedSeq };
+          records += 1;
+        }
+      }
+      const head = await this.redis.hmget(CHAIN_HEAD, 'seq', 'hash');
+      if (Number(head[0] ?? 0) !== records || (records > 0 && head[1] !== prevHash)) {
+        return { ok: false, records, firstBadSeq: records + 1 };
+      }
+      return { ok: true, records, head: prevHash };
+    });
+  }
+
+  ping(): Promise<void> {
+    return this.run(async () => {
+      await this.redis.ping();
+    });
+  }
+
+  async close(): Promise<void> {
+    for (const timer of this.timers) clearInterval(timer);
+    try {
+      await this.redis.quit();
+    } catch {
+      this.redis.disconnect();
+    }
+  }
+
+  /**
+   * Turns reservations whose deadline has passed (their replica died mid-call) into spend of
+   * unknown outcome, with an audit record each. Safe to run on every replica at once: the
+   * settle script acts only on a reservation that is still there and past its deadline.
+   * @returns how many reservations were swept.
+   */
+  async sweepExpiredReservations(now: number): Promise<number> {
+    let swept = 0;
+    for (const root of await this.redis.smembers(SHARDS)) {
+      if (root === NO_KEY_SHARD) continue;
+      const reservations = await this.redis.hgetall(reservationsKey(root));
+      for (const [reservationId, raw] of Object.entries(reservations)) {
+        const reservation = JSON.parse(raw) as {
+          deadline: number;
+          chain: string[];
+          day: string;
+          idem_key: string | null;
+        };
+        if (reservation.deadline > now) continue;
+        const length = await this.settleScript(
+          reservationId,
+          { root, chain: reservation.chain, day: reservation.day, idempotencyKey: reservation.idem_key },
+          '',
+          true,
+          '',
+          new Date(now).toISOString(),
+          now,
+        );
+        if (length >= 0) {
+          swept += 1;
+          await this.redis.sadd(DIRTY_SHARDS, root);
+        }
+      }
+    }
+    return swept;
+  }
+
+  private async settleScript(
+    reservationId: string,
+    reservation: PendingReservation,
+    actual: string,
+    unknown: boolean,
+    response: string,
+    record: string,
+    sweepNow: number,
+  ): Promise<number> {
+    const { root, chain, day } = reservation;
+    const keys = [
+      reservationsKey(root),
+      reservation.idempotencyKey === null
+        ? reservationsKey(root)
+        : idempotencyKey(root, chain[0] as string, reservation.idempotencyKey),
+      auditListKey(root),
+      ...chain.flatMap((id) => [keyHashKey(root, id), dayKey(root, id, day)]),
+    ];
+    return this.redis.kbSettle(
+      keys.length,
+      ...keys,
+      reservationId,
+      actual,
+      unknown ? '1' : '0',
+      response,
+      this.retentionMs,
+      record,
+      sweepNow,
+      chain.length,
+    );
+  }
+
+  private markSubtree(keyId: string, field: string, value: string): Promise<boolean> {
+    return this.run(async () => {
+      const root = await this.rootOf(keyId);
+      if (root === undefined) return false;
+      const members = await this.redis.smembers(membersKey(root));
+      // Member names come back with the prefix ioredis adds; the script gets them re-prefixed.
+      const prefix = this.prefix();
+      const keys = members.map((member) => (member.startsWith(prefix) ? member.slice(prefix.length) : member));
+      return (await this.redis.kbMarkSubtree(keys.length, ...keys, keyId, field, value)) === 1;
+    });
+  }
+
+  private prefix(): string {
+    return (this.redis.options as { keyPrefix?: string }).keyPrefix ?? '';
+  }
+
+  private async rootOf(keyId: string): Promise<string | undefined> {
+    const cached = this.families.get(keyId);
+    if (cached) return cached.root;
+    return (await this.redis.get(`root:${keyId}`)) ?? undefined;
+  }
+
+  /** The key's immutable record, family root and ancestry, from the cache or read once. */
+  private async family(keyId: string): Promise<FamilyEntry | undefined> {
+    const cached = this.families.get(keyId);
+    if (cached) return cached;
+    const root = await this.rootOf(keyId);
+    if (root === undefined) return undefined;
+    const fields = await this.redis.hgetall(keyHashKey(root, keyId));
+    if (!fields.key_id) return undefined;
+    const record = toRecord(fields);
+    const parent = record.parentKeyId === null ? undefined : await this.family(record.parentKeyId);
+    const entry = { record, root, chain: [keyId, ...(parent?.chain ?? [])].slice(0, 16) };
+    remember(this.families, keyId, entry);
+    return entry;
+  }
+
+  private async familyOrThrow(keyId: string): Promise<FamilyEntry> {
+    const family = await this.family(keyId);
+    if (!family) throw new StoreUnavailableError(new Error(`key ${keyId} vanished from the store`));
+    return family;
+  }
+
+  private sealDirtyShards(): Promise<void> {
+    return this.redis.smembers(DIRTY_SHARDS).then((shards) => this.seal(shards));
+  }
+
+  /**
+   * Seals the unsealed records of the given shards into the global chain, under the sealer lock.
+   * Records already in the chain (a sealer that died between the chain append and the shard's
+   * bookkeeping) are recognised by their record id and not appended twice.
+   */
+  private async seal(shards: readonly string[]): Promise<void> {
+    if (shards.length === 0) return;
+    const token = randomUUID();
+    const deadline = Date.now() + 5000;
+    while ((await this.redis.set(SEAL_LOCK, token, 'PX', 10_000, 'NX')) !== 'OK') {
+      if (Date.now() > deadline) throw new StoreUnavailableError(new Error('audit sealer lock not acquired'));
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    try {
+      const head = await this.redis.hmget(CHAIN_HEAD, 'seq', 'hash');
+      let seq = Number(head[0] ?? 0);
+      let hash = head[1] ?? '';
+      for (const shard of shards) {
+        await this.redis.srem(DIRTY_SHARDS, shard);
+        const sealed = await this.redis.llen(auditSeqsKey(shard));
+        const raws = await this.redis.lrange(auditListKey(shard), sealed, -1);
+        if (raws.length === 0) continue;
+        const records = raws.map((raw) => JSON.parse(raw) as FamilyAuditRecord);
+        const known = await this.redis.hmget(CHAIN_RIDS, ...records.map((record) => record.rid));
+        const expectedSeq = seq;
+        const expectedHash = hash;
+        const triples: string[] = [];
+        const seqs: number[] = [];
+        records.forEach((record, i) => {
+          const existing = known[i];
+          if (existing !== null && existing !== undefined) {
+            seqs.push(Number(existing));
+            return;
+          }
+          seq += 1;
+          const wire = wireRecord(record, seq);
+          const prev = hash === '' ? GENESIS_HASH : hash;
+          hash = chainHash(prev, wire);
+          triples.push(
+            record.rid,
+            JSON.stringify({ seq, rid: record.rid, record: canonicalJson(wire), prev, hash }),
+            hash,
+          );
+          seqs.push(seq);
+        });
+        if (triples.length > 0) {
+          const appended = await this.redis.kbSealAppend(
+            CHAIN_HEAD,
+            CHAIN,
+            CHAIN_RIDS,
+            expectedSeq,
+            expectedHash,
+            ...triples,
+          );
+          if (appended < 0) throw new StoreUnavailableError(new Error('audit chain head moved during sealing'));
+        }
+        await this.redis.rpush(auditSeqsKey(shard), ...seqs);
+      }
+    } finally {
+      await this.redis.kbReleaseLock(SEAL_LOCK, token).catch(() => undefined);
+    }
+  }
+
+  /** Runs a store operation, turning any Redis failure into a fail-closed `StoreUnavailableError`. */
+  private async run<T>(operation: () => Promise<T>): Promise<T> {
+    try {
+      return await operation();
+    } catch (error) {
+      if (error instanceof KeybrakeError) throw error;
+      throw new StoreUnavailableError(error);
+    }
+  }
+}
+
+/** Keeps a bounded cache: the oldest entry goes when the limit is reached. */
+function remember<V>(cache: Map<string, V>, key: string, value: V): void {
+  if (cache.size >= CACHE_LIMIT) cache.delete(cache.keys().next().value as string);
+  cache.set(key, value);
+}
+
+function toRecord(fields: Record<string, string>): VaultKeyRecord {
+  const optionalNumber = (value: string | undefined): number | null =>
+    value === undefined || value === '' ? null : Number(value);
+  return {
+    keyId: fields.key_id as string,
+    keyHash: fields.key_hash as string,
+    vendor: fields.vendor as string,
+    dailyCapMicros: optionalNumber(fields.daily_cap),
+    capMicros: optionalNumber(fields.cap),
+    allowedEndpoints: JSON.parse(fields.allowed ?? '[]') as string[],
+    agentRunLabel: fields.label ? fields.label : null,
+    parentKeyId: fields.parent ? fields.parent : null,
+    tainted: fields.tainted === '1',
+    createdAt: Number(fields.created_at),
+    expiresAt: Number(fields.expires_at),
+    revokedAt: optionalNumber(fields.revoked_at),
+  };
+}
+
+function pendingRecord(
+  pending: ReserveInput['pending'],
+): Omit<FamilyAuditRecord, 'rid' | 'at' | 'outcome' | 'reason' | 'status' | 'cost_micros' | 'vendor_request_id'> {
+  return {
+    key_id: pending.keyId,
+    vendor: pending.vendor,
+    method: pending.method,
+    path: pending.path,
+    idempotency_key: pending.idempotencyKey,
+    agent_run_label: pending.agentRunLabel,
+    tainted: pending.tainted,
+  };
+}
+
+function familyRecord(input: AuditInput): FamilyAuditRecord {
+  return {
+    rid: randomUUID(),
+    at: input.at,
+    key_id: input.keyId,
+    vendor: input.vendor,
+    method: input.method,
+    path: input.path,
+    outcome: input.outcome,
+    reason: input.reason,
+    status: input.status,
+    cost_micros: input.costMicros,
+    vendor_request_id: input.vendorRequestId,
+    idempotency_key: input.idempotencyKey,
+    agent_run_label: input.agentRunLabel,
+    tainted: input.tainted,
+  };
+}
+
+function wireRecord(record: FamilyAuditRecord, seq: number): AuditRecordJson {
+  return {
+    seq,
+    at: record.at,
+    key_id: record.key_id,
+    vendor: record.vendor,
+    method: record.method,
+    path: record.path,
+    outcome: record.outcome,
+    reason: record.reason,
+    status: record.status,
+    cost_usd: microsToUsd(record.cost_micros),
+    vendor_request_id: record.vendor_request_id,
+    idempotency_key: record.idempotency_key,
+    agent_run_label: record.agent_run_label,
+    tainted: record.tainted,
+  };
+}

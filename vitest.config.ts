@@ -1,12 +1,42 @@
 import { defineConfig } from 'vitest/config';
 
+/** Files that exercise the store only through HTTP: they run once per store. */
+const SHARED_SUITE = [
+  'admin-api',
+  'proxy-stripe-mock',
+  'allowlist',
+  'idempotency',
+  'vendors',
+  'cap-concurrency',
+  'config',
+  'hostile-input',
+].map((name) => `core-proxy/test/${name}.test.ts`);
+
 export default defineConfig({
   test: {
-    include: ['core-proxy/test/**/*.test.ts'],
-    globalSetup: ['core-proxy/test/global-setup.ts'],
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: 'forks',
-    reporters: ['default'],
+    projects: [
+      {
+        extends: true,
+        test: {
+          name: 'embedded',
+          include: ['core-proxy/test/**/*.test.ts'],
+          exclude: ['core-proxy/test/redis-*.test.ts'],
+          globalSetup: ['core-proxy/test/global-setup.ts'],
+          env: { KEYBRAKE_TEST_STORE: 'embedded' },
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'redis',
+          include: [...SHARED_SUITE, 'core-proxy/test/redis-*.test.ts'],
+          globalSetup: ['core-proxy/test/global-setup-redis.ts'],
+          env: { KEYBRAKE_TEST_STORE: 'redis' },
+        },
+      },
+    ],
   },
 });

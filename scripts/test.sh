@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Installs everything the tests need (pnpm, dependencies, stripe-mock), then runs them all:
-# typecheck, lint, and the vitest suite against real stripe-mock.
+# Installs everything the tests need (pnpm, dependencies, stripe-mock, redis-server), then runs
+# them all: typecheck, lint, and the vitest suite against real stripe-mock and real Redis.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_deps
 STRIPE_MOCK_BIN="$(bash scripts/install-stripe-mock.sh)"
 export STRIPE_MOCK_BIN
+bash scripts/install-redis.sh
 pnpm run build
 pnpm run typecheck
 pnpm run lint

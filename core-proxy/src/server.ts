@@ -15,13 +15,13 @@ export interface ServerOptions {
  */
 export async function startServer(config: KeybrakeConfig, options: ServerOptions = {}): Promise<FastifyInstance> {
   const app = await buildApp({ config, store: openStore(config) });
-  await app.listen({ host: config.host, port: config.port });
   if (config.generatedApiKey) {
     // Dev mode only: an issuer key is not a vendor secret or a vault key, and there is no other way to learn it.
     process.stderr.write(
       `\nKEYBRAKE_API_KEYS is not set (dev mode): issuer key, kept in ${config.dataDir}/dev-issuer-key:\n  ${config.apiKeys[0]}\n\n`,
     );
   }
+  await app.listen({ host: config.host, port: config.port });
   const configured = Object.keys(config.vendorSecrets);
   app.log.info(
     { store: config.redisUrl ? 'redis' : 'embedded', dataDir: config.dataDir, vendors: configured },

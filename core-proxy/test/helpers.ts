@@ -6,11 +6,14 @@ import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
-import { expect, onTestFinished } from 'vitest';
+import { Cluster, Redis } from 'ioredis';
+import { expect, inject, onTestFinished } from 'vitest';
 import { buildApp } from '../src/app.js';
 import { REDACTED_LOG_PATHS } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
+import { RedisStore } from '../src/store/redis-store.js';
 import { SqliteStore } from '../src/store/sqlite-store.js';
+import type { Store } from '../src/store/store.js';
 
 /** Real-looking vendor secrets, unique per test so a leak can be traced. stripe-mock wants `sk_test_`. */
 export function newSecrets(): Record<string, string> {
@@ -28,6 +31,8 @@ export interface TestProxy {
   readonly apiKey: string;
   readonly secrets: Record<string, string>;
   readonly dataDir: string;
+  /** The Redis key prefix of this proxy (its deployment). */
+  readonly redisPrefix: string;
   /** Moves the proxy's clock. */
   advance(ms: number): void;
   /** Calls the admin API with the issuer key. */
@@ -43,6 +48,52 @@ export interface TestProxyOptions {
   readonly env?: Record<string, string>;
   /** Epoch ms the clock starts at. @default Date.now() */
   readonly startAt?: number;
+  /** @default the project's store: `KEYBRAKE_TEST_STORE` ('embedded' or 'redis') */
+  readonly store?: 'embedded' | 'redis';
+  /** Redis (or `redis+cluster://`) URL. @default the project's Redis */
+  readonly redisUrl?: string;
+  /** Redis key prefix; replicas of one deployment share it. @default a fresh one per proxy */
+  readonly redisPrefix?: string;
+  /** Vendor secrets; replicas of one deployment share them. @default fresh ones */
+  readonly secrets?: Record<string, string>;
+  /** Issuer key. @default a fresh one */
+  readonly apiKey?: string;
+  /** Redis command timeout. @default 2000 */
+  readonly redisTimeoutMs?: number;
+}
+
+/** Which store this test project runs the shared suite on. */
+export const TEST_STORE: 'embedded' | 'redis' = process.env.KEYBRAKE_TEST_STORE === 'redis' ? 'redis' : 'embedded';
+
+/** Every value under a prefix, as text, to search for leaks. */
+async function dumpRedis(url: string, prefix: string): Promise<string[]> {
+  const cluster = url.startsWith('redis+cluster://');
+  const seeds = url.replace(/^redis(\+cluster)?:\/\//, '').split(',');
+  const client = cluster
+    ? new Cluster(seeds.map((seed) => ({ host: seed.split(':')[0] as string, port: Number(seed.split(':')[1]) })))
+    : new Redis(url);
+  try {
+    const nodes = client instanceof Cluster ? client.nodes('master') : [client];
+    const values: string[] = [];
+    for (const node of nodes) {
+      let cursor = '0';
+      do {
+        const [next, keys] = await node.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+        cursor = next;
+        for (const key of keys) {
+          const type = await node.type(key);
+          if (type === 'string') values.push((await node.get(key)) ?? '');
+          else if (type === 'hash') values.push(JSON.stringify(await node.hgetall(key)));
+          else if (type === 'list') values.push(...(await node.lrange(key, 0, -1)));
+          else if (type === 'set') values.push(...(await node.smembers(key)));
+          values.push(key);
+        }
+      } while (cursor !== '0');
+    }
+    return values;
+  } finally {
+    client.disconnect();
+  }
 }
 
 /**
@@ -52,8 +103,11 @@ export interface TestProxyOptions {
  * (a vault key may appear only in the one response that issued it).
  */
 export async function startProxy(options: TestProxyOptions = {}): Promise<TestProxy> {
-  const secrets = newSecrets();
-  const apiKey = `kb_admin_${randomUUID()}`;
+  const secrets = options.secrets ?? newSecrets();
+  const apiKey = options.apiKey ?? `kb_admin_${randomUUID()}`;
+  const storeKind = options.store ?? TEST_STORE;
+  const redisUrl = options.redisUrl ?? (storeKind === 'redis' ? inject('redisUrl') : '');
+  const redisPrefix = options.redisPrefix ?? `t:${randomUUID()}:`;
   const dataDir = mkdtempSync(join(tmpdir(), 'keybrake-test-'));
   const config = loadConfig({
     KEYBRAKE_API_KEYS: apiKey,
@@ -69,9 +123,14 @@ export async function startProxy(options: TestProxyOptions = {}): Promise<TestPr
       done();
     },
   });
+  const store: Store =
+    storeKind === 'redis'
+      ? new RedisStore({ url: redisUrl, prefix: redisPrefix, commandTimeoutMs: options.redisTimeoutMs ?? 2000 })
+      : new SqliteStore({ dataDir });
+  if (storeKind === 'redis') await waitUntilReachable(store);
   const app = await buildApp({
     config,
-    store: new SqliteStore({ dataDir }),
+    store,
     now: () => Date.now() + offset,
     logger: { level: 'debug', stream: logStream, redact: REDACTED_LOG_PATHS },
   });
@@ -91,7 +150,10 @@ export async function startProxy(options: TestProxyOptions = {}): Promise<TestPr
 
   onTestFinished(async () => {
     await app.close();
-    const storeFiles = readdirSync(dataDir).map((file) => readFileSync(join(dataDir, file)).toString('latin1'));
+    const storeFiles =
+      storeKind === 'redis'
+        ? await dumpRedis(redisUrl, redisPrefix)
+        : readdirSync(dataDir).map((file) => readFileSync(join(dataDir, file)).toString('latin1'));
     rmSync(dataDir, { recursive: true, force: true });
     const secretValues = Object.values(secrets);
     for (const line of logLines) {
@@ -131,6 +193,7 @@ export async function startProxy(options: TestProxyOptions = {}): Promise<TestPr
     apiKey,
     secrets,
     dataDir,
+    redisPrefix,
     advance: (ms) => {
       offset += ms;
     },
@@ -147,6 +210,19 @@ export async function startProxy(options: TestProxyOptions = {}): Promise<TestPr
     },
     call: (path, init) => fetch(`${url}${path}`, init),
   };
+}
+
+/** Waits for a store to answer (a Redis client connects in the background and fails closed until then). */
+async function waitUntilReachable(store: Store): Promise<void> {
+  for (let i = 0; i < 200; i += 1) {
+    try {
+      await store.ping();
+      return;
+    } catch {
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+  }
+  throw new Error('the store did not become reachable');
 }
 
 /** One request as the fake vendor received it. */

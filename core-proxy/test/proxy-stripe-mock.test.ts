@@ -74,41 +74,42 @@ describe('proxy to stripe-mock', () => {
     const revoked = await proxy.issueKey({ vendor: 'stripe', usd_cap: 10, allowed_endpoints: ['GET /v1/customers'] });
     await proxy.admin('DELETE', `/vault/keys/${revoked.key_id}`);
 
-    const cases: [string, Promise<Response>, number, string][] = [
+    const cases: [string, () => Promise<Response>, number, string][] = [
       [
         'no key',
-        proxy.call('/stripe/v1/payment_intents', { method: 'POST', body: 'amount=1' }),
+        () => proxy.call('/stripe/v1/payment_intents', { method: 'POST', body: 'amount=1' }),
         401,
         'invalid_vault_key',
       ],
-      ['unknown key', stripeCharge(proxy, 'kb_vk_unknown', 100), 401, 'invalid_vault_key'],
+      ['unknown key', () => stripeCharge(proxy, 'kb_vk_unknown', 100), 401, 'invalid_vault_key'],
       [
         'revoked key (also not allowed: revocation comes first)',
-        stripeCharge(proxy, revoked.vault_key, 100),
+        () => stripeCharge(proxy, revoked.vault_key, 100),
         401,
         'vault_key_revoked',
       ],
-      ['key of another vendor', stripeCharge(proxy, resendKey.vault_key, 100), 403, 'vendor_mismatch'],
+      ['key of another vendor', () => stripeCharge(proxy, resendKey.vault_key, 100), 403, 'vendor_mismatch'],
       [
         'endpoint not allowed',
-        proxy.call('/stripe/v1/charges', {
-          method: 'POST',
-          headers: { authorization: `Bearer ${key.vault_key}` },
-          body: 'amount=100',
-        }),
+        () =>
+          proxy.call('/stripe/v1/charges', {
+            method: 'POST',
+            headers: { authorization: `Bearer ${key.vault_key}` },
+            body: 'amount=100',
+          }),
         403,
         'endpoint_not_allowed',
       ],
       [
         'method not allowed',
-        proxy.call('/stripe/v1/payment_intents', { headers: { authorization: `Bearer ${key.vault_key}` } }),
+        () => proxy.call('/stripe/v1/payment_intents', { headers: { authorization: `Bearer ${key.vault_key}` } }),
         403,
         'endpoint_not_allowed',
       ],
-      ['over the cap', stripeCharge(proxy, key.vault_key, 1001), 429, 'cap_exhausted'],
+      ['over the cap', () => stripeCharge(proxy, key.vault_key, 1001), 429, 'cap_exhausted'],
     ];
-    for (const [name, pending, status, code] of cases) {
-      const response = await pending;
+    for (const [name, send, status, code] of cases) {
+      const response = await send();
       expect(response.status, name).toBe(status);
       expect((await json(response)).error.code, name).toBe(code);
       expect(response.headers.get('x-keybrake-cap-hit'), name).toBe(code === 'cap_exhausted' ? 'true' : null);

@@ -18,7 +18,7 @@
  * ARGV[8]   reservation record (JSON) kept until settled or swept
  * ARGV[9]   TTL of an in-flight idempotency claim, ms
  * ARGV[10]  TTL of a daily spend hash, ms
- * Returns {'reserved'} | {'replay', response_json} | {'refused', code, cap_key_id?}
+ * Returns {'reserved', tainted '1'|'0'} | {'replay', response_json} | {'refused', code, cap_key_id?}
  */
 export const RESERVE_LUA = `
 local cost = tonumber(ARGV[2])
@@ -64,5 +64,6 @@ if ARGV[5] == '1' then
   redis.call('HSET', KEYS[2], 'fingerprint', ARGV[6])
   redis.call('PEXPIRE', KEYS[2], ARGV[9])
 end
-return {'reserved'}
+if tainted then return {'reserved', '1'} end
+return {'reserved', '0'}
 `;

@@ -56,6 +56,8 @@ interface CallFacts {
   /** When the call arrived, epoch ms, from the app clock. */
   readonly at: number;
   segments?: string[];
+  /** The key or an ancestor is tainted, as the store read it (fresher than a cached key record). */
+  keyTainted?: boolean;
   key?: VaultKeyRecord;
 }
 
@@ -139,7 +141,9 @@ async function forwardChecked(
       facts.idempotencyKey === null ? null : { key: facts.idempotencyKey, fingerprint: fingerprint(facts, segments) },
     pending: auditBase(facts),
   });
+  if (reserved.kind === 'reserved') facts.keyTainted = reserved.tainted;
   if (reserved.kind === 'refused') {
+    if (reserved.code === 'tainted_request_refused') facts.keyTainted = true;
     if (reserved.code === 'cap_exhausted') throw new CapExhaustedError(reserved.capKeyId ?? key.keyId);
     const [statusCode, code, message] = REFUSALS[reserved.code];
     throw httpError(statusCode, code, message);
@@ -343,7 +347,7 @@ function auditBase(
     path: facts.segments ? encodePath(facts.segments) : facts.rawPath.slice(0, MAX_AUDITED_PATH),
     idempotencyKey: facts.idempotencyKey?.slice(0, MAX_IDEMPOTENCY_KEY) ?? null,
     agentRunLabel: facts.key?.agentRunLabel ?? null,
-    tainted: facts.untrusted || (facts.key?.tainted ?? false),
+    tainted: facts.untrusted || (facts.keyTainted ?? facts.key?.tainted ?? false),
   };
 }
 

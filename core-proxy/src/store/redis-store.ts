@@ -321,7 +321,7 @@ export class RedisStore implements Store {
       switch (result[0]) {
         case 'reserved':
           this.pending.set(input.reservationId, { root, chain, day, idempotencyKey: idem?.key ?? null });
-          return { kind: 'reserved' };
+          return { kind: 'reserved', tainted: result[1] === '1' };
         case 'replay':
           return { kind: 'replay', response: JSON.parse(result[1] as string) as StoredResponse };
         default:

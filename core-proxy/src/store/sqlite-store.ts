@@ -225,7 +225,8 @@ export class SqliteStore implements Store {
             if (key.revoked_at !== null) return { kind: 'refused', code: 'vault_key_revoked' };
             if (key.expires_at <= input.now) return { kind: 'refused', code: 'vault_key_expired' };
           }
-          if (input.sensitive && chain.some((key) => key.tainted === 1)) {
+          const tainted = chain.some((key) => key.tainted === 1);
+          if (input.sensitive && tainted) {
             return { kind: 'refused', code: 'tainted_request_refused' };
           }
 
@@ -272,7 +273,7 @@ export class SqliteStore implements Store {
               'INSERT INTO idempotency (key_id, idempotency_key, fingerprint, response, created_at) VALUES (?, ?, ?, NULL, ?)',
             ).run(input.keyId, input.idempotency.key, input.idempotency.fingerprint, input.now);
           }
-          return { kind: 'reserved' };
+          return { kind: 'reserved', tainted };
         })
         .immediate(),
     );

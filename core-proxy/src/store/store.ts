@@ -80,7 +80,8 @@ export interface ReserveInput {
 
 /** Result of {@link Store.reserve}. */
 export type ReserveOutput =
-  | { readonly kind: 'reserved' }
+  /** `tainted`: the key or an ancestor is tainted, as read inside the reservation. */
+  | { readonly kind: 'reserved'; readonly tainted: boolean }
   | { readonly kind: 'replay'; readonly response: StoredResponse }
   | {
       readonly kind: 'refused';

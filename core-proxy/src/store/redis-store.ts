@@ -40,7 +40,7 @@ export interface RedisStoreOptions {
   readonly reservationTtlMs?: number;
   /** How long kept idempotent responses live. @default 24h (the contract's minimum) */
   readonly idempotencyRetentionMs?: number;
-  /** How often this replica looks for expired reservations. @default 30000 */
+  /** How often this replica looks for expired reservations. @default half the reservation TTL, at most 30000 */
   readonly sweepIntervalMs?: number;
   /** How often this replica seals new audit records into the chain. @default 1000 */
   readonly sealIntervalMs?: number;
@@ -160,21 +160,26 @@ export class RedisStore implements Store {
       maxRetriesPerRequest: 0,
       retryStrategy: (attempt) => Math.min(50 * attempt, 1000),
     };
-    const url = new URL(options.url);
-    if (url.protocol === 'redis+cluster:' || url.protocol === 'rediss+cluster:') {
-      const nodes = url.host.split(',').map((hostPort) => {
+    const cluster = /^rediss?\+cluster:\/\/(?:([^:@]*):?([^@]*)@)?(.+)$/.exec(options.url);
+    if (cluster) {
+      const [, username, password, seeds] = cluster;
+      const nodes = (seeds as string).split(',').map((hostPort) => {
         const [host, port] = hostPort.split(':');
         return { host: host as string, port: Number(port ?? 6379) };
       });
       this.redis = new Cluster(nodes, {
         keyPrefix: prefix,
-        enableOfflineQueue: false,
-        enableAutoPipelining: true,
+        // Cluster connects to each node lazily: queue until it is ready. The command timeout still
+        // bounds every wait, so a call fails closed rather than hang.
+        enableOfflineQueue: true,
+        // Auto-pipelining batches commands of different slots together, which Cluster refuses.
+        enableAutoPipelining: false,
         clusterRetryStrategy: (attempt) => Math.min(100 * attempt, 2000),
         redisOptions: {
           ...connection,
-          password: url.password || undefined,
-          username: url.username || undefined,
+          enableOfflineQueue: true,
+          username: username ? decodeURIComponent(username) : undefined,
+          password: password ? decodeURIComponent(password) : undefined,
         },
       }) as Client;
     } else {
@@ -196,7 +201,9 @@ export class RedisStore implements Store {
       this.timers.push(timer);
     };
     every(options.sealIntervalMs ?? 1000, () => this.sealDirtyShards());
-    every(options.sweepIntervalMs ?? 30_000, () => this.sweepExpiredReservations(Date.now()));
+    every(options.sweepIntervalMs ?? Math.min(30_000, this.reservationTtlMs / 2), () =>
+      this.sweepExpiredReservations(Date.now()),
+    );
   }
 
   createKey(record: VaultKeyRecord): Promise<void> {

@@ -158,7 +158,7 @@ export class RedisStore implements Store {
       // A command cut off by a dropped connection is never sent again: it may have run.
       autoResendUnfulfilledCommands: false,
       maxRetriesPerRequest: 0,
-      retryStrategy: (attempt) => Math.min(50 * attempt, 1000),
+      retryStrategy: (attempt) => Math.min(50 * attempt, 500),
     };
     const cluster = /^rediss?\+cluster:\/\/(?:([^:@]*):?([^@]*)@)?(.+)$/.exec(options.url);
     if (cluster) {
@@ -169,15 +169,14 @@ export class RedisStore implements Store {
       });
       this.redis = new Cluster(nodes, {
         keyPrefix: prefix,
-        // Cluster connects to each node lazily: queue until it is ready. The command timeout still
-        // bounds every wait, so a call fails closed rather than hang.
+        // Cluster connects lazily: queue until it is ready. The command timeout still bounds every
+        // wait, so a call fails closed rather than hang.
         enableOfflineQueue: true,
         // Auto-pipelining batches commands of different slots together, which Cluster refuses.
         enableAutoPipelining: false,
         clusterRetryStrategy: (attempt) => Math.min(100 * attempt, 2000),
         redisOptions: {
           ...connection,
-          enableOfflineQueue: true,
           username: username ? decodeURIComponent(username) : undefined,
           password: password ? decodeURIComponent(password) : undefined,
         },

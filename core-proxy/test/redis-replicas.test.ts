@@ -99,6 +99,32 @@ describe.each([
     expect(calls.map((call: { outcome: string }) => call.outcome)).toEqual(['forwarded', 'replayed']);
   });
 
+  it('audit verify stays ok on one replica while the others are writing and sealing', async () => {
+    const [a, b, c] = await startReplicas(url());
+    const key = await a!.issueKey({
+      vendor: 'stripe',
+      usd_cap: 10_000,
+      allowed_endpoints: ['POST /v1/payment_intents'],
+    });
+    let writing = true;
+    const traffic = (async () => {
+      for (let round = 0; round < 40; round += 1) {
+        // Listing calls seals the family's new records: the chain keeps growing under the verifier.
+        await Promise.all([
+          ...Array.from({ length: 10 }, (_, i) => stripeCharge(i % 2 ? a! : b!, key.vault_key, 100)),
+          a!.admin('GET', `/vault/keys/${key.key_id}/calls`),
+        ]);
+      }
+      writing = false;
+    })();
+    const verdicts: { ok: boolean }[] = [];
+    while (writing) verdicts.push((await c!.admin('GET', '/audit/verify')).body);
+    await traffic;
+    expect(verdicts.length).toBeGreaterThan(3);
+    expect(verdicts.filter((verdict) => !verdict.ok)).toEqual([]);
+    expect((await c!.admin('GET', '/audit/verify')).body).toMatchObject({ ok: true, records: 400 });
+  });
+
   it('children on one replica and their parent cap on another share one budget', async () => {
     const [a, b, c] = await startReplicas(url());
     const parent = await a!.issueKey({

@@ -62,23 +62,12 @@ interface PendingReservation {
   readonly idempotencyKey: string | null;
 }
 
-/** An audit record as appended to a family's list, before the sealer gives it a place in the chain. */
-interface FamilyAuditRecord {
-  rid: string;
-  at: string;
-  key_id: string | null;
-  vendor: string;
-  method: string;
-  path: string;
-  outcome: AuditInput['outcome'];
-  reason: string | null;
-  status: number | null;
-  cost_micros: number;
-  vendor_request_id: string | null;
-  idempotency_key: string | null;
-  agent_run_label: string | null;
-  tainted: boolean;
-}
+/**
+ * An audit record as appended to a family's list, before the sealer gives it a place in the chain:
+ * the wire record without `seq`, with a record id (to recognise it if sealed twice) and the cost in
+ * exact micro-dollars.
+ */
+type FamilyAuditRecord = Omit<AuditRecordJson, 'seq' | 'cost_usd'> & { rid: string; cost_micros: number };
 
 interface ScriptCommands {
   kbReserve(...args: (string | number)[]): Promise<[string, string?, string?]>;
@@ -388,11 +377,13 @@ export class RedisStore implements Store {
   verifyAudit(): Promise<AuditVerification> {
     return this.run(async () => {
       await this.seal(await this.redis.smembers(SHARDS));
+      // Verify up to the head as it is now: sealers on other replicas may append meanwhile.
+      const head = await this.redis.hmget(CHAIN_HEAD, 'seq', 'hash');
+      const total = Number(head[0] ?? 0);
       let prevHash = GENESIS_HASH;
       let records = 0;
-      const total = await this.redis.llen(CHAIN);
       for (let start = 0; start < total; start += 1000) {
-        const entries = await this.redis.lrange(CHAIN, start, start + 999);
+        const entries = await this.redis.lrange(CHAIN, start, Math.min(start + 999, total - 1));
         for (const raw of entries) {
           const expectedSeq = records + 1;
           let bad = true;
@@ -412,8 +403,8 @@ export class RedisStore implements Store {
           records += 1;
         }
       }
-      const head = await this.redis.hmget(CHAIN_HEAD, 'seq', 'hash');
-      if (Number(head[0] ?? 0) !== records || (records > 0 && head[1] !== prevHash)) {
+      // A chain shorter than its head, or a head that is not its last hash, was cut or rewritten.
+      if (records !== total || (total > 0 && head[1] !== prevHash)) {
         return { ok: false, records, firstBadSeq: records + 1 };
       }
       return { ok: true, records, head: prevHash };

@@ -117,18 +117,28 @@ describe('Redis failures fail closed (real redis-server, fake vendor)', () => {
     expect((await stripeCharge(proxy, key.vault_key, 100)).status).toBe(200);
   });
 
-  it('SCRIPT FLUSH mid-run costs no failed request', async () => {
-    const proxy = await startProxy({ store: 'redis', env: { KEYBRAKE_STRIPE_BASE_URL: inject('stripeMockUrl') } });
+  it.each([
+    ['one Redis', () => inject('redisUrl')],
+    ['a 3-master Redis Cluster', () => inject('redisClusterUrl')],
+  ])('SCRIPT FLUSH mid-run on %s costs no failed request', async (_name, url) => {
+    const proxy = await startProxy({
+      store: 'redis',
+      redisUrl: url(),
+      env: { KEYBRAKE_STRIPE_BASE_URL: inject('stripeMockUrl') },
+    });
     const key = await proxy.issueKey({
       vendor: 'stripe',
       usd_cap: 100_000,
       allowed_endpoints: ['POST /v1/payment_intents'],
     });
-    const raw = new Redis(inject('redisUrl'));
-    onTestFinished(() => raw.disconnect());
+    const seeds = url()
+      .replace(/^redis(\+cluster)?:\/\//, '')
+      .split(',');
+    const nodes = seeds.map((seed) => new Redis(Number(seed.split(':')[1]), seed.split(':')[0] as string));
+    onTestFinished(() => nodes.forEach((node) => node.disconnect()));
     const statuses: number[] = [];
     for (let round = 0; round < 6; round += 1) {
-      if (round === 3) expect(await raw.script('FLUSH')).toBe('OK');
+      if (round === 3) for (const node of nodes) expect(await node.script('FLUSH')).toBe('OK');
       const batch = await Promise.all(Array.from({ length: 50 }, () => stripeCharge(proxy, key.vault_key, 100)));
       statuses.push(...batch.map((r) => r.status));
     }

@@ -22,7 +22,7 @@ export default defineConfig({
         extends: true,
         test: {
           name: 'embedded',
-          include: ['core-proxy/test/**/*.test.ts'],
+          include: ['core-proxy/test/**/*.test.ts', 'integrations/*/test/**/*.test.ts'],
           exclude: ['core-proxy/test/redis-*.test.ts'],
           globalSetup: ['core-proxy/test/global-setup.ts'],
           env: { KEYBRAKE_TEST_STORE: 'embedded' },

@@ -67,6 +67,8 @@ export class CapExhaustedError extends KeybrakeError {
   constructor(readonly capKeyId: string) {
     super(429, 'cap_exhausted', 'This call would take spend past the vault key cap; nothing was forwarded.', {
       'x-keybrake-cap-hit': 'true',
+      // The Stripe SDK honours this: a cap hit is never worth a retry.
+      'stripe-should-retry': 'false',
     });
   }
 }

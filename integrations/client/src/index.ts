@@ -1,0 +1,11 @@
+export {
+  KeybrakeClient,
+  type KeybrakeClientOptions,
+  type IssueVaultKeyInput,
+  type IssuedVaultKey,
+  type VaultKeyState,
+  type VaultKeyCall,
+} from './client.js';
+export { KeybrakeApiError, CapExhaustedError } from './errors.js';
+export { isCapHit, CAP_HIT_HEADER } from './cap-hit.js';
+export { deriveIdempotencyKey } from './idempotency.js';

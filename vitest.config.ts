@@ -31,6 +31,16 @@ export default defineConfig({
       {
         extends: true,
         test: {
+          name: 'e2e-temporal',
+          include: ['e2e/temporal/test/**/*.e2e.test.ts'],
+          globalSetup: ['core-proxy/test/global-setup.ts'],
+          env: { KEYBRAKE_TEST_STORE: 'embedded' },
+          testTimeout: 180_000,
+        },
+      },
+      {
+        extends: true,
+        test: {
           name: 'redis',
           include: [...SHARED_SUITE, 'core-proxy/test/redis-*.test.ts'],
           globalSetup: ['core-proxy/test/global-setup-redis.ts'],

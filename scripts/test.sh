@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs everything the tests need (pnpm, dependencies, stripe-mock, redis-server), then runs
-# them all: typecheck, lint, and the vitest suite against real stripe-mock and real Redis.
+# Installs everything the tests need (pnpm, dependencies, stripe-mock, redis-server, the Temporal
+# CLI), then runs them all: typecheck, lint, and the vitest projects (embedded store, Redis store,
+# and e2e on the real engines) against real stripe-mock, Redis and Temporal.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -8,6 +9,8 @@ ensure_deps
 STRIPE_MOCK_BIN="$(bash scripts/install-stripe-mock.sh)"
 export STRIPE_MOCK_BIN
 bash scripts/install-redis.sh
+TEMPORAL_CLI_BIN="$(bash scripts/install-temporal.sh)"
+export TEMPORAL_CLI_BIN
 pnpm run build
 pnpm run typecheck
 pnpm run lint

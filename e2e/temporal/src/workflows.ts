@@ -1,0 +1,68 @@
+import { ActivityFailure, ApplicationFailure, proxyActivities } from '@temporalio/workflow';
+import { CAP_EXHAUSTED_FAILURE, withVaultKey } from '@keybrake/temporal/workflow';
+import type * as activities from './activities.js';
+
+const { chargeCustomer } = proxyActivities<typeof activities>({
+  startToCloseTimeout: '30s',
+  retry: { initialInterval: '200ms', backoffCoefficient: 2, maximumAttempts: 4 },
+});
+
+/** Input of the billing example. */
+export interface BillingInput {
+  readonly capUsd: number;
+  readonly customers: readonly activities.ChargeInput[];
+}
+
+/** What the billing example did. */
+export interface BillingSummary {
+  readonly keyId: string;
+  readonly charged: number;
+  readonly chargedCents: number;
+  readonly capped: number;
+  readonly failed: number;
+}
+
+/**
+ * The runnable example: an agent's billing run fans out one charge activity per customer, all
+ * under one vault key with a dollar cap. Charges past the cap fail for good
+ * (`KeybrakeCapExhausted`, never retried); the key is revoked when the run ends.
+ */
+export async function billingWorkflow(input: BillingInput): Promise<BillingSummary> {
+  return withVaultKey(
+    { vendor: 'stripe', usd_cap: input.capUsd, allowed_endpoints: ['POST /v1/payment_intents'], expires_in: '1h' },
+    async ({ keyId }) => {
+      const results = await Promise.allSettled(input.customers.map((customer) => chargeCustomer(customer)));
+      let charged = 0;
+      let chargedCents = 0;
+      let capped = 0;
+      for (const result of results) {
+        if (result.status === 'fulfilled') {
+          charged += 1;
+          chargedCents += result.value.amountCents;
+        } else if (isCapHit(result.reason)) {
+          capped += 1;
+        }
+      }
+      return { keyId, charged, chargedCents, capped, failed: results.length - charged - capped };
+    },
+  );
+}
+
+/** Charges one customer, then fails: the key must still be revoked. */
+export async function failingBillingWorkflow(input: BillingInput): Promise<never> {
+  return withVaultKey(
+    { vendor: 'stripe', usd_cap: input.capUsd, allowed_endpoints: ['POST /v1/payment_intents'] },
+    async () => {
+      for (const customer of input.customers) await chargeCustomer(customer);
+      throw ApplicationFailure.nonRetryable('the agent gave up', 'ExampleFailure');
+    },
+  );
+}
+
+function isCapHit(reason: unknown): boolean {
+  return (
+    reason instanceof ActivityFailure &&
+    reason.cause instanceof ApplicationFailure &&
+    reason.cause.type === CAP_EXHAUSTED_FAILURE
+  );
+}

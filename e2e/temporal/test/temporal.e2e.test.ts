@@ -1,0 +1,157 @@
+import { randomUUID } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { TestWorkflowEnvironment } from '@temporalio/testing';
+import { Worker } from '@temporalio/worker';
+import { WorkflowFailedError } from '@temporalio/client';
+import {
+  createKeybrakeActivities,
+  keybrakeActivityInterceptors,
+  keybrakeWorkflowInterceptorsPath,
+} from '@keybrake/temporal';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { startProxy, type TestProxy } from '../../../core-proxy/test/helpers.js';
+import { startDroppingRelay } from '../../../integrations/client/test/dropping-proxy.js';
+import * as activities from '../src/activities.js';
+import type { BillingInput, BillingSummary } from '../src/workflows.js';
+import { activityOutcomes, historyText } from './history.js';
+
+const WORKFLOWS = fileURLToPath(new URL('../src/workflows.ts', import.meta.url));
+const SEAL_SECRET = `seal-${randomUUID()}`;
+
+/** $1.00 to $5.00, deterministic per customer. */
+const customers = (count: number) =>
+  Array.from({ length: count }, (_, i) => ({ customerId: `cus_${i}`, amountCents: 100 + ((i * 7919) % 401) }));
+
+let env: TestWorkflowEnvironment;
+
+beforeAll(async () => {
+  const path = process.env.TEMPORAL_CLI_BIN;
+  if (!path) throw new Error('TEMPORAL_CLI_BIN is not set: run `pnpm e2e:temporal` (it installs the Temporal CLI).');
+  env = await TestWorkflowEnvironment.createLocal({ server: { executable: { type: 'existing-path', path } } });
+}, 120_000);
+
+afterAll(async () => {
+  await env?.teardown();
+});
+
+/** Runs a workflow on a real worker (own task queue) wired to Keybrake as a user would wire it. */
+async function runOnWorker<T>(
+  proxy: TestProxy,
+  options: { proxyUrl?: string; seal?: boolean },
+  run: (taskQueue: string) => Promise<T>,
+): Promise<T> {
+  const taskQueue = `keybrake-${randomUUID()}`;
+  const sealSecret = options.seal === false ? undefined : SEAL_SECRET;
+  const worker = await Worker.create({
+    connection: env.nativeConnection,
+    taskQueue,
+    workflowsPath: WORKFLOWS,
+    activities: {
+      ...createKeybrakeActivities({ baseUrl: proxy.url, apiKey: proxy.apiKey, sealSecret }),
+      ...activities,
+    },
+    interceptors: {
+      activity: keybrakeActivityInterceptors({ proxyUrl: options.proxyUrl ?? proxy.url, sealSecret }),
+      workflowModules: [keybrakeWorkflowInterceptorsPath],
+    },
+  });
+  return worker.runUntil(run(taskQueue));
+}
+
+async function stripeProxy(): Promise<TestProxy> {
+  return startProxy({ store: 'embedded', env: { KEYBRAKE_STRIPE_BASE_URL: inject('stripeMockUrl') } });
+}
+
+describe('Temporal integration on a real Temporal dev server (stripe-mock upstream)', () => {
+  it('the 200-charge fan-out stops at the $300 cap: cap hits fail once, non-retryable; the key is revoked; no vault key in history', async () => {
+    const proxy = await stripeProxy();
+    const workflowId = `billing-${randomUUID()}`;
+    const summary = await runOnWorker(proxy, {}, (taskQueue) =>
+      env.client.workflow.execute<(input: BillingInput) => Promise<BillingSummary>>('billingWorkflow', {
+        taskQueue,
+        workflowId,
+        args: [{ capUsd: 300, customers: customers(200) }],
+      }),
+    );
+    expect(summary.charged + summary.capped).toBe(200);
+    expect(summary.failed).toBe(0);
+    expect(summary.chargedCents).toBeLessThanOrEqual(30_000);
+    expect(summary.capped).toBeGreaterThan(0);
+
+    const key = (await proxy.admin('GET', `/vault/keys/${summary.keyId}`)).body;
+    expect(key.status).toBe('revoked');
+    expect(key.spent_usd).toBeCloseTo(summary.chargedCents / 100, 6);
+    expect(key.agent_run_label).toBe(`temporal/${workflowId}`);
+
+    const history = await env.client.workflow.getHandle(workflowId).fetchHistory();
+    const { attempts, failures } = activityOutcomes(history);
+    const capFailures = failures.filter((f) => f.type === 'KeybrakeCapExhausted');
+    expect(capFailures).toHaveLength(summary.capped);
+    expect(capFailures.every((f) => f.nonRetryable)).toBe(true);
+    expect(attempts.every((attempt) => attempt === 1)).toBe(true);
+
+    const text = historyText(history);
+    expect(text).toContain(summary.keyId);
+    for (const vaultKey of proxy.issuedVaultKeys()) expect(text).not.toContain(vaultKey);
+    console.log(
+      `[figures] Temporal fan-out: 200 charge activities under $300: ${summary.charged} charged ($${(summary.chargedCents / 100).toFixed(2)}), ` +
+        `${summary.capped} KeybrakeCapExhausted (non-retryable, attempt 1), key revoked`,
+    );
+  });
+
+  it('a transient failure after the charge is retried by Temporal and replayed by the proxy: one charge upstream', async () => {
+    const proxy = await stripeProxy();
+    const relay = await startDroppingRelay(proxy.url);
+    const workflowId = `flaky-${randomUUID()}`;
+    const summary = await runOnWorker(proxy, { proxyUrl: relay.url }, (taskQueue) =>
+      env.client.workflow.execute<(input: BillingInput) => Promise<BillingSummary>>('billingWorkflow', {
+        taskQueue,
+        workflowId,
+        args: [{ capUsd: 50, customers: [{ customerId: 'cus_flaky', amountCents: 1234 }] }],
+      }),
+    );
+    expect(summary).toMatchObject({ charged: 1, chargedCents: 1234 });
+    expect(relay.dropped()).toBe(1);
+    const { calls } = (await proxy.admin('GET', `/vault/keys/${summary.keyId}/calls`)).body;
+    expect(calls.map((c: { outcome: string }) => c.outcome)).toEqual(['forwarded', 'replayed']);
+    expect(calls[1].idempotency_key).toBe(calls[0].idempotency_key);
+    expect((await proxy.admin('GET', `/vault/keys/${summary.keyId}`)).body.spent_usd).toBeCloseTo(12.34, 6);
+    const { attempts } = activityOutcomes(await env.client.workflow.getHandle(workflowId).fetchHistory());
+    expect(attempts).toContain(2);
+  });
+
+  it('revokes the key when the workflow fails', async () => {
+    const proxy = await stripeProxy();
+    const workflowId = `failing-${randomUUID()}`;
+    const error = await runOnWorker(proxy, {}, (taskQueue) =>
+      env.client.workflow
+        .execute('failingBillingWorkflow', { taskQueue, workflowId, args: [{ capUsd: 50, customers: customers(2) }] })
+        .catch((e: unknown) => e),
+    );
+    expect(error).toBeInstanceOf(WorkflowFailedError);
+    const issued = proxy.issuedVaultKeys();
+    expect(issued).toHaveLength(1);
+    const history = historyText(await env.client.workflow.getHandle(workflowId).fetchHistory());
+    const keyId = /key_[A-Za-z0-9_-]{16}/.exec(history)?.[0];
+    expect(keyId).toBeDefined();
+    const key = (await proxy.admin('GET', `/vault/keys/${keyId}`)).body;
+    expect(key.status).toBe('revoked');
+    expect(key.spent_usd).toBeGreaterThan(0);
+  });
+
+  it('without the sealing option the vault key does appear in history (what the option protects against)', async () => {
+    const proxy = await stripeProxy();
+    const workflowId = `unsealed-${randomUUID()}`;
+    await runOnWorker(proxy, { seal: false }, (taskQueue) =>
+      env.client.workflow.execute('billingWorkflow', {
+        taskQueue,
+        workflowId,
+        args: [{ capUsd: 50, customers: customers(1) }],
+      }),
+    );
+    const text = historyText(await env.client.workflow.getHandle(workflowId).fetchHistory());
+    const [vaultKey] = proxy.issuedVaultKeys();
+    expect(vaultKey).toBeDefined();
+    expect(text).toContain(vaultKey);
+  });
+});

@@ -1,0 +1,38 @@
+import { type IssueVaultKeyInput, KeybrakeClient, type KeybrakeClientOptions } from '@keybrake/client';
+import type { VaultKeyRef } from './constants.js';
+import { sealVaultKey } from './seal.js';
+
+/** Options of {@link createKeybrakeActivities}. */
+export interface KeybrakeActivitiesOptions extends KeybrakeClientOptions {
+  /**
+   * Seal vault keys with this secret before they enter workflow history (AES-256-GCM; only
+   * workers hold the secret). Omit it only if your history is as secret as your vendor keys.
+   */
+  readonly sealSecret?: string;
+}
+
+/** The activities `withVaultKey` calls; register them on the worker beside your own. */
+export interface KeybrakeActivities {
+  keybrakeIssueVaultKey(input: IssueVaultKeyInput): Promise<VaultKeyRef>;
+  keybrakeRevokeVaultKey(keyId: string): Promise<void>;
+}
+
+/** Creates the issue and revoke activities, talking to the proxy with an issuer key. */
+export function createKeybrakeActivities(options: KeybrakeActivitiesOptions): KeybrakeActivities {
+  const client = new KeybrakeClient(options);
+  return {
+    async keybrakeIssueVaultKey(input) {
+      const issued = await client.issueVaultKey(input);
+      const sealed = options.sealSecret !== undefined;
+      return {
+        keyId: issued.key_id,
+        vaultKey: sealed ? sealVaultKey(issued.vault_key, options.sealSecret as string) : issued.vault_key,
+        sealed,
+        expiresAt: issued.expires_at,
+      };
+    },
+    async keybrakeRevokeVaultKey(keyId) {
+      await client.revokeVaultKey(keyId);
+    },
+  };
+}

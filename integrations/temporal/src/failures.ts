@@ -1,0 +1,45 @@
+import { ApplicationFailure } from '@temporalio/common';
+import { isCapHit } from '@keybrake/client';
+import { CAP_EXHAUSTED_FAILURE, VENDOR_RATE_LIMITED_FAILURE } from './constants.js';
+
+function headerOf(error: unknown, name: string): string | undefined {
+  const headers = (error as { headers?: unknown }).headers;
+  if (!headers || typeof headers !== 'object') return undefined;
+  if (typeof (headers as { get?: unknown }).get === 'function') return (headers as Headers).get(name) ?? undefined;
+  const value = (headers as Record<string, unknown>)[name];
+  return value === undefined ? undefined : String(value);
+}
+
+function statusOf(error: unknown): number | undefined {
+  const candidate = error as { statusCode?: unknown; status?: unknown };
+  const status = candidate.statusCode ?? candidate.status;
+  return typeof status === 'number' ? status : undefined;
+}
+
+/**
+ * Maps what a vendor call threw to what Temporal should do with it:
+ * - a Keybrake cap hit becomes `ApplicationFailure.nonRetryable(..., 'KeybrakeCapExhausted')`:
+ *   retrying would hit the same wall;
+ * - a vendor's own 429 with `Retry-After` stays retryable, with `nextRetryDelay` set to it;
+ * - anything else is returned unchanged (Temporal's retry policy decides).
+ */
+export function toTemporalFailure(error: unknown): unknown {
+  if (error instanceof ApplicationFailure) return error;
+  if (isCapHit(error)) {
+    const message = error instanceof Error ? error.message : 'Keybrake cap exhausted';
+    return ApplicationFailure.nonRetryable(`Keybrake cap exhausted: ${message}`, CAP_EXHAUSTED_FAILURE);
+  }
+  if (statusOf(error) === 429) {
+    const retryAfter = Number(headerOf(error, 'retry-after'));
+    if (Number.isFinite(retryAfter) && retryAfter >= 0) {
+      return ApplicationFailure.create({
+        message: `Vendor rate limit: retry after ${retryAfter} s`,
+        type: VENDOR_RATE_LIMITED_FAILURE,
+        nonRetryable: false,
+        nextRetryDelay: retryAfter * 1000,
+        cause: error instanceof Error ? error : undefined,
+      });
+    }
+  }
+  return error;
+}

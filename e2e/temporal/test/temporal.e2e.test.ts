@@ -101,7 +101,9 @@ describe('Temporal integration on a real Temporal dev server (stripe-mock upstre
 
   it('a transient failure after the charge is retried by Temporal and replayed by the proxy: one charge upstream', async () => {
     const proxy = await stripeProxy();
-    const relay = await startDroppingRelay(proxy.url);
+    // stripe-node retries a reset connection once by itself, even with retries off; dropping
+    // more responses than that makes the activity fail, so Temporal has to retry it.
+    const relay = await startDroppingRelay(proxy.url, 3);
     const workflowId = `flaky-${randomUUID()}`;
     const summary = await runOnWorker(proxy, { proxyUrl: relay.url }, (taskQueue) =>
       env.client.workflow.execute<(input: BillingInput) => Promise<BillingSummary>>('billingWorkflow', {
@@ -111,13 +113,22 @@ describe('Temporal integration on a real Temporal dev server (stripe-mock upstre
       }),
     );
     expect(summary).toMatchObject({ charged: 1, chargedCents: 1234 });
-    expect(relay.dropped()).toBe(1);
+    expect(relay.dropped()).toBeGreaterThanOrEqual(1);
     const { calls } = (await proxy.admin('GET', `/vault/keys/${summary.keyId}/calls`)).body;
-    expect(calls.map((c: { outcome: string }) => c.outcome)).toEqual(['forwarded', 'replayed']);
-    expect(calls[1].idempotency_key).toBe(calls[0].idempotency_key);
+    const outcomes: string[] = calls.map((c: { outcome: string }) => c.outcome);
+    // The charge reached the vendor once; every retry (the SDK's and Temporal's) was replayed.
+    expect(outcomes[0]).toBe('forwarded');
+    expect(outcomes.length).toBeGreaterThanOrEqual(2);
+    expect(outcomes.slice(1).every((outcome) => outcome === 'replayed')).toBe(true);
+    expect(new Set(calls.map((c: { idempotency_key: string }) => c.idempotency_key)).size).toBe(1);
     expect((await proxy.admin('GET', `/vault/keys/${summary.keyId}`)).body.spent_usd).toBeCloseTo(12.34, 6);
     const { attempts } = activityOutcomes(await env.client.workflow.getHandle(workflowId).fetchHistory());
-    expect(attempts).toContain(2);
+    // issue, charge, revoke: the charge activity needed more than one attempt.
+    expect(Math.max(...attempts)).toBeGreaterThanOrEqual(2);
+    console.log(
+      `[figures] Temporal flaky charge: ${relay.dropped()} responses dropped, activity attempts ${JSON.stringify(attempts)}, ` +
+        `proxy calls ${JSON.stringify(outcomes)}: charged upstream once`,
+    );
   });
 
   it('revokes the key when the workflow fails', async () => {

@@ -3,20 +3,20 @@ import type { AddressInfo } from 'node:net';
 import { onTestFinished } from 'vitest';
 
 /**
- * A TCP relay in front of the real proxy that lets the first request through but drops its
- * response (the client sees the connection reset after the call was made), then relays normally:
- * what a flaky network does to a charge that already happened.
+ * A TCP relay in front of the real proxy that lets the first `drops` requests through but drops
+ * their responses (the client sees the connection reset after the call was made), then relays
+ * normally: what a flaky network does to a charge that already happened.
  */
-export async function startDroppingRelay(target: string): Promise<{ url: string; dropped: () => number }> {
+export async function startDroppingRelay(target: string, drops = 1): Promise<{ url: string; dropped: () => number }> {
   const { hostname, port } = new URL(target);
   let dropped = 0;
-  let firstSeen = false;
+  let claimed = 0;
   const sockets = new Set<Socket>();
   const server = createServer((client) => {
     const upstream = connect(Number(port), hostname);
     sockets.add(client).add(upstream);
-    const drop = !firstSeen;
-    firstSeen = true;
+    const drop = claimed < drops;
+    claimed += 1;
     client.pipe(upstream);
     if (drop) {
       upstream.once('data', () => {

@@ -1,4 +1,4 @@
-import { ActivityFailure, ApplicationFailure, proxyActivities } from '@temporalio/workflow';
+import { ActivityFailure, ApplicationFailure, proxyActivities, sleep } from '@temporalio/workflow';
 import { CAP_EXHAUSTED_FAILURE, withVaultKey } from '@keybrake/temporal/workflow';
 import type * as activities from './activities.js';
 
@@ -55,6 +55,17 @@ export async function failingBillingWorkflow(input: BillingInput): Promise<never
     async () => {
       for (const customer of input.customers) await chargeCustomer(customer);
       throw ApplicationFailure.nonRetryable('the agent gave up', 'ExampleFailure');
+    },
+  );
+}
+
+/** Charges, then waits for a human for an hour: cancelled meanwhile, the key must be revoked. */
+export async function awaitingApprovalWorkflow(input: BillingInput): Promise<void> {
+  return withVaultKey(
+    { vendor: 'stripe', usd_cap: input.capUsd, allowed_endpoints: ['POST /v1/payment_intents'] },
+    async () => {
+      for (const customer of input.customers) await chargeCustomer(customer);
+      await sleep('1 hour');
     },
   );
 }

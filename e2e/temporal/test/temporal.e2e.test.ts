@@ -150,6 +150,34 @@ describe('Temporal integration on a real Temporal dev server (stripe-mock upstre
     expect(key.spent_usd).toBeGreaterThan(0);
   });
 
+  it('revokes the key when the workflow is cancelled', async () => {
+    const proxy = await stripeProxy();
+    const workflowId = `cancelled-${randomUUID()}`;
+    const error = await runOnWorker(proxy, {}, async (taskQueue) => {
+      const handle = await env.client.workflow.start('awaitingApprovalWorkflow', {
+        taskQueue,
+        workflowId,
+        args: [{ capUsd: 50, customers: customers(1) }],
+      });
+      // Wait until the charge is done and the workflow sleeps on its timer, then cancel it.
+      for (let i = 0; i < 200; i += 1) {
+        const { events } = await handle.fetchHistory();
+        if (events?.some((event) => event.timerStartedEventAttributes)) break;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      await handle.cancel();
+      return handle.result().catch((e: unknown) => e);
+    });
+    expect(error).toBeInstanceOf(WorkflowFailedError);
+    expect((error as WorkflowFailedError).cause?.name).toBe('CancelledFailure');
+    const keyId = /key_[A-Za-z0-9_-]{16}/.exec(
+      historyText(await env.client.workflow.getHandle(workflowId).fetchHistory()),
+    )?.[0];
+    const key = (await proxy.admin('GET', `/vault/keys/${keyId}`)).body;
+    expect(key.status).toBe('revoked');
+    expect(key.spent_usd).toBeGreaterThan(0);
+  });
+
   it('without the sealing option the vault key does appear in history (what the option protects against)', async () => {
     const proxy = await stripeProxy();
     const workflowId = `unsealed-${randomUUID()}`;

@@ -32,3 +32,20 @@ ensure_deps() {
   ensure_pnpm
   pnpm install --frozen-lockfile --reporter=append-only >&2
 }
+
+# go_install_cached NAME MODULE VERSION: builds a Go command from the Go module proxy once into the
+# cache and prints its path.
+go_install_cached() {
+  local name="$1" module="$2" version="$3"
+  local target="$KEYBRAKE_CACHE_DIR/bin/$name-$version"
+  if [ ! -x "$target" ]; then
+    command -v go >/dev/null || { echo "$name needs Go (https://go.dev) to install" >&2; return 1; }
+    echo "installing $name $version from the Go module proxy (once)" >&2
+    local tmp
+    tmp="$(mktemp -d)"
+    GOBIN="$tmp" go install "$module@$version" >&2
+    mv "$tmp/$(basename "$module")" "$target"
+    rm -rf "$tmp"
+  fi
+  echo "$target"
+}

@@ -1,6 +1,14 @@
 import { defaultPayloadConverter, type WorkflowInterceptorsFactory } from '@temporalio/workflow';
+import type { Headers } from '@temporalio/common';
 import { VAULT_KEY_HEADER } from './constants.js';
 import { workflowKeyState } from './workflow-state.js';
+
+/** The input with the execution's vault key added to its headers, when a key is active. */
+function withVaultKeyHeader<T extends { readonly headers: Headers }>(input: T): T {
+  const key = workflowKeyState.current;
+  if (!key) return input;
+  return { ...input, headers: { ...input.headers, [VAULT_KEY_HEADER]: defaultPayloadConverter.toPayload(key) } };
+}
 
 /**
  * Workflow interceptors that attach the execution's vault key (sealed by default) to every
@@ -10,22 +18,8 @@ import { workflowKeyState } from './workflow-state.js';
 export const interceptors: WorkflowInterceptorsFactory = () => ({
   outbound: [
     {
-      async scheduleActivity(input, next) {
-        const key = workflowKeyState.current;
-        if (!key) return next(input);
-        return next({
-          ...input,
-          headers: { ...input.headers, [VAULT_KEY_HEADER]: defaultPayloadConverter.toPayload(key) },
-        });
-      },
-      async scheduleLocalActivity(input, next) {
-        const key = workflowKeyState.current;
-        if (!key) return next(input);
-        return next({
-          ...input,
-          headers: { ...input.headers, [VAULT_KEY_HEADER]: defaultPayloadConverter.toPayload(key) },
-        });
-      },
+      scheduleActivity: (input, next) => next(withVaultKeyHeader(input)),
+      scheduleLocalActivity: (input, next) => next(withVaultKeyHeader(input)),
     },
   ],
 });

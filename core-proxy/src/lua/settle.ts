@@ -59,9 +59,9 @@ if raw then
     p.outcome = 'unknown'
     p.reason = 'interrupted'
     p.status = cjson.null
-    p.cost_micros = amount
+    p.costMicros = amount
     p.rid = ARGV[1]
-    p.vendor_request_id = cjson.null
+    p.vendorRequestId = cjson.null
     record = cjson.encode(p)
   end
 end

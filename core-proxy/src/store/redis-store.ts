@@ -1,9 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
-import { GENESIS_HASH, type AuditRecordJson, chainHash } from '../audit-chain.js';
+import { GENESIS_HASH, type AuditRecordJson, auditRecordJson, chainHash } from '../audit-chain.js';
 import { canonicalJson } from '../canonical-json.js';
 import { InvalidRequestError, KeybrakeError, StoreUnavailableError } from '../errors.js';
-import { microsToUsd } from '../money.js';
 import { RELEASE_LOCK_LUA, SEAL_APPEND_LUA } from '../lua/audit-seal.js';
 import { CREATE_KEY_LUA, MARK_SUBTREE_LUA } from '../lua/family.js';
 import { RESERVE_LUA } from '../lua/reserve.js';
@@ -64,10 +63,9 @@ interface PendingReservation {
 
 /**
  * An audit record as appended to a family's list, before the sealer gives it a place in the chain:
- * the wire record without `seq`, with a record id (to recognise it if sealed twice) and the cost in
- * exact micro-dollars.
+ * the record itself and an id, to recognise it if it is sealed twice.
  */
-type FamilyAuditRecord = Omit<AuditRecordJson, 'seq' | 'cost_usd'> & { rid: string; cost_micros: number };
+type FamilyAuditRecord = AuditInput & { readonly rid: string };
 
 interface ScriptCommands {
   kbReserve(...args: (string | number)[]): Promise<[string, string?, string?]>;
@@ -292,7 +290,7 @@ export class RedisStore implements Store {
         idem: idem !== null,
         idem_key: idem?.key ?? null,
         deadline: input.now + this.reservationTtlMs,
-        pending: pendingRecord(input.pending),
+        pending: input.pending,
       };
       const keys = [
         reservationsKey(root),
@@ -340,7 +338,7 @@ export class RedisStore implements Store {
         String(input.actualMicros),
         input.audit.outcome === 'unknown',
         input.idempotentResponse === null ? '' : JSON.stringify(input.idempotentResponse),
-        JSON.stringify(familyRecord(input.audit)),
+        JSON.stringify({ ...input.audit, rid: randomUUID() }),
         0,
       );
       void this.redis.sadd(DIRTY_SHARDS, family.root).catch(() => undefined);
@@ -350,7 +348,7 @@ export class RedisStore implements Store {
   appendAudit(input: AuditInput): Promise<void> {
     return this.run(async () => {
       const shard = input.keyId === null ? NO_KEY_SHARD : ((await this.rootOf(input.keyId)) ?? NO_KEY_SHARD);
-      await this.redis.rpush(auditListKey(shard), JSON.stringify(familyRecord(input)));
+      await this.redis.rpush(auditListKey(shard), JSON.stringify({ ...input, rid: randomUUID() }));
       void this.redis.sadd(SHARDS, shard).catch(() => undefined);
       void this.redis.sadd(DIRTY_SHARDS, shard).catch(() => undefined);
     });
@@ -368,7 +366,7 @@ export class RedisStore implements Store {
       const calls: AuditRecordJson[] = [];
       records.forEach((raw, i) => {
         const record = JSON.parse(raw) as FamilyAuditRecord;
-        if (record.key_id === keyId && seqs[i] !== undefined) calls.push(wireRecord(record, Number(seqs[i])));
+        if (record.keyId === keyId && seqs[i] !== undefined) calls.push(auditRecordJson(Number(seqs[i]), record));
       });
       return calls;
     });
@@ -577,7 +575,7 @@ export class RedisStore implements Store {
             return;
           }
           seq += 1;
-          const wire = wireRecord(record, seq);
+          const wire = auditRecordJson(seq, record);
           const prev = hash === '' ? GENESIS_HASH : hash;
           hash = chainHash(prev, wire);
           triples.push(
@@ -638,57 +636,5 @@ function toRecord(fields: Record<string, string>): VaultKeyRecord {
     createdAt: Number(fields.created_at),
     expiresAt: Number(fields.expires_at),
     revokedAt: optionalNumber(fields.revoked_at),
-  };
-}
-
-function pendingRecord(
-  pending: ReserveInput['pending'],
-): Omit<FamilyAuditRecord, 'rid' | 'at' | 'outcome' | 'reason' | 'status' | 'cost_micros' | 'vendor_request_id'> {
-  return {
-    key_id: pending.keyId,
-    vendor: pending.vendor,
-    method: pending.method,
-    path: pending.path,
-    idempotency_key: pending.idempotencyKey,
-    agent_run_label: pending.agentRunLabel,
-    tainted: pending.tainted,
-  };
-}
-
-function familyRecord(input: AuditInput): FamilyAuditRecord {
-  return {
-    rid: randomUUID(),
-    at: input.at,
-    key_id: input.keyId,
-    vendor: input.vendor,
-    method: input.method,
-    path: input.path,
-    outcome: input.outcome,
-    reason: input.reason,
-    status: input.status,
-    cost_micros: input.costMicros,
-    vendor_request_id: input.vendorRequestId,
-    idempotency_key: input.idempotencyKey,
-    agent_run_label: input.agentRunLabel,
-    tainted: input.tainted,
-  };
-}
-
-function wireRecord(record: FamilyAuditRecord, seq: number): AuditRecordJson {
-  return {
-    seq,
-    at: record.at,
-    key_id: record.key_id,
-    vendor: record.vendor,
-    method: record.method,
-    path: record.path,
-    outcome: record.outcome,
-    reason: record.reason,
-    status: record.status,
-    cost_usd: microsToUsd(record.cost_micros),
-    vendor_request_id: record.vendor_request_id,
-    idempotency_key: record.idempotency_key,
-    agent_run_label: record.agent_run_label,
-    tainted: record.tainted,
   };
 }

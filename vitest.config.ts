@@ -41,6 +41,17 @@ export default defineConfig({
       {
         extends: true,
         test: {
+          name: 'e2e-conductor',
+          include: ['e2e/conductor/test/**/*.e2e.test.ts'],
+          globalSetup: ['core-proxy/test/global-setup.ts', 'e2e/conductor/test/global-setup.ts'],
+          env: { KEYBRAKE_TEST_STORE: 'embedded' },
+          testTimeout: 240_000,
+          hookTimeout: 240_000,
+        },
+      },
+      {
+        extends: true,
+        test: {
           name: 'redis',
           include: [...SHARED_SUITE, 'core-proxy/test/redis-*.test.ts'],
           globalSetup: ['core-proxy/test/global-setup-redis.ts'],

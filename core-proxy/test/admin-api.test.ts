@@ -161,6 +161,27 @@ describe('admin API', () => {
     expect((await proxy.admin('GET', `/vault/keys/${issued.key_id}`)).body.status).toBe('revoked');
   });
 
+  it('takes an empty body sent as application/json as no body (what Conductor HTTP tasks send)', async () => {
+    const proxy = await startProxy();
+    const issued = await proxy.issueKey({ ...stripeKey });
+    const headers = { authorization: `Bearer ${proxy.apiKey}`, 'content-type': 'application/json' };
+    const read = await proxy.call(`/vault/keys/${issued.key_id}`, { method: 'GET', headers });
+    expect(read.status).toBe(200);
+    const revoked = await proxy.call(`/vault/keys/${issued.key_id}`, { method: 'DELETE', headers, body: '' });
+    expect(revoked.status).toBe(200);
+    expect((await json(revoked)).status).toBe('revoked');
+    const issueWithoutBody = await proxy.call('/vault/keys', { method: 'POST', headers, body: '' });
+    expect(issueWithoutBody.status).toBe(400);
+    expect((await json(issueWithoutBody)).error.code).toBe('invalid_request');
+    const poisoned = await proxy.call('/vault/keys', {
+      method: 'POST',
+      headers,
+      body: '{"__proto__": {"tainted": false}, "vendor": "stripe"}',
+    });
+    expect(poisoned.status).toBe(400);
+    expect((await json(poisoned)).error.code).toBe('invalid_request');
+  });
+
   it('keeps children within their parent: vendor, allowlist, expiry, revocation and taint', async () => {
     const proxy = await startProxy();
     const parent = await proxy.issueKey({

@@ -62,6 +62,8 @@ export interface TestProxyOptions {
   readonly apiKey?: string;
   /** Redis command timeout. @default 2000 */
   readonly redisTimeoutMs?: number;
+  /** Where to listen, for an engine told the proxy's URL in advance. @default 127.0.0.1, a free port */
+  readonly listen?: { readonly host: string; readonly port: number };
 }
 
 /** Which store this test project runs the shared suite on. */
@@ -149,7 +151,7 @@ export async function startProxy(options: TestProxyOptions = {}): Promise<TestPr
     if (issuing !== undefined) vaultKeys.push(issuing);
     return payload;
   });
-  await app.listen({ host: '127.0.0.1', port: 0 });
+  await app.listen(options.listen ?? { host: '127.0.0.1', port: 0 });
   const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
 
   onTestFinished(async () => {

@@ -54,6 +54,14 @@ export async function adminRoutes(app: FastifyInstance): Promise<void> {
   const kb = app.keybrake;
   // The admin API speaks JSON only: anything else is 415, not a string to misread.
   app.removeContentTypeParser('text/plain');
+  // Workflow engines' HTTP tasks (Conductor's among them) send `Content-Type: application/json`
+  // with the empty body of a DELETE or GET: no body, not a malformed one.
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    if (String(body).trim() === '') return done(null, undefined);
+    parseJson(request, body, done);
+  });
 
   app.addHook('onRequest', async (request: FastifyRequest, reply: FastifyReply) => {
     const match = /^Bearer\s+(\S+)\s*$/i.exec(request.headers.authorization ?? '');

@@ -1,0 +1,72 @@
+import Stripe from 'stripe';
+import type { ConductorWorker } from '@io-orkes/conductor-javascript';
+import { stripeOptions } from '@keybrake/client/stripe';
+import { keybrakeWorker } from '@keybrake/conductor';
+
+/** One customer the billing example charges. */
+export interface Customer {
+  readonly customerId: string;
+  readonly amountCents: number;
+}
+
+/** Where `fetch_customers` looks customers up: your CRM or database in real life. */
+export type CustomerDirectory = (segment: string, limit: number) => Promise<readonly Customer[]>;
+
+/** The example's `fetch_customers` worker: no vendor call, so no Keybrake. */
+export function fetchCustomersWorker(directory: CustomerDirectory): ConductorWorker {
+  return {
+    taskDefName: 'fetch_customers',
+    execute: async (task) => {
+      const segment = String(task.inputData?.segment ?? '');
+      const limit = Number(task.inputData?.limit ?? 1000);
+      return { status: 'COMPLETED', outputData: { customers: await directory(segment, limit) } };
+    },
+  };
+}
+
+/** What `charge_customer` reports for one customer. */
+export interface ChargeOutput {
+  readonly paymentIntentId: string;
+  readonly amountCents: number;
+}
+
+/**
+ * Charges one customer with the official Stripe SDK through the proxy: the vault key as the SDK's
+ * secret, and an idempotency key derived from the execution (stable across Conductor's retries of
+ * this task). `keybrakeWorker` turns a cap hit into FAILED_WITH_TERMINAL_ERROR.
+ */
+export async function chargeCustomer(
+  input: { customerId: string; amountCents: number; currency: string },
+  keybrake: { vaultKey: string; proxyUrl: string; idempotencyKey(...parts: string[]): string },
+): Promise<ChargeOutput> {
+  // Conductor owns the retries: the SDK does not retry on its own here.
+  const stripe = new Stripe(keybrake.vaultKey, stripeOptions(keybrake.proxyUrl, { maxNetworkRetries: 0 }));
+  const intent = await stripe.paymentIntents.create(
+    { amount: input.amountCents, currency: input.currency, customer: input.customerId, description: 'keybrake example' },
+    { idempotencyKey: keybrake.idempotencyKey('charge', input.customerId) },
+  );
+  return { paymentIntentId: intent.id, amountCents: intent.amount };
+}
+
+/** The example's `charge_customer` worker. */
+export function chargeCustomerWorker(options: { proxyUrl: string; concurrency?: number }): ConductorWorker {
+  return keybrakeWorker(
+    {
+      taskDefName: 'charge_customer',
+      concurrency: options.concurrency ?? 10,
+      pollInterval: 100,
+      execute: async (task, keybrake) => {
+        const output = await chargeCustomer(
+          {
+            customerId: String(task.inputData?.customerId),
+            amountCents: Number(task.inputData?.amountCents),
+            currency: String(task.inputData?.currency ?? 'usd'),
+          },
+          keybrake,
+        );
+        return { status: 'COMPLETED', outputData: { ...output } };
+      },
+    },
+    { proxyUrl: options.proxyUrl },
+  );
+}

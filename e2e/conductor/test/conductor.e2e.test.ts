@@ -1,0 +1,229 @@
+import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import {
+  TaskHandler,
+  WorkflowExecutor,
+  createConductorClient,
+  type Client,
+  type Task,
+  type Workflow,
+} from '@io-orkes/conductor-javascript';
+import { KeybrakeClient } from '@keybrake/client';
+import { loadConductorDefinitions, registerConductorDefinitions } from '@keybrake/conductor';
+import { afterAll, beforeAll, describe, expect, inject, it, onTestFinished } from 'vitest';
+import { startProxy, type TestProxy } from '../../../core-proxy/test/helpers.js';
+import { chargeCustomerWorker, fetchCustomersWorker, type Customer } from '../src/workers.js';
+import { startCountingRelay } from './counting-relay.js';
+
+const CRASHING_WORKER = fileURLToPath(new URL('../dist/crashing-worker.js', import.meta.url));
+const CHARGE = 'POST /v1/payment_intents';
+
+/** $1.00 to $5.00, deterministic per customer. */
+const customers = (count: number): Customer[] =>
+  Array.from({ length: count }, (_, i) => ({ customerId: `cus_${i}`, amountCents: 100 + ((i * 7919) % 401) }));
+
+let client: Client;
+let executor: WorkflowExecutor;
+
+beforeAll(async () => {
+  client = await createConductorClient({ serverUrl: inject('conductorApiUrl') });
+  executor = new WorkflowExecutor(client);
+  // The builder, twice: registering again converges instead of failing.
+  const definitions = await loadConductorDefinitions({ include: ['billing-agent'] });
+  await registerConductorDefinitions(client, definitions);
+  await registerConductorDefinitions(client, definitions);
+});
+
+/** The proxy the Conductor server was pointed at, with stripe-mock behind a counting relay. */
+async function startKeybrake(): Promise<{ proxy: TestProxy; upstreamCharges: () => number; admin: KeybrakeClient }> {
+  const relay = await startCountingRelay(inject('stripeMockUrl'));
+  const proxy = await startProxy({
+    store: 'embedded',
+    apiKey: inject('keybrakeIssuerKey'),
+    listen: { host: inject('keybrakeProxyHost'), port: inject('keybrakeProxyPort') },
+    env: { KEYBRAKE_STRIPE_BASE_URL: relay.url },
+  });
+  return {
+    proxy,
+    upstreamCharges: () => relay.count(CHARGE),
+    admin: new KeybrakeClient({ baseUrl: proxy.url, apiKey: proxy.apiKey }),
+  };
+}
+
+/** Runs the example's workers in this process until the test ends. */
+async function startWorkers(proxyUrl: string, directory: readonly Customer[], options: { charge?: boolean } = {}) {
+  const workers = [fetchCustomersWorker(async (_segment, limit) => directory.slice(0, limit))];
+  if (options.charge !== false) workers.push(chargeCustomerWorker({ proxyUrl }));
+  const handler = new TaskHandler({ client, workers, scanForDecorated: false });
+  await handler.startWorkers();
+  onTestFinished(() => handler.stopWorkers());
+  return handler;
+}
+
+async function startBilling(input: Record<string, unknown>): Promise<string> {
+  return executor.startWorkflow({ name: 'billing_agent_workflow', version: 1, input });
+}
+
+async function waitForEnd(workflowId: string, timeoutMs = 150_000): Promise<Workflow> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const workflow = await executor.getWorkflow(workflowId, true);
+    if (workflow.status !== 'RUNNING' && workflow.status !== 'PAUSED') return workflow;
+    if (Date.now() > deadline) throw new Error(`workflow ${workflowId} still ${workflow.status}`);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+}
+
+/** Conductor records the failure workflow it started in the failed workflow's output, just after failing it. */
+async function failureWorkflowOf(workflowId: string): Promise<string> {
+  for (let attempt = 0; attempt < 60; attempt += 1) {
+    const started = (await executor.getWorkflow(workflowId, false)).output?.['conductor.failure_workflow'];
+    if (typeof started === 'string') return started;
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  throw new Error(`no failure workflow was started for ${workflowId}`);
+}
+
+const chargeTasks = (workflow: Workflow): Task[] =>
+  (workflow.tasks ?? []).filter((task) => task.taskDefName === 'charge_customer');
+
+const keyIdOf = (workflow: Workflow): string => String(workflow.variables?.keybrake_key_id);
+
+const vaultKeyOf = (workflow: Workflow): string => {
+  const issue = workflow.tasks?.find((task) => task.referenceTaskName === 'issue_vault_key');
+  return String((issue?.outputData?.response as { body: { vault_key: string } }).body.vault_key);
+};
+
+/** Everything a worker sent back to Conductor for these tasks: output, failure reason, logs. */
+async function workerReports(tasks: Task[]): Promise<string> {
+  const logs = await Promise.all(
+    tasks.map((task) =>
+      fetch(`${inject('conductorApiUrl')}/tasks/${task.taskId}/log`).then((response) => response.text()),
+    ),
+  );
+  return JSON.stringify(tasks.map((task) => [task.outputData, task.reasonForIncompletion])) + logs.join('\n');
+}
+
+describe('Conductor integration on a real Conductor server (stripe-mock upstream)', () => {
+  it('a dynamic fork of 200 charges under a $300 cap stops at the cap: cap hits end FAILED_WITH_TERMINAL_ERROR, never retried; the workflow fails and the key is revoked', async () => {
+    const { proxy, admin, upstreamCharges } = await startKeybrake();
+    await startWorkers(proxy.url, customers(200));
+    const workflowId = await startBilling({ budgetUsd: 300, segment: 'all' });
+
+    const workflow = await waitForEnd(workflowId);
+    expect(workflow.status).toBe('FAILED');
+    const tasks = chargeTasks(workflow);
+    // One task per branch: nothing was retried.
+    expect(new Set(tasks.map((task) => task.referenceTaskName)).size).toBe(tasks.length);
+    expect(tasks.length).toBe(200);
+    const capHits = tasks.filter((task) => task.status === 'FAILED_WITH_TERMINAL_ERROR');
+    expect(capHits.length).toBeGreaterThan(0);
+    for (const task of capHits) {
+      expect(task.retryCount).toBe(0);
+      expect(task.reasonForIncompletion).toMatch(/cap exhausted/i);
+    }
+    const completed = tasks.filter((task) => task.status === 'COMPLETED');
+    const completedCents = completed.reduce((sum, task) => sum + Number(task.outputData?.amountCents), 0);
+    expect(completedCents).toBeLessThanOrEqual(30_000);
+    // Branches not yet run when the cap was hit are cancelled, not charged.
+    expect(tasks.every((task) => ['COMPLETED', 'FAILED_WITH_TERMINAL_ERROR', 'CANCELED'].includes(task.status!))).toBe(
+      true,
+    );
+    const cancelled = tasks.filter((task) => task.status === 'CANCELED');
+    expect(cancelled.length).toBeGreaterThan(0);
+    console.info(
+      `200-branch fork under $300: ${completed.length} charged ($${(completedCents / 100).toFixed(2)}), ${capHits.length} cap hits, ${cancelled.length} cancelled`,
+    );
+
+    // The failure workflow revoked the key.
+    const failure = await waitForEnd(await failureWorkflowOf(workflowId));
+    expect(failure.status).toBe('COMPLETED');
+    expect(failure.output?.keyStatus).toBe('revoked');
+    const key = await admin.getVaultKey(keyIdOf(workflow));
+    expect(key.status).toBe('revoked');
+
+    // The proxy's books match what reached the vendor, and stay under the cap.
+    expect(key.spent_usd).toBeLessThanOrEqual(300);
+    const calls = await admin.listCalls(keyIdOf(workflow));
+    expect(calls.filter((call) => call.outcome === 'forwarded').length).toBe(upstreamCharges());
+    expect(upstreamCharges()).toBeGreaterThanOrEqual(completed.length);
+    expect(calls.filter((call) => call.reason === 'cap_exhausted').length).toBeGreaterThanOrEqual(capHits.length);
+
+    // The vault key never came back from a worker; the issuer key is nowhere in the executions.
+    expect(await workerReports(tasks)).not.toContain(vaultKeyOf(workflow));
+    const stored = JSON.stringify([workflow, failure]);
+    expect(stored).not.toContain(inject('keybrakeIssuerKey'));
+  });
+
+  it('a run within its budget completes: one idempotency key per branch, spend reported, key revoked at the end', async () => {
+    const { proxy, admin, upstreamCharges } = await startKeybrake();
+    const directory = customers(8);
+    await startWorkers(proxy.url, directory);
+    const workflowId = await startBilling({ budgetUsd: 300, segment: 'all' });
+
+    const workflow = await waitForEnd(workflowId);
+    expect(workflow.status).toBe('COMPLETED');
+    const totalCents = directory.reduce((sum, customer) => sum + customer.amountCents, 0);
+    expect(workflow.output?.spentUsd).toBeCloseTo(totalCents / 100, 2);
+    expect(workflow.output?.keyStatus).toBe('revoked');
+    expect((await admin.getVaultKey(keyIdOf(workflow))).status).toBe('revoked');
+    expect(upstreamCharges()).toBe(directory.length);
+    const calls = await admin.listCalls(keyIdOf(workflow));
+    expect(new Set(calls.map((call) => call.idempotency_key)).size).toBe(directory.length);
+    expect(calls.every((call) => call.agent_run_label === `conductor/billing_agent_workflow/${workflowId}`)).toBe(true);
+    expect(await workerReports(chargeTasks(workflow))).not.toContain(vaultKeyOf(workflow));
+
+    // After the end, the key is dead for anyone still holding it.
+    const late = await fetch(`${proxy.url}/stripe/v1/payment_intents`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${vaultKeyOf(workflow)}`, 'content-type': 'application/x-www-form-urlencoded' },
+      body: 'amount=100&currency=usd',
+    });
+    expect(late.status).toBe(401);
+    expect(((await late.json()) as { error: { code: string } }).error.code).toBe('vault_key_revoked');
+  });
+
+  it('a worker killed after its charge went through: Conductor retries the task and the proxy replays it (one charge upstream)', async () => {
+    const { proxy, admin, upstreamCharges } = await startKeybrake();
+    const directory = customers(3);
+    // Only the crashing worker polls charge_customer at first.
+    await startWorkers(proxy.url, directory, { charge: false });
+    const child = spawn(process.execPath, [CRASHING_WORKER], {
+      env: { ...process.env, CONDUCTOR_SERVER_URL: inject('conductorApiUrl'), KEYBRAKE_PROXY_URL: proxy.url },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    onTestFinished(() => {
+      child.kill('SIGKILL');
+    });
+    let stdout = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    const exit = new Promise<NodeJS.Signals | null>((resolve) => child.once('exit', (_code, signal) => resolve(signal)));
+    const workflowId = await startBilling({ budgetUsd: 300, segment: 'all' });
+
+    expect(await exit).toBe('SIGKILL');
+    // The SDK logs to stdout too: the fixture's report is the line starting with {"charged".
+    const report = stdout.split('\n').find((line) => line.startsWith('{"charged"'));
+    const crashed = JSON.parse(report!) as { charged: { paymentIntentId: string }; referenceTaskName: string };
+    expect(upstreamCharges()).toBe(1);
+
+    // Now healthy workers: they run the other branches, and the crashed one once Conductor times it out.
+    await startWorkers(proxy.url, [], { charge: true });
+    const workflow = await waitForEnd(workflowId);
+    expect(workflow.status).toBe('COMPLETED');
+    const attempts = chargeTasks(workflow).filter((task) => task.referenceTaskName === crashed.referenceTaskName);
+    expect(attempts.map((task) => [task.status, task.retryCount])).toEqual([
+      ['TIMED_OUT', 0],
+      ['COMPLETED', 1],
+    ]);
+    // The retry got the original charge back, replayed by the proxy: the vendor saw it once.
+    expect(attempts[1]!.outputData?.paymentIntentId).toBe(crashed.charged.paymentIntentId);
+    expect(upstreamCharges()).toBe(directory.length);
+    const calls = await admin.listCalls(keyIdOf(workflow));
+    expect(calls.filter((call) => call.outcome === 'replayed').length).toBe(1);
+    expect(calls.filter((call) => call.outcome === 'forwarded').length).toBe(directory.length);
+    expect((await admin.getVaultKey(keyIdOf(workflow))).status).toBe('revoked');
+  });
+});
+
+afterAll(() => undefined);

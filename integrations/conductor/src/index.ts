@@ -1,0 +1,16 @@
+export {
+  keybrakeWorker,
+  type KeybrakeConductorWorker,
+  type KeybrakeTaskContext,
+  type KeybrakeWorkerOptions,
+  type KeybrakeWorkerResult,
+} from './worker.js';
+export { toConductorFailure } from './failures.js';
+export { KeybrakeCapExhaustedError, MissingVaultKeyError } from './errors.js';
+export { redactVaultKey, VAULT_KEY_REDACTED } from './redact.js';
+export {
+  loadConductorDefinitions,
+  registerConductorDefinitions,
+  CONDUCTOR_TEMPLATES_DIR,
+  type ConductorDefinitions,
+} from './definitions.js';

@@ -10,7 +10,7 @@ import {
   type Workflow,
 } from '@io-orkes/conductor-javascript';
 import { KeybrakeClient } from '@keybrake/client';
-import { loadConductorDefinitions, registerConductorDefinitions } from '@keybrake/conductor';
+import { loadConductorDefinitions, registerConductorDefinitions, terminateAndRevoke } from '@keybrake/conductor';
 import { afterAll, beforeAll, describe, expect, inject, it, onTestFinished } from 'vitest';
 import { startProxy, type TestProxy } from '../../../core-proxy/test/helpers.js';
 import { chargeCustomerWorker, fetchCustomersWorker, type Customer } from '../src/workers.js';
@@ -182,6 +182,29 @@ describe('Conductor integration on a real Conductor server (stripe-mock upstream
     });
     expect(late.status).toBe(401);
     expect(((await late.json()) as { error: { code: string } }).error.code).toBe('vault_key_revoked');
+  });
+
+  it('a workflow terminated by hand: Conductor runs no failure workflow, terminateAndRevoke revokes the key', async () => {
+    const { admin } = await startKeybrake();
+    const workflowId = await startBilling({ budgetUsd: 50, segment: 'all' });
+    // No fetch_customers worker: the run waits there, holding a live key.
+    let keyId = '';
+    for (let attempt = 0; attempt < 60 && !keyId; attempt += 1) {
+      const variables = (await executor.getWorkflow(workflowId, false)).variables;
+      keyId = typeof variables?.keybrake_key_id === 'string' ? variables.keybrake_key_id : '';
+      if (!keyId) await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+    expect((await admin.getVaultKey(keyId)).status).toBe('active');
+
+    const revokerId = await terminateAndRevoke(client, workflowId, 'operator stopped the run');
+    const revoker = await waitForEnd(revokerId);
+    expect(revoker.status).toBe('COMPLETED');
+    expect(revoker.output?.keyStatus).toBe('revoked');
+    expect((await admin.getVaultKey(keyId)).status).toBe('revoked');
+    const terminated = await executor.getWorkflow(workflowId, false);
+    expect(terminated.status).toBe('TERMINATED');
+    // What the helper is for: Conductor itself started no failure workflow on terminate.
+    expect(terminated.output?.['conductor.failure_workflow']).toBeUndefined();
   });
 
   it('a worker killed after its charge went through: Conductor retries the task and the proxy replays it (one charge upstream)', async () => {

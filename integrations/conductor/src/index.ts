@@ -14,3 +14,4 @@ export {
   CONDUCTOR_TEMPLATES_DIR,
   type ConductorDefinitions,
 } from './definitions.js';
+export { terminateAndRevoke, REVOKE_WORKFLOW } from './terminate.js';

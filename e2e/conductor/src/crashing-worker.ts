@@ -27,8 +27,9 @@ const handler = new TaskHandler({
           },
           keybrake,
         );
-        process.stdout.write(`${JSON.stringify({ charged: output, referenceTaskName: task.referenceTaskName })}\n`, () =>
-          process.kill(process.pid, 'SIGKILL'),
+        process.stdout.write(
+          `${JSON.stringify({ charged: output, referenceTaskName: task.referenceTaskName })}\n`,
+          () => process.kill(process.pid, 'SIGKILL'),
         );
         return new Promise(() => {});
       },

@@ -42,7 +42,12 @@ export async function chargeCustomer(
   // Conductor owns the retries: the SDK does not retry on its own here.
   const stripe = new Stripe(keybrake.vaultKey, stripeOptions(keybrake.proxyUrl, { maxNetworkRetries: 0 }));
   const intent = await stripe.paymentIntents.create(
-    { amount: input.amountCents, currency: input.currency, customer: input.customerId, description: 'keybrake example' },
+    {
+      amount: input.amountCents,
+      currency: input.currency,
+      customer: input.customerId,
+      description: 'keybrake example',
+    },
     { idempotencyKey: keybrake.idempotencyKey('charge', input.customerId) },
   );
   return { paymentIntentId: intent.id, amountCents: intent.amount };

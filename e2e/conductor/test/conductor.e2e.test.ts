@@ -1,17 +1,24 @@
 import { spawn } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import {
+  MetadataClient,
   TaskHandler,
   WorkflowExecutor,
   createConductorClient,
+  getTaskContext,
   type Client,
   type Task,
   type Workflow,
 } from '@io-orkes/conductor-javascript';
 import { KeybrakeClient } from '@keybrake/client';
-import { loadConductorDefinitions, registerConductorDefinitions, terminateAndRevoke } from '@keybrake/conductor';
-import { afterAll, beforeAll, describe, expect, inject, it, onTestFinished } from 'vitest';
+import {
+  VAULT_KEY_REDACTED,
+  keybrakeWorker,
+  loadConductorDefinitions,
+  registerConductorDefinitions,
+  terminateAndRevoke,
+} from '@keybrake/conductor';
+import { beforeAll, describe, expect, inject, it, onTestFinished } from 'vitest';
 import { startProxy, type TestProxy } from '../../../core-proxy/test/helpers.js';
 import { chargeCustomerWorker, fetchCustomersWorker, type Customer } from '../src/workers.js';
 import { startCountingRelay } from './counting-relay.js';
@@ -122,6 +129,7 @@ describe('Conductor integration on a real Conductor server (stripe-mock upstream
     for (const task of capHits) {
       expect(task.retryCount).toBe(0);
       expect(task.reasonForIncompletion).toMatch(/cap exhausted/i);
+      expect(task.outputData?.error).toMatchObject({ code: 'cap_exhausted' });
     }
     const completed = tasks.filter((task) => task.status === 'COMPLETED');
     const completedCents = completed.reduce((sum, task) => sum + Number(task.outputData?.amountCents), 0);
@@ -184,6 +192,101 @@ describe('Conductor integration on a real Conductor server (stripe-mock upstream
     expect(((await late.json()) as { error: { code: string } }).error.code).toBe('vault_key_revoked');
   });
 
+  it('a careless worker cannot leak the vault key into what Conductor stores: output, task-context logs, failure reasons', async () => {
+    const { proxy } = await startKeybrake();
+    const issued = await proxy.issueKey({
+      vendor: 'stripe',
+      usd_cap: 5,
+      allowed_endpoints: ['POST /v1/payment_intents'],
+      expires_in: '10m',
+    });
+    // A test-only workflow: one task that leaks the key every way it can, then one that throws it.
+    const name = `keybrake_e2e_leaky_${Date.now()}`;
+    const metadata = new MetadataClient(client);
+    await metadata.registerTasks([
+      {
+        name: `${name}_echo`,
+        retryCount: 0,
+        timeoutSeconds: 60,
+        responseTimeoutSeconds: 30,
+        ownerEmail: 'e2e@example.com',
+      },
+      {
+        name: `${name}_throw`,
+        retryCount: 0,
+        timeoutSeconds: 60,
+        responseTimeoutSeconds: 30,
+        ownerEmail: 'e2e@example.com',
+      },
+    ]);
+    await metadata.registerWorkflowDef(
+      {
+        name,
+        version: 1,
+        schemaVersion: 2,
+        ownerEmail: 'e2e@example.com',
+        timeoutSeconds: 120,
+        tasks: [
+          {
+            name: `${name}_echo`,
+            taskReferenceName: 'echo',
+            type: 'SIMPLE',
+            inputParameters: { vaultKey: '${workflow.input.vaultKey}' },
+          },
+          {
+            name: `${name}_throw`,
+            taskReferenceName: 'throw',
+            type: 'SIMPLE',
+            inputParameters: { vaultKey: '${workflow.input.vaultKey}' },
+          },
+        ],
+      },
+      true,
+    );
+    const handler = new TaskHandler({
+      client,
+      scanForDecorated: false,
+      workers: [
+        keybrakeWorker(
+          {
+            taskDefName: `${name}_echo`,
+            pollInterval: 100,
+            execute: async (_task, keybrake) => {
+              getTaskContext()?.addLog(`calling with ${keybrake.vaultKey}`);
+              getTaskContext()?.setOutput({ partial: keybrake.vaultKey });
+              return { status: 'COMPLETED', outputData: { header: `Bearer ${keybrake.vaultKey}` } };
+            },
+          },
+          { proxyUrl: proxy.url },
+        ),
+        keybrakeWorker(
+          {
+            taskDefName: `${name}_throw`,
+            pollInterval: 100,
+            execute: async (_task, keybrake) => {
+              throw new Error(`upstream refused ${keybrake.vaultKey}`);
+            },
+          },
+          { proxyUrl: proxy.url },
+        ),
+      ],
+    });
+    await handler.startWorkers();
+    onTestFinished(() => handler.stopWorkers());
+
+    const workflowId = await executor.startWorkflow({ name, version: 1, input: { vaultKey: issued.vault_key } });
+    const workflow = await waitForEnd(workflowId);
+    expect(workflow.status).toBe('FAILED');
+    const [echo, thrown] = workflow.tasks ?? [];
+    expect(echo?.status).toBe('COMPLETED');
+    expect(echo?.outputData).toMatchObject({ header: `Bearer ${VAULT_KEY_REDACTED}`, partial: VAULT_KEY_REDACTED });
+    expect(thrown?.status).toBe('FAILED');
+    expect(thrown?.reasonForIncompletion).toContain(VAULT_KEY_REDACTED);
+    const reports = await workerReports([echo!, thrown!]);
+    expect(reports).toContain(`calling with ${VAULT_KEY_REDACTED}`);
+    expect(reports).not.toContain(issued.vault_key);
+  });
+
   it('a workflow terminated by hand: Conductor runs no failure workflow, terminateAndRevoke revokes the key', async () => {
     const { admin } = await startKeybrake();
     const workflowId = await startBilling({ budgetUsd: 50, segment: 'all' });
@@ -221,7 +324,9 @@ describe('Conductor integration on a real Conductor server (stripe-mock upstream
     });
     let stdout = '';
     child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    const exit = new Promise<NodeJS.Signals | null>((resolve) => child.once('exit', (_code, signal) => resolve(signal)));
+    const exit = new Promise<NodeJS.Signals | null>((resolve) =>
+      child.once('exit', (_code, signal) => resolve(signal)),
+    );
     const workflowId = await startBilling({ budgetUsd: 300, segment: 'all' });
 
     expect(await exit).toBe('SIGKILL');
@@ -248,5 +353,3 @@ describe('Conductor integration on a real Conductor server (stripe-mock upstream
     expect((await admin.getVaultKey(keyIdOf(workflow))).status).toBe('revoked');
   });
 });
-
-afterAll(() => undefined);

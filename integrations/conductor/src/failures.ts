@@ -1,25 +1,47 @@
 import { NonRetryableException } from '@io-orkes/conductor-javascript';
 import { isCapHit } from '@keybrake/client';
-import { KeybrakeCapExhaustedError } from './errors.js';
 import { redactVaultKeyText } from './redact.js';
+
+/** The result that ends a task `FAILED_WITH_TERMINAL_ERROR`: Conductor never retries it. */
+export interface TerminalFailure {
+  readonly status: 'FAILED_WITH_TERMINAL_ERROR';
+  readonly reasonForIncompletion: string;
+  /** `error.code` lets a later SWITCH tell a cap hit (`cap_exhausted`) from other failures. */
+  readonly outputData: { readonly error: { readonly code: string; readonly message: string } };
+  readonly logs: { log: string; createdTime: number }[];
+}
+
+/** A terminal failure with a stable code. */
+export function terminalFailure(code: string, message: string): TerminalFailure {
+  return {
+    status: 'FAILED_WITH_TERMINAL_ERROR',
+    reasonForIncompletion: message,
+    outputData: { error: { code, message } },
+    logs: [{ log: `${code}: ${message}`, createdTime: Date.now() }],
+  };
+}
 
 /**
  * Maps what a wrapped worker threw to what Conductor should do with it, with the vault key
- * redacted from the message and stack (the SDK stores both with the task and logs them):
- * - a Keybrake cap hit becomes a `KeybrakeCapExhaustedError`: `FAILED_WITH_TERMINAL_ERROR`;
- * - the SDK's `NonRetryableException` stays terminal;
- * - anything else becomes a plain `Error`: `FAILED`, retried by the task definition's policy.
- *   Only name, message and stack are kept: other fields of a vendor SDK's error (raw bodies,
- *   headers) never reach Conductor's logs.
+ * redacted (Conductor stores the reason, and the SDK logs and stores what is thrown):
+ * - a Keybrake cap hit: a terminal failure, code `cap_exhausted`: a retry would hit the same wall;
+ * - the SDK's `NonRetryableException`: a terminal failure, code `non_retryable`;
+ * - anything else: a plain `Error` (name, message and stack only: a vendor SDK error's other
+ *   fields, raw bodies and headers, never reach Conductor), to be thrown: the task is `FAILED`
+ *   and retried by its definition's policy.
+ *
+ * Terminal failures are returned as a status, not thrown as `NonRetryableException`: the status
+ * does not depend on which copy of the SDK (ESM or CommonJS) the worker's runner was loaded from.
  */
-export function toConductorFailure(error: unknown, vaultKey: string): Error {
+export function toConductorFailure(error: unknown, vaultKey: string): TerminalFailure | Error {
   const source = error instanceof Error ? error : new Error(String(error));
   const message = redactVaultKeyText(source.message, vaultKey);
-  let failure: Error;
-  if (error instanceof KeybrakeCapExhaustedError || isCapHit(error)) failure = new KeybrakeCapExhaustedError(`Keybrake cap exhausted: ${message}`);
-  else if (error instanceof NonRetryableException) failure = new NonRetryableException(message);
-  else failure = new Error(message);
-  if (!(failure instanceof KeybrakeCapExhaustedError)) failure.name = source.name;
-  failure.stack = source.stack === undefined ? undefined : redactVaultKeyText(source.stack, vaultKey);
-  return failure;
+  if (isCapHit(error)) return terminalFailure('cap_exhausted', `Keybrake cap exhausted: ${message}`);
+  if (error instanceof NonRetryableException || source.name === 'NonRetryableException') {
+    return terminalFailure('non_retryable', message);
+  }
+  const retryable = new Error(message);
+  retryable.name = source.name;
+  retryable.stack = source.stack === undefined ? undefined : redactVaultKeyText(source.stack, vaultKey);
+  return retryable;
 }

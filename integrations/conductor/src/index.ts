@@ -5,8 +5,7 @@ export {
   type KeybrakeWorkerOptions,
   type KeybrakeWorkerResult,
 } from './worker.js';
-export { toConductorFailure } from './failures.js';
-export { KeybrakeCapExhaustedError, MissingVaultKeyError } from './errors.js';
+export { toConductorFailure, terminalFailure, type TerminalFailure } from './failures.js';
 export { redactVaultKey, VAULT_KEY_REDACTED } from './redact.js';
 export {
   loadConductorDefinitions,

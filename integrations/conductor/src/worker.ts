@@ -1,8 +1,7 @@
 import type { ConductorWorker, Task, TaskInProgressResult, TaskResult } from '@io-orkes/conductor-javascript';
 import { getTaskContext } from '@io-orkes/conductor-javascript';
 import { deriveIdempotencyKey } from '@keybrake/client';
-import { MissingVaultKeyError } from './errors.js';
-import { toConductorFailure } from './failures.js';
+import { terminalFailure, toConductorFailure } from './failures.js';
 import { redactVaultKey, redactVaultKeyText } from './redact.js';
 
 /** What a wrapped worker's `execute` gets besides the task. */
@@ -49,7 +48,9 @@ export interface KeybrakeWorkerOptions {
  * Wraps a Conductor worker so that it calls vendors through Keybrake:
  * - its `execute` gets the vault key from the task input, and a stable `idempotencyKey(...)`;
  * - a cap hit ends the task `FAILED_WITH_TERMINAL_ERROR` (never retried), whatever the task
- *   definition's `retryCount`; every other failure stays a retryable `FAILED`;
+ *   definition's `retryCount`, with `outputData.error.code` `cap_exhausted`; so do a missing vault
+ *   key (`missing_vault_key`) and the SDK's `NonRetryableException`; every other failure stays a
+ *   retryable `FAILED`;
  * - the vault key never reaches the task's output, logs or failure reason: they are stored by
  *   Conductor and shown in its UI.
  */
@@ -64,7 +65,13 @@ export function keybrakeWorker(worker: KeybrakeConductorWorker, options: Keybrak
     ...rest,
     execute: async (task) => {
       const { [vaultKeyInput]: vaultKey, ...inputData } = task.inputData ?? {};
-      if (typeof vaultKey !== 'string' || vaultKey === '') throw new MissingVaultKeyError(vaultKeyInput);
+      if (typeof vaultKey !== 'string' || vaultKey === '') {
+        // The workflow is wired wrong: retrying will not fix it.
+        return terminalFailure(
+          'missing_vault_key',
+          `Task input "${vaultKeyInput}" holds no Keybrake vault key: pass it the issue_vault_key task's response.body.vault_key.`,
+        );
+      }
       // Workflow instance id + reference name: the same across Conductor's retries of this task
       // (a retry is a new task id), different in every other execution and fork branch.
       const identity = ['conductor', task.workflowInstanceId ?? '', task.referenceTaskName ?? ''];
@@ -77,7 +84,9 @@ export function keybrakeWorker(worker: KeybrakeConductorWorker, options: Keybrak
         const result = await execute({ ...task, inputData }, keybrake);
         return redactVaultKey(result, vaultKey);
       } catch (error) {
-        throw toConductorFailure(error, vaultKey);
+        const failure = toConductorFailure(error, vaultKey);
+        if (failure instanceof Error) throw failure;
+        return failure;
       } finally {
         redactTaskContext(vaultKey);
       }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the tests need (pnpm, dependencies, stripe-mock, redis-server, the Temporal
-# CLI), then runs them all: typecheck, lint, and the vitest projects (embedded store, Redis store,
-# and e2e on the real engines) against real stripe-mock, Redis and Temporal.
+# CLI, the Conductor server), then runs them all: typecheck, lint, and the vitest projects
+# (embedded store, Redis store, and e2e on the real engines) against real stripe-mock, Redis,
+# Temporal and Conductor.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -11,6 +12,8 @@ export STRIPE_MOCK_BIN
 bash scripts/install-redis.sh
 TEMPORAL_CLI_BIN="$(bash scripts/install-temporal.sh)"
 export TEMPORAL_CLI_BIN
+eval "$(bash scripts/install-conductor.sh)"
+export CONDUCTOR_JAR CONDUCTOR_JAVA
 pnpm run build
 pnpm run typecheck
 pnpm run lint

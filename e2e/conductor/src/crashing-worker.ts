@@ -7,7 +7,7 @@
  */
 import { TaskHandler, createConductorClient } from '@io-orkes/conductor-javascript';
 import { keybrakeWorker } from '@keybrake/conductor';
-import { chargeCustomer } from './workers.js';
+import { chargeCustomerTask } from './workers.js';
 
 const client = await createConductorClient({ serverUrl: process.env.CONDUCTOR_SERVER_URL });
 const handler = new TaskHandler({
@@ -19,14 +19,7 @@ const handler = new TaskHandler({
       concurrency: 1,
       pollInterval: 100,
       execute: async (task, keybrake) => {
-        const output = await chargeCustomer(
-          {
-            customerId: String(task.inputData?.customerId),
-            amountCents: Number(task.inputData?.amountCents),
-            currency: String(task.inputData?.currency ?? 'usd'),
-          },
-          keybrake,
-        );
+        const output = await chargeCustomerTask(task, keybrake);
         process.stdout.write(
           `${JSON.stringify({ charged: output, referenceTaskName: task.referenceTaskName })}\n`,
           () => process.kill(process.pid, 'SIGKILL'),

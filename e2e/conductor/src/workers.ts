@@ -1,7 +1,7 @@
 import Stripe from 'stripe';
-import type { ConductorWorker } from '@io-orkes/conductor-javascript';
+import type { ConductorWorker, Task } from '@io-orkes/conductor-javascript';
 import { stripeOptions } from '@keybrake/client/stripe';
-import { keybrakeWorker } from '@keybrake/conductor';
+import { keybrakeWorker, type KeybrakeTaskContext } from '@keybrake/conductor';
 
 /** One customer the billing example charges. */
 export interface Customer {
@@ -37,7 +37,7 @@ export interface ChargeOutput {
  */
 export async function chargeCustomer(
   input: { customerId: string; amountCents: number; currency: string },
-  keybrake: { vaultKey: string; proxyUrl: string; idempotencyKey(...parts: string[]): string },
+  keybrake: KeybrakeTaskContext,
 ): Promise<ChargeOutput> {
   // Conductor owns the retries: the SDK does not retry on its own here.
   const stripe = new Stripe(keybrake.vaultKey, stripeOptions(keybrake.proxyUrl, { maxNetworkRetries: 0 }));
@@ -53,6 +53,18 @@ export async function chargeCustomer(
   return { paymentIntentId: intent.id, amountCents: intent.amount };
 }
 
+/** `charge_customer`'s body: reads the task input and charges. */
+export async function chargeCustomerTask(task: Task, keybrake: KeybrakeTaskContext): Promise<ChargeOutput> {
+  return chargeCustomer(
+    {
+      customerId: String(task.inputData?.customerId),
+      amountCents: Number(task.inputData?.amountCents),
+      currency: String(task.inputData?.currency ?? 'usd'),
+    },
+    keybrake,
+  );
+}
+
 /** The example's `charge_customer` worker. */
 export function chargeCustomerWorker(options: { proxyUrl: string; concurrency?: number }): ConductorWorker {
   return keybrakeWorker(
@@ -60,17 +72,10 @@ export function chargeCustomerWorker(options: { proxyUrl: string; concurrency?: 
       taskDefName: 'charge_customer',
       concurrency: options.concurrency ?? 10,
       pollInterval: 100,
-      execute: async (task, keybrake) => {
-        const output = await chargeCustomer(
-          {
-            customerId: String(task.inputData?.customerId),
-            amountCents: Number(task.inputData?.amountCents),
-            currency: String(task.inputData?.currency ?? 'usd'),
-          },
-          keybrake,
-        );
-        return { status: 'COMPLETED', outputData: { ...output } };
-      },
+      execute: async (task, keybrake) => ({
+        status: 'COMPLETED',
+        outputData: { ...(await chargeCustomerTask(task, keybrake)) },
+      }),
     },
     { proxyUrl: options.proxyUrl },
   );

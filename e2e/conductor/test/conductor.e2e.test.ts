@@ -22,6 +22,7 @@ import { beforeAll, describe, expect, inject, it, onTestFinished } from 'vitest'
 import { startProxy, type TestProxy } from '../../../core-proxy/test/helpers.js';
 import { chargeCustomerWorker, fetchCustomersWorker, type Customer } from '../src/workers.js';
 import { startCountingRelay } from './counting-relay.js';
+import { Agent, setGlobalDispatcher } from 'undici';
 
 const CRASHING_WORKER = fileURLToPath(new URL('../dist/crashing-worker.js', import.meta.url));
 const CHARGE = 'POST /v1/payment_intents';
@@ -29,6 +30,10 @@ const CHARGE = 'POST /v1/payment_intents';
 /** $1.00 to $5.00, deterministic per customer. */
 const customers = (count: number): Customer[] =>
   Array.from({ length: count }, (_, i) => ({ customerId: `cus_${i}`, amountCents: 100 + ((i * 7919) % 401) }));
+
+// Every test's proxy listens on the one port the Conductor server was given: a pooled keep-alive
+// connection to the previous test's proxy must not be reused for the next one.
+setGlobalDispatcher(new Agent({ pipelining: 0 }));
 
 let client: Client;
 let executor: WorkflowExecutor;

@@ -111,13 +111,26 @@ CREATE INDEX IF NOT EXISTS audit_by_key ON audit(key_id, seq);
  * The embedded durable store: one SQLite file in WAL mode with `synchronous=FULL`, so every
  * committed reservation, settlement and audit record survives a crash or power loss before the
  * response goes out. better-sqlite3 is synchronous and this process is its only writer, so each
- * method below is one transaction and nothing interleaves inside it.
+ * write below is one transaction and nothing interleaves inside it.
+ *
+ * Writes are group-committed: those issued in the same turn of the event loop run in arrival
+ * order, each in its own savepoint, inside one transaction, and all resolve after its single
+ * commit (one fsync instead of one per write). A write's promise still resolves only once it is
+ * durable.
  */
 export class SqliteStore implements Store {
   private readonly db: Database.Database;
   private readonly retentionMs: number;
   private readonly purgeTimer: NodeJS.Timeout;
   private readonly statements = new Map<string, Database.Statement>();
+  /** Runs its argument atomically: a savepoint inside a group commit, a transaction outside one. */
+  private readonly atomic: <T>(operation: () => T) => T;
+  private readonly commitBatch: Database.Transaction<(body: () => void) => void>;
+  private readonly pendingWrites: {
+    operation: () => unknown;
+    resolve: (value: unknown) => void;
+    reject: (error: unknown) => void;
+  }[] = [];
 
   constructor(options: SqliteStoreOptions) {
     mkdirSync(options.dataDir, { recursive: true });
@@ -127,6 +140,10 @@ export class SqliteStore implements Store {
     this.db.pragma('busy_timeout = 5000');
     this.db.pragma('foreign_keys = ON');
     this.db.exec(SCHEMA);
+    // Built once: better-sqlite3 makes a new wrapper on every db.transaction() call.
+    const atomic = this.db.transaction((operation: () => unknown) => operation());
+    this.atomic = <T>(operation: () => T): T => atomic(operation) as T;
+    this.commitBatch = this.db.transaction((body: () => void) => body());
     this.retentionMs = options.idempotencyRetentionMs ?? 24 * 60 * 60 * 1000;
     this.recoverOrphanedReservations((options.now ?? Date.now)());
     this.purgeTimer = setInterval(() => this.purgeIdempotency(Date.now()), 10 * 60 * 1000);
@@ -134,7 +151,7 @@ export class SqliteStore implements Store {
   }
 
   createKey(record: VaultKeyRecord): Promise<void> {
-    return this.run(() => {
+    return this.write(() => {
       this.statement(
         `INSERT INTO vault_keys (key_id, key_hash, vendor, daily_cap, cap, allowed_endpoints, agent_run_label,
              parent_key_id, tainted, created_at, expires_at, revoked_at)
@@ -183,123 +200,115 @@ export class SqliteStore implements Store {
   }
 
   revokeKey(keyId: string, now: number): Promise<boolean> {
-    return this.run(() =>
-      this.db
-        .transaction(() => {
-          if (!this.keyRow(keyId)) return false;
-          // Revoking a parent revokes the whole subtree; already-revoked keys keep their first time.
-          this.statement(
-            `WITH RECURSIVE subtree(id) AS (
+    return this.write(() =>
+      this.atomic(() => {
+        if (!this.keyRow(keyId)) return false;
+        // Revoking a parent revokes the whole subtree; already-revoked keys keep their first time.
+        this.statement(
+          `WITH RECURSIVE subtree(id) AS (
                SELECT ? UNION SELECT k.key_id FROM vault_keys k JOIN subtree s ON k.parent_key_id = s.id)
              UPDATE vault_keys SET revoked_at = ? WHERE key_id IN (SELECT id FROM subtree) AND revoked_at IS NULL`,
-          ).run(keyId, now);
-          return true;
-        })
-        .immediate(),
+        ).run(keyId, now);
+        return true;
+      }),
     );
   }
 
   taintKey(keyId: string): Promise<boolean> {
-    return this.run(() =>
-      this.db
-        .transaction(() => {
-          if (!this.keyRow(keyId)) return false;
-          this.statement(
-            `WITH RECURSIVE subtree(id) AS (
+    return this.write(() =>
+      this.atomic(() => {
+        if (!this.keyRow(keyId)) return false;
+        this.statement(
+          `WITH RECURSIVE subtree(id) AS (
                SELECT ? UNION SELECT k.key_id FROM vault_keys k JOIN subtree s ON k.parent_key_id = s.id)
              UPDATE vault_keys SET tainted = 1 WHERE key_id IN (SELECT id FROM subtree)`,
-          ).run(keyId);
-          return true;
-        })
-        .immediate(),
+        ).run(keyId);
+        return true;
+      }),
     );
   }
 
   reserve(input: ReserveInput): Promise<ReserveOutput> {
-    return this.run(() =>
-      this.db
-        .transaction((): ReserveOutput => {
-          const chain = this.ancestry(input.keyId);
-          if (chain.length === 0) return { kind: 'refused', code: 'invalid_vault_key' };
-          for (const key of chain) {
-            if (key.revoked_at !== null) return { kind: 'refused', code: 'vault_key_revoked' };
-            if (key.expires_at <= input.now) return { kind: 'refused', code: 'vault_key_expired' };
-          }
-          const tainted = chain.some((key) => key.tainted === 1);
-          if (input.sensitive && tainted) {
-            return { kind: 'refused', code: 'tainted_request_refused' };
-          }
+    return this.write(() =>
+      this.atomic((): ReserveOutput => {
+        const chain = this.ancestry(input.keyId);
+        if (chain.length === 0) return { kind: 'refused', code: 'invalid_vault_key' };
+        for (const key of chain) {
+          if (key.revoked_at !== null) return { kind: 'refused', code: 'vault_key_revoked' };
+          if (key.expires_at <= input.now) return { kind: 'refused', code: 'vault_key_expired' };
+        }
+        const tainted = chain.some((key) => key.tainted === 1);
+        if (input.sensitive && tainted) {
+          return { kind: 'refused', code: 'tainted_request_refused' };
+        }
 
-          if (input.idempotency) {
-            const claim = this.statement(
-              'SELECT fingerprint, response FROM idempotency WHERE key_id = ? AND idempotency_key = ?',
-            ).get(input.keyId, input.idempotency.key) as { fingerprint: string; response: string | null } | undefined;
-            if (claim) {
-              if (claim.fingerprint !== input.idempotency.fingerprint) {
-                return { kind: 'refused', code: 'idempotency_key_reused' };
-              }
-              if (claim.response === null) return { kind: 'refused', code: 'idempotency_key_in_use' };
-              return { kind: 'replay', response: JSON.parse(claim.response) as StoredResponse };
+        if (input.idempotency) {
+          const claim = this.statement(
+            'SELECT fingerprint, response FROM idempotency WHERE key_id = ? AND idempotency_key = ?',
+          ).get(input.keyId, input.idempotency.key) as { fingerprint: string; response: string | null } | undefined;
+          if (claim) {
+            if (claim.fingerprint !== input.idempotency.fingerprint) {
+              return { kind: 'refused', code: 'idempotency_key_reused' };
             }
+            if (claim.response === null) return { kind: 'refused', code: 'idempotency_key_in_use' };
+            return { kind: 'replay', response: JSON.parse(claim.response) as StoredResponse };
           }
+        }
 
-          const day = utcDay(input.now);
-          for (const key of chain) {
-            if (key.cap !== null && key.spent + key.reserved + input.costMicros > key.cap) {
+        const day = utcDay(input.now);
+        for (const key of chain) {
+          if (key.cap !== null && key.spent + key.reserved + input.costMicros > key.cap) {
+            return { kind: 'refused', code: 'cap_exhausted', capKeyId: key.key_id };
+          }
+          if (key.daily_cap !== null) {
+            const today = this.dailyRow(key.key_id, day);
+            if (today.spent + today.reserved + input.costMicros > key.daily_cap) {
               return { kind: 'refused', code: 'cap_exhausted', capKeyId: key.key_id };
             }
-            if (key.daily_cap !== null) {
-              const today = this.dailyRow(key.key_id, day);
-              if (today.spent + today.reserved + input.costMicros > key.daily_cap) {
-                return { kind: 'refused', code: 'cap_exhausted', capKeyId: key.key_id };
-              }
-            }
           }
+        }
 
-          // Reserve before forwarding: a call that reaches the vendor can no longer be un-spent.
-          for (const key of chain) this.addSpend(key.key_id, day, { reserved: input.costMicros });
+        // Reserve before forwarding: a call that reaches the vendor can no longer be un-spent.
+        for (const key of chain) this.addSpend(key.key_id, day, { reserved: input.costMicros });
+        this.statement(
+          'INSERT INTO reservations (reservation_id, key_id, day, amount, idempotency_key, pending) VALUES (?, ?, ?, ?, ?, ?)',
+        ).run(
+          input.reservationId,
+          input.keyId,
+          day,
+          input.costMicros,
+          input.idempotency?.key ?? null,
+          JSON.stringify(input.pending),
+        );
+        if (input.idempotency) {
           this.statement(
-            'INSERT INTO reservations (reservation_id, key_id, day, amount, idempotency_key, pending) VALUES (?, ?, ?, ?, ?, ?)',
-          ).run(
-            input.reservationId,
-            input.keyId,
-            day,
-            input.costMicros,
-            input.idempotency?.key ?? null,
-            JSON.stringify(input.pending),
-          );
-          if (input.idempotency) {
-            this.statement(
-              'INSERT INTO idempotency (key_id, idempotency_key, fingerprint, response, created_at) VALUES (?, ?, ?, NULL, ?)',
-            ).run(input.keyId, input.idempotency.key, input.idempotency.fingerprint, input.now);
-          }
-          return { kind: 'reserved', tainted };
-        })
-        .immediate(),
+            'INSERT INTO idempotency (key_id, idempotency_key, fingerprint, response, created_at) VALUES (?, ?, ?, NULL, ?)',
+          ).run(input.keyId, input.idempotency.key, input.idempotency.fingerprint, input.now);
+        }
+        return { kind: 'reserved', tainted };
+      }),
     );
   }
 
   settle(input: SettleInput): Promise<void> {
-    return this.run(() =>
-      this.db
-        .transaction(() => {
-          const reservation = this.statement('SELECT * FROM reservations WHERE reservation_id = ?').get(
-            input.reservationId,
-          ) as ReservationRow | undefined;
-          if (reservation) {
-            this.release(reservation, input.actualMicros, input.audit.outcome === 'unknown');
-            if (reservation.idempotency_key !== null) {
-              this.resolveIdempotency(input.keyId, reservation.idempotency_key, input.idempotentResponse);
-            }
+    return this.write(() =>
+      this.atomic(() => {
+        const reservation = this.statement('SELECT * FROM reservations WHERE reservation_id = ?').get(
+          input.reservationId,
+        ) as ReservationRow | undefined;
+        if (reservation) {
+          this.release(reservation, input.actualMicros, input.audit.outcome === 'unknown');
+          if (reservation.idempotency_key !== null) {
+            this.resolveIdempotency(input.keyId, reservation.idempotency_key, input.idempotentResponse);
           }
-          return this.append(input.audit);
-        })
-        .immediate(),
+        }
+        return this.append(input.audit);
+      }),
     );
   }
 
   appendAudit(input: AuditInput): Promise<void> {
-    return this.run(() => this.db.transaction(() => this.append(input)).immediate());
+    return this.write(() => this.append(input));
   }
 
   listCalls(keyId: string): Promise<AuditRecordJson[]> {
@@ -351,7 +360,10 @@ export class SqliteStore implements Store {
 
   close(): Promise<void> {
     clearInterval(this.purgeTimer);
-    if (this.db.open) this.db.close();
+    if (this.db.open) {
+      this.commitPendingWrites();
+      this.db.close();
+    }
     return Promise.resolve();
   }
 
@@ -366,6 +378,42 @@ export class SqliteStore implements Store {
   }
 
   /** Runs a store operation, turning any storage failure into a fail-closed `StoreUnavailableError`. */
+  /** Queues a write for the next group commit (see the class comment). */
+  private write<T>(operation: () => T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.pendingWrites.push({ operation, resolve: resolve as (value: unknown) => void, reject });
+      if (this.pendingWrites.length === 1) setImmediate(() => this.commitPendingWrites());
+    });
+  }
+
+  private commitPendingWrites(): void {
+    const batch = this.pendingWrites.splice(0);
+    if (batch.length === 0) return;
+    const outcomes: ({ ok: true; value: unknown } | { ok: false; error: unknown })[] = [];
+    try {
+      this.commitBatch.immediate(() => {
+        for (const write of batch) {
+          // Multi-statement writes run in `atomic` (a savepoint here): one that throws leaves
+          // the others in the batch intact.
+          try {
+            outcomes.push({ ok: true, value: write.operation() });
+          } catch (error) {
+            outcomes.push({ ok: false, error });
+          }
+        }
+      });
+    } catch (error) {
+      // The commit itself failed (disk full, I/O error): nothing in the batch is durable.
+      for (const write of batch) write.reject(new StoreUnavailableError(error));
+      return;
+    }
+    batch.forEach((write, i) => {
+      const outcome = outcomes[i]!;
+      if (outcome.ok) write.resolve(outcome.value);
+      else write.reject(new StoreUnavailableError(outcome.error));
+    });
+  }
+
   private run<T>(operation: () => T): Promise<T> {
     try {
       return Promise.resolve(operation());

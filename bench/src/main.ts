@@ -1,0 +1,189 @@
+/**
+ * `pnpm bench [--quick]`: every variant against one mock upstream with one load generator
+ * (autocannon), then the cap race. Writes bench/results/<date>.json, docs/benchmarks.md and
+ * docs/benchmarks-latency.svg.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, release, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { capRace, type CapRaceResult } from './cap-race.js';
+import { runLoad, type LoadOptions, type LoadResult } from './load.js';
+import { cpuSeconds, peakRssBytes, processTree, resetPeakRss, startService } from './processes.js';
+import { renderMarkdown, renderSvg, type BenchReport, type VariantReport } from './report.js';
+import { DIST, ROOT, VARIANTS, issueBenchKey, startKeybrake, startRedis, type RunningVariant } from './variants.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+
+const quick = process.argv.includes('--quick');
+const only = process.argv
+  .find((arg) => arg.startsWith('--only='))
+  ?.slice('--only='.length)
+  .split(',');
+const seconds = quick ? 2 : 10;
+const warmupSeconds = quick ? 1 : 3;
+const peakConnections = quick ? [64] : [16, 64, 256];
+
+type RunName = 'sequential' | 'rate500' | 'rate2000' | 'peak';
+
+function log(message: string): void {
+  process.stderr.write(`${message}\n`);
+}
+
+async function measure(
+  variant: RunningVariant,
+  options: LoadOptions,
+): Promise<{ load: LoadResult; cpuSeconds: number; peakRssBytes: number }> {
+  const pids = variant.services.flatMap((service) => (service.child.pid ? processTree(service.child.pid) : []));
+  resetPeakRss(pids);
+  const cpuBefore = cpuSeconds(pids);
+  const load = await runLoad(variant.targets, options);
+  return { load, cpuSeconds: cpuSeconds(pids) - cpuBefore, peakRssBytes: peakRssBytes(pids) };
+}
+
+async function benchVariant(
+  name: string,
+  running: RunningVariant,
+): Promise<Omit<VariantReport, 'name' | 'route' | 'description'>> {
+  await runLoad(running.targets, { durationSeconds: warmupSeconds, connections: 16 });
+  const runs: Partial<Record<RunName, LoadResult>> = {};
+  let cpu = 0;
+  let requests = 0;
+  let peakRss = 0;
+  const record = (run: RunName, measured: Awaited<ReturnType<typeof measure>>): void => {
+    runs[run] = measured.load;
+    cpu += measured.cpuSeconds;
+    requests += measured.load.requests;
+    peakRss = Math.max(peakRss, measured.peakRssBytes);
+    log(
+      `  ${name} ${run}: ${measured.load.requestsPerSecond.toFixed(0)} req/s, p50 ${measured.load.p50} ms, p99 ${measured.load.p99} ms, p99.9 ${measured.load.p999} ms, errors ${measured.load.errors + measured.load.non2xx}`,
+    );
+  };
+  record('sequential', await measure(running, { durationSeconds: seconds, connections: 1 }));
+  record('rate500', await measure(running, { durationSeconds: seconds, connections: 32, rate: 500 }));
+  record('rate2000', await measure(running, { durationSeconds: seconds, connections: 64, rate: 2000 }));
+  let peak: LoadResult | undefined;
+  for (const connections of peakConnections) {
+    const measured = await measure(running, { durationSeconds: seconds, connections });
+    cpu += measured.cpuSeconds;
+    requests += measured.load.requests;
+    peakRss = Math.max(peakRss, measured.peakRssBytes);
+    log(
+      `  ${name} peak@${connections}: ${measured.load.requestsPerSecond.toFixed(0)} req/s, p99 ${measured.load.p99} ms`,
+    );
+    if (measured.load.p99 < 50 && (!peak || measured.load.requestsPerSecond > peak.requestsPerSecond))
+      peak = measured.load;
+  }
+  if (peak) runs.peak = peak;
+  return {
+    runs,
+    cpuSecondsPer1000: running.services.length > 0 ? (cpu / requests) * 1000 : null,
+    peakRssMb: running.services.length > 0 ? peakRss / 1024 / 1024 : null,
+  };
+}
+
+async function raceOn(store: 'embedded' | 'redis'): Promise<CapRaceResult> {
+  const dir = mkdtempSync(join(tmpdir(), 'bench-race-'));
+  const stops: (() => Promise<void>)[] = [];
+  try {
+    const upstream = await startService('upstream', process.execPath, [join(DIST, 'upstream.js'), '0'], {
+      ready: /^listening/,
+    });
+    stops.push(upstream.stop);
+    const upstreamUrl = `http://127.0.0.1:${/listening (\d+)/.exec(upstream.output[0] ?? '')?.[1]}`;
+    let redisUrl: string | undefined;
+    if (store === 'redis') {
+      const redis = await startRedis(dir);
+      stops.push(redis.service.stop);
+      redisUrl = redis.url;
+    }
+    const urls: string[] = [];
+    for (let i = 0; i < (store === 'redis' ? 2 : 1); i += 1) {
+      const replica = await startKeybrake(upstreamUrl, join(dir, `data-${i}`), redisUrl);
+      stops.push(replica.service.stop);
+      urls.push(replica.url);
+    }
+    return await capRace(urls, await issueBenchKey(urls[0]!, 300), 300);
+  } finally {
+    for (const stop of stops.reverse()) await stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function main(): Promise<void> {
+  const upstream = await startService('upstream', process.execPath, [join(DIST, 'upstream.js'), '0'], {
+    ready: /^listening/,
+  });
+  const upstreamUrl = `http://127.0.0.1:${/listening (\d+)/.exec(upstream.output[0] ?? '')?.[1]}`;
+  const variants: VariantReport[] = [];
+  try {
+    for (const variant of VARIANTS) {
+      if (only && !only.some((name) => variant.name.includes(name))) continue;
+      log(`${variant.name}: starting`);
+      let running: RunningVariant;
+      try {
+        running = await variant.start(upstreamUrl);
+      } catch (error) {
+        const reason = error instanceof Error ? error.message.split('\n')[0]! : String(error);
+        log(`${variant.name}: could not start: ${reason}`);
+        variants.push({
+          name: variant.name,
+          route: variant.route,
+          description: variant.description,
+          skipped: reason,
+          runs: {},
+          cpuSecondsPer1000: null,
+          peakRssMb: null,
+        });
+        continue;
+      }
+      try {
+        variants.push({
+          name: variant.name,
+          route: variant.route,
+          description: variant.description,
+          ...(await benchVariant(variant.name, running)),
+        });
+      } finally {
+        await running.stop();
+      }
+    }
+  } finally {
+    await upstream.stop();
+  }
+  log('cap race: embedded store');
+  const embedded = await raceOn('embedded');
+  log(`  ${JSON.stringify(embedded)}`);
+  log('cap race: Redis store, 2 replicas');
+  const redis = await raceOn('redis');
+  log(`  ${JSON.stringify(redis)}`);
+
+  const report: BenchReport = {
+    date: new Date().toISOString(),
+    mode: quick ? 'quick' : 'full',
+    machine: {
+      cores: cpus().length,
+      cpu: cpus()[0]?.model ?? 'unknown',
+      memoryGb: Math.round(totalmem() / 1024 ** 3),
+      node: process.version,
+      kernel: release(),
+      note: 'load generator, upstream and variant share the machine',
+    },
+    settings: { secondsPerRun: seconds, peakConnections, loadGenerator: 'autocannon (in the harness process)' },
+    variants,
+    capRace: { embedded, redis },
+  };
+  mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
+  mkdirSync(join(ROOT, 'docs'), { recursive: true });
+  const stamp = report.date.replace(/[:.]/g, '-');
+  writeFileSync(
+    join(ROOT, `bench/results/${stamp}${quick ? '-quick' : ''}.json`),
+    `${JSON.stringify(report, null, 2)}\n`,
+  );
+  if (!quick || process.argv.includes('--write-docs')) {
+    writeFileSync(join(ROOT, 'docs/benchmarks-latency.svg'), renderSvg(report));
+    writeFileSync(join(ROOT, 'docs/benchmarks.md'), renderMarkdown(report));
+  }
+  process.stdout.write(`${renderMarkdown(report, { tablesOnly: true })}\n`);
+}
+
+await main();

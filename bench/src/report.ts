@@ -1,0 +1,126 @@
+import type { CapRaceResult } from './cap-race.js';
+import type { LoadResult } from './load.js';
+
+export interface VariantReport {
+  readonly name: string;
+  readonly route: 'payment_intents' | 'chat';
+  readonly description: string;
+  /** Why it did not run, when it did not. */
+  readonly skipped?: string;
+  readonly runs: Partial<Record<'sequential' | 'rate500' | 'rate2000' | 'peak', LoadResult>>;
+  readonly cpuSecondsPer1000: number | null;
+  readonly peakRssMb: number | null;
+}
+
+export interface BenchReport {
+  readonly date: string;
+  readonly mode: 'quick' | 'full';
+  readonly machine: Record<string, string | number>;
+  readonly settings: Record<string, unknown>;
+  readonly variants: VariantReport[];
+  readonly capRace: { readonly embedded: CapRaceResult; readonly redis: CapRaceResult };
+}
+
+const fixed = (value: number | undefined, digits = 2): string => (value === undefined ? '–' : value.toFixed(digits));
+
+function floor(report: BenchReport, route: VariantReport['route']): VariantReport | undefined {
+  return report.variants.find(
+    (variant) => variant.name.startsWith('direct') && variant.route === route && !variant.skipped,
+  );
+}
+
+/** Latency a variant adds over direct on its route, in ms. */
+export function added(
+  report: BenchReport,
+  variant: VariantReport,
+  run: 'sequential' | 'rate500' | 'rate2000',
+  field: 'p50' | 'p99' | 'p999',
+): number | undefined {
+  const base = floor(report, variant.route)?.runs[run]?.[field];
+  const value = variant.runs[run]?.[field];
+  return base === undefined || value === undefined ? undefined : value - base;
+}
+
+function row(report: BenchReport, variant: VariantReport): string {
+  if (variant.skipped)
+    return `| ${variant.name} | ${variant.route} | did not run: ${variant.skipped.replace(/\|/g, '/')} |||||||||`;
+  const nginx = report.variants.find((v) => v.name === 'nginx' && !v.skipped);
+  const node = report.variants.find((v) => v.name === 'node pass-through' && !v.skipped);
+  const direct = floor(report, variant.route);
+  const isFloor = variant === direct;
+  const cell = (run: 'sequential' | 'rate500' | 'rate2000', field: 'p50' | 'p99' | 'p999'): string =>
+    isFloor ? fixed(variant.runs[run]?.[field]) : fixed(added(report, variant, run, field));
+  const overNginx = (): string => {
+    const own = added(report, variant, 'rate2000', 'p50');
+    const reference = nginx ? added(report, nginx, 'rate2000', 'p50') : undefined;
+    return own === undefined || reference === undefined || reference <= 0 || isFloor
+      ? '–'
+      : `${(own / reference).toFixed(1)}×`;
+  };
+  const peak = variant.runs.peak?.requestsPerSecond;
+  const ratio = (other: VariantReport | undefined): string => {
+    const reference = other?.runs.peak?.requestsPerSecond;
+    return peak === undefined || reference === undefined ? '–' : `${((peak / reference) * 100).toFixed(0)}%`;
+  };
+  return `| ${variant.name} | ${variant.route} | ${cell('sequential', 'p50')} | ${cell('rate500', 'p50')} / ${cell('rate500', 'p99')} / ${cell('rate500', 'p999')} | ${cell('rate2000', 'p50')} / ${cell('rate2000', 'p99')} / ${cell('rate2000', 'p999')} | ${overNginx()} | ${peak === undefined ? 'p99 ≥ 50 ms' : peak.toFixed(0)} | ${ratio(direct)} | ${ratio(node)} | ${variant.cpuSecondsPer1000 === null ? '–' : variant.cpuSecondsPer1000.toFixed(3)} | ${variant.peakRssMb === null ? '–' : variant.peakRssMb.toFixed(0)} |`;
+}
+
+function raceRow(name: string, race: CapRaceResult): string {
+  return `| ${name} | ${race.calls} | $${race.capUsd.toFixed(2)} | ${race.forwarded} | $${race.forwardedUsd.toFixed(2)} | $${race.overshootUsd.toFixed(2)} | $${race.underUseUsd.toFixed(2)} | ${race.smallestRefusedUsd === null ? '–' : `$${race.smallestRefusedUsd.toFixed(2)}`} | ${race.seconds.toFixed(1)} s |`;
+}
+
+/** The tables (and, unless `tablesOnly`, the whole generated section) for docs/benchmarks.md. */
+export function renderMarkdown(report: BenchReport, options: { tablesOnly?: boolean } = {}): string {
+  const lines = [
+    `Run: ${report.date} (${report.mode}); ${report.machine.cores} cores (${report.machine.cpu}), ${report.machine.memoryGb} GiB, Node ${report.machine.node}, Linux ${report.machine.kernel}; ${String(report.machine.note)}. ${String(report.settings.secondsPerRun)} s per run.`,
+    '',
+    'Latency in ms. For `direct` rows the absolute latency; for every other row the latency **added** over direct on the same route (p50 / p99 / p99.9). "vs nginx" is the added p50 at 2,000 req/s as a multiple of nginx\'s. Peak: highest req/s with p99 under 50 ms. CPU and RSS: the variant\'s own processes (and its Redis), not the upstream or the load generator.',
+    '',
+    '| variant | route | sequential p50 | @500 req/s p50 / p99 / p99.9 | @2,000 req/s p50 / p99 / p99.9 | vs nginx | peak req/s | peak vs direct | peak vs node | CPU s / 1k req | peak RSS MB |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    ...report.variants.map((variant) => row(report, variant)),
+    '',
+    'Cap race: 2,000 concurrent charges of $1.00-$5.00 at one key with a $300 cap.',
+    '',
+    '| store | calls | cap | forwarded | forwarded $ | overshoot | under-use | smallest refused | time |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    raceRow('embedded', report.capRace.embedded),
+    raceRow('Redis, 2 replicas', report.capRace.redis),
+  ];
+  if (options.tablesOnly) return lines.join('\n');
+  return lines.join('\n');
+}
+
+/** A bar chart of added p50 and p99 at 2,000 req/s per variant. */
+export function renderSvg(report: BenchReport): string {
+  const bars = report.variants
+    .filter((variant) => !variant.skipped && !variant.name.startsWith('direct'))
+    .map((variant) => ({
+      name: variant.name,
+      p50: Math.max(0, added(report, variant, 'rate2000', 'p50') ?? 0),
+      p99: Math.max(0, added(report, variant, 'rate2000', 'p99') ?? 0),
+    }));
+  const max = Math.max(1, ...bars.map((bar) => bar.p99));
+  const rowHeight = 34;
+  const left = 170;
+  const width = 720;
+  const scale = (width - left - 80) / max;
+  const height = 60 + bars.length * rowHeight;
+  const body = bars
+    .map((bar, i) => {
+      const y = 40 + i * rowHeight;
+      return [
+        `<text x="${left - 8}" y="${y + 14}" text-anchor="end">${bar.name}</text>`,
+        `<rect x="${left}" y="${y}" width="${(bar.p99 * scale).toFixed(1)}" height="12" fill="#f4a261"/>`,
+        `<rect x="${left}" y="${y + 14}" width="${(bar.p50 * scale).toFixed(1)}" height="12" fill="#2a9d8f"/>`,
+        `<text x="${left + bar.p99 * scale + 6}" y="${y + 10}">${bar.p99.toFixed(2)} ms p99</text>`,
+        `<text x="${left + bar.p50 * scale + 6}" y="${y + 24}">${bar.p50.toFixed(2)} ms p50</text>`,
+      ].join('\n');
+    })
+    .join('\n');
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="12">
+<text x="10" y="20" font-size="14">Latency added over direct at 2,000 req/s (${report.date.slice(0, 10)}, ${report.mode} run, ${report.machine.cores} cores)</text>
+${body}
+</svg>
+`;
+}

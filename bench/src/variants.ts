@@ -1,0 +1,294 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { answers, freePort, startService, type Service } from './processes.js';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const DIST = fileURLToPath(new URL('.', import.meta.url));
+
+/** One request shape a load run repeats. */
+export interface Target {
+  readonly url: string;
+  readonly method: 'POST';
+  readonly path: string;
+  readonly headers: Record<string, string>;
+  readonly body: string;
+}
+
+/** A variant, started. */
+export interface RunningVariant {
+  /** Where load goes; with several, the load is split evenly between them. */
+  readonly targets: readonly Target[];
+  /** The processes whose CPU and memory the variant costs (its own, and its store's). */
+  readonly services: readonly Service[];
+  stop(): Promise<void>;
+}
+
+export interface Variant {
+  readonly name: string;
+  readonly route: 'payment_intents' | 'chat';
+  /** What it is, for the report. */
+  readonly description: string;
+  start(upstream: string): Promise<RunningVariant>;
+}
+
+export const PAYMENT_BODY = 'amount=100&currency=usd';
+export const CHAT_BODY = JSON.stringify({ model: 'gpt-mock', messages: [{ role: 'user', content: 'ping' }] });
+
+export function paymentTarget(url: string, path: string, headers: Record<string, string> = {}): Target {
+  return {
+    url,
+    method: 'POST',
+    path,
+    headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: 'Bearer sk_test_bench', ...headers },
+    body: PAYMENT_BODY,
+  };
+}
+
+export function chatTarget(url: string, path: string, headers: Record<string, string> = {}): Target {
+  return {
+    url,
+    method: 'POST',
+    path,
+    headers: { 'content-type': 'application/json', authorization: 'Bearer sk-bench', ...headers },
+    body: CHAT_BODY,
+  };
+}
+
+function stopAll(services: readonly Service[], cleanup: () => void = () => undefined): () => Promise<void> {
+  return async () => {
+    for (const service of [...services].reverse()) await service.stop();
+    cleanup();
+  };
+}
+
+const direct = (route: Variant['route']): Variant => ({
+  name: route === 'chat' ? 'direct (chat)' : 'direct',
+  route,
+  description: 'straight to the mock upstream: the floor',
+  start: async (upstream) => ({
+    targets: [
+      route === 'chat' ? chatTarget(upstream, '/v1/chat/completions') : paymentTarget(upstream, '/v1/payment_intents'),
+    ],
+    services: [],
+    stop: async () => undefined,
+  }),
+});
+
+const nginx: Variant = {
+  name: 'nginx',
+  route: 'payment_intents',
+  description: "Debian's nginx, reverse proxy with keep-alive to the upstream, access log off",
+  start: async (upstream) => {
+    const dir = mkdtempSync(join(tmpdir(), 'bench-nginx-'));
+    const port = await freePort();
+    const { host } = new URL(upstream);
+    writeFileSync(
+      join(dir, 'nginx.conf'),
+      `worker_processes 1;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  upstream mock { server ${host}; keepalive 128; }
+  server {
+    listen 127.0.0.1:${port};
+    keepalive_requests 1000000;
+    location / {
+      proxy_pass http://mock;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+`,
+    );
+    const service = await startService(
+      'nginx',
+      'nginx',
+      ['-p', dir, '-c', join(dir, 'nginx.conf'), '-g', 'daemon off;'],
+      {
+        probe: () => answers(`http://127.0.0.1:${port}/`),
+      },
+    );
+    return {
+      targets: [paymentTarget(`http://127.0.0.1:${port}`, '/v1/payment_intents')],
+      services: [service],
+      stop: stopAll([service], () => rmSync(dir, { recursive: true, force: true })),
+    };
+  },
+};
+
+const passthrough: Variant = {
+  name: 'node pass-through',
+  route: 'payment_intents',
+  description: 'node:http + an undici keep-alive pool, no checks: the Node floor',
+  start: async (upstream) => {
+    const service = await startService('passthrough', process.execPath, [join(DIST, 'passthrough.js'), '0', upstream], {
+      ready: /^listening \d+/,
+    });
+    const port = /^listening (\d+)/.exec(service.output.find((line) => line.startsWith('listening')) ?? '')?.[1];
+    return {
+      targets: [paymentTarget(`http://127.0.0.1:${port}`, '/v1/payment_intents')],
+      services: [service],
+      stop: stopAll([service]),
+    };
+  },
+};
+
+async function startRedis(dir: string): Promise<{ service: Service; url: string }> {
+  const port = await freePort();
+  // As the README asks of a Redis holding caps and audit: AOF, fsync on every write.
+  const service = await startService(
+    'redis-server',
+    'redis-server',
+    [
+      '--port',
+      String(port),
+      '--bind',
+      '127.0.0.1',
+      '--dir',
+      dir,
+      '--save',
+      '',
+      '--appendonly',
+      'yes',
+      '--appendfsync',
+      'always',
+    ],
+    { ready: /Ready to accept connections/ },
+  );
+  return { service, url: `redis://127.0.0.1:${port}` };
+}
+
+async function startKeybrake(
+  upstream: string,
+  dataDir: string,
+  redisUrl?: string,
+): Promise<{ service: Service; url: string }> {
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const service = await startService('keybrake', process.execPath, [join(ROOT, 'core-proxy/dist/cli.js'), 'serve'], {
+    env: {
+      KEYBRAKE_HOST: '127.0.0.1',
+      KEYBRAKE_PORT: String(port),
+      KEYBRAKE_API_KEYS: 'bench-admin',
+      KEYBRAKE_DATA_DIR: dataDir,
+      KEYBRAKE_LOG_LEVEL: 'warn',
+      STRIPE_SECRET_KEY: 'sk_test_bench',
+      KEYBRAKE_STRIPE_BASE_URL: upstream,
+      ...(redisUrl ? { KEYBRAKE_REDIS_URL: redisUrl, KEYBRAKE_REDIS_PREFIX: 'bench:' } : {}),
+    },
+    probe: async () => (await fetch(`${url}/readyz`)).ok,
+  });
+  return { service, url };
+}
+
+/** Issues the vault key every Keybrake run uses: a cap far above what a run spends, so no call is refused. */
+export async function issueBenchKey(proxyUrl: string, usdCap = 1_000_000): Promise<string> {
+  const response = await fetch(`${proxyUrl}/vault/keys`, {
+    method: 'POST',
+    headers: { authorization: 'Bearer bench-admin', 'content-type': 'application/json' },
+    body: JSON.stringify({
+      vendor: 'stripe',
+      usd_cap: usdCap,
+      allowed_endpoints: ['POST /v1/payment_intents'],
+      expires_in: '1d',
+      agent_run_label: 'bench',
+    }),
+  });
+  if (response.status !== 201) throw new Error(`issue failed: ${response.status} ${await response.text()}`);
+  return ((await response.json()) as { vault_key: string }).vault_key;
+}
+
+const keybrake = (name: string, store: 'embedded' | 'redis', replicas: number): Variant => ({
+  name,
+  route: 'payment_intents',
+  description:
+    store === 'embedded'
+      ? 'Keybrake, embedded SQLite store (WAL, synchronous=FULL), every check on'
+      : `Keybrake, ${replicas} replica${replicas > 1 ? 's' : ''} on one Redis (AOF, appendfsync always), every check on${replicas > 1 ? ', load split evenly' : ''}`,
+  start: async (upstream) => {
+    const dir = mkdtempSync(join(tmpdir(), 'bench-keybrake-'));
+    const services: Service[] = [];
+    try {
+      let redisUrl: string | undefined;
+      if (store === 'redis') {
+        const redis = await startRedis(dir);
+        services.push(redis.service);
+        redisUrl = redis.url;
+      }
+      const urls: string[] = [];
+      for (let i = 0; i < replicas; i += 1) {
+        const replica = await startKeybrake(upstream, join(dir, `data-${i}`), redisUrl);
+        services.push(replica.service);
+        urls.push(replica.url);
+      }
+      const vaultKey = await issueBenchKey(urls[0]!);
+      return {
+        targets: urls.map((url) =>
+          paymentTarget(url, '/stripe/v1/payment_intents', { authorization: `Bearer ${vaultKey}` }),
+        ),
+        services,
+        stop: stopAll(services, () => rmSync(dir, { recursive: true, force: true })),
+      };
+    } catch (error) {
+      await stopAll(services, () => rmSync(dir, { recursive: true, force: true }))();
+      throw error;
+    }
+  },
+});
+
+/** Whether a command is on PATH. */
+export function hasCommand(command: string): boolean {
+  try {
+    execFileSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const portkey: Variant = {
+  name: 'portkey gateway',
+  route: 'chat',
+  description: "Portkey's open-source AI gateway (@portkey-ai/gateway from npm), custom host = the upstream",
+  start: async (upstream) => {
+    const port = await freePort();
+    const entry = join(ROOT, 'bench/node_modules/@portkey-ai/gateway/build/start-server.js');
+    const service = await startService('portkey', process.execPath, [entry, `--port=${port}`, '--headless'], {
+      probe: () => answers(`http://127.0.0.1:${port}/`),
+    });
+    return {
+      targets: [
+        chatTarget(`http://127.0.0.1:${port}`, '/v1/chat/completions', {
+          'x-portkey-provider': 'openai',
+          'x-portkey-custom-host': `${upstream}/v1`,
+        }),
+      ],
+      services: [service],
+      stop: stopAll([service]),
+    };
+  },
+};
+
+export const VARIANTS: readonly Variant[] = [
+  direct('payment_intents'),
+  nginx,
+  passthrough,
+  keybrake('keybrake embedded', 'embedded', 1),
+  keybrake('keybrake redis', 'redis', 1),
+  keybrake('keybrake redis ×2', 'redis', 2),
+  direct('chat'),
+  portkey,
+];
+
+export { ROOT, DIST, startRedis, startKeybrake };

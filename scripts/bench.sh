@@ -6,10 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_deps
-bash scripts/install-redis.sh
-if ! command -v nginx >/dev/null 2>&1; then
-  echo "installing nginx (Debian)" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >&2 || echo "nginx could not be installed" >&2
-fi
+bash scripts/install-bench.sh
+bash scripts/install-litellm.sh >/dev/null
 pnpm run build >&2
 exec node bench/dist/main.js "$@"

@@ -3,7 +3,7 @@
  * (autocannon), then the cap race. Writes bench/results/<date>.json, docs/benchmarks.md and
  * docs/benchmarks-latency.svg.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, release, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { capRace, type CapRaceResult } from './cap-race.js';
@@ -11,7 +11,7 @@ import { runLoad, type LoadOptions, type LoadResult } from './load.js';
 import { cpuSeconds, peakRssBytes, processTree, resetPeakRss, startService } from './processes.js';
 import { renderMarkdown, renderSvg, type BenchReport, type VariantReport } from './report.js';
 import { DIST, ROOT, VARIANTS, issueBenchKey, startKeybrake, startRedis, type RunningVariant } from './variants.js';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 
 const quick = process.argv.includes('--quick');
@@ -109,7 +109,30 @@ async function raceOn(store: 'embedded' | 'redis'): Promise<CapRaceResult> {
   }
 }
 
+/**
+ * The durable stores' physical floor: one small write + fsync in the temp directory (where the
+ * variants keep their data), in ms. Keybrake commits twice per call (reserve, settle).
+ */
+function fsyncLatency(): { p50: number; p99: number } {
+  const dir = mkdtempSync(join(tmpdir(), 'bench-fsync-'));
+  const fd = openSync(join(dir, 'probe'), 'w');
+  const block = Buffer.alloc(4096, 1);
+  const samples: number[] = [];
+  for (let i = 0; i < 300; i += 1) {
+    const started = performance.now();
+    writeSync(fd, block, 0, block.length, 0);
+    fsyncSync(fd);
+    samples.push(performance.now() - started);
+  }
+  closeSync(fd);
+  rmSync(dir, { recursive: true, force: true });
+  samples.sort((a, b) => a - b);
+  return { p50: samples[149]!, p99: samples[296]! };
+}
+
 async function main(): Promise<void> {
+  const fsync = fsyncLatency();
+  log(`fsync in ${tmpdir()}: p50 ${fsync.p50.toFixed(3)} ms, p99 ${fsync.p99.toFixed(3)} ms`);
   const upstream = await startService('upstream', process.execPath, [join(DIST, 'upstream.js'), '0'], {
     ready: /^listening/,
   });
@@ -166,6 +189,8 @@ async function main(): Promise<void> {
       memoryGb: Math.round(totalmem() / 1024 ** 3),
       node: process.version,
       kernel: release(),
+      fsyncP50Ms: Number(fsync.p50.toFixed(3)),
+      fsyncP99Ms: Number(fsync.p99.toFixed(3)),
       note: 'load generator, upstream and variant share the machine',
     },
     settings: { secondsPerRun: seconds, peakConnections, loadGenerator: 'autocannon (in the harness process)' },
@@ -181,9 +206,33 @@ async function main(): Promise<void> {
   );
   if (!quick || process.argv.includes('--write-docs')) {
     writeFileSync(join(ROOT, 'docs/benchmarks-latency.svg'), renderSvg(report));
-    writeFileSync(join(ROOT, 'docs/benchmarks.md'), renderMarkdown(report));
+    updateDocs(join(ROOT, 'docs/benchmarks.md'), renderMarkdown(report));
   }
-  process.stdout.write(`${renderMarkdown(report, { tablesOnly: true })}\n`);
+  process.stdout.write(`${renderMarkdown(report)}\n`);
+  // What must hold on every run, quick ones in CI included: the cap never overshoots, and every
+  // Keybrake variant runs (a peer that cannot start is only reported).
+  const failures = [
+    ...(embedded.overshootUsd > 0 ? [`embedded cap race overshot by $${embedded.overshootUsd}`] : []),
+    ...(redis.overshootUsd > 0 ? [`Redis cap race overshot by $${redis.overshootUsd}`] : []),
+    ...variants
+      .filter((v) => v.name.startsWith('keybrake') && v.skipped)
+      .map((v) => `${v.name} did not run: ${v.skipped}`),
+  ];
+  if (failures.length > 0) {
+    log(`FAILED: ${failures.join('; ')}`);
+    process.exitCode = 1;
+  }
+}
+
+/** Replaces the generated part of docs/benchmarks.md (between the markers), keeping the prose around it. */
+function updateDocs(path: string, generated: string): void {
+  const begin = '<!-- bench:begin -->';
+  const end = '<!-- bench:end -->';
+  const current = existsSync(path) ? readFileSync(path, 'utf8') : `# Benchmarks\n\n${begin}\n${end}\n`;
+  const from = current.indexOf(begin);
+  const to = current.indexOf(end);
+  if (from < 0 || to < from) throw new Error(`${path} lacks the ${begin} / ${end} markers`);
+  writeFileSync(path, `${current.slice(0, from + begin.length)}\n${generated}\n${current.slice(to)}`);
 }
 
 await main();

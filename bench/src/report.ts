@@ -69,10 +69,10 @@ function raceRow(name: string, race: CapRaceResult): string {
   return `| ${name} | ${race.calls} | $${race.capUsd.toFixed(2)} | ${race.forwarded} | $${race.forwardedUsd.toFixed(2)} | $${race.overshootUsd.toFixed(2)} | $${race.underUseUsd.toFixed(2)} | ${race.smallestRefusedUsd === null ? '–' : `$${race.smallestRefusedUsd.toFixed(2)}`} | ${race.seconds.toFixed(1)} s |`;
 }
 
-/** The tables (and, unless `tablesOnly`, the whole generated section) for docs/benchmarks.md. */
-export function renderMarkdown(report: BenchReport, options: { tablesOnly?: boolean } = {}): string {
+/** The generated section of docs/benchmarks.md: run facts and the two tables. */
+export function renderMarkdown(report: BenchReport): string {
   const lines = [
-    `Run: ${report.date} (${report.mode}); ${report.machine.cores} cores (${report.machine.cpu}), ${report.machine.memoryGb} GiB, Node ${report.machine.node}, Linux ${report.machine.kernel}; ${String(report.machine.note)}. ${String(report.settings.secondsPerRun)} s per run.`,
+    `Run: ${report.date} (${report.mode}); ${report.machine.cores} cores (${report.machine.cpu}), ${report.machine.memoryGb} GiB, Node ${report.machine.node}, Linux ${report.machine.kernel}; ${String(report.machine.note)}. ${String(report.settings.secondsPerRun)} s per run. fsync of a 4 KiB write in the data directory: p50 ${String(report.machine.fsyncP50Ms)} ms, p99 ${String(report.machine.fsyncP99Ms)} ms (Keybrake makes two durable commits per call).`,
     '',
     'Latency in ms. For `direct` rows the absolute latency; for every other row the latency **added** over direct on the same route (p50 / p99 / p99.9). "vs nginx" is the added p50 at 2,000 req/s as a multiple of nginx\'s. Peak: highest req/s with p99 under 50 ms. CPU and RSS: the variant\'s own processes (and its Redis), not the upstream or the load generator.',
     '',
@@ -87,7 +87,6 @@ export function renderMarkdown(report: BenchReport, options: { tablesOnly?: bool
     raceRow('embedded', report.capRace.embedded),
     raceRow('Redis, 2 replicas', report.capRace.redis),
   ];
-  if (options.tablesOnly) return lines.join('\n');
   return lines.join('\n');
 }
 

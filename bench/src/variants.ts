@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { answers, freePort, startService, type Service } from './processes.js';
@@ -280,6 +280,73 @@ const portkey: Variant = {
   },
 };
 
+/**
+ * LiteLLM's proxy. The issue asks for a virtual key with `max_budget`, which LiteLLM keeps in its
+ * database through Prisma; Prisma's native engines are downloaded from binaries.prisma.sh at
+ * setup, which this machine cannot reach, so that variant is reported as not run. This one runs
+ * the proxy without a database, with its master key: LiteLLM's routing overhead, a lower bound
+ * for its budgeted keys (which add a database read and spend writes).
+ */
+const LITELLM_BIN = join(
+  process.env.KEYBRAKE_CACHE_DIR ?? join(homedir(), '.cache/keybrake'),
+  'litellm-1.106.2/bin/litellm',
+);
+
+const litellmBudgeted: Variant = {
+  name: 'litellm (budgeted key)',
+  route: 'chat',
+  description: "LiteLLM's proxy with a virtual key that has max_budget (Postgres through Prisma)",
+  start: () =>
+    Promise.reject(
+      new Error(
+        "needs LiteLLM's database, reached through Prisma, whose native query and schema engines are downloaded from binaries.prisma.sh at setup: unreachable here (no PyPI or npm package ships them)",
+      ),
+    ),
+};
+
+const litellm: Variant = {
+  name: 'litellm (master key, no DB)',
+  route: 'chat',
+  description:
+    "LiteLLM's proxy (PyPI litellm[proxy] 1.106.2), no database, master key: a lower bound for its budgeted keys",
+  start: async (upstream) => {
+    if (!existsSync(LITELLM_BIN))
+      throw new Error(`LiteLLM is not installed (${LITELLM_BIN}): run scripts/install-litellm.sh`);
+    const dir = mkdtempSync(join(tmpdir(), 'bench-litellm-'));
+    const port = await freePort();
+    writeFileSync(
+      join(dir, 'config.yaml'),
+      `model_list:
+  - model_name: gpt-mock
+    litellm_params: {model: openai/gpt-mock, api_base: "${upstream}/v1", api_key: sk-fake}
+    model_info: {input_cost_per_token: 0.000001, output_cost_per_token: 0.000002}
+general_settings:
+  master_key: sk-bench-master
+litellm_settings:
+  set_verbose: false
+`,
+    );
+    const service = await startService(
+      'litellm',
+      LITELLM_BIN,
+      ['--config', join(dir, 'config.yaml'), '--host', '127.0.0.1', '--port', String(port), '--num_workers', '1'],
+      {
+        env: { LITELLM_LOCAL_MODEL_COST_MAP: 'True', LITELLM_LOG: 'ERROR' },
+        probe: async () => (await fetch(`http://127.0.0.1:${port}/health/liveliness`)).ok,
+        timeoutMs: 120_000,
+        cwd: dir,
+      },
+    );
+    return {
+      targets: [
+        chatTarget(`http://127.0.0.1:${port}`, '/v1/chat/completions', { authorization: 'Bearer sk-bench-master' }),
+      ],
+      services: [service],
+      stop: stopAll([service], () => rmSync(dir, { recursive: true, force: true })),
+    };
+  },
+};
+
 export const VARIANTS: readonly Variant[] = [
   direct('payment_intents'),
   nginx,
@@ -289,6 +356,8 @@ export const VARIANTS: readonly Variant[] = [
   keybrake('keybrake redis ×2', 'redis', 2),
   direct('chat'),
   portkey,
+  litellmBudgeted,
+  litellm,
 ];
 
 export { ROOT, DIST, startRedis, startKeybrake };

@@ -99,7 +99,9 @@ export function renderSvg(report: BenchReport): string {
       p50: Math.max(0, added(report, variant, 'rate2000', 'p50') ?? 0),
       p99: Math.max(0, added(report, variant, 'rate2000', 'p99') ?? 0),
     }));
-  const max = Math.max(1, ...bars.map((bar) => bar.p99));
+  // Log scale: the peers' overheads are hundreds of times Keybrake's and nginx's.
+  const log = (ms: number): number => Math.log10(1 + ms);
+  const max = Math.max(1, ...bars.map((bar) => log(bar.p99)));
   const rowHeight = 34;
   const left = 170;
   const width = 720;
@@ -110,15 +112,15 @@ export function renderSvg(report: BenchReport): string {
       const y = 40 + i * rowHeight;
       return [
         `<text x="${left - 8}" y="${y + 14}" text-anchor="end">${bar.name}</text>`,
-        `<rect x="${left}" y="${y}" width="${(bar.p99 * scale).toFixed(1)}" height="12" fill="#f4a261"/>`,
-        `<rect x="${left}" y="${y + 14}" width="${(bar.p50 * scale).toFixed(1)}" height="12" fill="#2a9d8f"/>`,
-        `<text x="${left + bar.p99 * scale + 6}" y="${y + 10}">${bar.p99.toFixed(2)} ms p99</text>`,
-        `<text x="${left + bar.p50 * scale + 6}" y="${y + 24}">${bar.p50.toFixed(2)} ms p50</text>`,
+        `<rect x="${left}" y="${y}" width="${(log(bar.p99) * scale).toFixed(1)}" height="12" fill="#f4a261"/>`,
+        `<rect x="${left}" y="${y + 14}" width="${(log(bar.p50) * scale).toFixed(1)}" height="12" fill="#2a9d8f"/>`,
+        `<text x="${left + log(bar.p99) * scale + 6}" y="${y + 10}">${bar.p99.toFixed(2)} ms p99</text>`,
+        `<text x="${left + log(bar.p50) * scale + 6}" y="${y + 24}">${bar.p50.toFixed(2)} ms p50</text>`,
       ].join('\n');
     })
     .join('\n');
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="12">
-<text x="10" y="20" font-size="14">Latency added over direct at 2,000 req/s (${report.date.slice(0, 10)}, ${report.mode} run, ${report.machine.cores} cores)</text>
+<text x="10" y="20" font-size="14">Latency added over direct at 2,000 req/s, log scale (${report.date.slice(0, 10)}, ${report.mode} run, ${report.machine.cores} cores)</text>
 ${body}
 </svg>
 `;

@@ -23,7 +23,7 @@ export default defineConfig({
         test: {
           name: 'embedded',
           include: ['core-proxy/test/**/*.test.ts', 'integrations/*/test/**/*.test.ts'],
-          exclude: ['core-proxy/test/redis-*.test.ts'],
+          exclude: ['core-proxy/test/redis-*.test.ts', 'core-proxy/test/reliability-*.test.ts'],
           globalSetup: ['core-proxy/test/global-setup.ts'],
           env: { KEYBRAKE_TEST_STORE: 'embedded' },
         },
@@ -36,6 +36,15 @@ export default defineConfig({
           globalSetup: ['core-proxy/test/global-setup.ts'],
           env: { KEYBRAKE_TEST_STORE: 'embedded' },
           testTimeout: 180_000,
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'reliability',
+          include: ['core-proxy/test/reliability-*.test.ts'],
+          env: { KEYBRAKE_TEST_STORE: 'embedded' },
+          testTimeout: 300_000,
         },
       },
       {

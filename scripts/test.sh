@@ -15,6 +15,8 @@ export TEMPORAL_CLI_BIN
 eval "$(bash scripts/install-conductor.sh)"
 export CONDUCTOR_JAR CONDUCTOR_JAVA
 bash scripts/install-bench.sh
+SCHEMATHESIS_BIN="$(bash scripts/install-schemathesis.sh)"
+export SCHEMATHESIS_BIN
 bash scripts/install-litellm.sh >/dev/null
 pnpm run build
 pnpm run typecheck

@@ -33,8 +33,10 @@ export interface IssueKeyInput {
 function parseCap(body: Record<string, unknown>, field: string): Micros | null {
   const value = body[field];
   if (value === undefined || value === null) return null;
-  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0 || value > MAX_CAP_USD) {
-    throw new InvalidRequestError(`${field} must be a number greater than 0 and at most ${MAX_CAP_USD}.`);
+  // Regression: schemathesis found 5e-324 accepted and stored as a $0 cap. Spend is counted in
+  // micro-dollars, so a cap must be at least one.
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0.000001 || value > MAX_CAP_USD) {
+    throw new InvalidRequestError(`${field} must be a number from 0.000001 to ${MAX_CAP_USD}.`);
   }
   return usdToMicros(value);
 }

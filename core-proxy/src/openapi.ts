@@ -41,16 +41,22 @@ export const OPENAPI_DOCUMENT = {
         type: 'object',
         additionalProperties: false,
         required: ['vendor', 'allowed_endpoints', 'expires_in'],
+        anyOf: [{ required: ['daily_usd_cap'] }, { required: ['usd_cap'] }],
         description: 'At least one of daily_usd_cap and usd_cap. Unknown fields are refused.',
         properties: {
           vendor: { enum: ['stripe', 'twilio', 'resend'] },
-          daily_usd_cap: { type: 'number', exclusiveMinimum: 0, maximum: 1e9, description: 'Resets at 00:00 UTC' },
-          usd_cap: { type: 'number', exclusiveMinimum: 0, maximum: 1e9, description: 'Lifetime cap' },
+          daily_usd_cap: { type: 'number', minimum: 0.000001, maximum: 1e9, description: 'Resets at 00:00 UTC' },
+          usd_cap: { type: 'number', minimum: 0.000001, maximum: 1e9, description: 'Lifetime cap' },
           allowed_endpoints: {
             type: 'array',
             minItems: 1,
             maxItems: 100,
-            items: { type: 'string', pattern: '^(GET|POST|PUT|PATCH|DELETE|HEAD) /', examples: ['POST /v1/charges'] },
+            items: {
+              type: 'string',
+              pattern: '^(GET|POST|PUT|PATCH|DELETE|HEAD) /[^?#\\s]*$',
+              maxLength: 2048,
+              examples: ['POST /v1/charges'],
+            },
             description: '"*" matches exactly one path segment. A child key may not allow more than its parent.',
           },
           expires_in: {
@@ -61,7 +67,11 @@ export const OPENAPI_DOCUMENT = {
             description: 'At most 7 days. A child key never outlives its parent.',
           },
           agent_run_label: { type: 'string', minLength: 1, maxLength: 200 },
-          parent_key_id: { type: 'string', description: 'Spend of the child also counts against the parent caps' },
+          parent_key_id: {
+            type: ['string', 'null'],
+            minLength: 1,
+            description: 'Spend of the child also counts against the parent caps; must name an active key',
+          },
           tainted: { type: 'boolean', default: false },
         },
       },
@@ -138,6 +148,7 @@ export const OPENAPI_DOCUMENT = {
   paths: {
     '/vault/keys': {
       post: {
+        operationId: 'issueVaultKey',
         summary: 'Issue a vault key for one execution',
         requestBody: {
           required: true,
@@ -147,6 +158,12 @@ export const OPENAPI_DOCUMENT = {
           '201': {
             description: 'Issued',
             content: { 'application/json': { schema: { $ref: '#/components/schemas/IssuedKey' } } },
+            links: Object.fromEntries(
+              ['getVaultKey', 'revokeVaultKey', 'taintVaultKey', 'listVaultKeyCalls'].map((operationId) => [
+                operationId,
+                { operationId, parameters: { key_id: '$response.body#/key_id' } },
+              ]),
+            ),
           },
           '400': error('Invalid body, or vendor without a configured secret', [
             'invalid_request',
@@ -162,6 +179,7 @@ export const OPENAPI_DOCUMENT = {
     '/vault/keys/{key_id}': {
       parameters: [keyIdParam],
       get: {
+        operationId: 'getVaultKey',
         summary: 'Read a key, its status and spend',
         responses: {
           '200': {
@@ -174,6 +192,7 @@ export const OPENAPI_DOCUMENT = {
         },
       },
       delete: {
+        operationId: 'revokeVaultKey',
         summary: 'Revoke a key and its children (idempotent, effective on the next call)',
         responses: {
           '200': { description: '`{"key_id", "status": "revoked"}`' },
@@ -186,6 +205,7 @@ export const OPENAPI_DOCUMENT = {
     '/vault/keys/{key_id}/taint': {
       parameters: [keyIdParam],
       post: {
+        operationId: 'taintVaultKey',
         summary: 'Taint a key and its children for good',
         responses: {
           '200': { description: '`{"key_id", "tainted": true}`' },
@@ -197,6 +217,7 @@ export const OPENAPI_DOCUMENT = {
     '/vault/keys/{key_id}/calls': {
       parameters: [keyIdParam],
       get: {
+        operationId: 'listVaultKeyCalls',
         summary: 'Every proxied request made with this key, oldest first',
         responses: {
           '200': {

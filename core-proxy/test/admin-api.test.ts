@@ -161,6 +161,41 @@ describe('admin API', () => {
     expect((await proxy.admin('GET', `/vault/keys/${issued.key_id}`)).body.status).toBe('revoked');
   });
 
+  it('refuses a cap below one micro-dollar (regression: schemathesis found 5e-324 stored as a $0 cap)', async () => {
+    const proxy = await startProxy();
+    for (const field of ['usd_cap', 'daily_usd_cap']) {
+      const body: Record<string, unknown> = { ...stripeKey, expires_in: '1h' };
+      delete body.usd_cap;
+      const response = await proxy.admin('POST', '/vault/keys', { ...body, [field]: 5e-324 });
+      expect(response.status, field).toBe(400);
+      expect(response.body.error.code).toBe('invalid_request');
+    }
+    const smallest = await proxy.admin('POST', '/vault/keys', { ...stripeKey, usd_cap: 0.000001, expires_in: '1h' });
+    expect(smallest.status).toBe(201);
+    expect(smallest.body.usd_cap).toBe(0.000001);
+  });
+
+  it('answers a method a path does not take with 405 method_not_allowed and Allow, and an unknown path with 404', async () => {
+    const proxy = await startProxy();
+    for (const [method, path, allow] of [
+      ['PUT', '/vault/keys/key_x', 'DELETE, GET, HEAD'],
+      ['PATCH', '/vault/keys', 'POST'],
+      ['POST', '/audit/verify', 'GET, HEAD'],
+      ['DELETE', '/healthz', 'GET, HEAD'],
+    ] as const) {
+      const response = await proxy.call(path, { method, headers: { authorization: `Bearer ${proxy.apiKey}` } });
+      expect(response.status, `${method} ${path}`).toBe(405);
+      expect(response.headers.get('allow')).toBe(allow);
+      expect((await json(response)).error.code).toBe('method_not_allowed');
+    }
+    // A method Node knows but no route takes, with a body and no Content-Type, is still a 405.
+    const query = await proxy.call('/vault/keys/key_x', { method: 'QUERY', body: 'x' });
+    expect(query.status).toBe(405);
+    const unknown = await proxy.call('/vault/nothing-here');
+    expect(unknown.status).toBe(404);
+    expect((await json(unknown)).error.code).toBe('not_found');
+  });
+
   it('takes an empty body sent as application/json as no body (what Conductor HTTP tasks send)', async () => {
     const proxy = await startProxy();
     const issued = await proxy.issueKey({ ...stripeKey });

@@ -1,4 +1,4 @@
-import type { FastifyError, FastifyInstance } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import { type ErrorCode, KeybrakeError } from '../errors.js';
 
@@ -27,21 +27,51 @@ export function toKeybrakeError(error: FastifyError | Error): KeybrakeError {
   return new KeybrakeError(500, 'internal_error', 'Internal error.');
 }
 
+/** A route's path as a pattern: `:param` matches one segment, `*` the rest. */
+function routePattern(url: string): RegExp {
+  const source = url
+    .split('/')
+    .map((segment) =>
+      segment.startsWith(':') ? '[^/]+' : segment === '*' ? '.*' : segment.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'),
+    )
+    .join('/');
+  return new RegExp(`^${source}$`);
+}
+
 /** Error, not-found and client-error handling in the contract's shape. */
 export const errorsPlugin = fp(
   async (app: FastifyInstance) => {
+    // Every route registered after this plugin, to tell "no such path" (404) from "no such
+    // method on this path" (405 with Allow).
+    const routes: { pattern: RegExp; methods: string[] }[] = [];
+    app.addHook('onRoute', (route) => {
+      routes.push({ pattern: routePattern(route.url), methods: [route.method].flat().map(String) });
+    });
+    const notFound = (request: FastifyRequest, reply: FastifyReply): void => {
+      const path = request.url.split('?')[0] ?? '';
+      const allowed = [
+        ...new Set(routes.filter((route) => route.pattern.test(path)).flatMap((route) => route.methods)),
+      ];
+      if (allowed.length > 0) {
+        void reply
+          .code(405)
+          .header('allow', allowed.sort().join(', '))
+          .send(new KeybrakeError(405, 'method_not_allowed', `${path} does not accept ${request.method}.`).toJSON());
+        return;
+      }
+      void reply
+        .code(404)
+        .send(new KeybrakeError(404, 'not_found', `No route for ${request.method} ${path}.`).toJSON());
+    };
     app.setErrorHandler((error, request, reply) => {
+      // An unrouted request whose body could not be parsed (e.g. an unknown method with a body
+      // and no Content-Type) is still an unrouted request.
+      if (request.is404) return notFound(request, reply);
       const mapped = toKeybrakeError(error as Error);
       if (mapped.statusCode >= 500) request.log.error({ err: error }, 'request failed');
       void reply.code(mapped.statusCode).headers(mapped.headers).send(mapped.toJSON());
     });
-    app.setNotFoundHandler((request, reply) => {
-      void reply
-        .code(404)
-        .send(
-          new KeybrakeError(404, 'not_found', `No route for ${request.method} ${request.url.split('?')[0]}.`).toJSON(),
-        );
-    });
+    app.setNotFoundHandler(notFound);
   },
   { name: 'keybrake-errors' },
 );

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The reliability suite alone (`pnpm test:reliability`): installs what it needs, builds, and runs
+# the `reliability` vitest project. ./scripts/test.sh runs it too, with everything else.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+ensure_deps
+SCHEMATHESIS_BIN="$(bash scripts/install-schemathesis.sh)"
+export SCHEMATHESIS_BIN
+pnpm run build
+pnpm exec vitest run --project reliability "$@"

@@ -5,7 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_deps
+bash scripts/install-redis.sh
 SCHEMATHESIS_BIN="$(bash scripts/install-schemathesis.sh)"
-export SCHEMATHESIS_BIN
+TOXIPROXY_BIN="$(bash scripts/install-toxiproxy.sh)"
+export SCHEMATHESIS_BIN TOXIPROXY_BIN
 pnpm run build
 pnpm exec vitest run --project reliability "$@"

@@ -16,7 +16,8 @@ eval "$(bash scripts/install-conductor.sh)"
 export CONDUCTOR_JAR CONDUCTOR_JAVA
 bash scripts/install-bench.sh
 SCHEMATHESIS_BIN="$(bash scripts/install-schemathesis.sh)"
-export SCHEMATHESIS_BIN
+TOXIPROXY_BIN="$(bash scripts/install-toxiproxy.sh)"
+export SCHEMATHESIS_BIN TOXIPROXY_BIN
 bash scripts/install-litellm.sh >/dev/null
 pnpm run build
 pnpm run typecheck

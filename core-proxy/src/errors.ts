@@ -57,8 +57,25 @@ export class InvalidRequestError extends KeybrakeError {
 
 /** The store (embedded SQLite or Redis) cannot be reached: money paths fail closed on this. */
 export class StoreUnavailableError extends KeybrakeError {
-  constructor(override readonly cause?: unknown) {
-    super(503, 'store_unavailable', 'The spend store cannot be reached; nothing was forwarded.');
+  constructor(
+    override readonly cause?: unknown,
+    message = 'The spend store cannot be reached; nothing was forwarded.',
+  ) {
+    super(503, 'store_unavailable', message);
+  }
+}
+
+/**
+ * The vendor was called, then the store failed while recording the outcome. Still
+ * `store_unavailable`, but the message must not say nothing happened: the reservation stays,
+ * and becomes unknown spend (swept on Redis, recovered at start on the embedded store).
+ */
+export class OutcomeNotRecordedError extends StoreUnavailableError {
+  constructor(cause?: unknown) {
+    super(
+      cause,
+      'The vendor was called, but the spend store could not record the outcome: the call stays reserved and will be counted as unknown spend. Retry only with the same Idempotency-Key.',
+    );
   }
 }
 

@@ -286,7 +286,10 @@ export const OPENAPI_DOCUMENT = {
             'upstream_unreachable',
             'upstream_error',
           ]),
-          '503': error('Store unreachable: nothing forwarded', ['store_unavailable', 'vendor_not_configured']),
+          '503': error(
+            'Store unreachable before forwarding: nothing forwarded. If the store fails after the vendor was called, also store_unavailable, with a message saying so: the call stays reserved and is counted as unknown spend',
+            ['store_unavailable', 'vendor_not_configured'],
+          ),
           '504': error('Vendor did not answer in time (outcome unknown, reservation kept as spent)', [
             'upstream_timeout',
           ]),

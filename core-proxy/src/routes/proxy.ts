@@ -3,9 +3,16 @@ import type { IncomingHttpHeaders } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { METHOD_OVERRIDE_HEADERS, encodePath, isAllowed, normalizePath, parseEndpointPattern } from '../allowlist.js';
 import { extraCost, isSensitive } from '../cost-rules.js';
-import { CapExhaustedError, InvalidRequestError, KeybrakeError, StoreUnavailableError, httpError } from '../errors.js';
+import {
+  CapExhaustedError,
+  InvalidRequestError,
+  KeybrakeError,
+  OutcomeNotRecordedError,
+  StoreUnavailableError,
+  httpError,
+} from '../errors.js';
 import type { KeybrakeContext } from '../plugins/keybrake.js';
-import type { AuditInput, StoredResponse, VaultKeyRecord } from '../store/store.js';
+import type { AuditInput, SettleInput, StoredResponse, VaultKeyRecord } from '../store/store.js';
 import { hashVaultKey } from '../vault-keys.js';
 import type { VendorModule, VendorRequest, VendorResponse, VendorSecrets } from '../vendors/index.js';
 import { isSuccess } from '../vendors/vendor.js';
@@ -166,7 +173,7 @@ async function forwardChecked(
     const statusCode = code === 'upstream_timeout' ? 504 : 502;
     request.log.warn({ vendor: vendor.name, code, cause: result.error.message }, 'vendor call failed');
     const cost = sent ? estimate : 0;
-    await kb.store.settle({
+    await settleRecording(kb, sent, {
       keyId: key.keyId,
       reservationId,
       actualMicros: cost,
@@ -199,7 +206,7 @@ async function forwardChecked(
   const body = vendor.maskResponseBody?.(vendorRequest, response.body, secrets) ?? response.body;
   const responseHeaders = returnedHeaders(response);
   const vendorRequestId = vendor.vendorRequestId(response) ?? null;
-  await kb.store.settle({
+  await settleRecording(kb, true, {
     keyId: key.keyId,
     reservationId,
     actualMicros: actual,
@@ -211,6 +218,18 @@ async function forwardChecked(
   kb.metrics.requests.inc({ vendor: vendor.name, outcome: 'forwarded', reason: '' });
   kb.metrics.spend.inc({ vendor: vendor.name }, actual / 1e6);
   return reply.code(response.status).headers(responseHeaders).header('x-keybrake-key-id', key.keyId).send(body);
+}
+
+/** Settles; when the vendor was (or may have been) called, a store failure says so. */
+async function settleRecording(kb: KeybrakeContext, vendorCalled: boolean, input: SettleInput): Promise<void> {
+  try {
+    await kb.store.settle(input);
+  } catch (error) {
+    // An OutcomeNotRecordedError is a StoreUnavailableError: refuse() answers it without
+    // auditing the call as blocked (it was not).
+    if (vendorCalled && error instanceof StoreUnavailableError) throw new OutcomeNotRecordedError(error.cause);
+    throw error;
+  }
 }
 
 /** What the checks that need no store establish about a call. */

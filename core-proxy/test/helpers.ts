@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { Cluster, Redis } from 'ioredis';
+import { Agent } from 'undici';
 import { expect, inject, onTestFinished } from 'vitest';
 import { buildApp } from '../src/app.js';
 import { REDACTED_LOG_PATHS } from '../src/app.js';
@@ -154,7 +155,13 @@ export async function startProxy(options: TestProxyOptions = {}): Promise<TestPr
   await app.listen(options.listen ?? { host: '127.0.0.1', port: 0 });
   const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
 
+  // This proxy's own client connections: a later proxy may get the same port, and a pooled
+  // keep-alive connection to this one must never carry its requests (ECONNRESET in busy runs).
+  const dispatcher = new Agent();
+  const withDispatcher = (init: RequestInit = {}): RequestInit => ({ ...init, dispatcher }) as unknown as RequestInit;
+
   onTestFinished(async () => {
+    await dispatcher.destroy();
     await app.close();
     const storeFiles =
       storeKind === 'redis'
@@ -181,14 +188,17 @@ export async function startProxy(options: TestProxyOptions = {}): Promise<TestPr
   });
 
   const admin: TestProxy['admin'] = async (method, path, body) => {
-    const response = await fetch(`${url}${path}`, {
-      method,
-      headers: {
-        authorization: `Bearer ${apiKey}`,
-        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-      },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
+    const response = await fetch(
+      `${url}${path}`,
+      withDispatcher({
+        method,
+        headers: {
+          authorization: `Bearer ${apiKey}`,
+          ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+        },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      }),
+    );
     const text = await response.text();
     return { status: response.status, body: text ? JSON.parse(text) : undefined, headers: response.headers };
   };
@@ -213,7 +223,7 @@ export async function startProxy(options: TestProxyOptions = {}): Promise<TestPr
       expect(response.status, JSON.stringify(response.body)).toBe(201);
       return response.body;
     },
-    call: (path, init) => fetch(`${url}${path}`, init),
+    call: (path, init) => fetch(`${url}${path}`, withDispatcher(init)),
     issuedVaultKeys: () => [...vaultKeys],
   };
 }

@@ -4,12 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-version="${LITELLM_VERSION:-1.106.2}"
-venv="$KEYBRAKE_CACHE_DIR/litellm-$version"
-if [ ! -x "$venv/bin/litellm" ]; then
-  echo "installing litellm[proxy] $version from PyPI (once)" >&2
-  rm -rf "$venv"
-  python3 -m venv "$venv" >&2
-  "$venv/bin/pip" install -q "litellm[proxy]==$version" >&2
-fi
-echo "$venv/bin/litellm"
+pip_install_cached litellm 'litellm[proxy]' "${LITELLM_VERSION:-1.106.2}" litellm

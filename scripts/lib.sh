@@ -49,3 +49,17 @@ go_install_cached() {
   fi
   echo "$target"
 }
+
+# pip_install_cached NAME REQUIREMENT VERSION COMMAND: installs a Python tool from PyPI once into
+# its own virtualenv in the cache and prints the path of its COMMAND.
+pip_install_cached() {
+  local name="$1" requirement="$2" version="$3" command="$4"
+  local venv="$KEYBRAKE_CACHE_DIR/$name-$version"
+  if [ ! -x "$venv/bin/$command" ]; then
+    echo "installing $requirement==$version from PyPI (once)" >&2
+    rm -rf "$venv"
+    python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install -q "$requirement==$version" >&2
+  fi
+  echo "$venv/bin/$command"
+}

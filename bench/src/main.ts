@@ -3,16 +3,25 @@
  * (autocannon), then the cap race. Writes bench/results/<date>.json, docs/benchmarks.md and
  * docs/benchmarks-latency.svg.
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { cpus, release, totalmem } from 'node:os';
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
+import { cpus, release, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { capRace, type CapRaceResult } from './cap-race.js';
 import { runLoad, type LoadOptions, type LoadResult } from './load.js';
-import { cpuSeconds, peakRssBytes, processTree, resetPeakRss, startService } from './processes.js';
+import { cpuSeconds, peakRssBytes, processTree, resetPeakRss, startService, type Service } from './processes.js';
 import { renderMarkdown, renderSvg, type BenchReport, type VariantReport } from './report.js';
 import { DIST, ROOT, VARIANTS, issueBenchKey, startKeybrake, startRedis, type RunningVariant } from './variants.js';
-import { closeSync, fsyncSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 
 const quick = process.argv.includes('--quick');
 const only = process.argv
@@ -49,29 +58,25 @@ async function benchVariant(
   let cpu = 0;
   let requests = 0;
   let peakRss = 0;
-  const record = (run: RunName, measured: Awaited<ReturnType<typeof measure>>): void => {
-    runs[run] = measured.load;
+  /** One measured run; its cost counts towards the variant's CPU and memory figures. */
+  const run = async (label: string, options: LoadOptions): Promise<LoadResult> => {
+    const measured = await measure(running, options);
     cpu += measured.cpuSeconds;
     requests += measured.load.requests;
     peakRss = Math.max(peakRss, measured.peakRssBytes);
+    const load = measured.load;
     log(
-      `  ${name} ${run}: ${measured.load.requestsPerSecond.toFixed(0)} req/s, p50 ${measured.load.p50} ms, p99 ${measured.load.p99} ms, p99.9 ${measured.load.p999} ms, errors ${measured.load.errors + measured.load.non2xx}`,
+      `  ${name} ${label}: ${load.requestsPerSecond.toFixed(0)} req/s, p50 ${load.p50} ms, p99 ${load.p99} ms, p99.9 ${load.p999} ms, errors ${load.errors + load.non2xx}`,
     );
+    return load;
   };
-  record('sequential', await measure(running, { durationSeconds: seconds, connections: 1 }));
-  record('rate500', await measure(running, { durationSeconds: seconds, connections: 32, rate: 500 }));
-  record('rate2000', await measure(running, { durationSeconds: seconds, connections: 64, rate: 2000 }));
+  runs.sequential = await run('sequential', { durationSeconds: seconds, connections: 1 });
+  runs.rate500 = await run('rate500', { durationSeconds: seconds, connections: 32, rate: 500 });
+  runs.rate2000 = await run('rate2000', { durationSeconds: seconds, connections: 64, rate: 2000 });
   let peak: LoadResult | undefined;
   for (const connections of peakConnections) {
-    const measured = await measure(running, { durationSeconds: seconds, connections });
-    cpu += measured.cpuSeconds;
-    requests += measured.load.requests;
-    peakRss = Math.max(peakRss, measured.peakRssBytes);
-    log(
-      `  ${name} peak@${connections}: ${measured.load.requestsPerSecond.toFixed(0)} req/s, p99 ${measured.load.p99} ms`,
-    );
-    if (measured.load.p99 < 50 && (!peak || measured.load.requestsPerSecond > peak.requestsPerSecond))
-      peak = measured.load;
+    const load = await run(`peak@${connections}`, { durationSeconds: seconds, connections });
+    if (load.p99 < 50 && (!peak || load.requestsPerSecond > peak.requestsPerSecond)) peak = load;
   }
   if (peak) runs.peak = peak;
   return {
@@ -81,15 +86,21 @@ async function benchVariant(
   };
 }
 
+/** The mock upstream, as its own process. */
+async function startUpstream(): Promise<{ service: Service; url: string }> {
+  const service = await startService('upstream', process.execPath, [join(DIST, 'upstream.js'), '0'], {
+    ready: /^listening/,
+  });
+  return { service, url: `http://127.0.0.1:${/listening (\d+)/.exec(service.output[0] ?? '')?.[1]}` };
+}
+
 async function raceOn(store: 'embedded' | 'redis'): Promise<CapRaceResult> {
   const dir = mkdtempSync(join(tmpdir(), 'bench-race-'));
   const stops: (() => Promise<void>)[] = [];
   try {
-    const upstream = await startService('upstream', process.execPath, [join(DIST, 'upstream.js'), '0'], {
-      ready: /^listening/,
-    });
-    stops.push(upstream.stop);
-    const upstreamUrl = `http://127.0.0.1:${/listening (\d+)/.exec(upstream.output[0] ?? '')?.[1]}`;
+    const upstream = await startUpstream();
+    stops.push(upstream.service.stop);
+    const upstreamUrl = upstream.url;
     let redisUrl: string | undefined;
     if (store === 'redis') {
       const redis = await startRedis(dir);
@@ -133,10 +144,8 @@ function fsyncLatency(): { p50: number; p99: number } {
 async function main(): Promise<void> {
   const fsync = fsyncLatency();
   log(`fsync in ${tmpdir()}: p50 ${fsync.p50.toFixed(3)} ms, p99 ${fsync.p99.toFixed(3)} ms`);
-  const upstream = await startService('upstream', process.execPath, [join(DIST, 'upstream.js'), '0'], {
-    ready: /^listening/,
-  });
-  const upstreamUrl = `http://127.0.0.1:${/listening (\d+)/.exec(upstream.output[0] ?? '')?.[1]}`;
+  const upstream = await startUpstream();
+  const upstreamUrl = upstream.url;
   const variants: VariantReport[] = [];
   try {
     for (const variant of VARIANTS) {
@@ -171,7 +180,7 @@ async function main(): Promise<void> {
       }
     }
   } finally {
-    await upstream.stop();
+    await upstream.service.stop();
   }
   log('cap race: embedded store');
   const embedded = await raceOn('embedded');

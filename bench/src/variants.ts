@@ -1,4 +1,3 @@
-import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -246,16 +245,6 @@ const keybrake = (name: string, store: 'embedded' | 'redis', replicas: number): 
     }
   },
 });
-
-/** Whether a command is on PATH. */
-export function hasCommand(command: string): boolean {
-  try {
-    execFileSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 const portkey: Variant = {
   name: 'portkey gateway',

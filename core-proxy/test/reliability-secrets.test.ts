@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { json, startFakeVendor, startProxy, stripeCharge } from './helpers.js';
 
+const STRIPE_KEY = { vendor: 'stripe', usd_cap: 100, allowed_endpoints: ['POST /v1/payment_intents'] };
+
 describe('the injected secret goes to the vendor and nowhere else (fake vendors)', () => {
   it('does not follow a redirect from the upstream: the other host gets nothing, the caller gets the 3xx as it came', async () => {
     const elsewhere = await startFakeVendor((_request, response) => {
@@ -11,12 +13,7 @@ describe('the injected secret goes to the vendor and nowhere else (fake vendors)
         response.writeHead(status, { location: `${elsewhere.url}/v1/payment_intents` }).end();
       });
       const proxy = await startProxy({ env: { KEYBRAKE_STRIPE_BASE_URL: vendor.url } });
-      const issued = await proxy.issueKey({
-        vendor: 'stripe',
-        usd_cap: 100,
-        allowed_endpoints: ['POST /v1/payment_intents'],
-        expires_in: '1h',
-      });
+      const issued = await proxy.issueKey(STRIPE_KEY);
       // The test's own client must not follow either (fetch would, by default).
       const response = await proxy.call('/stripe/v1/payment_intents', {
         method: 'POST',
@@ -41,12 +38,7 @@ describe('the injected secret goes to the vendor and nowhere else (fake vendors)
       response.socket?.destroy();
     });
     const proxy = await startProxy({ env: { KEYBRAKE_STRIPE_BASE_URL: vendor.url } });
-    const issued = await proxy.issueKey({
-      vendor: 'stripe',
-      usd_cap: 100,
-      allowed_endpoints: ['POST /v1/payment_intents'],
-      expires_in: '1h',
-    });
+    const issued = await proxy.issueKey(STRIPE_KEY);
     const response = await stripeCharge(proxy, issued.vault_key, 500);
     expect(response.status).toBeGreaterThanOrEqual(500);
     const body = await json(response);

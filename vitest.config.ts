@@ -10,6 +10,7 @@ const SHARED_SUITE = [
   'cap-concurrency',
   'config',
   'hostile-input',
+  'audit-tampering',
 ].map((name) => `core-proxy/test/${name}.test.ts`);
 
 export default defineConfig({

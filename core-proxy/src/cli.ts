@@ -1,5 +1,11 @@
 #!/usr/bin/env node
+import { createWriteStream, readFileSync, writeFileSync } from 'node:fs';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { parseArgs } from 'node:util';
+import { CheckpointSigner } from './audit-checkpoints.js';
+import { AuditExportError, checkpointsFromText, verifyExportFile } from './audit-export.js';
 import { ConfigError, loadConfig } from './config.js';
 import { startServer } from './server.js';
 
@@ -12,9 +18,17 @@ const USAGE = `keybrake: credential-enforcement proxy for AI agents
   keybrake keys show KEY_ID
   keybrake keys revoke KEY_ID
   keybrake calls KEY_ID
-  keybrake audit verify
+  keybrake audit verify                   verify the chain and its signed checkpoints (on the proxy)
+  keybrake audit checkpoints              the signing public key and every checkpoint
+  keybrake audit export [--out FILE]      the whole audit log as JSON Lines, for an auditor
+  keybrake audit verify-export FILE [--public-key PEM_FILE]... [--checkpoints FILE]...
+                                          verify an export offline: no proxy, no store. Pin the
+                                          proxy's public key; --checkpoints takes checkpoints kept
+                                          elsewhere (e.g. the proxy's log) that the export must hold
+  keybrake audit keygen --out FILE        a new Ed25519 signing key (PKCS#8 PEM, mode 0600) for
+                                          KEYBRAKE_AUDIT_SIGNING_KEY_FILE; prints its public key
 
-Client commands talk to KEYBRAKE_URL (default http://127.0.0.1:8080) with the issuer key
+Client commands (all but serve, verify-export and keygen) talk to KEYBRAKE_URL (default http://127.0.0.1:8080) with the issuer key
 KEYBRAKE_API_KEY (or the first of KEYBRAKE_API_KEYS). They print the API's JSON answer and
 exit 1 on an error answer.
 `;
@@ -26,14 +40,14 @@ const EXIT_USAGE = 2;
 
 class UsageError extends Error {}
 
-async function callAdmin(method: string, path: string, body?: unknown): Promise<number> {
+function adminRequest(method: string, path: string, body?: unknown): Promise<Response> {
   const env = process.env;
   const baseUrl = (
     env.KEYBRAKE_URL ?? `http://${env.KEYBRAKE_HOST ?? '127.0.0.1'}:${env.KEYBRAKE_PORT ?? '8080'}`
   ).replace(/\/+$/, '');
   const apiKey = env.KEYBRAKE_API_KEY ?? env.KEYBRAKE_API_KEYS?.split(',')[0]?.trim();
   if (!apiKey) throw new UsageError('Set KEYBRAKE_API_KEY to an issuer key.');
-  const response = await fetch(`${baseUrl}${path}`, {
+  return fetch(`${baseUrl}${path}`, {
     method,
     headers: {
       authorization: `Bearer ${apiKey}`,
@@ -41,6 +55,10 @@ async function callAdmin(method: string, path: string, body?: unknown): Promise<
     },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
+}
+
+async function callAdmin(method: string, path: string, body?: unknown): Promise<number> {
+  const response = await adminRequest(method, path, body);
   const text = await response.text();
   let output = text;
   try {
@@ -92,6 +110,75 @@ function keyId(args: string[]): string {
   return encodeURIComponent(id);
 }
 
+async function exportAudit(args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: { out: { type: 'string' } } });
+  const response = await adminRequest('GET', '/audit/export');
+  if (!response.ok || !response.body) {
+    process.stderr.write(`${await response.text()}\n`);
+    return EXIT_REFUSED;
+  }
+  const out = values.out ? createWriteStream(values.out, { mode: 0o600 }) : process.stdout;
+  await pipeline(Readable.fromWeb(response.body as WebReadableStream), out);
+  return 0;
+}
+
+async function verifyExport(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { 'public-key': { type: 'string', multiple: true }, checkpoints: { type: 'string', multiple: true } },
+  });
+  const file = positionals[0];
+  if (!file || positionals.length > 1) throw new UsageError('verify-export takes one export FILE.');
+  const read = (path: string): string => {
+    try {
+      return readFileSync(path, 'utf8');
+    } catch {
+      throw new UsageError(`Cannot read ${path}.`);
+    }
+  };
+  let result;
+  try {
+    result = await verifyExportFile(file, {
+      publicKeyPems: (values['public-key'] ?? []).map(read),
+      extraCheckpoints: (values.checkpoints ?? []).flatMap((path) => checkpointsFromText(read(path))),
+    });
+  } catch (error) {
+    if (error instanceof AuditExportError || (error as NodeJS.ErrnoException).code === 'ENOENT') {
+      process.stderr.write(`${JSON.stringify({ ok: false, error: (error as Error).message }, null, 2)}\n`);
+      return EXIT_REFUSED;
+    }
+    throw error;
+  }
+  const output = result.ok
+    ? {
+        ok: true,
+        records: result.records,
+        head: result.head,
+        checkpoints: result.checkpoints,
+        last_checkpoint_records: result.lastCheckpointRecords,
+        untrusted_checkpoints: result.untrustedCheckpoints,
+        keys_pinned: result.keysPinned,
+        exported_at: result.exportedAt,
+      }
+    : { ok: false, records: result.records, first_bad_seq: result.firstBadSeq, reason: result.reason };
+  (result.ok ? process.stdout : process.stderr).write(`${JSON.stringify(output, null, 2)}\n`);
+  if (result.ok && !result.keysPinned) {
+    process.stderr.write('keybrake: the public key came from the export itself; pin it with --public-key.\n');
+  }
+  return result.ok ? 0 : EXIT_REFUSED;
+}
+
+function keygen(args: string[]): number {
+  const { values } = parseArgs({ args, options: { out: { type: 'string' } } });
+  if (!values.out) throw new UsageError('keygen needs --out FILE (the private key is never printed).');
+  const pem = CheckpointSigner.generatePem();
+  writeFileSync(values.out, pem, { mode: 0o600, flag: 'wx' });
+  const signer = CheckpointSigner.fromPem(pem);
+  process.stdout.write(`key_id ${signer.keyId}\n${signer.publicKeyPem()}`);
+  return 0;
+}
+
 async function main(argv: string[]): Promise<number> {
   const [command, sub, ...rest] = argv;
   switch (`${command ?? ''} ${command === 'keys' || command === 'audit' ? (sub ?? '') : ''}`.trim()) {
@@ -108,6 +195,14 @@ async function main(argv: string[]): Promise<number> {
       return callAdmin('GET', `/vault/keys/${keyId(sub ? [sub] : [])}/calls`);
     case 'audit verify':
       return callAdmin('GET', '/audit/verify');
+    case 'audit checkpoints':
+      return callAdmin('GET', '/audit/checkpoints');
+    case 'audit export':
+      return exportAudit(rest);
+    case 'audit verify-export':
+      return verifyExport(rest);
+    case 'audit keygen':
+      return keygen(rest);
     case 'help':
     case '--help':
     case '':

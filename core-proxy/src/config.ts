@@ -8,6 +8,7 @@ import {
   parseFxRates,
   parseSensitiveEndpoints,
 } from './cost-rules.js';
+import { CheckpointSigner } from './audit-checkpoints.js';
 import { VENDORS, type VendorSecrets } from './vendors/index.js';
 
 /** Everything the proxy is configured with, read from the environment by {@link loadConfig}. */
@@ -41,6 +42,14 @@ export interface KeybrakeConfig {
   readonly maxBodyBytes: number;
   /** @default 'info' */
   readonly logLevel: string;
+  /** Signs audit chain checkpoints (Ed25519). */
+  readonly auditSigner: CheckpointSigner;
+  /** True when no `KEYBRAKE_AUDIT_SIGNING_KEY` was set and the data folder's own key is used. */
+  readonly generatedAuditSigningKey: boolean;
+  /** Sign a checkpoint once this many records were added. @default 1000 */
+  readonly auditCheckpointRecords: number;
+  /** Sign a checkpoint when this long has passed and records were added. @default 60000 */
+  readonly auditCheckpointIntervalMs: number;
 }
 
 /** A configuration value that cannot be used; the server refuses to start with it. */
@@ -93,6 +102,33 @@ function devApiKey(dataDir: string): string {
   return key;
 }
 
+/**
+ * The audit checkpoint signing key: `KEYBRAKE_AUDIT_SIGNING_KEY(_FILE)` (PKCS#8 PEM, Ed25519), or
+ * one generated once and kept (mode 0600) in the data folder. Replicas sharing a Redis store
+ * should share one configured key, or each signs with its own.
+ */
+function auditSigner(env: Env, dataDir: string): { signer: CheckpointSigner; generated: boolean } {
+  const pem = readSecret(env, 'KEYBRAKE_AUDIT_SIGNING_KEY');
+  if (pem !== undefined) {
+    try {
+      return { signer: CheckpointSigner.fromPem(pem), generated: false };
+    } catch {
+      throw new ConfigError('KEYBRAKE_AUDIT_SIGNING_KEY must be an Ed25519 private key in PKCS#8 PEM.');
+    }
+  }
+  const file = join(dataDir, 'audit-signing-key.pem');
+  if (!existsSync(file)) {
+    mkdirSync(dataDir, { recursive: true });
+    try {
+      writeFileSync(file, CheckpointSigner.generatePem(), { mode: 0o600, flag: 'wx' });
+    } catch (error) {
+      // Another process sharing the data folder wrote it first: use that one.
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    }
+  }
+  return { signer: CheckpointSigner.fromPem(readFileSync(file, 'utf8')), generated: true };
+}
+
 /** Builds the configuration from environment variables (see the README's configuration table). */
 export function loadConfig(env: Env = process.env): KeybrakeConfig {
   const apiKeys = (readSecret(env, 'KEYBRAKE_API_KEYS') ?? '')
@@ -135,6 +171,7 @@ export function loadConfig(env: Env = process.env): KeybrakeConfig {
     throw new ConfigError((error as Error).message);
   }
 
+  const { signer, generated } = auditSigner(env, dataDir);
   return {
     host: env.KEYBRAKE_HOST || '127.0.0.1',
     port: env.KEYBRAKE_PORT === '0' ? 0 : positiveInt(env, 'KEYBRAKE_PORT', 8080),
@@ -151,5 +188,9 @@ export function loadConfig(env: Env = process.env): KeybrakeConfig {
     upstreamTimeoutMs: positiveInt(env, 'KEYBRAKE_UPSTREAM_TIMEOUT_MS', 60_000),
     maxBodyBytes: positiveInt(env, 'KEYBRAKE_MAX_BODY_BYTES', 1024 * 1024),
     logLevel: env.KEYBRAKE_LOG_LEVEL || 'info',
+    auditSigner: signer,
+    generatedAuditSigningKey: generated,
+    auditCheckpointRecords: positiveInt(env, 'KEYBRAKE_AUDIT_CHECKPOINT_RECORDS', 1000),
+    auditCheckpointIntervalMs: positiveInt(env, 'KEYBRAKE_AUDIT_CHECKPOINT_INTERVAL_MS', 60_000),
   };
 }

@@ -9,7 +9,9 @@ export type {
   VaultKeyRecord,
   VaultKeyState,
   AuditInput,
-  AuditVerification,
+  AuditCheckpoint,
+  AuditEntry,
+  AuditHead,
   ReserveInput,
   ReserveOutput,
   SettleInput,
@@ -25,5 +27,13 @@ export {
 } from './errors.js';
 export { canonicalJson } from './canonical-json.js';
 export { chainHash, GENESIS_HASH, type AuditRecordJson } from './audit-chain.js';
+export {
+  CheckpointSigner,
+  trustedKeys,
+  verifyAuditChain,
+  type AuditVerification,
+  type AuditFailureReason,
+  type ChainEntry,
+} from './audit-checkpoints.js';
 export { VENDORS } from './vendors/index.js';
 export type { VendorModule } from './vendors/vendor.js';

@@ -26,6 +26,20 @@ export const OPENAPI_DOCUMENT = {
   components: {
     securitySchemes: { issuerKey: { type: 'http', scheme: 'bearer', description: 'One of KEYBRAKE_API_KEYS' } },
     schemas: {
+      Checkpoint: {
+        type: 'object',
+        description:
+          'Ed25519 signature (base64) over canonical_json({"type":"keybrake.audit.checkpoint/v1","records","head","at","key_id"}); ' +
+          'key_id = first 16 hex digits of sha256(SPKI DER of the public key)',
+        required: ['records', 'head', 'at', 'key_id', 'signature'],
+        properties: {
+          records: { type: 'integer', minimum: 1 },
+          head: { type: 'string' },
+          at: { type: 'string', format: 'date-time' },
+          key_id: { type: 'string' },
+          signature: { type: 'string' },
+        },
+      },
       Error: {
         type: 'object',
         required: ['error'],
@@ -238,10 +252,113 @@ export const OPENAPI_DOCUMENT = {
     },
     '/audit/verify': {
       get: {
-        summary: 'Recompute the audit hash chain',
+        operationId: 'verifyAudit',
+        summary: 'Recompute the audit hash chain and hold it against every signed checkpoint',
         responses: {
-          '200': { description: '`{"ok": true, "records", "head"}` or `{"ok": false, "records", "first_bad_seq"}`' },
+          '200': {
+            description:
+              "ok: every record chains, and every checkpoint signed by this proxy's key verifies and matches. " +
+              'Otherwise first_bad_seq and reason: chain_broken (a record edited, removed or moved), truncated ' +
+              '(records a checkpoint vouches for are gone), checkpoint_mismatch (the chain was rewritten after the ' +
+              'last matching checkpoint), checkpoint_signature_invalid (a checkpoint was forged or edited)',
+            content: {
+              'application/json': {
+                schema: {
+                  oneOf: [
+                    {
+                      type: 'object',
+                      required: ['ok', 'records', 'head', 'checkpoints'],
+                      properties: {
+                        ok: { const: true },
+                        records: { type: 'integer', minimum: 0 },
+                        head: { type: 'string' },
+                        checkpoints: { type: 'integer', minimum: 0 },
+                        last_checkpoint_records: { type: 'integer', minimum: 0 },
+                        untrusted_checkpoints: { type: 'integer', minimum: 0 },
+                      },
+                    },
+                    {
+                      type: 'object',
+                      required: ['ok', 'records', 'first_bad_seq', 'reason'],
+                      properties: {
+                        ok: { const: false },
+                        records: { type: 'integer', minimum: 0 },
+                        first_bad_seq: { type: 'integer' },
+                        reason: {
+                          enum: ['chain_broken', 'truncated', 'checkpoint_mismatch', 'checkpoint_signature_invalid'],
+                        },
+                      },
+                    },
+                  ],
+                },
+              },
+            },
+          },
           '401': unauthorized,
+          '503': storeDown,
+        },
+      },
+    },
+    '/audit/checkpoints': {
+      get: {
+        operationId: 'listAuditCheckpoints',
+        summary: 'The Ed25519 public key that signs checkpoints, and every checkpoint, oldest first',
+        responses: {
+          '200': {
+            description: 'Checkpoints',
+            content: {
+              'application/json': {
+                schema: {
+                  type: 'object',
+                  required: ['public_key', 'checkpoints'],
+                  properties: {
+                    public_key: {
+                      type: 'object',
+                      properties: { key_id: { type: 'string' }, pem: { type: 'string' } },
+                    },
+                    checkpoints: { type: 'array', items: { $ref: '#/components/schemas/Checkpoint' } },
+                  },
+                },
+              },
+            },
+          },
+          '401': unauthorized,
+          '503': storeDown,
+        },
+      },
+      post: {
+        operationId: 'createAuditCheckpoint',
+        summary: 'Sign the current head now, if records were added since the last checkpoint',
+        responses: {
+          '201': {
+            description: 'The newest checkpoint (null when the chain is empty)',
+            content: {
+              'application/json': {
+                schema: {
+                  type: 'object',
+                  properties: {
+                    checkpoint: { oneOf: [{ $ref: '#/components/schemas/Checkpoint' }, { type: 'null' }] },
+                  },
+                },
+              },
+            },
+          },
+          '401': unauthorized,
+          '503': storeDown,
+        },
+      },
+    },
+    '/audit/export': {
+      get: {
+        operationId: 'exportAudit',
+        summary: 'The whole audit log as JSON Lines, for `keybrake audit verify-export`',
+        description:
+          'Line 1: {"type":"keybrake.audit.export","version":1,"exported_at","records","head","public_keys"}; ' +
+          'then {"type":"checkpoint",...} lines; then {"type":"record","seq","prev_hash","hash","record"} lines.',
+        responses: {
+          '200': { description: 'The export', content: { 'application/x-ndjson': { schema: { type: 'string' } } } },
+          '401': unauthorized,
+          '503': storeDown,
         },
       },
     },

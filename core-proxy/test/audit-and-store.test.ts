@@ -29,7 +29,12 @@ describe('audit chain', () => {
     expect(before).toMatchObject({ ok: true, records: 6 });
 
     tamper(proxy.dataDir, `UPDATE audit SET record = replace(record, '"cost_usd":1', '"cost_usd":0') WHERE seq = 2`);
-    expect((await proxy.admin('GET', '/audit/verify')).body).toEqual({ ok: false, records: 1, first_bad_seq: 2 });
+    expect((await proxy.admin('GET', '/audit/verify')).body).toEqual({
+      ok: false,
+      records: 1,
+      first_bad_seq: 2,
+      reason: 'chain_broken',
+    });
   });
 
   it('detects a deleted record and a rewritten hash', async () => {

@@ -44,6 +44,8 @@ export interface TestProxy {
   call(path: string, init?: RequestInit): Promise<Response>;
   /** Every vault key this proxy has issued so far (from the one response that showed each). */
   issuedVaultKeys(): readonly string[];
+  /** The proxy's log lines so far (pino JSON). */
+  logs(): readonly string[];
 }
 
 export interface TestProxyOptions {
@@ -225,6 +227,7 @@ export async function startProxy(options: TestProxyOptions = {}): Promise<TestPr
     },
     call: (path, init) => fetch(`${url}${path}`, withDispatcher(init)),
     issuedVaultKeys: () => [...vaultKeys],
+    logs: () => [...logLines],
   };
 }
 

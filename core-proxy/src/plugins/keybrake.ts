@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import type { KeybrakeConfig } from '../config.js';
+import { AuditCheckpointer, type TrustedKeys, trustedKeys } from '../audit-checkpoints.js';
 import { Forwarder } from '../forwarder.js';
 import { ProxyMetrics } from '../metrics.js';
 import type { Store } from '../store/store.js';
@@ -16,6 +17,10 @@ export interface KeybrakeContext {
   readonly apiKeyDigests: readonly Buffer[];
   /** Epoch milliseconds. */
   readonly now: () => number;
+  /** Signs the audit chain head every N records or minutes. */
+  readonly checkpointer: AuditCheckpointer;
+  /** Keys whose checkpoints `GET /audit/verify` trusts: this proxy's own. */
+  readonly trustedKeys: TrustedKeys;
 }
 
 declare module 'fastify' {
@@ -39,14 +44,25 @@ export const keybrakePlugin = fp(
       timeoutMs: options.config.upstreamTimeoutMs,
       maxResponseBytes: 10 * 1024 * 1024,
     });
+    const now = options.now ?? Date.now;
+    const checkpointer = new AuditCheckpointer(options.store, options.config.auditSigner, {
+      everyRecords: options.config.auditCheckpointRecords,
+      everyMs: options.config.auditCheckpointIntervalMs,
+      now,
+      // The log usually leaves the machine: a copy of every checkpoint out of an attacker's reach.
+      onCheckpoint: (checkpoint) => app.log.info({ checkpoint }, 'audit checkpoint'),
+    });
     app.decorate('keybrake', {
       config: options.config,
       store: options.store,
       forwarder,
       metrics: new ProxyMetrics(),
       apiKeyDigests: digestApiKeys(options.config.apiKeys),
-      now: options.now ?? Date.now,
+      now,
+      checkpointer,
+      trustedKeys: trustedKeys([options.config.auditSigner.publicKeyPem()]),
     });
+    checkpointer.start();
     // While draining, answer in-flight calls with `Connection: close`: a keep-alive connection
     // that turns idle after close() began would otherwise hold the shutdown open.
     let draining = false;
@@ -60,6 +76,7 @@ export const keybrakePlugin = fp(
     // Closed after in-flight requests have drained, so no settlement is cut off.
     app.addHook('onClose', async () => {
       await forwarder.close();
+      await checkpointer.stop();
       await options.store.close();
     });
   },

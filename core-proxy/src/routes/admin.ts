@@ -1,5 +1,8 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { Readable } from 'node:stream';
 import { formatEndpointPattern } from '../allowlist.js';
+import { verifyStore } from '../audit-checkpoints.js';
+import { auditExportHeader, exportRecordLine } from '../audit-export.js';
 import { type KeybrakeError, httpError } from '../errors.js';
 import { assertWithinParent, parseIssueKeyInput } from '../key-issuance.js';
 import { type Micros, microsToUsd } from '../money.js';
@@ -142,10 +145,50 @@ export async function adminRoutes(app: FastifyInstance): Promise<void> {
   });
 
   app.get('/audit/verify', async () => {
-    const result = await kb.store.verifyAudit();
+    const result = await verifyStore(kb.store, kb.trustedKeys);
     return result.ok
-      ? { ok: true, records: result.records, head: result.head }
-      : { ok: false, records: result.records, first_bad_seq: result.firstBadSeq };
+      ? {
+          ok: true,
+          records: result.records,
+          head: result.head,
+          checkpoints: result.checkpoints,
+          last_checkpoint_records: result.lastCheckpointRecords,
+          untrusted_checkpoints: result.untrustedCheckpoints,
+        }
+      : { ok: false, records: result.records, first_bad_seq: result.firstBadSeq, reason: result.reason };
+  });
+
+  app.get('/audit/checkpoints', async () => ({
+    public_key: { key_id: kb.config.auditSigner.keyId, pem: kb.config.auditSigner.publicKeyPem() },
+    checkpoints: await kb.store.listCheckpoints(),
+  }));
+
+  app.post('/audit/checkpoints', async (_request, reply) => {
+    await kb.checkpointer.checkpoint(true);
+    const checkpoints = await kb.store.listCheckpoints();
+    return reply.code(201).send({ checkpoint: checkpoints.at(-1) ?? null });
+  });
+
+  app.get('/audit/export', async (_request, reply) => {
+    // Checkpoints first, then the head: no checkpoint in the export is past its last record.
+    const checkpoints = await kb.store.listCheckpoints();
+    const head = await kb.store.auditHead({ sealAll: true });
+    const header = auditExportHeader(head, kb.config.auditSigner, new Date(kb.now()).toISOString());
+    const store = kb.store;
+    async function* lines(): AsyncGenerator<string> {
+      yield `${JSON.stringify(header)}\n`;
+      for (const checkpoint of checkpoints) yield `${JSON.stringify({ type: 'checkpoint', ...checkpoint })}\n`;
+      for (let after = 0; after < head.records;) {
+        const page = await store.readAudit(after, Math.min(1000, head.records - after));
+        if (page.length === 0) break;
+        yield page.map((entry) => `${JSON.stringify(exportRecordLine(entry))}\n`).join('');
+        after += page.length;
+      }
+    }
+    return reply
+      .type('application/x-ndjson')
+      .header('content-disposition', 'attachment; filename="keybrake-audit.jsonl"')
+      .send(Readable.from(lines()));
   });
 }
 

@@ -108,10 +108,32 @@ export interface SettleInput {
   readonly audit: AuditInput;
 }
 
-/** Result of {@link Store.verifyAudit}. */
-export type AuditVerification =
-  | { readonly ok: true; readonly records: number; readonly head: string }
-  | { readonly ok: false; readonly records: number; readonly firstBadSeq: number };
+/** One sealed audit record as stored: the record's JSON text and its chain fields. */
+export interface AuditEntry {
+  readonly seq: number;
+  /** The record as stored (canonical JSON when untouched). */
+  readonly record: string;
+  readonly prevHash: string;
+  readonly hash: string;
+}
+
+/** The end of the audit chain: how many records it has and the last hash (64 zeros when empty). */
+export interface AuditHead {
+  readonly records: number;
+  readonly head: string;
+}
+
+/** An Ed25519 signature over the chain head, as stored, logged, exported and served. */
+export interface AuditCheckpoint {
+  readonly records: number;
+  readonly head: string;
+  /** ISO-8601 time of signing. */
+  readonly at: string;
+  /** Id of the signing key (see `publicKeyId`). */
+  readonly key_id: string;
+  /** Base64 Ed25519 signature of the checkpoint statement. */
+  readonly signature: string;
+}
 
 /**
  * Everything the proxy keeps, behind one interface so the embedded store and the Redis store are
@@ -148,8 +170,17 @@ export interface Store {
   appendAudit(input: AuditInput): Promise<void>;
   /** Audit records of one key, oldest first. */
   listCalls(keyId: string): Promise<AuditRecordJson[]>;
-  /** Recomputes the whole chain. */
-  verifyAudit(): Promise<AuditVerification>;
+  /** Sealed audit records with `seq > afterSeq`, oldest first, at most `limit`. */
+  readAudit(afterSeq: number, limit: number): Promise<AuditEntry[]>;
+  /**
+   * The chain's head. `sealAll`: a store that seals records into the chain later (Redis) first
+   * seals every record written so far, not only those it knows are new.
+   */
+  auditHead(options: { readonly sealAll: boolean }): Promise<AuditHead>;
+  /** Keeps a signed checkpoint; a second one for the same record count is ignored. */
+  addCheckpoint(checkpoint: AuditCheckpoint): Promise<void>;
+  /** Every kept checkpoint, oldest first. */
+  listCheckpoints(): Promise<AuditCheckpoint[]>;
   /** Resolves when the store is reachable. */
   ping(): Promise<void>;
   close(): Promise<void>;

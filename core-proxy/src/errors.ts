@@ -74,7 +74,7 @@ export class OutcomeNotRecordedError extends StoreUnavailableError {
   constructor(cause?: unknown) {
     super(
       cause,
-      'The vendor was called, but the spend store could not record the outcome: the call stays reserved and will be counted as unknown spend. Retry only with the same Idempotency-Key.',
+      'The vendor was called, but the store could not record the outcome yet: the call stays reserved against the cap, and its outcome is recorded once the store is back (if this proxy stops first, it is counted as unknown spend). Retry only with the same Idempotency-Key.',
     );
   }
 }

@@ -1,4 +1,4 @@
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 /** The proxy's Prometheus metrics, on a registry of their own (one per app instance). */
 export class ProxyMetrics {
@@ -35,6 +35,18 @@ export class ProxyMetrics {
     labelNames: ['vendor', 'status_class'] as const,
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
     registers: [this.registry],
+  });
+
+  /** How many answered calls wait for the store to record them (see `DeferredSettlements`). */
+  deferredSettlementsCount: () => number = () => 0;
+
+  readonly deferredSettlements: Gauge = new Gauge({
+    name: 'keybrake_deferred_settlements',
+    help: 'Vendor calls answered while the store could not record them, waiting to be settled.',
+    registers: [this.registry],
+    collect: () => {
+      this.deferredSettlements.set(this.deferredSettlementsCount());
+    },
   });
 
   constructor() {

@@ -65,6 +65,8 @@ export interface TestProxyOptions {
   readonly apiKey?: string;
   /** Redis command timeout. @default 2000 */
   readonly redisTimeoutMs?: number;
+  /** The embedded store's folder (kept after the test). @default a fresh temporary folder, removed after */
+  readonly dataDir?: string;
   /** Where to listen, for an engine told the proxy's URL in advance. @default 127.0.0.1, a free port */
   readonly listen?: { readonly host: string; readonly port: number };
 }
@@ -115,7 +117,7 @@ export async function startProxy(options: TestProxyOptions = {}): Promise<TestPr
   const storeKind = options.store ?? TEST_STORE;
   const redisUrl = options.redisUrl ?? (storeKind === 'redis' ? inject('redisUrl') : '');
   const redisPrefix = options.redisPrefix ?? `t:${randomUUID()}:`;
-  const dataDir = mkdtempSync(join(tmpdir(), 'keybrake-test-'));
+  const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'keybrake-test-'));
   const config = loadConfig({
     KEYBRAKE_API_KEYS: apiKey,
     KEYBRAKE_DATA_DIR: dataDir,
@@ -169,7 +171,7 @@ export async function startProxy(options: TestProxyOptions = {}): Promise<TestPr
       storeKind === 'redis'
         ? await dumpRedis(redisUrl, redisPrefix)
         : readdirSync(dataDir).map((file) => readFileSync(join(dataDir, file)).toString('latin1'));
-    rmSync(dataDir, { recursive: true, force: true });
+    if (options.dataDir === undefined) rmSync(dataDir, { recursive: true, force: true });
     const secretValues = Object.values(secrets);
     for (const line of logLines) {
       for (const secret of [...secretValues, ...vaultKeys])

@@ -44,10 +44,12 @@ async function waitForPing(port: number): Promise<void> {
   throw new Error(`redis-server on ${port} did not start`);
 }
 
-/** Starts redis-server on a free port in a temporary folder. */
-export async function startRedis(extraArgs: string[] = []): Promise<RedisServer> {
+/** Starts redis-server on a free port, in `dir` or a temporary folder. */
+export async function startRedis(
+  extraArgs: string[] = [],
+  dir = mkdtempSync(join(tmpdir(), 'keybrake-redis-')),
+): Promise<RedisServer> {
   const port = await freePort();
-  const dir = mkdtempSync(join(tmpdir(), 'keybrake-redis-'));
   let child: ChildProcess | undefined;
   const start = async (): Promise<void> => {
     child = spawn(

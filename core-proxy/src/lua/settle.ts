@@ -17,17 +17,16 @@
  * ARGV[6]   audit record JSON; in sweep mode, the ISO time of the 'unknown' record built from the reservation
  * ARGV[7]   sweep mode: now, epoch ms (only reservations whose deadline is before it); '0' otherwise
  * ARGV[8]   chain length n
- * Returns the audit list length, or -1 when there was nothing to sweep.
+ * Returns the audit list length, or -1 when the reservation is gone (or, sweeping, not yet due).
  */
 export const SETTLE_LUA = `
 -- HINCRBY needs integer text; tostring() would write large numbers in exponent form.
 local function int(x) return string.format('%d', x) end
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
+-- Already settled (a retried settlement) or swept: settling twice would audit twice.
+if not raw then return -1 end
 local sweeping = tonumber(ARGV[7]) > 0
-if sweeping then
-  if not raw then return -1 end
-  if cjson.decode(raw).deadline > tonumber(ARGV[7]) then return -1 end
-end
+if sweeping and cjson.decode(raw).deadline > tonumber(ARGV[7]) then return -1 end
 local record = ARGV[6]
 if raw then
   local reservation = cjson.decode(raw)

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import type { KeybrakeConfig } from '../config.js';
 import { AuditCheckpointer, type TrustedKeys, trustedKeys } from '../audit-checkpoints.js';
+import { DeferredSettlements } from '../deferred-settlements.js';
 import { Forwarder } from '../forwarder.js';
 import { ProxyMetrics } from '../metrics.js';
 import type { Store } from '../store/store.js';
@@ -19,6 +20,8 @@ export interface KeybrakeContext {
   readonly now: () => number;
   /** Signs the audit chain head every N records or minutes. */
   readonly checkpointer: AuditCheckpointer;
+  /** Settlements of answered calls the store could not record yet, retried until it can. */
+  readonly settlements: DeferredSettlements;
   /** Keys whose checkpoints `GET /audit/verify` trusts: this proxy's own. */
   readonly trustedKeys: TrustedKeys;
 }
@@ -52,11 +55,15 @@ export const keybrakePlugin = fp(
       // The log usually leaves the machine: a copy of every checkpoint out of an attacker's reach.
       onCheckpoint: (checkpoint) => app.log.info({ checkpoint }, 'audit checkpoint'),
     });
+    const metrics = new ProxyMetrics();
+    const settlements = new DeferredSettlements(options.store, app.log);
+    metrics.deferredSettlementsCount = () => settlements.size;
     app.decorate('keybrake', {
       config: options.config,
       store: options.store,
       forwarder,
-      metrics: new ProxyMetrics(),
+      metrics,
+      settlements,
       apiKeyDigests: digestApiKeys(options.config.apiKeys),
       now,
       checkpointer,
@@ -76,6 +83,7 @@ export const keybrakePlugin = fp(
     // Closed after in-flight requests have drained, so no settlement is cut off.
     app.addHook('onClose', async () => {
       await forwarder.close();
+      await settlements.close();
       await checkpointer.stop();
       await options.store.close();
     });

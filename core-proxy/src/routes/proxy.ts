@@ -225,9 +225,13 @@ async function settleRecording(kb: KeybrakeContext, vendorCalled: boolean, input
   try {
     await kb.store.settle(input);
   } catch (error) {
-    // An OutcomeNotRecordedError is a StoreUnavailableError: refuse() answers it without
-    // auditing the call as blocked (it was not).
-    if (vendorCalled && error instanceof StoreUnavailableError) throw new OutcomeNotRecordedError(error.cause);
+    if (vendorCalled && error instanceof StoreUnavailableError) {
+      // The outcome is known: hold it and record it once the store is back. An
+      // OutcomeNotRecordedError is a StoreUnavailableError: refuse() answers it without auditing
+      // the call as blocked (it was not).
+      kb.settlements.hold(input);
+      throw new OutcomeNotRecordedError(error.cause);
+    }
     throw error;
   }
 }

@@ -99,6 +99,7 @@ const CHAIN_RIDS = '{audit}:rids';
 /** Signed checkpoints of the chain head: records -> checkpoint JSON. */
 const CHECKPOINTS = '{audit}:checkpoints';
 const SEAL_LOCK = '{audit}:lock';
+const SEAL_LOCK_TTL_MS = 2000;
 const SHARDS = 'shards';
 const DIRTY_SHARDS = 'audit-dirty';
 
@@ -331,12 +332,11 @@ export class RedisStore implements Store {
     });
   }
 
-  settle(input: SettleInput): Promise<void> {
+  settle(input: SettleInput): Promise<boolean> {
     return this.run(async () => {
       const reservation = this.pending.get(input.reservationId);
-      this.pending.delete(input.reservationId);
       const family = reservation ?? { ...(await this.familyOrThrow(input.keyId)), day: '', idempotencyKey: null };
-      await this.settleScript(
+      const length = await this.settleScript(
         input.reservationId,
         family,
         String(input.actualMicros),
@@ -345,7 +345,11 @@ export class RedisStore implements Store {
         JSON.stringify({ ...input.audit, rid: randomUUID() }),
         0,
       );
+      // Kept until the script ran, so a settlement retried after a store failure settles the same keys.
+      this.pending.delete(input.reservationId);
+      if (length < 0) return false;
       void this.redis.sadd(DIRTY_SHARDS, family.root).catch(() => undefined);
+      return true;
     });
   }
 
@@ -553,8 +557,11 @@ export class RedisStore implements Store {
   private async seal(shards: readonly string[]): Promise<void> {
     if (shards.length === 0) return;
     const token = randomUUID();
-    const deadline = Date.now() + 5000;
-    while ((await this.redis.set(SEAL_LOCK, token, 'PX', 10_000, 'NX')) !== 'OK') {
+    // The lock outlives a sealer that died holding it (a replica killed, Redis restarted from its
+    // AOF) by at most its TTL, and waiters wait longer than that. A short TTL is safe: a sealer
+    // whose lock expired mid-seal cannot fork the chain, its append fails on the moved head.
+    const deadline = Date.now() + 3 * SEAL_LOCK_TTL_MS;
+    while ((await this.redis.set(SEAL_LOCK, token, 'PX', SEAL_LOCK_TTL_MS, 'NX')) !== 'OK') {
       if (Date.now() > deadline) throw new StoreUnavailableError(new Error('audit sealer lock not acquired'));
       await new Promise((resolve) => setTimeout(resolve, 10));
     }

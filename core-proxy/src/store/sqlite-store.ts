@@ -296,19 +296,20 @@ export class SqliteStore implements Store {
     );
   }
 
-  settle(input: SettleInput): Promise<void> {
+  settle(input: SettleInput): Promise<boolean> {
     return this.write(() =>
       this.atomic(() => {
         const reservation = this.statement('SELECT * FROM reservations WHERE reservation_id = ?').get(
           input.reservationId,
         ) as ReservationRow | undefined;
-        if (reservation) {
-          this.release(reservation, input.actualMicros, input.audit.outcome === 'unknown');
-          if (reservation.idempotency_key !== null) {
-            this.resolveIdempotency(input.keyId, reservation.idempotency_key, input.idempotentResponse);
-          }
+        // Already settled (a retried settlement) or recovered: settling twice would audit twice.
+        if (!reservation) return false;
+        this.release(reservation, input.actualMicros, input.audit.outcome === 'unknown');
+        if (reservation.idempotency_key !== null) {
+          this.resolveIdempotency(input.keyId, reservation.idempotency_key, input.idempotentResponse);
         }
-        return this.append(input.audit);
+        this.append(input.audit);
+        return true;
       }),
     );
   }

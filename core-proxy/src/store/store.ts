@@ -164,8 +164,12 @@ export interface Store {
    * and its ancestors, and reserves it on all of them.
    */
   reserve(input: ReserveInput): Promise<ReserveOutput>;
-  /** Atomically: turns the reservation into spend, keeps or releases the idempotency claim, appends the audit record. */
-  settle(input: SettleInput): Promise<void>;
+  /**
+   * Atomically: turns the reservation into spend, keeps or releases the idempotency claim, appends
+   * the audit record. Returns false, and writes nothing, when the reservation is no longer there
+   * (already settled, or resolved as unknown by recovery): settling is safe to retry.
+   */
+  settle(input: SettleInput): Promise<boolean>;
   /** Appends one audit record (blocked and replayed calls). */
   appendAudit(input: AuditInput): Promise<void>;
   /** Audit records of one key, oldest first. */

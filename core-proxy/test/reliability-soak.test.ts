@@ -1,0 +1,303 @@
+import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Pool } from 'undici';
+import { describe, expect, it, onTestFinished } from 'vitest';
+import { newSecrets, sendJson, startFakeVendor } from './helpers.js';
+import { freePort, startRedis } from './redis-server.js';
+import { CLI } from './server-process.js';
+
+/**
+ * The soak: two `keybrake serve` replicas on one real Redis, under a steady mixed load, for
+ * `KEYBRAKE_SOAK_SECONDS` (30 in CI; `pnpm soak` runs the full 10 minutes). It asserts what must
+ * hold however long it runs: no answer other than the intended one, one audit record per request,
+ * the chain verifies, spend equals the charges made. Rate, latency and memory are reported as
+ * figures (each process's RSS after warm-up and at the end, every 5 s in between), not asserted.
+ */
+const SECONDS = Number(process.env.KEYBRAKE_SOAK_SECONDS ?? 30);
+const RATE = Number(process.env.KEYBRAKE_SOAK_RATE ?? 1000);
+const ADMIN = 'soak-admin';
+/** RSS "start" and steady latency are taken after this. */
+const WARM_UP_MS = 10_000;
+
+/** A replica as a real process, its log kept short (a long soak would otherwise fill memory). */
+async function startReplica(env: Record<string, string>) {
+  const port = await freePort();
+  const dataDir = mkdtempSync(join(tmpdir(), 'keybrake-soak-'));
+  const child = spawn(process.execPath, [CLI, 'serve'], {
+    env: {
+      PATH: process.env.PATH ?? '',
+      KEYBRAKE_HOST: '127.0.0.1',
+      KEYBRAKE_PORT: String(port),
+      KEYBRAKE_DATA_DIR: dataDir,
+      KEYBRAKE_API_KEYS: ADMIN,
+      KEYBRAKE_LOG_LEVEL: 'warn',
+      ...env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const output: string[] = [];
+  const keep = (chunk: Buffer): void => {
+    output.push(chunk.toString());
+    if (output.length > 200) output.shift();
+  };
+  child.stdout.on('data', keep);
+  child.stderr.on('data', keep);
+  onTestFinished(() => {
+    child.kill('SIGKILL');
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; ; i += 1) {
+    if (
+      await fetch(`${url}/readyz`).then(
+        (r) => r.ok,
+        () => false,
+      )
+    )
+      break;
+    if (i > 300 || child.exitCode !== null) throw new Error(`replica did not start: ${output.join('')}`);
+    await sleep(50);
+  }
+  return { url, pid: child.pid as number, output: () => output.join('') };
+}
+
+function rssMb(pid: number): number {
+  const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return Math.round(Number(match?.[1] ?? 0) / 1024);
+}
+
+async function admin(
+  url: string,
+  method: string,
+  path: string,
+  body?: unknown,
+): Promise<{ status: number; body: any }> {
+  const response = await fetch(`${url}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${ADMIN}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  return { status: response.status, body: await response.json() };
+}
+
+/** What one request of the mix is, and what it must get back. */
+type Kind = 'charge' | 'replay' | 'not_allowed' | 'revoked' | 'capped';
+
+/** The mix, by request number mod 20: 55% new charges, 15% replays, 10% off the allowlist, 5% revoked, 15% at a spent cap. */
+function kindOf(n: number): Kind {
+  const slot = n % 20;
+  if (slot <= 10) return 'charge';
+  if (slot <= 13) return 'replay';
+  if (slot <= 15) return 'not_allowed';
+  if (slot === 16) return 'revoked';
+  return 'capped';
+}
+
+describe(`soak: 2 replicas on Redis, ${RATE} req/s of mixed calls for ${SECONDS} s`, () => {
+  it(
+    'answers only as intended, audits every request once, verifies, and reports rate, latency and memory',
+    async () => {
+      const redis = await startRedis();
+      onTestFinished(() => redis.stop());
+      let vendorCharges = 0;
+      const vendor = await startFakeVendor((_request, response) => {
+        vendorCharges += 1;
+        sendJson(response, 200, { id: `pi_${vendorCharges}`, object: 'payment_intent', amount: 100, currency: 'usd' });
+      });
+      const secrets = newSecrets();
+      const env = {
+        KEYBRAKE_REDIS_URL: redis.url,
+        KEYBRAKE_STRIPE_BASE_URL: vendor.url,
+        STRIPE_SECRET_KEY: secrets.STRIPE_SECRET_KEY as string,
+      };
+      const replicas = [await startReplica(env), await startReplica(env)];
+      const [a] = replicas as [(typeof replicas)[0]];
+
+      const issue = async (fields: Record<string, unknown>) => {
+        const issued = await admin(a.url, 'POST', '/vault/keys', {
+          vendor: 'stripe',
+          allowed_endpoints: ['POST /v1/payment_intents'],
+          expires_in: '2h',
+          agent_run_label: `soak/${randomUUID()}`,
+          ...fields,
+        });
+        expect(issued.status).toBe(201);
+        return issued.body as { key_id: string; vault_key: string };
+      };
+      const executions = await Promise.all(Array.from({ length: 10 }, () => issue({ usd_cap: 10_000_000 })));
+      const capped = await issue({ usd_cap: 5 });
+      const revoked = await issue({ usd_cap: 100 });
+      expect((await admin(a.url, 'DELETE', `/vault/keys/${revoked.key_id}`)).status).toBe(200);
+      const recordsBefore = (await admin(a.url, 'GET', '/audit/verify')).body.records as number;
+
+      const pools = replicas.map((replica) => new Pool(replica.url, { connections: 64 }));
+      onTestFinished(async () => {
+        await Promise.all(pools.map((pool) => pool.destroy()));
+      });
+      const done: { vaultKey: string; idempotencyKey: string }[] = [];
+      const errors: string[] = [];
+      const latenciesMs: number[] = [];
+      /** Latencies after the first 10 s (JIT, connection pools and Redis warming up). */
+      const steadyLatenciesMs: number[] = [];
+      let start = 0;
+      let sent = 0;
+      let answered = 0;
+      let charges = 0;
+      let cappedCharges = 0;
+      let inFlight = 0;
+      let maxInFlight = 0;
+
+      const send = async (n: number): Promise<void> => {
+        let kind = kindOf(n);
+        const replay = kind === 'replay' ? done[(n * 7919) % Math.max(1, done.length)] : undefined;
+        if (kind === 'replay' && !replay) kind = 'charge';
+        const execution = executions[n % executions.length] as { vault_key: string };
+        const vaultKey =
+          kind === 'capped'
+            ? capped.vault_key
+            : kind === 'revoked'
+              ? revoked.vault_key
+              : (replay?.vaultKey ?? execution.vault_key);
+        const idempotencyKey = replay?.idempotencyKey ?? `soak-${n}`;
+        const started = performance.now();
+        inFlight += 1;
+        maxInFlight = Math.max(maxInFlight, inFlight);
+        try {
+          const response = await (pools[n % 2] as Pool).request({
+            method: 'POST',
+            path: kind === 'not_allowed' ? '/stripe/v1/refunds' : '/stripe/v1/payment_intents',
+            headers: {
+              authorization: `Bearer ${vaultKey}`,
+              'content-type': 'application/x-www-form-urlencoded',
+              'idempotency-key': idempotencyKey,
+            },
+            body: kind === 'not_allowed' ? 'payment_intent=pi_1' : 'amount=100&currency=usd',
+          });
+          const text = await response.body.text();
+          latenciesMs.push(performance.now() - started);
+          if (started - start >= WARM_UP_MS) steadyLatenciesMs.push(performance.now() - started);
+          const code =
+            response.statusCode === 200 ? undefined : (JSON.parse(text) as { error: { code: string } }).error.code;
+          const replayed = response.headers['idempotent-replayed'] === 'true';
+          let expected: boolean;
+          if (kind === 'charge') {
+            expected = response.statusCode === 200 && !replayed;
+            if (expected) {
+              charges += 1;
+              done.push({ vaultKey, idempotencyKey });
+              if (done.length > 10_000) done.splice(0, 5_000);
+            }
+          } else if (kind === 'replay') expected = response.statusCode === 200 && replayed;
+          else if (kind === 'not_allowed') expected = response.statusCode === 403 && code === 'endpoint_not_allowed';
+          else if (kind === 'revoked') expected = response.statusCode === 401 && code === 'vault_key_revoked';
+          else {
+            // The first five $1 charges fit the $5 cap; every later one is a cap hit.
+            if (response.statusCode === 200) cappedCharges += 1;
+            expected =
+              (response.statusCode === 200 && cappedCharges <= 5) ||
+              (response.statusCode === 429 &&
+                code === 'cap_exhausted' &&
+                response.headers['x-keybrake-cap-hit'] === 'true');
+          }
+          if (!expected && errors.length < 1000)
+            errors.push(`${kind} #${n}: ${response.statusCode} ${text.slice(0, 200)}`);
+        } catch (error) {
+          if (errors.length < 1000) errors.push(`${kind} #${n}: ${(error as Error).message}`);
+        } finally {
+          inFlight -= 1;
+          answered += 1;
+        }
+      };
+
+      // Paced evenly: every 5 ms, whatever the rate says is due by now.
+      const rss: { at: number; replicas: number[]; redis: number; p99: number }[] = [];
+      let windowStart = 0;
+      const redisPid = Number((await redis.cli('info', 'server')).match(/process_id:(\d+)/)?.[1]);
+      const sample = (at: number) => {
+        const window = latenciesMs.slice(windowStart).sort((x, y) => x - y);
+        windowStart = latenciesMs.length;
+        const p99 = Math.round(window[Math.floor(0.99 * (window.length - 1))] ?? 0);
+        rss.push({ at, replicas: replicas.map((replica) => rssMb(replica.pid)), redis: rssMb(redisPid), p99 });
+      };
+      // Declared before `send` runs: it reads the start to tell warm-up from steady state.
+      start = performance.now();
+      sample(0);
+      let nextSample = 5_000;
+      await new Promise<void>((resolve) => {
+        const timer = setInterval(() => {
+          const elapsed = performance.now() - start;
+          if (elapsed >= SECONDS * 1000) {
+            clearInterval(timer);
+            resolve();
+            return;
+          }
+          const due = Math.floor((elapsed * RATE) / 1000) - sent;
+          for (let i = 0; i < due && inFlight < 5_000; i += 1) void send((sent += 1));
+          if (elapsed >= nextSample) {
+            sample(Math.round(elapsed / 1000));
+            nextSample += 5_000;
+          }
+        }, 5);
+      });
+      const sendingSeconds = (performance.now() - start) / 1000;
+      while (answered < sent) await sleep(20);
+      sample(Math.round((performance.now() - start) / 1000));
+
+      // The audit log: every request once, the chain whole, spend equal to the charges made.
+      const verified = (await admin(a.url, 'GET', '/audit/verify')).body;
+      const spent = await Promise.all(
+        executions.map(
+          async (execution) => (await admin(a.url, 'GET', `/vault/keys/${execution.key_id}`)).body.spent_usd as number,
+        ),
+      );
+      const quantile = (values: number[], q: number) => {
+        values.sort((x, y) => x - y);
+        return Math.round((values[Math.floor(q * (values.length - 1))] ?? 0) * 100) / 100;
+      };
+      const early = rss.find((s) => s.at * 1000 >= WARM_UP_MS) ?? rss[0];
+      const last = rss.at(-1);
+      const figures = {
+        seconds: Math.round(sendingSeconds),
+        requests: sent,
+        achievedRate: Math.round(sent / sendingSeconds),
+        maxInFlight,
+        latencyMs: {
+          p50: quantile(latenciesMs, 0.5),
+          p99: quantile(latenciesMs, 0.99),
+          max: quantile(latenciesMs, 1),
+          afterWarmUp: { p50: quantile(steadyLatenciesMs, 0.5), p99: quantile(steadyLatenciesMs, 0.99) },
+        },
+        auditRecords: verified.records - recordsBefore,
+        charges,
+        vendorCharges,
+        errors: errors.length,
+        rssMb: {
+          replicas: replicas.map((_, i) => `${early?.replicas[i]} -> ${last?.replicas[i]}`),
+          redis: `${early?.redis} -> ${last?.redis}`,
+        },
+      };
+      console.info('soak figures:', JSON.stringify(figures, null, 2));
+      console.info(
+        'every 5 s (s, replica RSS MB..., redis RSS MB, p99 ms of the window):',
+        rss.map((s) => [s.at, ...s.replicas, s.redis, s.p99].join(' ')).join(' | '),
+      );
+
+      expect(errors.slice(0, 10)).toEqual([]);
+      expect(verified).toMatchObject({ ok: true });
+      expect(verified.records - recordsBefore).toBe(sent);
+      expect(cappedCharges).toBe(5);
+      expect(vendorCharges).toBe(charges + cappedCharges);
+      expect(spent.reduce((x, y) => x + y, 0)).toBe(charges);
+      for (const replica of replicas) {
+        for (const secret of [secrets.STRIPE_SECRET_KEY as string, ...executions.map((e) => e.vault_key)]) {
+          expect(replica.output().includes(secret), 'a replica log leaks a secret').toBe(false);
+        }
+      }
+    },
+    (SECONDS + 180) * 1000,
+  );
+});

@@ -44,6 +44,7 @@ export default defineConfig({
         test: {
           name: 'reliability',
           include: ['core-proxy/test/reliability-*.test.ts'],
+          exclude: ['core-proxy/test/reliability-soak.test.ts'],
           env: { KEYBRAKE_TEST_STORE: 'embedded' },
           testTimeout: 300_000,
         },
@@ -59,6 +60,19 @@ export default defineConfig({
           hookTimeout: 240_000,
         },
       },
+      // The soak measures a steady rate, so it runs alone, after everything else: only when asked.
+      ...(process.env.KEYBRAKE_RUN_SOAK === '1'
+        ? [
+            {
+              extends: true,
+              test: {
+                name: 'soak',
+                include: ['core-proxy/test/reliability-soak.test.ts'],
+                env: { KEYBRAKE_TEST_STORE: 'redis' },
+              },
+            },
+          ]
+        : []),
       {
         extends: true,
         test: {

@@ -7,4 +7,4 @@ cd "$(dirname "$0")/.."
 ensure_deps
 bash scripts/install-redis.sh
 pnpm run build
-KEYBRAKE_SOAK_SECONDS="${KEYBRAKE_SOAK_SECONDS:-600}" pnpm exec vitest run --project reliability core-proxy/test/reliability-soak.test.ts "$@"
+KEYBRAKE_RUN_SOAK=1 KEYBRAKE_SOAK_SECONDS="${KEYBRAKE_SOAK_SECONDS:-600}" pnpm exec vitest run --project soak "$@"

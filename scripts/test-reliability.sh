@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The reliability suite alone (`pnpm test:reliability`): installs what it needs, builds, and runs
-# the `reliability` vitest project. ./scripts/test.sh runs it too, with everything else.
+# the `reliability` vitest project, then the soak's 30-second mode. ./scripts/test.sh runs both too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -11,3 +11,5 @@ TOXIPROXY_BIN="$(bash scripts/install-toxiproxy.sh)"
 export SCHEMATHESIS_BIN TOXIPROXY_BIN
 pnpm run build
 pnpm exec vitest run --project reliability "$@"
+# The soak's short mode, alone so that it holds its rate (`pnpm soak` for the full 10 minutes).
+KEYBRAKE_RUN_SOAK=1 pnpm exec vitest run --project soak

@@ -32,8 +32,12 @@ node -e '
 ' "$report" || true
 rm -f "$report"
 [ "$status" = 0 ] || exit "$status"
+# Only when the suite ran whole: arguments (e.g. -t or --project) select tests, not the soak or the benchmark.
+if [ "$#" = 0 ]; then
+  # The soak's short mode (30 s; `pnpm soak` runs 10 minutes), alone so that it holds its rate.
+  KEYBRAKE_RUN_SOAK=1 pnpm exec vitest run --project soak
+fi
 # The benchmark's quick mode: every variant that can run here, the cap race (must not overshoot).
-# Only when the suite ran whole: arguments (e.g. -t or --project) select tests, not the benchmark.
 if [ "$#" = 0 ]; then
   node bench/dist/main.js --quick
 fi

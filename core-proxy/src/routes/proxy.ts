@@ -19,7 +19,7 @@ import { isSuccess } from '../vendors/vendor.js';
 import { VENDORS } from '../vendors/index.js';
 import { keyStatus } from './admin.js';
 
-/** Request headers never forwarded: hop-by-hop, credentials we replace, and our own. */
+/** Request headers never forwarded: hop-by-hop, credentials we replace, routing overrides, and our own. */
 const DROPPED_REQUEST_HEADERS = new Set([
   'host',
   'connection',
@@ -35,6 +35,20 @@ const DROPPED_REQUEST_HEADERS = new Set([
   'accept-encoding',
   'expect',
   ...METHOD_OVERRIDE_HEADERS,
+  // Routing and rewrite headers: a vendor's gateway that honours one would route the call
+  // somewhere other than the path the allowlist checked.
+  'x-original-url',
+  'x-rewrite-url',
+  'x-original-method',
+  'x-forwarded-host',
+  'x-forwarded-prefix',
+  'x-forwarded-proto',
+  'x-forwarded-port',
+  'x-forwarded-server',
+  'x-forwarded-for',
+  'x-host',
+  'x-real-ip',
+  'forwarded',
 ]);
 /** Response headers not passed back: hop-by-hop ones, and the length we recompute. */
 const DROPPED_RESPONSE_HEADERS = new Set([

@@ -372,7 +372,7 @@ export const OPENAPI_DOCUMENT = {
         description:
           'Vault key as the vendor SDK presents its secret (stripe/resend: Bearer; twilio: Basic, key as username or password). ' +
           'Idempotency-Key (<= 255 chars) scopes replays per key for at least 24 hours; a replay carries Idempotent-Replayed: true. ' +
-          'Every response carries X-Keybrake-Key-Id once the key is known.',
+          'Every response carries X-Keybrake-Key-Id once the key is known. A refusal or error of Keybrake itself (not of the vendor) carries X-Keybrake-Error: <error.code>.',
         security: [],
         responses: {
           default: { description: "The vendor's response, as it came" },

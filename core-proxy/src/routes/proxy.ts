@@ -203,7 +203,11 @@ async function forwardChecked(
         ? 'The vendor call may have been made, but no answer came back.'
         : 'The vendor could not be reached; nothing was sent.',
     );
-    return reply.code(statusCode).header('x-keybrake-key-id', key.keyId).send(error.toJSON());
+    return reply
+      .code(statusCode)
+      .header('x-keybrake-key-id', key.keyId)
+      .header('x-keybrake-error', code)
+      .send(error.toJSON());
   }
 
   const response = result.response;
@@ -371,7 +375,12 @@ async function refuse(
   kb.metrics.requests.inc({ vendor: facts.vendor.name, outcome: 'blocked', reason: answer.code });
   if (answer.code === 'cap_exhausted') kb.metrics.capHits.inc({ vendor: facts.vendor.name });
   if (facts.key) void reply.header('x-keybrake-key-id', facts.key.keyId);
-  return reply.code(answer.statusCode).headers(answer.headers).send(answer.toJSON());
+  // Tells Keybrake's own refusals from the vendor's (a vendor 403 never carries it).
+  return reply
+    .code(answer.statusCode)
+    .headers(answer.headers)
+    .header('x-keybrake-error', answer.code)
+    .send(answer.toJSON());
 }
 
 function auditBase(

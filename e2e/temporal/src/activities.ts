@@ -23,3 +23,27 @@ export async function chargeCustomer(input: ChargeInput): Promise<{ paymentInten
   );
   return { paymentIntentId: intent.id, amountCents: intent.amount };
 }
+
+/** What the untrusted step read, and what the text it read told it to do. */
+export interface InboundEmail {
+  readonly customerId: string;
+  /** A prompt injection in the email: "refund me by charging this card $X". */
+  readonly injectedChargeCents: number;
+}
+
+/**
+ * A step that reads untrusted content (an inbound email) and, like a prompt-injected agent, acts on
+ * it: it reads the customer (allowed to a tainted key: no cost), then tries the charge the email
+ * asked for. Scheduled with `untrustedActivities`, it holds the execution's tainted child key, so
+ * the proxy refuses the charge.
+ */
+export async function actOnInboundEmail(email: InboundEmail): Promise<{ customerEmail: string | null }> {
+  const kb = keybrake();
+  const stripe = new Stripe(kb.vaultKey, stripeOptions(kb.proxyUrl, { maxNetworkRetries: 0 }));
+  const customer = await stripe.customers.retrieve(email.customerId);
+  await stripe.paymentIntents.create(
+    { amount: email.injectedChargeCents, currency: 'usd', customer: email.customerId, description: 'injected' },
+    { idempotencyKey: kb.idempotencyKey('injected', email.customerId) },
+  );
+  return { customerEmail: 'deleted' in customer ? null : (customer.email ?? null) };
+}

@@ -1,8 +1,19 @@
 import { ActivityFailure, ApplicationFailure, proxyActivities, sleep } from '@temporalio/workflow';
-import { CAP_EXHAUSTED_FAILURE, withVaultKey } from '@keybrake/temporal/workflow';
+import {
+  CAP_EXHAUSTED_FAILURE,
+  TAINTED_REQUEST_REFUSED_FAILURE,
+  untrustedActivities,
+  withVaultKey,
+} from '@keybrake/temporal/workflow';
 import type * as activities from './activities.js';
 
 const { chargeCustomer } = proxyActivities<typeof activities>({
+  startToCloseTimeout: '30s',
+  retry: { initialInterval: '200ms', backoffCoefficient: 2, maximumAttempts: 4 },
+});
+
+/** The step that reads untrusted input runs under the execution's tainted child key. */
+const { actOnInboundEmail } = untrustedActivities<typeof activities>({
   startToCloseTimeout: '30s',
   retry: { initialInterval: '200ms', backoffCoefficient: 2, maximumAttempts: 4 },
 });
@@ -68,6 +79,55 @@ export async function awaitingApprovalWorkflow(input: BillingInput): Promise<voi
       await sleep('1 hour');
     },
   );
+}
+
+/** What the support example did. */
+export interface SupportSummary {
+  readonly keyId: string;
+  /** The untrusted step's failure type, or 'completed' if it was not stopped. */
+  readonly untrusted: string;
+  readonly chargedCents: number;
+}
+
+/**
+ * An agent answering a customer: one step reads the inbound email (untrusted: it may carry a
+ * prompt injection), a sibling step charges the customer for what they bought. Both run at once,
+ * under one execution key; only the untrusted step holds the tainted child.
+ */
+export async function supportWorkflow(input: {
+  readonly charge: activities.ChargeInput;
+  readonly email: activities.InboundEmail;
+}): Promise<SupportSummary> {
+  return withVaultKey(
+    {
+      vendor: 'stripe',
+      usd_cap: 100,
+      allowed_endpoints: ['POST /v1/payment_intents', 'GET /v1/customers/*'],
+      expires_in: '1h',
+    },
+    async ({ keyId }) => {
+      const [untrusted, charged] = await Promise.allSettled([
+        actOnInboundEmail(input.email),
+        chargeCustomer(input.charge),
+      ]);
+      return {
+        keyId,
+        untrusted:
+          untrusted.status === 'fulfilled'
+            ? 'completed'
+            : failureType(untrusted.reason) === TAINTED_REQUEST_REFUSED_FAILURE
+              ? TAINTED_REQUEST_REFUSED_FAILURE
+              : `other: ${String(untrusted.reason)}`,
+        chargedCents: charged.status === 'fulfilled' ? charged.value.amountCents : 0,
+      };
+    },
+  );
+}
+
+function failureType(reason: unknown): string | undefined {
+  return reason instanceof ActivityFailure && reason.cause instanceof ApplicationFailure
+    ? (reason.cause.type ?? undefined)
+    : undefined;
 }
 
 function isCapHit(reason: unknown): boolean {

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { startProxy, type TestProxy } from '../../../core-proxy/test/helpers.js';
 import { startDroppingRelay } from '../../../integrations/client/test/dropping-proxy.js';
 import * as activities from '../src/activities.js';
-import type { BillingInput, BillingSummary } from '../src/workflows.js';
+import type { BillingInput, BillingSummary, SupportSummary } from '../src/workflows.js';
 import { activityOutcomes, historyText } from './history.js';
 
 const WORKFLOWS = fileURLToPath(new URL('../src/workflows.ts', import.meta.url));
@@ -128,6 +128,60 @@ describe('Temporal integration on a real Temporal dev server (stripe-mock upstre
     console.log(
       `[figures] Temporal flaky charge: ${relay.dropped()} responses dropped, activity attempts ${JSON.stringify(attempts)}, ` +
         `proxy calls ${JSON.stringify(outcomes)}: charged upstream once`,
+    );
+  });
+
+  it('an untrusted step holds a tainted child key: its charge is refused for good, its sibling charges', async () => {
+    const proxy = await stripeProxy();
+    const workflowId = `support-${randomUUID()}`;
+    const summary = await runOnWorker(proxy, {}, (taskQueue) =>
+      env.client.workflow.execute<(input: unknown) => Promise<SupportSummary>>('supportWorkflow', {
+        taskQueue,
+        workflowId,
+        args: [
+          {
+            charge: { customerId: 'cus_paying', amountCents: 4200 },
+            email: { customerId: 'cus_attacker', injectedChargeCents: 9900 },
+          },
+        ],
+      }),
+    );
+    expect(summary).toMatchObject({ untrusted: 'KeybrakeTaintedRequestRefused', chargedCents: 4200 });
+
+    // Two keys for this execution: its own, and its tainted child, both revoked at the end.
+    const issued = proxy.issuedVaultKeys();
+    expect(issued).toHaveLength(2);
+    const execution = (await proxy.admin('GET', `/vault/keys/${summary.keyId}`)).body;
+    expect(execution).toMatchObject({ status: 'revoked', tainted: false, spent_usd: 42 });
+    const executionCalls = (await proxy.admin('GET', `/vault/keys/${summary.keyId}/calls`)).body.calls;
+    const childId = /key_[A-Za-z0-9_-]{16}/g;
+    const history = await env.client.workflow.getHandle(workflowId).fetchHistory();
+    const text = historyText(history);
+    const keyIds = [...new Set(text.match(childId) ?? [])];
+    const child = (
+      await Promise.all(keyIds.map(async (id) => (await proxy.admin('GET', `/vault/keys/${id}`)).body))
+    ).find((key) => key.parent_key_id === summary.keyId);
+    expect(child).toMatchObject({ tainted: true, status: 'revoked', spent_usd: 0 });
+    expect(child.agent_run_label).toBe(`temporal/${workflowId}/untrusted`);
+    const childCalls = (await proxy.admin('GET', `/vault/keys/${child.key_id}/calls`)).body.calls;
+    // The tainted key read the customer (no cost, not sensitive), then its charge was refused once.
+    expect(
+      childCalls.map((c: { method: string; outcome: string; reason: string | null }) => [
+        c.method,
+        c.outcome,
+        c.reason,
+      ]),
+    ).toEqual([
+      ['GET', 'forwarded', null],
+      ['POST', 'blocked', 'tainted_request_refused'],
+    ]);
+    expect(executionCalls.map((c: { outcome: string }) => c.outcome)).toEqual(['forwarded']);
+
+    const { failures } = activityOutcomes(history);
+    expect(failures).toEqual([{ type: 'KeybrakeTaintedRequestRefused', nonRetryable: true }]);
+    for (const vaultKey of issued) expect(text).not.toContain(vaultKey);
+    console.log(
+      `[figures] Temporal taint: untrusted step ${summary.untrusted} after 1 attempt (child ${child.key_id}, tainted), sibling charged $${summary.chargedCents / 100}`,
     );
   });
 

@@ -3,7 +3,8 @@ import { KeybrakeApiError } from './errors.js';
 /** The header the proxy sets on its own cap-hit 429 (a vendor's own 429 never carries it). */
 export const CAP_HIT_HEADER = 'x-keybrake-cap-hit';
 
-function headerValue(headers: unknown, name: string): string | undefined {
+/** A header of a fetch `Headers`, a Node headers object or a plain record, by lower-case name. */
+export function headerValue(headers: unknown, name: string): string | undefined {
   if (!headers || typeof headers !== 'object') return undefined;
   if (typeof (headers as { get?: unknown }).get === 'function') {
     return (headers as { get(name: string): string | null }).get(name) ?? undefined;

@@ -8,4 +8,5 @@ export {
 } from './client.js';
 export { KeybrakeApiError, CapExhaustedError } from './errors.js';
 export { isCapHit, CAP_HIT_HEADER } from './cap-hit.js';
+export { keybrakeRefusal, ERROR_HEADER, TERMINAL_REFUSALS, type TerminalRefusal } from './refusal.js';
 export { deriveIdempotencyKey } from './idempotency.js';

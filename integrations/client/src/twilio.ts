@@ -2,7 +2,8 @@ import twilio from 'twilio';
 import type TwilioRequestClient from 'twilio/lib/base/RequestClient.js';
 import type * as TwilioResponseModule from 'twilio/lib/http/response.js';
 import { CAP_HIT_HEADER } from './cap-hit.js';
-import { CapExhaustedError } from './errors.js';
+import { CapExhaustedError, KeybrakeApiError } from './errors.js';
+import { ERROR_HEADER } from './refusal.js';
 
 type TwilioResponse<TData> = TwilioResponseModule.default<TData>;
 
@@ -28,7 +29,7 @@ export interface TwilioProxyOptions {
  * The Twilio SDK's HTTP client, sending every request to the proxy's `/twilio` route instead of
  * `api.twilio.com`. The SDK's own auto-retry would retry any 429, a cap hit included, so it is
  * done here instead: Twilio's 429s are retried as the SDK would, a cap hit throws
- * `CapExhaustedError` at once.
+ * `CapExhaustedError` at once, and any other refusal of Keybrake's a `KeybrakeApiError` with its code.
  */
 export class KeybrakeTwilioHttpClient extends twilio.RequestClient {
   private readonly proxyBase: string;
@@ -47,11 +48,21 @@ export class KeybrakeTwilioHttpClient extends twilio.RequestClient {
     const maxRetries = this.proxyOptions.maxRetries ?? 3;
     for (let attempt = 1; ; attempt += 1) {
       const response = await super.request<TData>({ ...opts, uri });
-      if (response.statusCode !== 429) return response;
       const headers = (response.headers ?? {}) as Record<string, unknown>;
       if (String(headers[CAP_HIT_HEADER] ?? '') === 'true') {
         throw new CapExhaustedError(undefined, 'twilio');
       }
+      // Keybrake's own refusals (taint, allowlist, revoked key...): the Twilio SDK would make a
+      // RestException without their code out of them.
+      const refusal = headers[ERROR_HEADER];
+      if (refusal !== undefined) {
+        throw new KeybrakeApiError(
+          response.statusCode,
+          String(refusal),
+          `Keybrake refused the call: ${String(refusal)}`,
+        );
+      }
+      if (response.statusCode !== 429) return response;
       if (!this.proxyOptions.autoRetry || attempt > maxRetries) return response;
       // Twilio's own policy: 100 ms * 2^n, capped, with full jitter.
       const base = Math.min(this.proxyOptions.maxRetryDelay ?? 3000, 100 * 2 ** attempt);

@@ -3,7 +3,7 @@ import twilio from 'twilio';
 import { Resend } from 'resend';
 import { describe, expect, inject, it } from 'vitest';
 import { sendJson, startFakeVendor, startProxy } from '../../../core-proxy/test/helpers.js';
-import { CapExhaustedError, isCapHit } from '../src/index.js';
+import { CapExhaustedError, KeybrakeApiError, isCapHit, keybrakeRefusal } from '../src/index.js';
 import { resendOptions } from '../src/resend.js';
 import { stripeOptions } from '../src/stripe.js';
 import { TWILIO_PLACEHOLDER_SID, twilioOptions } from '../src/twilio.js';
@@ -58,6 +58,31 @@ describe('the official stripe SDK through the proxy (stripe-mock)', () => {
     const error = await stripe.paymentIntents.create({ amount: 100, currency: 'usd' }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(Stripe.errors.StripeAuthenticationError);
     expect(isCapHit(error)).toBe(false);
+    expect(keybrakeRefusal(error)).toBe('vault_key_revoked');
+  });
+
+  it('surfaces a tainted key refused on a money-moving endpoint as a refusal keybrakeRefusal names', async () => {
+    const proxy = await stripeMockProxy();
+    const parent = await proxy.issueKey({ vendor: 'stripe', usd_cap: 50, allowed_endpoints: paymentIntents });
+    const child = await proxy.issueKey({
+      vendor: 'stripe',
+      usd_cap: 50,
+      allowed_endpoints: paymentIntents,
+      parent_key_id: parent.key_id,
+      tainted: true,
+    });
+    const stripe = new Stripe(child.vault_key, stripeOptions(proxy.url, { maxNetworkRetries: 2 }));
+    const error = await stripe.paymentIntents.create({ amount: 100, currency: 'usd' }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(Stripe.errors.StripePermissionError);
+    expect(keybrakeRefusal(error)).toBe('tainted_request_refused');
+    expect(isCapHit(error)).toBe(false);
+    // The untainted parent still charges; the SDK did not retry the refusal.
+    await new Stripe(parent.vault_key, stripeOptions(proxy.url)).paymentIntents.create({
+      amount: 100,
+      currency: 'usd',
+    });
+    const { calls } = (await proxy.admin('GET', `/vault/keys/${child.key_id}/calls`)).body;
+    expect(calls).toMatchObject([{ outcome: 'blocked', reason: 'tainted_request_refused', tainted: true }]);
   });
 });
 
@@ -133,6 +158,22 @@ describe('the official twilio SDK through the proxy (fake vendor)', () => {
       .catch((e: unknown) => e);
     expect((error as { status: number }).status).toBe(401);
     expect(isCapHit(error)).toBe(false);
+    expect(error).toBeInstanceOf(KeybrakeApiError);
+    expect(keybrakeRefusal(error)).toBe('vault_key_revoked');
+  });
+
+  it("names a tainted key's refusal, and leaves Twilio's own 403 alone", async () => {
+    const { vendor, proxy } = await setup(403);
+    const key = await proxy.issueKey({ vendor: 'twilio', usd_cap: 1, allowed_endpoints: messages, tainted: true });
+    const tainted = twilio(TWILIO_PLACEHOLDER_SID, key.vault_key, twilioOptions(proxy.url));
+    const send = (client: ReturnType<typeof twilio>) =>
+      client.messages.create({ to: '+15005550006', from: '+15005550001', body: 'x' }).catch((e: unknown) => e);
+    expect(keybrakeRefusal(await send(tainted))).toBe('tainted_request_refused');
+    expect(vendor.received).toHaveLength(0);
+    const clean = await proxy.issueKey({ vendor: 'twilio', usd_cap: 1, allowed_endpoints: messages });
+    const vendors403 = await send(twilio(TWILIO_PLACEHOLDER_SID, clean.vault_key, twilioOptions(proxy.url)));
+    expect((vendors403 as { status: number }).status).toBe(403);
+    expect(keybrakeRefusal(vendors403)).toBeUndefined();
   });
 });
 
@@ -166,5 +207,15 @@ describe('the official resend SDK through the proxy (fake vendor)', () => {
     expect(result.data).toBeNull();
     expect(isCapHit(result)).toBe(false);
     expect((result.error as unknown as { error: { code: string } }).error.code).toBe('vault_key_revoked');
+    expect(keybrakeRefusal(result)).toBe('vault_key_revoked');
+  });
+
+  it("reports a tainted request's refusal as one keybrakeRefusal names", async () => {
+    const { vendor, proxy, key } = await setup();
+    await proxy.admin('POST', `/vault/keys/${key.key_id}/taint`);
+    const result = await new Resend(key.vault_key, resendOptions(proxy.url)).emails.send(email);
+    expect(result.data).toBeNull();
+    expect(keybrakeRefusal(result)).toBe('tainted_request_refused');
+    expect(vendor.received).toHaveLength(0);
   });
 });

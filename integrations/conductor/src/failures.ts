@@ -1,5 +1,5 @@
 import { NonRetryableException } from '@io-orkes/conductor-javascript';
-import { isCapHit } from '@keybrake/client';
+import { keybrakeRefusal } from '@keybrake/client';
 import { redactVaultKeyText } from './redact.js';
 
 /** The result that ends a task `FAILED_WITH_TERMINAL_ERROR`: Conductor never retries it. */
@@ -25,6 +25,9 @@ export function terminalFailure(code: string, message: string): TerminalFailure 
  * Maps what a wrapped worker threw to what Conductor should do with it, with the vault key
  * redacted (Conductor stores the reason, and the SDK logs and stores what is thrown):
  * - a Keybrake cap hit: a terminal failure, code `cap_exhausted`: a retry would hit the same wall;
+ * - any other Keybrake refusal a retry cannot change (a tainted key on a money-moving endpoint,
+ *   an endpoint off the allowlist, a revoked or expired key...): a terminal failure with the
+ *   proxy's code, e.g. `tainted_request_refused`;
  * - the SDK's `NonRetryableException`: a terminal failure, code `non_retryable`;
  * - anything else: a plain `Error` (name, message and stack only: a vendor SDK error's other
  *   fields, raw bodies and headers, never reach Conductor), to be thrown: the task is `FAILED`
@@ -36,7 +39,9 @@ export function terminalFailure(code: string, message: string): TerminalFailure 
 export function toConductorFailure(error: unknown, vaultKey: string): TerminalFailure | Error {
   const source = error instanceof Error ? error : new Error(String(error));
   const message = redactVaultKeyText(source.message, vaultKey);
-  if (isCapHit(error)) return terminalFailure('cap_exhausted', `Keybrake cap exhausted: ${message}`);
+  const refusal = keybrakeRefusal(error);
+  if (refusal === 'cap_exhausted') return terminalFailure('cap_exhausted', `Keybrake cap exhausted: ${message}`);
+  if (refusal !== undefined) return terminalFailure(refusal, `Keybrake refused the call (${refusal}): ${message}`);
   if (error instanceof NonRetryableException || source.name === 'NonRetryableException') {
     return terminalFailure('non_retryable', message);
   }

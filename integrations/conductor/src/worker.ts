@@ -48,9 +48,10 @@ export interface KeybrakeWorkerOptions {
  * Wraps a Conductor worker so that it calls vendors through Keybrake:
  * - its `execute` gets the vault key from the task input, and a stable `idempotencyKey(...)`;
  * - a cap hit ends the task `FAILED_WITH_TERMINAL_ERROR` (never retried), whatever the task
- *   definition's `retryCount`, with `outputData.error.code` `cap_exhausted`; so do a missing vault
- *   key (`missing_vault_key`) and the SDK's `NonRetryableException`; every other failure stays a
- *   retryable `FAILED`;
+ *   definition's `retryCount`, with `outputData.error.code` `cap_exhausted`; so do Keybrake's other
+ *   final refusals (`tainted_request_refused`, `endpoint_not_allowed`, `vault_key_revoked`...), a
+ *   missing vault key (`missing_vault_key`) and the SDK's `NonRetryableException`; every other
+ *   failure stays a retryable `FAILED`;
  * - the vault key never reaches the task's output, logs or failure reason: they are stored by
  *   Conductor and shown in its UI.
  */

@@ -29,6 +29,7 @@ export function createKeybrakeActivities(options: KeybrakeActivitiesOptions): Ke
         vaultKey: sealed ? sealVaultKey(issued.vault_key, options.sealSecret as string) : issued.vault_key,
         sealed,
         expiresAt: issued.expires_at,
+        tainted: issued.tainted,
       };
     },
     async keybrakeRevokeVaultKey(keyId) {

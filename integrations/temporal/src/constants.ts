@@ -4,6 +4,23 @@ export const VAULT_KEY_HEADER = 'keybrake-vault-key';
 /** `ApplicationFailure` type of a cap hit: terminal, never retried. */
 export const CAP_EXHAUSTED_FAILURE = 'KeybrakeCapExhausted';
 
+/**
+ * `ApplicationFailure` type of a call refused because its key is tainted (the activity ran under
+ * `untrustedActivities`, or the execution's key is tainted): terminal, never retried.
+ */
+export const TAINTED_REQUEST_REFUSED_FAILURE = 'KeybrakeTaintedRequestRefused';
+
+/**
+ * The `ApplicationFailure` type of each Keybrake refusal a retry cannot change: `Keybrake` + the
+ * error code in PascalCase (`cap_exhausted` → `KeybrakeCapExhausted`).
+ */
+export function refusalFailureType(code: string): string {
+  return `Keybrake${code
+    .split('_')
+    .map((word) => word.charAt(0).toUpperCase() + word.slice(1))
+    .join('')}`;
+}
+
 /** `ApplicationFailure` type of a vendor's own 429: retried after the vendor's `Retry-After`. */
 export const VENDOR_RATE_LIMITED_FAILURE = 'KeybrakeVendorRateLimited';
 
@@ -13,4 +30,6 @@ export interface VaultKeyRef {
   readonly vaultKey: string;
   readonly sealed: boolean;
   readonly expiresAt: string;
+  /** True for a key that can never move money (see `untrustedActivities`). */
+  readonly tainted?: boolean;
 }

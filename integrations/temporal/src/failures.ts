@@ -1,6 +1,6 @@
 import { ApplicationFailure } from '@temporalio/common';
-import { isCapHit } from '@keybrake/client';
-import { CAP_EXHAUSTED_FAILURE, VENDOR_RATE_LIMITED_FAILURE } from './constants.js';
+import { keybrakeRefusal } from '@keybrake/client';
+import { VENDOR_RATE_LIMITED_FAILURE, refusalFailureType } from './constants.js';
 
 function headerOf(error: unknown, name: string): string | undefined {
   const headers = (error as { headers?: unknown }).headers;
@@ -18,16 +18,21 @@ function statusOf(error: unknown): number | undefined {
 
 /**
  * Maps what a vendor call threw to what Temporal should do with it:
- * - a Keybrake cap hit becomes `ApplicationFailure.nonRetryable(..., 'KeybrakeCapExhausted')`:
- *   retrying would hit the same wall;
+ * - a Keybrake refusal a retry cannot change becomes a non-retryable `ApplicationFailure` typed
+ *   by its code: `KeybrakeCapExhausted`, `KeybrakeTaintedRequestRefused`, `KeybrakeEndpointNotAllowed`,
+ *   `KeybrakeVendorMismatch`, `KeybrakeVaultKeyRevoked`, `KeybrakeVaultKeyExpired`, `KeybrakeInvalidVaultKey`;
  * - a vendor's own 429 with `Retry-After` stays retryable, with `nextRetryDelay` set to it;
  * - anything else is returned unchanged (Temporal's retry policy decides).
  */
 export function toTemporalFailure(error: unknown): unknown {
   if (error instanceof ApplicationFailure) return error;
-  if (isCapHit(error)) {
-    const message = error instanceof Error ? error.message : 'Keybrake cap exhausted';
-    return ApplicationFailure.nonRetryable(`Keybrake cap exhausted: ${message}`, CAP_EXHAUSTED_FAILURE);
+  const refusal = keybrakeRefusal(error);
+  if (refusal !== undefined) {
+    const message = error instanceof Error ? error.message : refusal;
+    return ApplicationFailure.nonRetryable(
+      `Keybrake refused the call (${refusal}): ${message}`,
+      refusalFailureType(refusal),
+    );
   }
   if (statusOf(error) === 429) {
     const retryAfter = Number(headerOf(error, 'retry-after'));

@@ -5,7 +5,7 @@ import { workflowKeyState } from './workflow-state.js';
 
 /** The input with the execution's vault key added to its headers, when a key is active. */
 function withVaultKeyHeader<T extends { readonly headers: Headers }>(input: T): T {
-  const key = workflowKeyState.current;
+  const key = workflowKeyState.scheduling ?? workflowKeyState.current;
   if (!key) return input;
   return { ...input, headers: { ...input.headers, [VAULT_KEY_HEADER]: defaultPayloadConverter.toPayload(key) } };
 }

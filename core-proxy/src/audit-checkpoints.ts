@@ -126,6 +126,20 @@ export type AuditVerification =
       readonly reason: AuditFailureReason;
     };
 
+/** A verification as `GET /audit/verify` and `keybrake audit verify-export` print it. */
+export function verificationJson(result: AuditVerification): Record<string, unknown> {
+  return result.ok
+    ? {
+        ok: true,
+        records: result.records,
+        head: result.head,
+        checkpoints: result.checkpoints,
+        last_checkpoint_records: result.lastCheckpointRecords,
+        untrusted_checkpoints: result.untrustedCheckpoints,
+      }
+    : { ok: false, records: result.records, first_bad_seq: result.firstBadSeq, reason: result.reason };
+}
+
 /** One sealed record as read back: `record` is the parsed record, or `undefined` if unreadable. */
 export interface ChainEntry {
   readonly seq: number;

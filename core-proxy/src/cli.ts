@@ -4,7 +4,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { parseArgs } from 'node:util';
-import { CheckpointSigner } from './audit-checkpoints.js';
+import { CheckpointSigner, verificationJson } from './audit-checkpoints.js';
 import { AuditExportError, checkpointsFromText, verifyExportFile } from './audit-export.js';
 import { ConfigError, loadConfig } from './config.js';
 import { startServer } from './server.js';
@@ -151,17 +151,8 @@ async function verifyExport(args: string[]): Promise<number> {
     throw error;
   }
   const output = result.ok
-    ? {
-        ok: true,
-        records: result.records,
-        head: result.head,
-        checkpoints: result.checkpoints,
-        last_checkpoint_records: result.lastCheckpointRecords,
-        untrusted_checkpoints: result.untrustedCheckpoints,
-        keys_pinned: result.keysPinned,
-        exported_at: result.exportedAt,
-      }
-    : { ok: false, records: result.records, first_bad_seq: result.firstBadSeq, reason: result.reason };
+    ? { ...verificationJson(result), keys_pinned: result.keysPinned, exported_at: result.exportedAt }
+    : verificationJson(result);
   (result.ok ? process.stdout : process.stderr).write(`${JSON.stringify(output, null, 2)}\n`);
   if (result.ok && !result.keysPinned) {
     process.stderr.write('keybrake: the public key came from the export itself; pin it with --public-key.\n');

@@ -148,33 +148,47 @@ async function vendorLoggingIdempotencyKeys() {
   return { vendor, received };
 }
 
+/**
+ * Runs the load on a proxy whose store lives on `disk`: 1 s clean, then the disk full until
+ * `recover` (after 2 s) frees it, then clean again; reconciles once every held settlement landed.
+ */
+async function underDiskFull(
+  proxy: TestProxy,
+  disk: string,
+  received: string[],
+  recover: (filler: string) => Promise<void>,
+) {
+  const key = await proxy.issueKey({
+    vendor: 'stripe',
+    usd_cap: 100_000,
+    allowed_endpoints: ['POST /v1/payment_intents'],
+  });
+  const answers: Answer[] = [];
+  const phases = (async () => {
+    await sleep(1000);
+    const filler = fillDisk(disk);
+    await sleep(2000);
+    await recover(filler);
+  })();
+  await load(proxy, key.vault_key, phases, answers);
+  await drained(proxy);
+  const figures = await reconcile(proxy, key.key_id, received, answers);
+  // The fault was real: calls were refused while the disk was full, and service came back alone.
+  expect(figures.refusedBeforeForwarding + figures.calledButNotRecorded).toBeGreaterThan(0);
+  expect(answers.slice(-20).every((answer) => answer.status === 200)).toBe(true);
+  return figures;
+}
+
 describe('the audit store runs out of disk under load (real tmpfs, fake vendor logging every charge)', () => {
   it('embedded store: 503s, nothing forwarded un-audited, the vendor log and the audit log match one to one', async () => {
     const disk = await smallDisk(16);
     const { vendor, received } = await vendorLoggingIdempotencyKeys();
     const proxy = await startProxy({ store: 'embedded', dataDir: disk, env: { KEYBRAKE_STRIPE_BASE_URL: vendor.url } });
-    const key = await proxy.issueKey({
-      vendor: 'stripe',
-      usd_cap: 100_000,
-      allowed_endpoints: ['POST /v1/payment_intents'],
-    });
-    const answers: Answer[] = [];
-    const phases = (async () => {
-      await sleep(1000);
-      const filler = fillDisk(disk);
-      await sleep(2000);
-      const duringOutage = answers.length;
+    const figures = await underDiskFull(proxy, disk, received, async (filler) => {
       unlinkSync(filler);
       await sleep(1500);
-      return duringOutage;
-    })();
-    await load(proxy, key.vault_key, phases, answers);
-    await drained(proxy);
-    const figures = await reconcile(proxy, key.key_id, received, answers);
+    });
     console.info('embedded store, disk full for 2 s under 8 callers:', figures);
-    // The fault was real: calls were refused while the disk was full, and service came back alone.
-    expect(figures.refusedBeforeForwarding + figures.calledButNotRecorded).toBeGreaterThan(0);
-    expect(answers.slice(-20).every((answer) => answer.status === 200)).toBe(true);
   });
 
   it('Redis store: Redis exits on the failed AOF write; 503s until it is back, then the logs match one to one', async () => {
@@ -188,27 +202,13 @@ describe('the audit store runs out of disk under load (real tmpfs, fake vendor l
       redisTimeoutMs: 1000,
       env: { KEYBRAKE_STRIPE_BASE_URL: vendor.url },
     });
-    const key = await proxy.issueKey({
-      vendor: 'stripe',
-      usd_cap: 100_000,
-      allowed_endpoints: ['POST /v1/payment_intents'],
-    });
-    const answers: Answer[] = [];
-    const phases = (async () => {
-      await sleep(1000);
-      const filler = fillDisk(disk);
-      await sleep(2000);
+    const figures = await underDiskFull(proxy, disk, received, async (filler) => {
       // With appendfsync always, Redis cannot acknowledge a write it failed to persist: it exits.
       expect(await redis.cli('ping').catch(() => 'down')).toBe('down');
       unlinkSync(filler);
       await redis.start();
       await sleep(2000);
-    })();
-    await load(proxy, key.vault_key, phases, answers);
-    await drained(proxy);
-    const figures = await reconcile(proxy, key.key_id, received, answers);
+    });
     console.info('Redis store, disk full until Redis restarted, under 8 callers:', figures);
-    expect(figures.refusedBeforeForwarding + figures.calledButNotRecorded).toBeGreaterThan(0);
-    expect(answers.slice(-20).every((answer) => answer.status === 200)).toBe(true);
   });
 });

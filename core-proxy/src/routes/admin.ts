@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Readable } from 'node:stream';
 import { formatEndpointPattern } from '../allowlist.js';
-import { verifyStore } from '../audit-checkpoints.js';
+import { verificationJson, verifyStore } from '../audit-checkpoints.js';
 import { auditExportHeader, exportRecordLine } from '../audit-export.js';
 import { type KeybrakeError, httpError } from '../errors.js';
 import { assertWithinParent, parseIssueKeyInput } from '../key-issuance.js';
@@ -144,19 +144,7 @@ export async function adminRoutes(app: FastifyInstance): Promise<void> {
     return { calls: await kb.store.listCalls(request.params.keyId) };
   });
 
-  app.get('/audit/verify', async () => {
-    const result = await verifyStore(kb.store, kb.trustedKeys);
-    return result.ok
-      ? {
-          ok: true,
-          records: result.records,
-          head: result.head,
-          checkpoints: result.checkpoints,
-          last_checkpoint_records: result.lastCheckpointRecords,
-          untrusted_checkpoints: result.untrustedCheckpoints,
-        }
-      : { ok: false, records: result.records, first_bad_seq: result.firstBadSeq, reason: result.reason };
-  });
+  app.get('/audit/verify', async () => verificationJson(await verifyStore(kb.store, kb.trustedKeys)));
 
   app.get('/audit/checkpoints', async () => ({
     public_key: { key_id: kb.config.auditSigner.keyId, pem: kb.config.auditSigner.publicKeyPem() },

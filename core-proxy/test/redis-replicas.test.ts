@@ -85,6 +85,46 @@ describe.each([
     }
   });
 
+  it('a taint on one replica holds for the very next call on the others, and for a child issued anywhere', async () => {
+    const [a, b, c] = await startReplicas(url());
+    const parent = await a!.issueKey({
+      vendor: 'stripe',
+      usd_cap: 100,
+      allowed_endpoints: ['POST /v1/payment_intents'],
+    });
+    const child = await b!.issueKey({
+      vendor: 'stripe',
+      usd_cap: 100,
+      allowed_endpoints: ['POST /v1/payment_intents'],
+      parent_key_id: parent.key_id,
+    });
+    // Warm every replica's cache of both keys, untainted.
+    for (const replica of [a!, b!, c!]) {
+      for (const key of [parent, child]) expect((await stripeCharge(replica, key.vault_key, 100)).status).toBe(200);
+    }
+    expect((await c!.admin('POST', `/vault/keys/${parent.key_id}/taint`)).body).toEqual({
+      key_id: parent.key_id,
+      tainted: true,
+    });
+    for (const replica of [a!, b!]) {
+      for (const key of [parent, child]) {
+        const response = await stripeCharge(replica, key.vault_key, 100);
+        expect(response.status).toBe(403);
+        expect((await json(response)).error.code).toBe('tainted_request_refused');
+      }
+    }
+    // One way: a new child asking for tainted: false is tainted all the same.
+    const later = await a!.issueKey({
+      vendor: 'stripe',
+      usd_cap: 10,
+      allowed_endpoints: ['POST /v1/payment_intents'],
+      parent_key_id: parent.key_id,
+      tainted: false,
+    });
+    expect(later.tainted).toBe(true);
+    expect((await stripeCharge(b!, later.vault_key, 100)).status).toBe(403);
+  });
+
   it('an idempotent retry sent to another replica is replayed, not re-forwarded', async () => {
     const [a, b] = await startReplicas(url());
     const key = await a!.issueKey({ vendor: 'stripe', usd_cap: 100, allowed_endpoints: ['POST /v1/payment_intents'] });

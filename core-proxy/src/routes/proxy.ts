@@ -243,14 +243,12 @@ async function settleRecording(kb: KeybrakeContext, vendorCalled: boolean, input
   try {
     await kb.store.settle(input);
   } catch (error) {
-    if (vendorCalled && error instanceof StoreUnavailableError) {
-      // The outcome is known: hold it and record it once the store is back. An
-      // OutcomeNotRecordedError is a StoreUnavailableError: refuse() answers it without auditing
-      // the call as blocked (it was not).
-      kb.settlements.hold(input);
-      throw new OutcomeNotRecordedError(error.cause);
-    }
-    throw error;
+    if (!(error instanceof StoreUnavailableError)) throw error;
+    // The outcome is known: hold it and record it once the store is back (a call that never left
+    // releases its reservation then). An OutcomeNotRecordedError is a StoreUnavailableError:
+    // refuse() answers it without auditing the call as blocked (it was not).
+    kb.settlements.hold(input);
+    throw vendorCalled ? new OutcomeNotRecordedError(error.cause) : error;
   }
 }
 

@@ -330,8 +330,21 @@ export const OPENAPI_DOCUMENT = {
         operationId: 'createAuditCheckpoint',
         summary: 'Sign the current head now, if records were added since the last checkpoint',
         responses: {
+          '200': {
+            description: 'Nothing was added since the newest checkpoint: that one (null when the chain is empty)',
+            content: {
+              'application/json': {
+                schema: {
+                  type: 'object',
+                  properties: {
+                    checkpoint: { oneOf: [{ $ref: '#/components/schemas/Checkpoint' }, { type: 'null' }] },
+                  },
+                },
+              },
+            },
+          },
           '201': {
-            description: 'The newest checkpoint (null when the chain is empty)',
+            description: 'Signed now: the new checkpoint',
             content: {
               'application/json': {
                 schema: {

@@ -162,6 +162,10 @@ describe(`audit tampering is detected (${TEST_STORE} store)`, () => {
   it('an untouched chain verifies against its checkpoints', async () => {
     const { proxy } = await proxyWithRecords(8, [4, 8]);
     expect(await verify(proxy)).toMatchObject({ ok: true, records: 8, checkpoints: 2, last_checkpoint_records: 8 });
+    // Nothing added since: no new checkpoint, the newest one back.
+    const again = await proxy.admin('POST', '/audit/checkpoints');
+    expect(again).toMatchObject({ status: 200, body: { checkpoint: { records: 8 } } });
+    expect((await proxy.admin('GET', '/audit/checkpoints')).body.checkpoints).toHaveLength(2);
   });
 
   it('an edited record is named by seq', async () => {

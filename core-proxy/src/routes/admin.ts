@@ -152,9 +152,11 @@ export async function adminRoutes(app: FastifyInstance): Promise<void> {
   }));
 
   app.post('/audit/checkpoints', async (_request, reply) => {
+    const before = (await kb.store.listCheckpoints()).at(-1)?.records ?? 0;
     await kb.checkpointer.checkpoint(true);
-    const checkpoints = await kb.store.listCheckpoints();
-    return reply.code(201).send({ checkpoint: checkpoints.at(-1) ?? null });
+    const newest = (await kb.store.listCheckpoints()).at(-1);
+    // 201 when a checkpoint was signed now; 200 with the newest when nothing was added since.
+    return reply.code((newest?.records ?? 0) > before ? 201 : 200).send({ checkpoint: newest ?? null });
   });
 
   app.get('/audit/export', async (_request, reply) => {

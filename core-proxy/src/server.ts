@@ -22,6 +22,12 @@ export async function startServer(config: KeybrakeConfig, options: ServerOptions
     );
   }
   await app.listen({ host: config.host, port: config.port });
+  if (config.redisUrl && config.generatedAuditSigningKey) {
+    app.log.warn(
+      { keyId: config.auditSigner.keyId },
+      "KEYBRAKE_AUDIT_SIGNING_KEY is not set: this replica signs audit checkpoints with its own key from its data folder; give every replica the same key so each trusts the others' checkpoints",
+    );
+  }
   const configured = Object.keys(config.vendorSecrets);
   app.log.info(
     { store: config.redisUrl ? 'redis' : 'embedded', dataDir: config.dataDir, vendors: configured },

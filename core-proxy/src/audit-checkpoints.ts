@@ -9,7 +9,7 @@ import {
 } from 'node:crypto';
 import { GENESIS_HASH, type AuditRecordJson, chainHash } from './audit-chain.js';
 import { canonicalJson } from './canonical-json.js';
-import type { AuditCheckpoint, AuditHead, Store } from './store/store.js';
+import type { AuditCheckpoint, AuditEntry, AuditHead, Store } from './store/store.js';
 
 /**
  * Signed chain checkpoints. The hash chain shows that no record was edited, removed or moved, but
@@ -235,21 +235,35 @@ export function parseStoredRecord(text: string): AuditRecordJson | undefined {
   }
 }
 
-/** Every sealed record of a store up to `records`, in pages. */
-export async function* storeEntries(store: Store, records: number, pageSize = 1000): AsyncGenerator<ChainEntry> {
+/** The sealed records of a store up to `records`, as stored, a page at a time. */
+export async function* storedAuditPages(store: Store, records: number, pageSize = 1000): AsyncGenerator<AuditEntry[]> {
   for (let after = 0; after < records;) {
     const page = await store.readAudit(after, Math.min(pageSize, records - after));
     if (page.length === 0) return;
-    for (const entry of page) yield { ...entry, record: parseStoredRecord(entry.record) };
+    yield page;
     after += page.length;
   }
 }
 
+/** Every sealed record of a store up to `records`, parsed for verification. */
+export async function* storeEntries(store: Store, records: number): AsyncGenerator<ChainEntry> {
+  for await (const page of storedAuditPages(store, records)) {
+    for (const entry of page) yield { ...entry, record: parseStoredRecord(entry.record) };
+  }
+}
+
+/**
+ * A store's checkpoints and chain head, read in that order: every checkpoint is then at or below
+ * the head, so records added meanwhile never look like a cut tail.
+ */
+export async function auditSnapshot(store: Store): Promise<{ checkpoints: AuditCheckpoint[]; head: AuditHead }> {
+  const checkpoints = await store.listCheckpoints();
+  return { checkpoints, head: await store.auditHead({ sealAll: true }) };
+}
+
 /** Verifies a store's chain against its checkpoints, trusting the given keys. */
 export async function verifyStore(store: Store, trusted: TrustedKeys): Promise<AuditVerification> {
-  // Checkpoints first, then the head: every checkpoint read is then at or below the head read.
-  const checkpoints = await store.listCheckpoints();
-  const head = await store.auditHead({ sealAll: true });
+  const { checkpoints, head } = await auditSnapshot(store);
   return verifyAuditChain({ head, entries: storeEntries(store, head.records), checkpoints, trusted });
 }
 

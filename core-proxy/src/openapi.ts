@@ -12,6 +12,16 @@ const keyIdParam = { name: 'key_id', in: 'path', required: true, schema: { type:
 const unauthorized = error('Missing or wrong issuer key', ['unauthorized']);
 const storeDown = error('The store cannot be reached; nothing changed', ['store_unavailable']);
 
+/** `{"checkpoint": Checkpoint | null}`, the answer of `POST /audit/checkpoints`. */
+const newestCheckpoint = {
+  'application/json': {
+    schema: {
+      type: 'object',
+      properties: { checkpoint: { oneOf: [{ $ref: '#/components/schemas/Checkpoint' }, { type: 'null' }] } },
+    },
+  },
+};
+
 export const OPENAPI_DOCUMENT = {
   openapi: '3.1.0',
   info: {
@@ -332,30 +342,9 @@ export const OPENAPI_DOCUMENT = {
         responses: {
           '200': {
             description: 'Nothing was added since the newest checkpoint: that one (null when the chain is empty)',
-            content: {
-              'application/json': {
-                schema: {
-                  type: 'object',
-                  properties: {
-                    checkpoint: { oneOf: [{ $ref: '#/components/schemas/Checkpoint' }, { type: 'null' }] },
-                  },
-                },
-              },
-            },
+            content: newestCheckpoint,
           },
-          '201': {
-            description: 'Signed now: the new checkpoint',
-            content: {
-              'application/json': {
-                schema: {
-                  type: 'object',
-                  properties: {
-                    checkpoint: { oneOf: [{ $ref: '#/components/schemas/Checkpoint' }, { type: 'null' }] },
-                  },
-                },
-              },
-            },
-          },
+          '201': { description: 'Signed now: the new checkpoint', content: newestCheckpoint },
           '401': unauthorized,
           '503': storeDown,
         },

@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Readable } from 'node:stream';
 import { formatEndpointPattern } from '../allowlist.js';
-import { verificationJson, verifyStore } from '../audit-checkpoints.js';
+import { auditSnapshot, storedAuditPages, verificationJson, verifyStore } from '../audit-checkpoints.js';
 import { auditExportHeader, exportRecordLine } from '../audit-export.js';
 import { type KeybrakeError, httpError } from '../errors.js';
 import { assertWithinParent, parseIssueKeyInput } from '../key-issuance.js';
@@ -160,19 +160,14 @@ export async function adminRoutes(app: FastifyInstance): Promise<void> {
   });
 
   app.get('/audit/export', async (_request, reply) => {
-    // Checkpoints first, then the head: no checkpoint in the export is past its last record.
-    const checkpoints = await kb.store.listCheckpoints();
-    const head = await kb.store.auditHead({ sealAll: true });
-    const header = auditExportHeader(head, kb.config.auditSigner, new Date(kb.now()).toISOString());
     const store = kb.store;
+    const { checkpoints, head } = await auditSnapshot(store);
+    const header = auditExportHeader(head, kb.config.auditSigner, new Date(kb.now()).toISOString());
     async function* lines(): AsyncGenerator<string> {
       yield `${JSON.stringify(header)}\n`;
       for (const checkpoint of checkpoints) yield `${JSON.stringify({ type: 'checkpoint', ...checkpoint })}\n`;
-      for (let after = 0; after < head.records;) {
-        const page = await store.readAudit(after, Math.min(1000, head.records - after));
-        if (page.length === 0) break;
+      for await (const page of storedAuditPages(store, head.records)) {
         yield page.map((entry) => `${JSON.stringify(exportRecordLine(entry))}\n`).join('');
-        after += page.length;
       }
     }
     return reply

@@ -60,6 +60,16 @@ export default defineConfig({
           hookTimeout: 240_000,
         },
       },
+      {
+        extends: true,
+        test: {
+          name: 'e2e-cloud-workflows',
+          include: ['e2e/cloud-workflows/test/**/*.e2e.test.ts'],
+          globalSetup: ['core-proxy/test/global-setup.ts', 'e2e/cloud-workflows/test/global-setup.ts'],
+          env: { KEYBRAKE_TEST_STORE: 'embedded' },
+          testTimeout: 240_000,
+        },
+      },
       // The soak measures a steady rate, so it runs alone, after everything else: only when asked.
       ...(process.env.KEYBRAKE_RUN_SOAK === '1'
         ? [

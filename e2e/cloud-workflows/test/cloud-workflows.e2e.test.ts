@@ -13,8 +13,7 @@ const CHARGE = 'POST /v1/payment_intents';
 const customers = (count: number) =>
   Array.from({ length: count }, (_, i) => ({ id: `cus_${i}`, amount_cents: 100 + ((i * 7919) % 401) }));
 
-const workflow = (name: string): string =>
-  readFileSync(new URL(`../workflows/${name}`, import.meta.url), 'utf8');
+const workflow = (name: string): string => readFileSync(new URL(`../workflows/${name}`, import.meta.url), 'utf8');
 
 /** The real proxy with stripe-mock behind a counting relay. */
 async function startKeybrake(relayOptions: Parameters<typeof startRelay>[1] = {}): Promise<{
@@ -48,7 +47,7 @@ describe('Cloud Workflows subworkflows in workflows-emulator (real proxy, stripe
 
     expect(outcome.state, outcome.stderr.slice(-3000)).toBe('FAILED');
     const error = outcome.error?.payload;
-    expect(error.tags, JSON.stringify(error)).toEqual(["KeybrakeCapExhausted"]);
+    expect(error.tags, JSON.stringify(error)).toEqual(['KeybrakeCapExhausted']);
     expect(error.code).toBe(429);
     expect(error.spent_usd).toBeLessThanOrEqual(300);
     expect(error.cap_hits).toBeGreaterThan(0);
@@ -78,5 +77,73 @@ describe('Cloud Workflows subworkflows in workflows-emulator (real proxy, stripe
     );
     // The vault key is in no result the execution returns.
     expect(JSON.stringify(outcome.error)).not.toContain('kb_vk_');
+  });
+
+  it('within budget the example succeeds, returns the spend (never a key) and revokes the key', async () => {
+    const { proxy, relay, admin } = await startKeybrake();
+    const list = customers(5);
+    const outcome = await runInEmulator(subworkflowsSource(), exampleArgument(proxy, 300, list));
+    expect(outcome.state, outcome.stderr.slice(-3000)).toBe('SUCCEEDED');
+    const expectedUsd = list.reduce((sum, customer) => sum + customer.amount_cents, 0) / 100;
+    expect(outcome.result).toMatchObject({ key_status: 'revoked', charged: 5, failed: 0, spent_usd: expectedUsd });
+    expect((await admin.getVaultKey(outcome.result.key_id)).status).toBe('revoked');
+    expect(relay.forwarded(CHARGE)).toBe(5);
+    expect(JSON.stringify(outcome.result)).not.toContain('kb_vk_');
+  });
+
+  it('a transient 503 from upstream is retried by keybrake_call with the same Idempotency-Key, and the repeated call is replayed: one charge upstream', async () => {
+    const { proxy, relay, admin } = await startKeybrake({ failFirst: { line: CHARGE, times: 1 } });
+    const executionId = randomUUID();
+    const outcome = await runInEmulator(
+      mergeSubworkflows(workflow('retry-and-replay.yaml')),
+      { proxy_url: proxy.url, issuer_key: proxy.apiKey },
+      executionEnv({ workflowId: 'retry-and-replay', executionId }),
+    );
+    expect(outcome.state, outcome.stderr.slice(-3000)).toBe('SUCCEEDED');
+    expect(outcome.result).toMatchObject({ first_code: 200, second_code: 200 });
+    // The replay is the stored answer: the same PaymentIntent.
+    expect(outcome.result.second_id).toBe(outcome.result.first_id);
+    // The relay refused the first attempt itself (nothing charged) and passed one charge on.
+    expect(relay.refused(CHARGE)).toBe(1);
+    expect(relay.forwarded(CHARGE)).toBe(1);
+
+    const calls = await admin.listCalls(outcome.result.key_id);
+    expect(calls.map((call) => [call.status, call.outcome])).toEqual([
+      [503, expect.any(String)],
+      [200, 'forwarded'],
+      [200, 'replayed'],
+    ]);
+    const idempotencyKeys = new Set(calls.map((call) => call.idempotency_key));
+    expect(idempotencyKeys.size).toBe(1);
+    expect([...idempotencyKeys][0]).toMatch(new RegExp(`^cloud-workflows/${executionId}/`));
+    expect((await admin.getVaultKey(outcome.result.key_id)).status).toBe('revoked');
+  });
+
+  it('the branch reading an inbound email holds the tainted child key: its charge is refused for good (KeybrakeRefused, not retried) while the clean branch charges', async () => {
+    const { proxy, relay, admin } = await startKeybrake();
+    const outcome = await runInEmulator(mergeSubworkflows(workflow('untrusted-email.yaml')), {
+      proxy_url: proxy.url,
+      issuer_key: proxy.apiKey,
+    });
+    expect(outcome.state, outcome.stderr.slice(-3000)).toBe('SUCCEEDED');
+    const { untrusted, clean } = outcome.result.outcomes;
+    expect(untrusted).toMatchObject({
+      tags: ['KeybrakeRefused', 'tainted_request_refused'],
+      code: 403,
+      refusal: 'tainted_request_refused',
+    });
+    expect(clean).toBe(200);
+    // One charge reached the vendor: the clean one ($25), not the injected one ($99).
+    expect(relay.forwarded(CHARGE)).toBe(1);
+    const parentCalls = await admin.listCalls(outcome.result.key_id);
+    expect(parentCalls).toHaveLength(1);
+    expect(parentCalls[0]).toMatchObject({ outcome: 'forwarded', tainted: false });
+    const taintedCalls = await admin.listCalls(outcome.result.tainted_key_id);
+    // Refused once, never retried.
+    expect(taintedCalls).toHaveLength(1);
+    expect(taintedCalls[0]).toMatchObject({ outcome: 'blocked', reason: 'tainted_request_refused', tainted: true });
+    // Revoking the execution's key at the end revoked its tainted child too.
+    expect((await admin.getVaultKey(outcome.result.key_id)).status).toBe('revoked');
+    expect((await admin.getVaultKey(outcome.result.tainted_key_id)).status).toBe('revoked');
   });
 });

@@ -32,7 +32,9 @@ export interface EmulatorOutcome {
 }
 
 /** Google's built-in environment variables of an execution, which `sys.get_env` reads. */
-export function executionEnv(options: { workflowId?: string; executionId?: string | null } = {}): Record<string, string> {
+export function executionEnv(
+  options: { workflowId?: string; executionId?: string | null } = {},
+): Record<string, string> {
   const env: Record<string, string> = {
     GOOGLE_CLOUD_PROJECT_ID: 'keybrake-e2e',
     GOOGLE_CLOUD_LOCATION: 'us-central1',
@@ -100,10 +102,14 @@ export async function runEmulatorCli(
   env: Record<string, string>,
 ): Promise<{ stdout: string; stderr: string; code: number | null }> {
   const file = writeSource(source);
-  const child = spawn(emulatorBin(), ['--loglevel', 'WARNING', '--source', file, 'run', '--data', JSON.stringify(argument)], {
-    env: emulatorEnv(env),
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    emulatorBin(),
+    ['--loglevel', 'WARNING', '--source', file, 'run', '--data', JSON.stringify(argument)],
+    {
+      env: emulatorEnv(env),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   return collect(child);
 }
 

@@ -85,9 +85,7 @@ async function main(argv: string[]): Promise<number> {
         ...where(),
         source: values['no-merge'] === true ? source : mergeSubworkflows(source),
         ...(values['service-account'] === undefined ? {} : { serviceAccount: values['service-account'] }),
-        ...(values['call-log-level'] === undefined
-          ? {}
-          : { callLogLevel: values['call-log-level'] as CallLogLevel }),
+        ...(values['call-log-level'] === undefined ? {} : { callLogLevel: values['call-log-level'] as CallLogLevel }),
       });
       process.stdout.write(`${JSON.stringify(deployed, null, 2)}\n`);
       return 0;
@@ -114,7 +112,9 @@ main(process.argv.slice(2)).then(
   },
   (error: unknown) => {
     const code = error instanceof KeybrakeCloudWorkflowsError ? ` (${error.code})` : '';
-    process.stderr.write(`keybrake-cloud-workflows: ${error instanceof Error ? error.message : String(error)}${code}\n`);
+    process.stderr.write(
+      `keybrake-cloud-workflows: ${error instanceof Error ? error.message : String(error)}${code}\n`,
+    );
     process.exitCode = 2;
   },
 );

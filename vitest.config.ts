@@ -13,6 +13,7 @@ const SHARED_SUITE = [
   'audit-tampering',
   'issue-16-key-depth',
   'issue-16-issuance',
+  'issue-16-request-priceable',
 ].map((name) => `core-proxy/test/${name}.test.ts`);
 
 export default defineConfig({

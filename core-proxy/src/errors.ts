@@ -18,6 +18,8 @@ export type ErrorCode =
   | 'tainted_request_refused'
   | 'cap_exhausted'
   | 'currency_not_supported'
+  | 'request_not_priceable'
+  | 'request_timeout'
   | 'idempotency_key_reused'
   | 'idempotency_key_in_use'
   | 'store_unavailable'
@@ -66,6 +68,17 @@ export class KeyDepthExceededError extends KeybrakeError {
     message = `A vault key may have at most ${maxDepth} ancestors; this parent_key_id would make it deeper.`,
   ) {
     super(400, 'key_depth_exceeded', message);
+  }
+}
+
+/**
+ * A call to a costed endpoint whose cost cannot be determined with certainty: a body the proxy
+ * cannot parse or decode, a priced parameter where it does not read it, an ambiguous duplicate.
+ * Refused after the allowlist and taint checks, before the cap; nothing is forwarded.
+ */
+export class RequestNotPriceableError extends KeybrakeError {
+  constructor(message: string) {
+    super(400, 'request_not_priceable', `${message} The call was not priced, so nothing was forwarded.`);
   }
 }
 

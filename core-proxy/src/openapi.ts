@@ -380,11 +380,12 @@ export const OPENAPI_DOCUMENT = {
         responses: {
           default: { description: "The vendor's response, as it came" },
           '400': error(
-            "Bad path, bad Idempotency-Key, unsupported currency, reused idempotency key; the key's vendor has no secret configured on this proxy (a key issued before a restart without it; nothing forwarded); a key deeper than MAX_KEY_DEPTH (only one issued before the limit)",
+            "Bad path, bad Idempotency-Key, unsupported currency, reused idempotency key; request_not_priceable: a call to a costed endpoint whose cost cannot be determined with certainty (a body it cannot parse or decode: multipart, Content-Encoding other than identity, a media type other than form or JSON, a charset other than utf-8; a priced parameter repeated, in both body and query, or under another spelling), checked after the allowlist and taint, before the cap; nothing forwarded; vendor_not_configured: the key's vendor has no secret configured on this proxy (a key issued before a restart without it), nothing forwarded; key_depth_exceeded: a key deeper than MAX_KEY_DEPTH (only one issued before the limit), nothing forwarded",
             [
               'invalid_request',
               'currency_not_supported',
               'idempotency_key_reused',
+              'request_not_priceable',
               'vendor_not_configured',
               'key_depth_exceeded',
             ],

@@ -2,6 +2,8 @@ import { createPrivateKey, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import {
   CHART_DIR,
@@ -22,6 +24,8 @@ import {
   templateArgs,
   validateManifest,
 } from './chart.js';
+
+const run = promisify(execFile);
 
 /** The value sets CI renders: the defaults, then every file in the chart's `ci/` folder. */
 const VALUE_SETS: readonly { name: string; valuesFiles: string[] }[] = [
@@ -435,6 +439,21 @@ describe('plain manifests templates/kubernetes/manifests (kubectl apply -k)', ()
         expect(() => validateManifest(manifest), `${file}: ${manifest.kind}`).not.toThrow();
       }
     }
+  });
+
+  it('kustomize build (what kubectl apply -k runs) yields the namespace and every rendered object in it, each passing its schema', async () => {
+    const binary = process.env.KUSTOMIZE_BIN;
+    if (!binary)
+      throw new Error('KUSTOMIZE_BIN is not set: run the tests with `pnpm test` (scripts/install-kustomize.sh).');
+    const { stdout } = await run(binary, ['build', MANIFESTS_DIR], { maxBuffer: 16 * 1024 * 1024 });
+    const built = parseManifests(stdout);
+    for (const manifest of built) {
+      expect(() => validateManifest(manifest), `${manifest.kind} ${manifest.metadata.name}`).not.toThrow();
+      if (manifest.kind !== 'Namespace') expect(manifest.metadata.namespace).toBe('keybrake');
+    }
+    const { manifests } = await render({ valuesFiles: [MANIFESTS_VALUES] });
+    const names = (list: readonly Manifest[]) => list.map((m) => `${m.kind}/${m.metadata.name}`).sort();
+    expect(names(built)).toEqual([...names(manifests), 'Namespace/keybrake'].sort());
   });
 
   it('the Deployment runs the Dockerfile’s command in its WORKDIR, as its non-root user', async () => {

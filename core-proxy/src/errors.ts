@@ -17,6 +17,8 @@ export type ErrorCode =
   | 'tainted_request_refused'
   | 'cap_exhausted'
   | 'currency_not_supported'
+  | 'request_not_priceable'
+  | 'request_timeout'
   | 'idempotency_key_reused'
   | 'idempotency_key_in_use'
   | 'store_unavailable'
@@ -52,6 +54,17 @@ export class KeybrakeError extends Error {
 export class InvalidRequestError extends KeybrakeError {
   constructor(message: string) {
     super(400, 'invalid_request', message);
+  }
+}
+
+/**
+ * A call to a costed endpoint whose cost cannot be determined with certainty: a body the proxy
+ * cannot parse or decode, a priced parameter where it does not read it, an ambiguous duplicate.
+ * Refused after the allowlist and taint checks, before the cap; nothing is forwarded.
+ */
+export class RequestNotPriceableError extends KeybrakeError {
+  constructor(message: string) {
+    super(400, 'request_not_priceable', `${message} The call was not priced, so nothing was forwarded.`);
   }
 }
 

@@ -299,7 +299,14 @@ function checkLocally(
     throw new InvalidRequestError(`Idempotency-Key may be at most ${MAX_IDEMPOTENCY_KEY} characters.`);
   }
 
-  const vendorRequest: VendorRequest = { method, segments, headers: request.headers, body: facts.body };
+  const vendorRequest: VendorRequest = {
+    method,
+    segments,
+    headers: request.headers,
+    rawHeaders: request.raw.rawHeaders,
+    query: facts.query.slice(1),
+    body: facts.body,
+  };
   // The vendor module's rule when it has one, else a configured flat cost, else free.
   const builtInEstimate = vendor.estimateCost(vendorRequest, kb.config.pricing);
   const estimate = builtInEstimate ?? extraCost(kb.config.pricing, vendor.name, method, segments) ?? 0;

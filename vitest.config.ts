@@ -63,6 +63,13 @@ export default defineConfig({
           hookTimeout: 240_000,
         },
       },
+      {
+        extends: true,
+        test: {
+          name: 'kubernetes',
+          include: ['templates/kubernetes/test/**/*.test.ts'],
+        },
+      },
       // The soak measures a steady rate, so it runs alone, after everything else: only when asked.
       ...(process.env.KEYBRAKE_RUN_SOAK === '1'
         ? [

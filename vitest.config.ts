@@ -11,6 +11,9 @@ const SHARED_SUITE = [
   'config',
   'hostile-input',
   'audit-tampering',
+  'issue-16-key-depth',
+  'issue-16-issuance',
+  'issue-16-request-priceable',
 ].map((name) => `core-proxy/test/${name}.test.ts`);
 
 export default defineConfig({
@@ -68,6 +71,13 @@ export default defineConfig({
           globalSetup: ['core-proxy/test/global-setup.ts', 'e2e/cloud-workflows/test/global-setup.ts'],
           env: { KEYBRAKE_TEST_STORE: 'embedded' },
           testTimeout: 240_000,
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'kubernetes',
+          include: ['templates/kubernetes/test/**/*.test.ts'],
         },
       },
       // The soak measures a steady rate, so it runs alone, after everything else: only when asked.

@@ -12,6 +12,7 @@ const SHARED_SUITE = [
   'hostile-input',
   'audit-tampering',
   'issue-16-request-priceable',
+  'issue-16-smaller-holes',
 ].map((name) => `core-proxy/test/${name}.test.ts`);
 
 export default defineConfig({

@@ -11,6 +11,8 @@ const SHARED_SUITE = [
   'config',
   'hostile-input',
   'audit-tampering',
+  'issue-16-key-depth',
+  'issue-16-issuance',
   'issue-16-request-priceable',
   'issue-16-smaller-holes',
 ].map((name) => `core-proxy/test/${name}.test.ts`);
@@ -60,6 +62,13 @@ export default defineConfig({
           env: { KEYBRAKE_TEST_STORE: 'embedded' },
           testTimeout: 240_000,
           hookTimeout: 240_000,
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'kubernetes',
+          include: ['templates/kubernetes/test/**/*.test.ts'],
         },
       },
       // The soak measures a steady rate, so it runs alone, after everything else: only when asked.

@@ -11,6 +11,8 @@ const SHARED_SUITE = [
   'config',
   'hostile-input',
   'audit-tampering',
+  'issue-16-key-depth',
+  'issue-16-issuance',
   'issue-16-request-priceable',
 ].map((name) => `core-proxy/test/${name}.test.ts`);
 

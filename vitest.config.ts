@@ -14,6 +14,7 @@ const SHARED_SUITE = [
   'issue-16-key-depth',
   'issue-16-issuance',
   'issue-16-request-priceable',
+  'issue-16-smaller-holes',
 ].map((name) => `core-proxy/test/${name}.test.ts`);
 
 export default defineConfig({

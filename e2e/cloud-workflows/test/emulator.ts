@@ -82,6 +82,7 @@ export async function runInEmulator(
   source: string,
   argument: unknown,
   env: Record<string, string> = executionEnv(),
+  options: { hangsAfterMs?: number } = {},
 ): Promise<EmulatorOutcome> {
   const file = writeSource(source);
   const python = join(dirname(emulatorBin()), 'python');
@@ -89,7 +90,18 @@ export async function runInEmulator(
     env: emulatorEnv(env),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  // Only for a test that shows the emulator hanging: after this long, it is stopped and said so.
+  let hung = false;
+  const timer =
+    options.hangsAfterMs === undefined
+      ? undefined
+      : setTimeout(() => {
+          hung = true;
+          child.kill('SIGKILL');
+        }, options.hangsAfterMs);
   const { stdout, stderr, code } = await collect(child);
+  clearTimeout(timer);
+  if (hung) throw new Error(`workflows-emulator hung (stopped after ${options.hangsAfterMs} ms)`);
   const line = stdout.split('\n').find((text) => text.startsWith(MARK));
   if (line === undefined) throw new Error(`workflows-emulator crashed (exit ${code}):\n${stderr.slice(-4000)}`);
   return { ...(JSON.parse(line.slice(MARK.length)) as Pick<EmulatorOutcome, 'state'>), stderr, exitCode: code };

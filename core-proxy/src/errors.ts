@@ -17,6 +17,8 @@ export type ErrorCode =
   | 'tainted_request_refused'
   | 'cap_exhausted'
   | 'currency_not_supported'
+  | 'request_not_priceable'
+  | 'object_in_use'
   | 'idempotency_key_reused'
   | 'idempotency_key_in_use'
   | 'store_unavailable'
@@ -87,6 +89,16 @@ export class CapExhaustedError extends KeybrakeError {
       // The Stripe SDK honours this: a cap hit is never worth a retry.
       'stripe-should-retry': 'false',
     });
+  }
+}
+
+/**
+ * A call to a money-moving endpoint whose cost the proxy cannot bound with certainty: it reaches
+ * no vendor. Regression: issue 17 (catalogued endpoints were forwarded at $0).
+ */
+export class RequestNotPriceableError extends KeybrakeError {
+  constructor(message: string) {
+    super(400, 'request_not_priceable', message);
   }
 }
 

@@ -2,7 +2,8 @@ import { createHash, randomUUID } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { METHOD_OVERRIDE_HEADERS, encodePath, isAllowed, normalizePath, parseEndpointPattern } from '../allowlist.js';
-import { extraCost, isSensitive } from '../cost-rules.js';
+import { isSensitive } from '../cost-rules.js';
+import { type CallPrice, priceCall, settleCall } from '../pricing.js';
 import {
   CapExhaustedError,
   InvalidRequestError,
@@ -15,7 +16,6 @@ import type { KeybrakeContext } from '../plugins/keybrake.js';
 import type { AuditInput, SettleInput, StoredResponse, VaultKeyRecord } from '../store/store.js';
 import { hashVaultKey } from '../vault-keys.js';
 import type { VendorModule, VendorRequest, VendorResponse, VendorSecrets } from '../vendors/index.js';
-import { isSuccess } from '../vendors/vendor.js';
 import { VENDORS } from '../vendors/index.js';
 import { keyStatus } from './admin.js';
 
@@ -149,7 +149,8 @@ async function forwardChecked(
     if (error instanceof KeybrakeError) await confirmStillActive(kb, key.keyId, now);
     throw error;
   }
-  const { secrets, segments, sensitive, vendorRequest, builtInEstimate, estimate } = checked;
+  const { secrets, segments, sensitive, vendorRequest, price } = checked;
+  const estimate = price.micros;
 
   const reservationId = randomUUID();
   const reserved = await kb.store.reserve({
@@ -215,12 +216,9 @@ async function forwardChecked(
     { vendor: vendor.name, status_class: `${Math.floor(response.status / 100)}xx` },
     seconds,
   );
-  const actual =
-    builtInEstimate === undefined
-      ? isSuccess(response.status)
-        ? estimate
-        : 0
-      : vendor.settleCost(vendorRequest, response, estimate, kb.config.pricing);
+  const settled = settleCall(price, vendorRequest, response, kb.config.pricing);
+  const actual = settled.micros;
+  const outcome = settled.unknown ? 'unknown' : 'forwarded';
   const body = vendor.maskResponseBody?.(vendorRequest, response.body, secrets) ?? response.body;
   const responseHeaders = returnedHeaders(response);
   const vendorRequestId = vendor.vendorRequestId(response) ?? null;
@@ -231,9 +229,12 @@ async function forwardChecked(
     idempotentResponse: keepsForReplay(response.status)
       ? { status: response.status, headers: responseHeaders, body: body.toString('base64'), vendorRequestId }
       : null,
-    audit: { ...audit(facts, 'forwarded', null, response.status, actual), vendorRequestId },
+    audit: {
+      ...audit(facts, outcome, settled.unknown ? 'upstream_5xx' : null, response.status, actual),
+      vendorRequestId,
+    },
   });
-  kb.metrics.requests.inc({ vendor: vendor.name, outcome: 'forwarded', reason: '' });
+  kb.metrics.requests.inc({ vendor: vendor.name, outcome, reason: settled.unknown ? 'upstream_5xx' : '' });
   kb.metrics.spend.inc({ vendor: vendor.name }, actual / 1e6);
   return reply.code(response.status).headers(responseHeaders).header('x-keybrake-key-id', key.keyId).send(body);
 }
@@ -258,9 +259,8 @@ interface LocalChecks {
   readonly segments: string[];
   readonly sensitive: boolean;
   readonly vendorRequest: VendorRequest;
-  /** The vendor module's estimate, or `undefined` when it has no rule for the endpoint. */
-  readonly builtInEstimate: number | undefined;
-  readonly estimate: number;
+  /** The reservation and where it comes from (vendor catalogue, flat rule, or free). */
+  readonly price: CallPrice;
 }
 
 /** The contract's checks after the key's status, in order: vendor, path, allowlist, taint, headers, cost. */
@@ -291,7 +291,13 @@ function checkLocally(
       `${method} /${segments.join('/')} is not in this key's allowed_endpoints.`,
     );
   }
-  const sensitive = isSensitive(kb.config.pricing, vendor.name, vendor.costedEndpoints, method, segments);
+  const sensitive = isSensitive(
+    kb.config.pricing,
+    vendor.name,
+    [...vendor.catalogue.map((entry) => entry.pattern), ...vendor.sensitiveEndpoints],
+    method,
+    segments,
+  );
   if (sensitive && (facts.untrusted || key.tainted)) {
     throw httpError(403, 'tainted_request_refused', 'A tainted request may not call a money-moving endpoint.');
   }
@@ -300,10 +306,9 @@ function checkLocally(
   }
 
   const vendorRequest: VendorRequest = { method, segments, headers: request.headers, body: facts.body };
-  // The vendor module's rule when it has one, else a configured flat cost, else free.
-  const builtInEstimate = vendor.estimateCost(vendorRequest, kb.config.pricing);
-  const estimate = builtInEstimate ?? extraCost(kb.config.pricing, vendor.name, method, segments) ?? 0;
-  return { secrets, segments, sensitive, vendorRequest, builtInEstimate, estimate };
+  // The vendor catalogue's price, else a configured flat cost; a money-moving call with neither is refused.
+  const price = priceCall(vendor, vendorRequest, kb.config.pricing);
+  return { secrets, segments, sensitive, vendorRequest, price };
 }
 
 /** Throws the revocation or expiry error if the store (fresh, not cached) says the key is no longer active. */

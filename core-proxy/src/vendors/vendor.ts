@@ -1,5 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http';
-import type { EndpointPattern } from '../allowlist.js';
+import { type EndpointPattern, matchesPattern, parseEndpointPattern } from '../allowlist.js';
 import type { Micros } from '../money.js';
 import type { PricingOptions } from '../cost-rules.js';
 
@@ -30,6 +30,30 @@ export interface UpstreamRequest {
 export type VendorSecrets = Readonly<Record<string, string>>;
 
 /**
+ * One endpoint that moves money, in its vendor's catalogue. Every catalogued endpoint is
+ * sensitive for taint, and none is ever forwarded at $0 by default: it is priced by the vendor
+ * module (`estimate`), or refused as `request_not_priceable` until the operator gives it a flat
+ * cost rule (`KEYBRAKE_COST_RULES`). Regression: issue 17.
+ */
+export interface MoneyMovingEndpoint {
+  readonly pattern: EndpointPattern;
+  /** What the call moves or buys, for the documentation and refusals. */
+  readonly moves: string;
+  /**
+   * The built-in price: the most this call can cost, in micro-dollars. Throws
+   * `RequestNotPriceableError` when the request does not bound it. An endpoint with a built-in
+   * price takes no flat rule: a flat number cannot bound what the request or the object decides.
+   * Absent: no built-in price; a flat rule is the operator's statement of the most one call costs.
+   */
+  readonly estimate?: (request: VendorRequest, pricing: PricingOptions) => Micros;
+  /**
+   * What the vendor billed, from its 2xx answer. May exceed the estimate (it is booked as it is).
+   * @default the estimate
+   */
+  readonly settle?: (request: VendorRequest, response: VendorResponse, estimate: Micros, pricing: PricingOptions) => Micros;
+}
+
+/**
  * Everything Keybrake knows about one vendor. Adding a vendor is one file implementing this and a
  * line in `vendors/index.ts`.
  */
@@ -40,23 +64,39 @@ export interface VendorModule {
   readonly defaultBaseUrl: string;
   /** Environment variables that must all hold a secret before keys can be issued. */
   readonly secretNames: readonly string[];
-  /** Endpoints with a built-in cost rule: money-moving, so sensitive for taint. */
-  readonly costedEndpoints: readonly EndpointPattern[];
+  /** Every endpoint of this vendor that moves money: priced, or refused until given a cost rule. */
+  readonly catalogue: readonly MoneyMovingEndpoint[];
+  /**
+   * Endpoints that cost nothing themselves but steer what a money-moving call does later (an
+   * amount update, a live call's instructions): refused to tainted requests like the catalogue.
+   */
+  readonly sensitiveEndpoints: readonly EndpointPattern[];
   /** Reads the vault key from the request, presented the way the vendor's own SDK presents its secret. */
   readVaultKey(headers: IncomingHttpHeaders): string | undefined;
   /** Injects the real secret (and rewrites the path where the vendor puts an account id in it). */
   prepareUpstream(request: VendorRequest, secrets: VendorSecrets): UpstreamRequest;
-  /**
-   * The most this call can cost, in micro-dollars, or `undefined` when the vendor module has no
-   * rule for the endpoint. Must be an upper bound for the cap guarantee to hold.
-   */
-  estimateCost(request: VendorRequest, pricing: PricingOptions): Micros | undefined;
-  /** The real cost, read from the vendor's response once it has answered. */
-  settleCost(request: VendorRequest, response: VendorResponse, estimate: Micros, pricing: PricingOptions): Micros;
   /** The vendor's id for this request (Stripe `Request-Id`, Twilio `sid`, Resend `id`). */
   vendorRequestId(response: VendorResponse): string | undefined;
   /** Removes anything of the real secrets from a response body before the client sees it. */
   maskResponseBody?(request: VendorRequest, body: Buffer, secrets: VendorSecrets): Buffer;
+}
+
+/** Builds a catalogue entry from its `"METHOD /path"` text. */
+export function moneyMoving(
+  endpoint: string,
+  moves: string,
+  pricing: Pick<MoneyMovingEndpoint, 'estimate' | 'settle'> = {},
+): MoneyMovingEndpoint {
+  return { pattern: parseEndpointPattern(endpoint), moves, ...pricing };
+}
+
+/** The catalogue entry a call matches, if it moves money. */
+export function findMoneyMoving(
+  vendor: VendorModule,
+  method: string,
+  segments: readonly string[],
+): MoneyMovingEndpoint | undefined {
+  return vendor.catalogue.find((entry) => matchesPattern(entry.pattern, method, segments));
 }
 
 /** Reads `Authorization: Bearer <token>`. */

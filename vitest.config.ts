@@ -11,6 +11,7 @@ const SHARED_SUITE = [
   'config',
   'hostile-input',
   'audit-tampering',
+  'issue-17-pricing',
 ].map((name) => `core-proxy/test/${name}.test.ts`);
 
 export default defineConfig({

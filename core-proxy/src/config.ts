@@ -110,7 +110,9 @@ function checkCostRules(rules: Record<string, CostRule[]>): Record<string, CostR
     const vendor = VENDORS.get(vendorName);
     if (!vendor) throw new ConfigError(`KEYBRAKE_COST_RULES: "${vendorName}" is not a vendor.`);
     for (const rule of vendorRules) {
-      const priced = vendor.catalogue.find((entry) => entry.estimate && isPatternCovered(rule.pattern, [entry.pattern]));
+      const priced = vendor.catalogue.find(
+        (entry) => entry.estimate && isPatternCovered(rule.pattern, [entry.pattern]),
+      );
       if (priced) {
         throw new ConfigError(
           `KEYBRAKE_COST_RULES: "${formatEndpointPattern(rule.pattern)}" is ${formatEndpointPattern(priced.pattern)}, ` +
@@ -201,7 +203,11 @@ export function loadConfig(env: Env = process.env): KeybrakeConfig {
       twilioUnlistedSegmentUsd:
         env.KEYBRAKE_TWILIO_UNLISTED_SEGMENT_USD === 'refuse'
           ? null
-          : positiveNumber(env, 'KEYBRAKE_TWILIO_UNLISTED_SEGMENT_USD', DEFAULT_PRICING.twilioUnlistedSegmentUsd as number),
+          : positiveNumber(
+              env,
+              'KEYBRAKE_TWILIO_UNLISTED_SEGMENT_USD',
+              DEFAULT_PRICING.twilioUnlistedSegmentUsd as number,
+            ),
       twilioMmsUsd: positiveNumber(env, 'KEYBRAKE_TWILIO_MMS_USD', DEFAULT_PRICING.twilioMmsUsd),
       twilioContentUsd: env.KEYBRAKE_TWILIO_CONTENT_USD
         ? parseTwilioContentPrices(env.KEYBRAKE_TWILIO_CONTENT_USD)

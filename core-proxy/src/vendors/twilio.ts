@@ -73,7 +73,8 @@ function estimateMessage(request: VendorRequest, pricing: PricingOptions): Micro
   const segments = Math.max(1, ...params.getAll('Body').map(smsSegments));
   const sms = segments * perSegment;
   const mms =
-    params.getAll('MediaUrl').length > 0 || params.getAll('SendAsMms').some((value) => value.trim().toLowerCase() === 'true');
+    params.getAll('MediaUrl').length > 0 ||
+    params.getAll('SendAsMms').some((value) => value.trim().toLowerCase() === 'true');
   // An MMS Twilio cannot deliver as one is sent as SMS: either may be billed.
   return usdToMicros(mms ? Math.max(pricing.twilioMmsUsd, sms) : sms);
 }
@@ -83,7 +84,12 @@ function estimateMessage(request: VendorRequest, pricing: PricingOptions): Micro
  * else the reservation. Twilio usually prices a message after sending it (`price: null` at create):
  * the reservation, an upper bound, is then what stays booked.
  */
-function settleFromPrice(_request: VendorRequest, response: VendorResponse, estimate: Micros, pricing: PricingOptions): Micros {
+function settleFromPrice(
+  _request: VendorRequest,
+  response: VendorResponse,
+  estimate: Micros,
+  pricing: PricingOptions,
+): Micros {
   const body = readJson(response.body) as { price?: unknown; price_unit?: unknown } | undefined;
   const price = typeof body?.price === 'string' || typeof body?.price === 'number' ? Math.abs(Number(body.price)) : NaN;
   if (!Number.isFinite(price)) return estimate;

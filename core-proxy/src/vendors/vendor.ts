@@ -50,7 +50,12 @@ export interface MoneyMovingEndpoint {
    * What the vendor billed, from its 2xx answer. May exceed the estimate (it is booked as it is).
    * @default the estimate
    */
-  readonly settle?: (request: VendorRequest, response: VendorResponse, estimate: Micros, pricing: PricingOptions) => Micros;
+  readonly settle?: (
+    request: VendorRequest,
+    response: VendorResponse,
+    estimate: Micros,
+    pricing: PricingOptions,
+  ) => Micros;
 }
 
 /**

@@ -12,6 +12,7 @@ const SHARED_SUITE = [
   'hostile-input',
   'audit-tampering',
   'issue-17-pricing',
+  'issue-17-stripe-state',
 ].map((name) => `core-proxy/test/${name}.test.ts`);
 
 export default defineConfig({

@@ -94,6 +94,13 @@ function positiveNumber(env: Env, name: string, fallback: number): number {
   return value;
 }
 
+function flag(env: Env, name: string): boolean {
+  const text = (env[name] ?? '').trim().toLowerCase();
+  if (text === '' || text === '0' || text === 'false') return false;
+  if (text === '1' || text === 'true') return true;
+  throw new ConfigError(`${name} must be 1 or 0.`);
+}
+
 function optionalPositiveNumber(env: Env, name: string): number | null {
   const text = env[name];
   return text === undefined || text === '' ? null : positiveNumber(env, name, 0);
@@ -215,6 +222,7 @@ export function loadConfig(env: Env = process.env): KeybrakeConfig {
       twilioContentMaxUsd: optionalPositiveNumber(env, 'KEYBRAKE_TWILIO_CONTENT_MAX_USD'),
       twilioCallMinuteUsd: optionalPositiveNumber(env, 'KEYBRAKE_TWILIO_CALL_MINUTE_USD'),
       resendEmailUsd: positiveNumber(env, 'KEYBRAKE_RESEND_EMAIL_USD', DEFAULT_PRICING.resendEmailUsd),
+      readBeforeWrite: flag(env, 'KEYBRAKE_STRIPE_READ_BEFORE_WRITE'),
       extraCostRules: env.KEYBRAKE_COST_RULES ? checkCostRules(parseCostRules(env.KEYBRAKE_COST_RULES)) : {},
       extraSensitiveEndpoints: env.KEYBRAKE_SENSITIVE_ENDPOINTS
         ? parseSensitiveEndpoints(env.KEYBRAKE_SENSITIVE_ENDPOINTS)

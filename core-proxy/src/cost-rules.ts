@@ -32,6 +32,11 @@ export interface PricingOptions {
   readonly twilioCallMinuteUsd: number | null;
   /** Price of one email sent through Resend, charged per recipient (to + cc + bcc). @default 0.0009 */
   readonly resendEmailUsd: number;
+  /**
+   * A Stripe call on an object the key's family has not seen (a PaymentIntent created elsewhere)
+   * GETs the object with the real secret to price it, instead of being refused. @default false
+   */
+  readonly readBeforeWrite: boolean;
   /** Flat costs for endpoints that have no built-in rule, per vendor. @default {} */
   readonly extraCostRules: Readonly<Record<string, readonly CostRule[]>>;
   /**
@@ -81,6 +86,7 @@ export const DEFAULT_PRICING: PricingOptions = {
   twilioContentMaxUsd: null,
   twilioCallMinuteUsd: null,
   resendEmailUsd: 0.0009,
+  readBeforeWrite: false,
   extraCostRules: {},
   extraSensitiveEndpoints: {},
 };

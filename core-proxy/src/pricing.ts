@@ -21,6 +21,8 @@ export interface CallPrice {
    * catalogued nor configured.
    */
   readonly source: 'built_in' | 'rule' | 'free';
+  /** How a 2xx answer is settled, when not by the catalogue entry (a call on a tracked object). */
+  readonly settleAnswer?: (request: VendorRequest, response: VendorResponse, pricing: PricingOptions) => Micros;
 }
 
 /** What settlement books for a call the vendor answered. */
@@ -76,6 +78,7 @@ export function settleCall(
     return { micros: price.micros, unknown: true };
   }
   if (!isSuccess(response.status)) return { micros: 0, unknown: false };
+  if (price.settleAnswer) return { micros: price.settleAnswer(request, response, pricing), unknown: false };
   const settle = price.source === 'free' ? undefined : price.entry?.settle;
   return { micros: settle ? settle(request, response, price.micros, pricing) : price.micros, unknown: false };
 }

@@ -53,7 +53,9 @@ interface StandInPaymentIntent {
   amount_received: number;
 }
 
-export async function startStripeStandIn(options: StripeStandInOptions = {}): Promise<StandIn> {
+export async function startStripeStandIn(
+  options: StripeStandInOptions = {},
+): Promise<StandIn & { createDirectly(amount: number, currency?: string): string }> {
   const ledger = new Ledger();
   const rates = options.usdPerUnit ?? { usd: 1 };
   const zeroDecimal = new Set(['jpy', 'krw', 'vnd']);
@@ -103,6 +105,7 @@ export async function startStripeStandIn(options: StripeStandInOptions = {}): Pr
       if (!intent)
         return sendJson(response, 404, { error: { type: 'invalid_request_error', code: 'resource_missing' } });
       const action = match[2];
+      if (action === undefined && request.method === 'GET') return sendJson(response, 200, intent);
       if (action === undefined) {
         if (amount !== undefined) intent.amount = amount;
         return answer(response, intent);
@@ -167,7 +170,26 @@ export async function startStripeStandIn(options: StripeStandInOptions = {}): Pr
     }
   }
 
-  return { url: vendor.url, ledger, received: vendor.received };
+  return {
+    url: vendor.url,
+    ledger,
+    received: vendor.received,
+    /** Creates a PaymentIntent directly at the stand-in (as another system would), not through the proxy. */
+    createDirectly(amount: number, currency = 'usd'): string {
+      const intent: StandInPaymentIntent = {
+        id: `pi_${(next += 1)}`,
+        object: 'payment_intent',
+        amount,
+        currency,
+        capture_method: 'automatic',
+        status: 'requires_confirmation',
+        amount_capturable: 0,
+        amount_received: 0,
+      };
+      intents.set(intent.id, intent);
+      return intent.id;
+    },
+  };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -5,6 +5,12 @@ import { METHOD_OVERRIDE_HEADERS, encodePath, isAllowed, normalizePath, parseEnd
 import { isSensitive } from '../cost-rules.js';
 import { type CallPrice, priceCall, settleCall } from '../pricing.js';
 import {
+  type ClaimedObjectCall,
+  type ObjectCallContext,
+  claimObjectCall,
+  recordObservedObjects,
+} from '../object-calls.js';
+import {
   CapExhaustedError,
   InvalidRequestError,
   KeybrakeError,
@@ -17,6 +23,7 @@ import type { AuditInput, SettleInput, StoredResponse, VaultKeyRecord } from '..
 import { hashVaultKey } from '../vault-keys.js';
 import type { VendorModule, VendorRequest, VendorResponse, VendorSecrets } from '../vendors/index.js';
 import { VENDORS } from '../vendors/index.js';
+import { type ObjectCall, findObjectCall } from '../vendors/vendor.js';
 import { keyStatus } from './admin.js';
 
 /** Request headers never forwarded: hop-by-hop, credentials we replace, routing overrides, and our own. */
@@ -149,7 +156,41 @@ async function forwardChecked(
     if (error instanceof KeybrakeError) await confirmStillActive(kb, key.keyId, now);
     throw error;
   }
-  const { secrets, segments, sensitive, vendorRequest, price } = checked;
+  // A call on a tracked object (a Stripe PaymentIntent) holds the object's claim until it is settled.
+  const claimed =
+    checked.objectCall &&
+    (await claimObjectCall(
+      objectCallContext(kb, vendor, checked.secrets),
+      vendor,
+      checked.objectCall,
+      key.keyId,
+      checked.vendorRequest,
+      now,
+    ));
+  const progress = { sent: false };
+  try {
+    return await reserveAndForward(kb, facts, request, reply, key, checked, claimed, progress);
+  } finally {
+    // Sent but never answered into the store: what the vendor did to the object is not known.
+    await (progress.sent ? claimed?.forget() : claimed?.release())?.catch(() => undefined);
+  }
+}
+
+/** Reserves the call's price, forwards it, settles and audits it. */
+async function reserveAndForward(
+  kb: KeybrakeContext,
+  facts: CallFacts,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  key: VaultKeyRecord,
+  checked: LocalChecks,
+  claimed: ClaimedObjectCall | undefined,
+  progress: { sent: boolean },
+): Promise<FastifyReply> {
+  const { vendor, method } = facts;
+  const now = facts.at;
+  const { secrets, segments, sensitive, vendorRequest } = checked;
+  const price = claimed?.price ?? (checked.price as CallPrice);
   const estimate = price.micros;
 
   const reservationId = randomUUID();
@@ -178,6 +219,7 @@ async function forwardChecked(
   const url = `${kb.config.baseUrls[vendor.name]}${encodePath(upstream.segments)}${facts.query}`;
 
   const started = process.hrtime.bigint();
+  progress.sent = true;
   const result = await kb.forwarder.forward(url, method, headers, facts.body);
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
 
@@ -195,6 +237,8 @@ async function forwardChecked(
       idempotentResponse: null,
       audit: audit(facts, sent ? 'unknown' : 'blocked', code, statusCode, cost),
     });
+    if (sent) await claimed?.answered({ micros: cost, unknown: true }, undefined).catch(() => undefined);
+    progress.sent = false;
     kb.metrics.requests.inc({ vendor: vendor.name, outcome: sent ? 'unknown' : 'blocked', reason: code });
     kb.metrics.spend.inc({ vendor: vendor.name }, cost / 1e6);
     const error = httpError(
@@ -234,6 +278,13 @@ async function forwardChecked(
       vendorRequestId,
     },
   });
+  // Not recorded (the store failed): a claimed object's state is forgotten, a created one untracked.
+  await (
+    claimed
+      ? claimed.answered(settled, response)
+      : recordObservedObjects(kb.store, vendor, key.keyId, vendorRequest, response, actual)
+  ).catch(() => undefined);
+  progress.sent = false;
   kb.metrics.requests.inc({ vendor: vendor.name, outcome, reason: settled.unknown ? 'upstream_5xx' : '' });
   kb.metrics.spend.inc({ vendor: vendor.name }, actual / 1e6);
   return reply.code(response.status).headers(responseHeaders).header('x-keybrake-key-id', key.keyId).send(body);
@@ -259,8 +310,10 @@ interface LocalChecks {
   readonly segments: string[];
   readonly sensitive: boolean;
   readonly vendorRequest: VendorRequest;
-  /** The reservation and where it comes from (vendor catalogue, flat rule, or free). */
-  readonly price: CallPrice;
+  /** The reservation and where it comes from (vendor catalogue, flat rule, or free); none for an object call. */
+  readonly price: CallPrice | undefined;
+  /** A call priced from the tracked object it acts on, once the object is claimed. */
+  readonly objectCall: ObjectCall | undefined;
 }
 
 /** The contract's checks after the key's status, in order: vendor, path, allowlist, taint, headers, cost. */
@@ -307,8 +360,22 @@ function checkLocally(
 
   const vendorRequest: VendorRequest = { method, segments, headers: request.headers, body: facts.body };
   // The vendor catalogue's price, else a configured flat cost; a money-moving call with neither is refused.
-  const price = priceCall(vendor, vendorRequest, kb.config.pricing);
-  return { secrets, segments, sensitive, vendorRequest, price };
+  const objectCall = findObjectCall(vendor, method, segments);
+  const price = objectCall ? undefined : priceCall(vendor, vendorRequest, kb.config.pricing);
+  return { secrets, segments, sensitive, vendorRequest, price, objectCall };
+}
+
+function objectCallContext(kb: KeybrakeContext, vendor: VendorModule, secrets: VendorSecrets): ObjectCallContext {
+  return {
+    store: kb.store,
+    forwarder: kb.forwarder,
+    pricing: kb.config.pricing,
+    baseUrl: kb.config.baseUrls[vendor.name] as string,
+    secrets,
+    readBeforeWrite: kb.config.pricing.readBeforeWrite,
+    // Lapses only if its call died mid-way; the object's state is then forgotten.
+    claimMs: 2 * kb.config.upstreamTimeoutMs + 30_000,
+  };
 }
 
 /** Throws the revocation or expiry error if the store (fresh, not cached) says the key is no longer active. */

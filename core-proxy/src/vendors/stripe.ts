@@ -1,8 +1,10 @@
-import { parseEndpointPattern } from '../allowlist.js';
+import { matchesPattern, parseEndpointPattern } from '../allowlist.js';
 import { RequestNotPriceableError, httpError } from '../errors.js';
 import { type Micros, usdToMicros } from '../money.js';
 import { type PricingOptions, usdRate } from '../cost-rules.js';
+import type { VendorObjectState } from '../store/store.js';
 import {
+  type ObjectCall,
   type VendorModule,
   type VendorRequest,
   type VendorResponse,
@@ -137,6 +139,139 @@ const CATALOGUE = [
   }),
 ];
 
+/** The amount and currency of a PaymentIntent or charge in a vendor answer. */
+function answeredObject(
+  response: VendorResponse,
+): { id: string; amount: number; currency: string; received?: number } | undefined {
+  const body = readJson(response.body) as Record<string, unknown> | undefined;
+  const { id, amount, currency } = body ?? {};
+  if (typeof id !== 'string' || typeof currency !== 'string' || typeof amount !== 'number') return undefined;
+  if (!Number.isSafeInteger(amount) || amount < 0) return undefined;
+  const received = typeof body?.amount_received === 'number' ? body.amount_received : undefined;
+  return { id, amount, currency: currency.toLowerCase(), ...(received === undefined ? {} : { received }) };
+}
+
+const readIntent = {
+  segments: (id: string) => ['v1', 'payment_intents', id],
+  state: (response: VendorResponse) => {
+    const object = answeredObject(response);
+    return object && { amount: object.amount, currency: object.currency };
+  },
+};
+const readCharge = { ...readIntent, segments: (id: string) => ['v1', 'charges', id] };
+
+/** An optional whole amount parameter (`amount_to_capture`); several values are ambiguous. */
+function optionalMinorUnits(params: URLSearchParams, name: string): number | undefined {
+  return params.getAll(name).length === 0 ? undefined : minorUnits(single(params, name), name);
+}
+
+/**
+ * A call that moves (part of) the object's own amount: it books what the object may move beyond
+ * what is already booked for it (creating a PaymentIntent books its amount), so a payment is
+ * counted once, at the most it ever was.
+ */
+function movesObjectAmount(
+  pattern: string,
+  objectSegment: number,
+  ceiling: (params: URLSearchParams, state: VendorObjectState) => number,
+  read = readIntent,
+): ObjectCall {
+  return {
+    pattern: parseEndpointPattern(pattern),
+    objectId: (request) => request.segments[objectSegment],
+    needsState: true,
+    estimate(request, state, pricing) {
+      const tracked = state as VendorObjectState;
+      const most = stripeAmountToMicros(ceiling(readParams(request), tracked), tracked.currency, pricing);
+      return Math.max(0, most - tracked.bookedMicros);
+    },
+    settle(_request, response, state, pricing, estimate) {
+      const tracked = state as VendorObjectState;
+      const object = answeredObject(response);
+      // An answer that does not show the object: book the reservation, and forget the state.
+      if (!object) return { micros: estimate, state: null };
+      const most = stripeAmountToMicros(Math.max(object.amount, object.received ?? 0), object.currency, pricing);
+      const booked = Math.max(tracked.bookedMicros, most);
+      return {
+        micros: booked - tracked.bookedMicros,
+        state: { amount: object.amount, currency: object.currency, bookedMicros: booked },
+      };
+    },
+    unknown: (state, reserved) => state && { ...state, bookedMicros: state.bookedMicros + reserved },
+    read,
+  };
+}
+
+/** A refund of a tracked PaymentIntent or charge: its `amount`, or all of the object's amount. */
+function refundOf(pattern: string, objectId: (request: VendorRequest) => string | undefined): ObjectCall {
+  return {
+    pattern: parseEndpointPattern(pattern),
+    objectId,
+    needsState: true,
+    estimate(request, state, pricing) {
+      const tracked = state as VendorObjectState;
+      const amount = optionalMinorUnits(readParams(request), 'amount') ?? tracked.amount;
+      return stripeAmountToMicros(Math.max(amount, 0), tracked.currency, pricing);
+    },
+    settle: (request, response, _state, pricing, estimate) => ({
+      micros: answeredAmount('amount')(request, response, estimate, pricing),
+      state: undefined,
+    }),
+    unknown: () => undefined,
+    read: readIntent,
+  };
+}
+
+/** The PaymentIntent or charge a refund names: `payment_intent` or `charge`. */
+function refundedObject(request: VendorRequest): string | undefined {
+  const params = readParams(request);
+  const named = [...params.getAll('payment_intent'), ...params.getAll('charge')];
+  return new Set(named).size === 1 ? named[0] : undefined;
+}
+
+/**
+ * Calls priced from the PaymentIntent (or charge) they act on, tracked per key family from the
+ * answers the proxy forwarded. Regression: issue 17.
+ */
+const OBJECT_CALLS: ObjectCall[] = [
+  movesObjectAmount('POST /v1/payment_intents/*/confirm', 2, (_params, state) => state.amount),
+  movesObjectAmount(
+    'POST /v1/payment_intents/*/capture',
+    2,
+    (params, state) => optionalMinorUnits(params, 'amount_to_capture') ?? state.amount,
+  ),
+  movesObjectAmount('POST /v1/payment_intents/*/increment_authorization', 2, (params, state) =>
+    Math.max(minorUnits(single(params, 'amount'), 'amount'), state.amount),
+  ),
+  movesObjectAmount(
+    'POST /v1/charges/*/capture',
+    2,
+    (params, state) => optionalMinorUnits(params, 'amount') ?? state.amount,
+    readCharge,
+  ),
+  refundOf('POST /v1/refunds', refundedObject),
+  refundOf('POST /v1/charges/*/refunds', (request) => request.segments[2]),
+  {
+    // An update costs nothing, but may change the amount: it holds the claim, and its answer is tracked.
+    pattern: parseEndpointPattern('POST /v1/payment_intents/*'),
+    objectId: (request) => request.segments[2],
+    needsState: false,
+    estimate: () => 0,
+    settle(_request, response, state) {
+      const object = answeredObject(response);
+      return {
+        micros: 0,
+        state: object
+          ? { amount: object.amount, currency: object.currency, bookedMicros: state?.bookedMicros ?? 0 }
+          : null,
+      };
+    },
+    // The amount may have changed: forget it, so a later confirm is priced only from a fresh state.
+    unknown: () => null,
+    read: readIntent,
+  },
+];
+
 /** Stripe: Bearer secret key; money-moving calls priced from their amount (see the catalogue). */
 export const stripe: VendorModule = {
   name: 'stripe',
@@ -159,4 +294,17 @@ export const stripe: VendorModule = {
     const id = response.headers['request-id'];
     return typeof id === 'string' ? id : undefined;
   },
+
+  objectCalls: OBJECT_CALLS,
+
+  observeObjects(request, response, bookedMicros) {
+    const created = CREATES_OBJECTS.some((pattern) => matchesPattern(pattern, request.method, request.segments));
+    const object = created ? answeredObject(response) : undefined;
+    return object
+      ? [{ objectId: object.id, state: { amount: object.amount, currency: object.currency, bookedMicros } }]
+      : [];
+  },
 };
+
+/** Creating these books their amount; the later calls on them are priced from it. */
+const CREATES_OBJECTS = [parseEndpointPattern('POST /v1/payment_intents'), parseEndpointPattern('POST /v1/charges')];

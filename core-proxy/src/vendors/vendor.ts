@@ -2,6 +2,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { type EndpointPattern, matchesPattern, parseEndpointPattern } from '../allowlist.js';
 import type { Micros } from '../money.js';
 import type { PricingOptions } from '../cost-rules.js';
+import type { VendorObjectState } from '../store/store.js';
 
 /** A proxied request as a vendor module sees it: already authenticated and allowlisted. */
 export interface VendorRequest {
@@ -84,6 +85,50 @@ export interface VendorModule {
   vendorRequestId(response: VendorResponse): string | undefined;
   /** Removes anything of the real secrets from a response body before the client sees it. */
   maskResponseBody?(request: VendorRequest, body: Buffer, secrets: VendorSecrets): Buffer;
+  /** Calls priced from the tracked state of the object they act on. @default none */
+  readonly objectCalls?: readonly ObjectCall[];
+  /** Objects a 2xx answer created, with the spend booked for them. @default none */
+  observeObjects?(request: VendorRequest, response: VendorResponse, bookedMicros: Micros): ObservedObject[];
+}
+
+/**
+ * A call priced from the tracked state of the object it acts on (a Stripe PaymentIntent): the
+ * proxy claims the object for the call (no two such calls on one object in flight at once), prices
+ * the call from the object's amount, and records the object's state from the vendor's answer.
+ * Regression: issue 17 (an amount raised by an update, then confirmed, moved $5,000 under $1).
+ */
+export interface ObjectCall {
+  readonly pattern: EndpointPattern;
+  /** The object the call acts on (a path segment or a parameter), or `undefined` if it names none. */
+  objectId(request: VendorRequest): string | undefined;
+  /** Whether the call can be priced only from a tracked state (a confirm), or also without (an update). */
+  readonly needsState: boolean;
+  /** The most the call can cost, given the object's state (`null`: not tracked, only when `!needsState`). */
+  estimate(request: VendorRequest, state: VendorObjectState | null, pricing: PricingOptions): Micros;
+  /**
+   * What a 2xx answer booked, and the object's state after it (`undefined`: unchanged, `null`:
+   * no longer known).
+   */
+  settle(
+    request: VendorRequest,
+    response: VendorResponse,
+    state: VendorObjectState | null,
+    pricing: PricingOptions,
+    estimate: Micros,
+  ): { readonly micros: Micros; readonly state: VendorObjectState | null | undefined };
+  /** The object's state after an unknown outcome (the reservation was booked as unknown spend). */
+  unknown(state: VendorObjectState | null, reservedMicros: Micros): VendorObjectState | null | undefined;
+  /** Reads the object with the real secret, for an operator who opts in to read-before-write. */
+  readonly read: {
+    readonly segments: (objectId: string) => string[];
+    readonly state: (response: VendorResponse) => Omit<VendorObjectState, 'bookedMicros'> | undefined;
+  };
+}
+
+/** An object a vendor's answer created, to track for the calls that later move its amount. */
+export interface ObservedObject {
+  readonly objectId: string;
+  readonly state: VendorObjectState;
 }
 
 /** Builds a catalogue entry from its `"METHOD /path"` text. */
@@ -93,6 +138,15 @@ export function moneyMoving(
   pricing: Pick<MoneyMovingEndpoint, 'estimate' | 'settle'> = {},
 ): MoneyMovingEndpoint {
   return { pattern: parseEndpointPattern(endpoint), moves, ...pricing };
+}
+
+/** The object call a request is, if it is one. */
+export function findObjectCall(
+  vendor: VendorModule,
+  method: string,
+  segments: readonly string[],
+): ObjectCall | undefined {
+  return vendor.objectCalls?.find((call) => matchesPattern(call.pattern, method, segments));
 }
 
 /** The catalogue entry a call matches, if it moves money. */

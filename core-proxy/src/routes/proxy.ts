@@ -137,7 +137,7 @@ async function forwardChecked(
   request: FastifyRequest,
   reply: FastifyReply,
 ): Promise<FastifyReply> {
-  const { vendor, method } = facts;
+  const { vendor } = facts;
   const vaultKey = vendor.readVaultKey(request.headers);
   if (!vaultKey) throw httpError(401, 'invalid_vault_key', 'No vault key was presented.');
   const key = await kb.store.findKeyByHash(hashVaultKey(vaultKey));

@@ -159,6 +159,11 @@ const readIntent = {
   },
 };
 const readCharge = { ...readIntent, segments: (id: string) => ['v1', 'charges', id] };
+/** A refund names a PaymentIntent (`pi_...`) or a charge (`ch_...`, `py_...`). */
+const readRefunded = {
+  ...readIntent,
+  segments: (id: string) => (id.startsWith('pi_') ? readIntent : readCharge).segments(id),
+};
 
 /** An optional whole amount parameter (`amount_to_capture`); several values are ambiguous. */
 function optionalMinorUnits(params: URLSearchParams, name: string): number | undefined {
@@ -218,7 +223,7 @@ function refundOf(pattern: string, objectId: (request: VendorRequest) => string 
       state: undefined,
     }),
     unknown: () => undefined,
-    read: readIntent,
+    read: readRefunded,
   };
 }
 

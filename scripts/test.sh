@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the tests need (pnpm, dependencies, stripe-mock, redis-server, the Temporal
-# CLI, the Conductor server), then runs them all: typecheck, lint, and the vitest projects
+# CLI, the Conductor server, Helm, kustomize), then runs them all: typecheck, lint, and the vitest projects
 # (embedded store, Redis store, and e2e on the real engines) against real stripe-mock, Redis,
 # Temporal and Conductor.
 set -euo pipefail
@@ -19,6 +19,9 @@ SCHEMATHESIS_BIN="$(bash scripts/install-schemathesis.sh)"
 TOXIPROXY_BIN="$(bash scripts/install-toxiproxy.sh)"
 export SCHEMATHESIS_BIN TOXIPROXY_BIN
 bash scripts/install-litellm.sh >/dev/null
+HELM_BIN="$(bash scripts/install-helm.sh)"
+KUSTOMIZE_BIN="$(bash scripts/install-kustomize.sh)"
+export HELM_BIN KUSTOMIZE_BIN
 pnpm run build
 pnpm run typecheck
 pnpm run lint

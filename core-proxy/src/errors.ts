@@ -19,6 +19,7 @@ export type ErrorCode =
   | 'currency_not_supported'
   | 'request_not_priceable'
   | 'object_in_use'
+  | 'request_timeout'
   | 'idempotency_key_reused'
   | 'idempotency_key_in_use'
   | 'store_unavailable'
@@ -57,6 +58,18 @@ export class InvalidRequestError extends KeybrakeError {
   }
 }
 
+/**
+ * A call to a costed endpoint whose cost cannot be determined with certainty: a body the proxy
+ * cannot parse or decode, a priced parameter where it does not read it, an ambiguous duplicate.
+ * Refused after the allowlist and taint checks, before the cap; nothing is forwarded. Also a
+ * money-moving endpoint with no price (issue 17: catalogued endpoints were forwarded at $0).
+ */
+export class RequestNotPriceableError extends KeybrakeError {
+  constructor(message: string) {
+    super(400, 'request_not_priceable', `${message} The call was not priced, so nothing was forwarded.`);
+  }
+}
+
 /** The store (embedded SQLite or Redis) cannot be reached: money paths fail closed on this. */
 export class StoreUnavailableError extends KeybrakeError {
   constructor(
@@ -89,16 +102,6 @@ export class CapExhaustedError extends KeybrakeError {
       // The Stripe SDK honours this: a cap hit is never worth a retry.
       'stripe-should-retry': 'false',
     });
-  }
-}
-
-/**
- * A call to a money-moving endpoint whose cost the proxy cannot bound with certainty: it reaches
- * no vendor. Regression: issue 17 (catalogued endpoints were forwarded at $0).
- */
-export class RequestNotPriceableError extends KeybrakeError {
-  constructor(message: string) {
-    super(400, 'request_not_priceable', message);
   }
 }
 

@@ -406,7 +406,7 @@ export const OPENAPI_DOCUMENT = {
         responses: {
           default: { description: "The vendor's response, as it came" },
           '400': error(
-            'Bad path, bad Idempotency-Key, unsupported currency, reused idempotency key, or a money-moving call whose cost cannot be bounded (docs/pricing.md)',
+            'Bad path, bad Idempotency-Key, unsupported currency, reused idempotency key; request_not_priceable: a call to a costed endpoint whose cost cannot be determined with certainty (a body it cannot parse or decode: multipart, Content-Encoding other than identity, a media type other than form or JSON, a charset other than utf-8; a priced parameter repeated, in both body and query, or under another spelling), checked after the allowlist and taint, before the cap; nothing forwarded; a money-moving endpoint with no price is refused the same way (docs/pricing.md)',
             ['invalid_request', 'currency_not_supported', 'idempotency_key_reused', 'request_not_priceable'],
           ),
           '401': error('Missing, unknown, revoked or expired vault key', [

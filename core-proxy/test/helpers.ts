@@ -252,6 +252,8 @@ export interface ReceivedRequest {
   readonly url: string;
   readonly headers: IncomingMessage['headers'];
   readonly body: string;
+  /** The body bytes as received (a compressed body is not valid UTF-8). */
+  readonly rawBody: Buffer;
 }
 
 /**
@@ -266,11 +268,13 @@ export async function startFakeVendor(
     const chunks: Buffer[] = [];
     request.on('data', (chunk: Buffer) => chunks.push(chunk));
     request.on('end', () => {
+      const rawBody = Buffer.concat(chunks);
       const entry = {
         method: request.method ?? '',
         url: request.url ?? '',
         headers: request.headers,
-        body: Buffer.concat(chunks).toString(),
+        body: rawBody.toString(),
+        rawBody,
       };
       received.push(entry);
       void handler(entry, response);

@@ -358,7 +358,14 @@ function checkLocally(
     throw new InvalidRequestError(`Idempotency-Key may be at most ${MAX_IDEMPOTENCY_KEY} characters.`);
   }
 
-  const vendorRequest: VendorRequest = { method, segments, headers: request.headers, body: facts.body };
+  const vendorRequest: VendorRequest = {
+    method,
+    segments,
+    headers: request.headers,
+    rawHeaders: request.raw.rawHeaders,
+    query: facts.query.slice(1),
+    body: facts.body,
+  };
   // The vendor catalogue's price, else a configured flat cost; a money-moving call with neither is refused.
   const objectCall = findObjectCall(vendor, method, segments);
   const price = objectCall ? undefined : priceCall(vendor, vendorRequest, kb.config.pricing);

@@ -1,7 +1,7 @@
 import { RequestNotPriceableError } from '../errors.js';
 import { type Micros, usdToMicros } from '../money.js';
 import type { PricingOptions } from '../cost-rules.js';
-import { type VendorModule, type VendorRequest, moneyMoving, readBearer, readJson } from './vendor.js';
+import { type VendorModule, type VendorRequest, moneyMoving, readBearer, readJson, readParams } from './vendor.js';
 
 /**
  * How many recipients one address field names, at most. Resend takes a string or an array of
@@ -30,10 +30,11 @@ function recipients(email: unknown): number {
   return Math.max(1, count);
 }
 
+/** The JSON body, read strictly (a BOM stripped; gzip, another media type, a repeated key refused). */
 function emailBody(request: VendorRequest): unknown {
-  const body = readJson(request.body);
-  if (body === undefined) throw new RequestNotPriceableError('Resend: the body must be JSON.');
-  return body;
+  const params = readParams(request);
+  if (params.bodyKind !== 'json') throw new RequestNotPriceableError('Resend: the body must be JSON.');
+  return params.json;
 }
 
 function estimateEmail(request: VendorRequest, pricing: PricingOptions): Micros {

@@ -1,10 +1,11 @@
-import { matchesPattern, parseEndpointPattern } from '../allowlist.js';
+import { matchesRoute, parseEndpointPattern } from '../allowlist.js';
 import { RequestNotPriceableError, httpError } from '../errors.js';
 import { type Micros, usdToMicros } from '../money.js';
 import { type PricingOptions, usdRate } from '../cost-rules.js';
 import type { VendorObjectState } from '../store/store.js';
 import {
   type ObjectCall,
+  type RequestParams,
   type VendorModule,
   type VendorRequest,
   type VendorResponse,
@@ -54,30 +55,21 @@ export function stripeAmountToMicros(amount: number, currency: string, pricing: 
   return usdToMicros((amount / 10 ** decimals) * rate);
 }
 
-/** The one value of a parameter the vendor requires; several different ones are ambiguous. */
-function single(params: URLSearchParams, name: string): string {
-  const values = [...new Set(params.getAll(name).map((value) => value.trim().toLowerCase()))];
-  if (values.length !== 1 || values[0] === '') {
-    throw new RequestNotPriceableError(
-      values.length > 1 ? `\`${name}\` is ambiguous.` : `\`${name}\` is required to price this call.`,
-    );
+/** The one value of a parameter the call is priced from (the reader refuses repeats and other spellings). */
+function required(value: string | number | undefined, name: string): string | number {
+  if (value === undefined || value === '') {
+    throw new RequestNotPriceableError(`The parameter "${name}" is required to price this call.`);
   }
-  return values[0] as string;
-}
-
-/** A Stripe amount: a whole number of minor units. Anything else cannot be priced. */
-function minorUnits(text: string, name: string): number {
-  if (!/^[0-9]{1,15}$/.test(text)) {
-    throw new RequestNotPriceableError(`\`${name}\` must be a whole number of minor units.`);
-  }
-  return Number(text);
+  return value;
 }
 
 /** Prices a call that names its own `amount` and `currency` (charges, transfers, payouts, topups). */
 function requestAmount(request: VendorRequest, pricing: PricingOptions): Micros {
   const params = readParams(request);
-  const amount = minorUnits(single(params, 'amount'), 'amount');
-  return stripeAmountToMicros(amount, single(params, 'currency'), pricing);
+  const amount = required(params.integer('amount'), 'amount') as number;
+  // No default currency: an account's own may be worth more than USD.
+  const currency = required(params.one('currency'), 'currency') as string;
+  return stripeAmountToMicros(amount, currency.trim(), pricing);
 }
 
 /** What the vendor billed: the amount and `currency` of the object it answered with, else the estimate. */
@@ -165,11 +157,6 @@ const readRefunded = {
   segments: (id: string) => (id.startsWith('pi_') ? readIntent : readCharge).segments(id),
 };
 
-/** An optional whole amount parameter (`amount_to_capture`); several values are ambiguous. */
-function optionalMinorUnits(params: URLSearchParams, name: string): number | undefined {
-  return params.getAll(name).length === 0 ? undefined : minorUnits(single(params, name), name);
-}
-
 /**
  * A call that moves (part of) the object's own amount: it books what the object may move beyond
  * what is already booked for it (creating a PaymentIntent books its amount), so a payment is
@@ -178,7 +165,7 @@ function optionalMinorUnits(params: URLSearchParams, name: string): number | und
 function movesObjectAmount(
   pattern: string,
   objectSegment: number,
-  ceiling: (params: URLSearchParams, state: VendorObjectState) => number,
+  ceiling: (params: RequestParams, state: VendorObjectState) => number,
   read = readIntent,
 ): ObjectCall {
   return {
@@ -215,7 +202,7 @@ function refundOf(pattern: string, objectId: (request: VendorRequest) => string 
     needsState: true,
     estimate(request, state, pricing) {
       const tracked = state as VendorObjectState;
-      const amount = optionalMinorUnits(readParams(request), 'amount') ?? tracked.amount;
+      const amount = readParams(request).integer('amount') ?? tracked.amount;
       return stripeAmountToMicros(Math.max(amount, 0), tracked.currency, pricing);
     },
     settle: (request, response, _state, pricing, estimate) => ({
@@ -230,8 +217,8 @@ function refundOf(pattern: string, objectId: (request: VendorRequest) => string 
 /** The PaymentIntent or charge a refund names: `payment_intent` or `charge`. */
 function refundedObject(request: VendorRequest): string | undefined {
   const params = readParams(request);
-  const named = [...params.getAll('payment_intent'), ...params.getAll('charge')];
-  return new Set(named).size === 1 ? named[0] : undefined;
+  const named = [...params.all('payment_intent'), ...params.all('charge')];
+  return named.length === 1 ? named[0] : undefined;
 }
 
 /**
@@ -243,15 +230,15 @@ const OBJECT_CALLS: ObjectCall[] = [
   movesObjectAmount(
     'POST /v1/payment_intents/*/capture',
     2,
-    (params, state) => optionalMinorUnits(params, 'amount_to_capture') ?? state.amount,
+    (params, state) => params.integer('amount_to_capture') ?? state.amount,
   ),
   movesObjectAmount('POST /v1/payment_intents/*/increment_authorization', 2, (params, state) =>
-    Math.max(minorUnits(single(params, 'amount'), 'amount'), state.amount),
+    Math.max(required(params.integer('amount'), 'amount') as number, state.amount),
   ),
   movesObjectAmount(
     'POST /v1/charges/*/capture',
     2,
-    (params, state) => optionalMinorUnits(params, 'amount') ?? state.amount,
+    (params, state) => params.integer('amount') ?? state.amount,
     readCharge,
   ),
   refundOf('POST /v1/refunds', refundedObject),
@@ -303,7 +290,7 @@ export const stripe: VendorModule = {
   objectCalls: OBJECT_CALLS,
 
   observeObjects(request, response, bookedMicros) {
-    const created = CREATES_OBJECTS.some((pattern) => matchesPattern(pattern, request.method, request.segments));
+    const created = CREATES_OBJECTS.some((pattern) => matchesRoute(pattern, request.method, request.segments));
     const object = created ? answeredObject(response) : undefined;
     return object
       ? [{ objectId: object.id, state: { amount: object.amount, currency: object.currency, bookedMicros } }]

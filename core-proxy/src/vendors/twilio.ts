@@ -7,6 +7,7 @@ import {
   type VendorModule,
   type VendorRequest,
   type VendorResponse,
+  type RequestParams,
   moneyMoving,
   readBasic,
   readJson,
@@ -47,18 +48,16 @@ function segmentPrice(to: string, pricing: PricingOptions): number {
 }
 
 /** The one `To` of a message or call. */
-function destination(params: URLSearchParams): string {
-  const values = [...new Set(params.getAll('To').map((value) => value.trim()))];
-  if (values.length !== 1) {
-    throw new RequestNotPriceableError(values.length > 1 ? 'Twilio: `To` is ambiguous.' : 'Twilio: `To` is required.');
-  }
-  return values[0] as string;
+function destination(params: RequestParams): string {
+  const to = params.one('To')?.trim();
+  if (!to) throw new RequestNotPriceableError('Twilio: `To` is required to price this call.');
+  return to;
 }
 
 /** The most one message can cost: a template's configured price, an MMS, or its segments at the destination's price. */
 function estimateMessage(request: VendorRequest, pricing: PricingOptions): Micros {
   const params = readParams(request);
-  const contentSids = [...new Set(params.getAll('ContentSid'))];
+  const contentSids = [...new Set(params.all('ContentSid'))];
   if (contentSids.length > 0) {
     // Regression: issue 17. A template's length is not in the request: only a configured price bounds it.
     const prices = contentSids.map((sid) => pricing.twilioContentUsd.get(sid) ?? pricing.twilioContentMaxUsd);
@@ -70,11 +69,11 @@ function estimateMessage(request: VendorRequest, pricing: PricingOptions): Micro
     return usdToMicros(Math.max(...(prices as number[])));
   }
   const perSegment = segmentPrice(destination(params), pricing);
-  const segments = Math.max(1, ...params.getAll('Body').map(smsSegments));
+  // One Body: two would leave which one Twilio sends (and how many segments it bills) ambiguous.
+  const segments = smsSegments(params.one('Body') ?? '');
   const sms = segments * perSegment;
   const mms =
-    params.getAll('MediaUrl').length > 0 ||
-    params.getAll('SendAsMms').some((value) => value.trim().toLowerCase() === 'true');
+    params.all('MediaUrl').length > 0 || params.all('SendAsMms').some((value) => value.trim().toLowerCase() === 'true');
   // An MMS Twilio cannot deliver as one is sent as SMS: either may be billed.
   return usdToMicros(mms ? Math.max(pricing.twilioMmsUsd, sms) : sms);
 }
@@ -108,11 +107,7 @@ function estimateCall(request: VendorRequest, pricing: PricingOptions): Micros {
   }
   const params = readParams(request);
   destination(params);
-  const limits = [...new Set(params.getAll('TimeLimit').map((value) => value.trim()))];
-  if (limits.length > 1 || (limits.length === 1 && !/^[0-9]{1,6}$/.test(limits[0] as string))) {
-    throw new RequestNotPriceableError('Twilio: `TimeLimit` must be one whole number of seconds.');
-  }
-  const seconds = limits.length === 1 ? Number(limits[0]) : DEFAULT_CALL_SECONDS;
+  const seconds = params.integer('TimeLimit') ?? DEFAULT_CALL_SECONDS;
   return usdToMicros(Math.max(1, Math.ceil(seconds / 60)) * pricing.twilioCallMinuteUsd);
 }
 

@@ -1,8 +1,11 @@
 import type { IncomingHttpHeaders } from 'node:http';
-import { type EndpointPattern, matchesPattern, parseEndpointPattern } from '../allowlist.js';
+import { type EndpointPattern, matchesRoute, parseEndpointPattern } from '../allowlist.js';
 import type { Micros } from '../money.js';
 import type { PricingOptions } from '../cost-rules.js';
 import type { VendorObjectState } from '../store/store.js';
+import { type RequestParams, readRequestParams } from './request-params.js';
+
+export { RequestParams, type RequestParam, type BodyKind } from './request-params.js';
 
 /** A proxied request as a vendor module sees it: already authenticated and allowlisted. */
 export interface VendorRequest {
@@ -10,6 +13,13 @@ export interface VendorRequest {
   /** Normalized, decoded path segments as the client sent them (after `/{vendor}`). */
   readonly segments: readonly string[];
   readonly headers: IncomingHttpHeaders;
+  /**
+   * The header list exactly as received (`[name, value, ...]`), where a repeated header shows.
+   * @default none: repeated headers are not checked
+   */
+  readonly rawHeaders?: readonly string[];
+  /** The raw query string without the leading `?` (`''` when there is none). */
+  readonly query: string;
   readonly body: Buffer;
 }
 
@@ -146,7 +156,7 @@ export function findObjectCall(
   method: string,
   segments: readonly string[],
 ): ObjectCall | undefined {
-  return vendor.objectCalls?.find((call) => matchesPattern(call.pattern, method, segments));
+  return vendor.objectCalls?.find((call) => matchesRoute(call.pattern, method, segments));
 }
 
 /** The catalogue entry a call matches, if it moves money. */
@@ -155,7 +165,7 @@ export function findMoneyMoving(
   method: string,
   segments: readonly string[],
 ): MoneyMovingEndpoint | undefined {
-  return vendor.catalogue.find((entry) => matchesPattern(entry.pattern, method, segments));
+  return vendor.catalogue.find((entry) => matchesRoute(entry.pattern, method, segments));
 }
 
 /** Reads `Authorization: Bearer <token>`. */
@@ -174,25 +184,14 @@ export function readBasic(headers: IncomingHttpHeaders): [string, string] | unde
   return [decoded.slice(0, colon), decoded.slice(colon + 1)];
 }
 
-/** Parses a form-encoded or JSON body into a flat parameter lookup; unparseable bodies read as empty. */
-export function readParams(request: VendorRequest): URLSearchParams {
-  const contentType = String(request.headers['content-type'] ?? '');
-  const text = request.body.toString('utf8');
-  if (contentType.includes('json')) {
-    try {
-      const parsed: unknown = JSON.parse(text);
-      const params = new URLSearchParams();
-      if (parsed && typeof parsed === 'object' && !Array.isArray(parsed)) {
-        for (const [key, value] of Object.entries(parsed)) {
-          if (typeof value === 'string' || typeof value === 'number') params.append(key, String(value));
-        }
-      }
-      return params;
-    } catch {
-      return new URLSearchParams();
-    }
-  }
-  return new URLSearchParams(text);
+/**
+ * The parameters the vendor will read (query string and body), read strictly. Use `one`,
+ * `integer` or `all` for priced parameters: they refuse duplicates and ambiguous spellings.
+ * @throws RequestNotPriceableError (400 `request_not_priceable`) when the body cannot be read
+ *   with certainty (unknown media type, multipart, compressed, not UTF-8, a repeated JSON key...).
+ */
+export function readParams(request: VendorRequest): RequestParams {
+  return readRequestParams(request);
 }
 
 /** Parses a JSON response body, or `undefined`. */

@@ -11,7 +11,10 @@ const SHARED_SUITE = [
   'config',
   'hostile-input',
   'audit-tampering',
+  'issue-16-key-depth',
+  'issue-16-issuance',
   'issue-16-request-priceable',
+  'issue-16-smaller-holes',
   'issue-17-pricing',
   'issue-17-stripe-state',
 ].map((name) => `core-proxy/test/${name}.test.ts`);

@@ -8,6 +8,7 @@ export type ErrorCode =
   | 'unauthorized'
   | 'invalid_request'
   | 'vendor_not_configured'
+  | 'key_depth_exceeded'
   | 'not_found'
   | 'invalid_vault_key'
   | 'vault_key_revoked'
@@ -55,6 +56,19 @@ export class KeybrakeError extends Error {
 export class InvalidRequestError extends KeybrakeError {
   constructor(message: string) {
     super(400, 'invalid_request', message);
+  }
+}
+
+/**
+ * A key with more ancestors than `MAX_KEY_DEPTH`: refused at issuance, and, for a chain written
+ * before the limit existed, refused on the proxy (its caps could not all be checked).
+ */
+export class KeyDepthExceededError extends KeybrakeError {
+  constructor(
+    readonly maxDepth: number,
+    message = `A vault key may have at most ${maxDepth} ancestors; this parent_key_id would make it deeper.`,
+  ) {
+    super(400, 'key_depth_exceeded', message);
   }
 }
 

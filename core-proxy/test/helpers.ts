@@ -173,19 +173,21 @@ export async function startProxy(options: TestProxyOptions = {}): Promise<TestPr
         : readdirSync(dataDir).map((file) => readFileSync(join(dataDir, file)).toString('latin1'));
     if (options.dataDir === undefined) rmSync(dataDir, { recursive: true, force: true });
     const secretValues = Object.values(secrets);
+    // `includes` first, `expect` only on a hit: lines × keys expectations take minutes in a big test.
     for (const line of logLines) {
       for (const secret of [...secretValues, ...vaultKeys])
-        expect(line, 'a log line leaks a secret').not.toContain(secret);
+        if (line.includes(secret)) expect(line, 'a log line leaks a secret').not.toContain(secret);
     }
     for (const file of storeFiles) {
       for (const secret of [...secretValues, ...vaultKeys])
-        expect(file.includes(secret), 'the store leaks a secret').toBe(false);
+        if (file.includes(secret)) expect(file.includes(secret), 'the store leaks a secret').toBe(false);
     }
     for (const response of responses) {
       for (const secret of secretValues)
-        expect(response.text, 'a response leaks a vendor secret').not.toContain(secret);
+        if (response.text.includes(secret))
+          expect(response.text, 'a response leaks a vendor secret').not.toContain(secret);
       for (const vaultKey of vaultKeys) {
-        if (vaultKey !== response.issuing)
+        if (vaultKey !== response.issuing && response.text.includes(vaultKey))
           expect(response.text, 'a response leaks a vault key').not.toContain(vaultKey);
       }
     }

@@ -12,7 +12,9 @@
 # a writable folder in the cache, adds a placeholder `ui/dist/app/index.html`, and builds
 # `./cmd/argo` there (a few minutes the first time; the Go build cache is shared).
 #
-# With --source it prints the path of that module copy instead (the expression test builds there).
+# With --expr-test it instead builds (once per version of the test file) and prints the path of
+# the Go test binary of integrations/argo/expr-test/keybrake_retry_test.go, compiled inside the
+# controller package of that module copy: Argo's own controller evaluates our retry expressions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -43,8 +45,17 @@ ensure_source() {
 }
 
 ensure_source
-if [ "${1:-}" = "--source" ]; then
-  echo "$source_dir"
+if [ "${1:-}" = "--expr-test" ]; then
+  test_file=integrations/argo/expr-test/keybrake_retry_test.go
+  test_hash="$(sha256sum "$test_file" | cut -c1-12)"
+  test_bin="$KEYBRAKE_CACHE_DIR/bin/argo-controller-exprtest-$ARGO_VERSION-$test_hash"
+  if [ ! -x "$test_bin" ]; then
+    echo "building Argo's controller tests with $test_file (once, several minutes)" >&2
+    cp "$test_file" "$source_dir/workflow/controller/keybrake_retry_test.go"
+    (cd "$source_dir" && go test -c -o "$test_bin.tmp.$$" ./workflow/controller >&2)
+    mv "$test_bin.tmp.$$" "$test_bin"
+  fi
+  echo "$test_bin"
   exit 0
 fi
 if [ ! -x "$target" ]; then

@@ -13,8 +13,10 @@ bash scripts/install-redis.sh
 TEMPORAL_CLI_BIN="$(bash scripts/install-temporal.sh)"
 export TEMPORAL_CLI_BIN
 # Argo's own CLI, built from the Go module proxy, used only as an offline linter of templates/argo.
+# and its controller's test binary with our retry-expression test (integrations/argo/expr-test).
 ARGO_BIN="$(bash scripts/install-argo.sh)"
-export ARGO_BIN
+ARGO_EXPR_TEST_BIN="$(bash scripts/install-argo.sh --expr-test)"
+export ARGO_BIN ARGO_EXPR_TEST_BIN
 eval "$(bash scripts/install-conductor.sh)"
 export CONDUCTOR_JAR CONDUCTOR_JAVA
 bash scripts/install-bench.sh

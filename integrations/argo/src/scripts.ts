@@ -22,7 +22,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-OUTPUT_DIR = ${JSON.stringify(OUTPUT_DIR)}
+OUTPUT_DIR = os.environ.get("KEYBRAKE_OUTPUT_DIR", ${JSON.stringify(OUTPUT_DIR)})
 SERVICEACCOUNT_DIR = os.environ.get("KEYBRAKE_SERVICEACCOUNT_DIR", "/var/run/secrets/kubernetes.io/serviceaccount")
 
 
@@ -178,7 +178,8 @@ export const REVOKE_SCRIPT = `${PRELUDE}
 
 key_id = os.environ.get("KEYBRAKE_KEY_ID", "").strip()
 workflow_status = os.environ.get("KEYBRAKE_WORKFLOW_STATUS", "")
-if key_id == "" or key_id.startswith("{{"):
+# An unresolved Argo variable (no global output: the issue step never succeeded) counts as none.
+if key_id == "" or key_id.startswith("{" + "{"):
     print("keybrake: workflow %s: no vault key was issued, nothing to revoke" % workflow_status)
     output("spent-usd", "0")
     sys.exit(0)

@@ -159,7 +159,7 @@ describe("Keybrake's retry expressions in Argo's own controller (v4.0.5 processN
   });
 
   it('the controller really evaluates the expression: without asInt a cap hit would be retried; with != 75 alone, exit 76 would be', async () => {
-    const [{ strategy }] = committedRetryStrategies().filter((entry) => entry.strategy.expression !== undefined);
+    const { strategy } = committedRetryStrategies().find((entry) => entry.strategy.expression !== undefined)!;
     const results = await decide([
       {
         id: 'no asInt',

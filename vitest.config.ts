@@ -11,6 +11,9 @@ const SHARED_SUITE = [
   'config',
   'hostile-input',
   'audit-tampering',
+  'issue-16-key-depth',
+  'issue-16-issuance',
+  'issue-16-request-priceable',
 ].map((name) => `core-proxy/test/${name}.test.ts`);
 
 export default defineConfig({
@@ -58,6 +61,13 @@ export default defineConfig({
           env: { KEYBRAKE_TEST_STORE: 'embedded' },
           testTimeout: 240_000,
           hookTimeout: 240_000,
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'kubernetes',
+          include: ['templates/kubernetes/test/**/*.test.ts'],
         },
       },
       // The soak measures a steady rate, so it runs alone, after everything else: only when asked.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the tests need (pnpm, dependencies, stripe-mock, redis-server, the Temporal
-# CLI, the argo CLI, the Conductor server), then runs them all: typecheck, lint, and the vitest projects
+# CLI, the argo CLI, the Conductor server, Helm, kustomize), then runs them all: typecheck, lint, and the vitest projects
 # (embedded store, Redis store, and e2e on the real engines) against real stripe-mock, Redis,
 # Temporal and Conductor.
 set -euo pipefail
@@ -12,7 +12,7 @@ export STRIPE_MOCK_BIN
 bash scripts/install-redis.sh
 TEMPORAL_CLI_BIN="$(bash scripts/install-temporal.sh)"
 export TEMPORAL_CLI_BIN
-# Argo's own CLI, built from the Go module proxy, used only as an offline linter of templates/argo.
+# Argo's own CLI, built from the Go module proxy, used only as an offline linter of templates/argo,
 # and its controller's test binary with our retry-expression test (integrations/argo/expr-test).
 ARGO_BIN="$(bash scripts/install-argo.sh)"
 ARGO_EXPR_TEST_BIN="$(bash scripts/install-argo.sh --expr-test)"
@@ -24,6 +24,9 @@ SCHEMATHESIS_BIN="$(bash scripts/install-schemathesis.sh)"
 TOXIPROXY_BIN="$(bash scripts/install-toxiproxy.sh)"
 export SCHEMATHESIS_BIN TOXIPROXY_BIN
 bash scripts/install-litellm.sh >/dev/null
+HELM_BIN="$(bash scripts/install-helm.sh)"
+KUSTOMIZE_BIN="$(bash scripts/install-kustomize.sh)"
+export HELM_BIN KUSTOMIZE_BIN
 pnpm run build
 pnpm run typecheck
 pnpm run lint

@@ -94,6 +94,34 @@ export function matchesPattern(pattern: EndpointPattern, method: string, segment
   return pattern.segments.every((expected, i) => expected === '*' || expected === segments[i]);
 }
 
+/**
+ * One path segment as a lenient vendor router may see it: Unicode-compatibility folded, lower-cased,
+ * a `;matrix` suffix, surrounding spaces and a trailing `.json`-style extension or dot dropped.
+ * So `PAYMENT_INTENTS`, `Charges`, `payment_intents ` and `Messages` all route like the canonical
+ * segment. Regression: issue 16 (a wildcard allowlist let `/v1/PAYMENT_INTENTS` through unpriced).
+ */
+export function routeSegment(segment: string): string {
+  return segment
+    .normalize('NFKC')
+    .toLowerCase()
+    .replace(/;.*$/s, '')
+    .trim()
+    .replace(/(\.[a-z0-9]*)+$/, '')
+    .trim();
+}
+
+/**
+ * Whether a call may reach the endpoint a pattern names, matched the way the vendor routes
+ * (see {@link routeSegment}). For what costs money or is sensitive, where matching too much is
+ * the safe side; the allowlist itself matches exactly ({@link matchesPattern}).
+ */
+export function matchesRoute(pattern: EndpointPattern, method: string, segments: readonly string[]): boolean {
+  if (pattern.method !== method.toUpperCase() || pattern.segments.length !== segments.length) return false;
+  return pattern.segments.every(
+    (expected, i) => expected === '*' || routeSegment(expected) === routeSegment(segments[i] as string),
+  );
+}
+
 /** Whether a method and normalized path are allowed by any of the patterns. */
 export function isAllowed(patterns: readonly EndpointPattern[], method: string, segments: readonly string[]): boolean {
   return patterns.some((pattern) => matchesPattern(pattern, method, segments));

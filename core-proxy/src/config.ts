@@ -177,7 +177,8 @@ export function loadConfig(env: Env = process.env): KeybrakeConfig {
     port: env.KEYBRAKE_PORT === '0' ? 0 : positiveInt(env, 'KEYBRAKE_PORT', 8080),
     apiKeys,
     generatedApiKey,
-    redisUrl: env.KEYBRAKE_REDIS_URL || undefined,
+    // A Redis URL may carry a password, so it is read like a secret (`KEYBRAKE_REDIS_URL_FILE`).
+    redisUrl: readSecret(env, 'KEYBRAKE_REDIS_URL'),
     redisPrefix: env.KEYBRAKE_REDIS_PREFIX || 'keybrake:',
     redisTimeoutMs: positiveInt(env, 'KEYBRAKE_REDIS_TIMEOUT_MS', 2000),
     reservationTtlMs: positiveInt(env, 'KEYBRAKE_RESERVATION_TTL_MS', 600_000),

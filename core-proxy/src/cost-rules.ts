@@ -1,4 +1,4 @@
-import { type EndpointPattern, matchesPattern, parseEndpointPattern } from './allowlist.js';
+import { type EndpointPattern, matchesRoute, parseEndpointPattern } from './allowlist.js';
 import { InvalidRequestError } from './errors.js';
 import { type Micros, usdToMicros } from './money.js';
 
@@ -88,7 +88,7 @@ export function extraCost(
   method: string,
   segments: readonly string[],
 ): Micros | undefined {
-  return pricing.extraCostRules[vendor]?.find((rule) => matchesPattern(rule.pattern, method, segments))?.micros;
+  return pricing.extraCostRules[vendor]?.find((rule) => matchesRoute(rule.pattern, method, segments))?.micros;
 }
 
 /** Parses `KEYBRAKE_SENSITIVE_ENDPOINTS`: JSON `{"stripe": ["POST /v1/refunds"]}`. */
@@ -123,7 +123,7 @@ export function isSensitive(
   method: string,
   segments: readonly string[],
 ): boolean {
-  const matches = (pattern: EndpointPattern): boolean => matchesPattern(pattern, method, segments);
+  const matches = (pattern: EndpointPattern): boolean => matchesRoute(pattern, method, segments);
   return (
     builtIn.some(matches) ||
     (pricing.extraCostRules[vendor] ?? []).some((rule) => matches(rule.pattern)) ||

@@ -8,6 +8,7 @@ export type ErrorCode =
   | 'unauthorized'
   | 'invalid_request'
   | 'vendor_not_configured'
+  | 'key_depth_exceeded'
   | 'not_found'
   | 'invalid_vault_key'
   | 'vault_key_revoked'
@@ -17,6 +18,8 @@ export type ErrorCode =
   | 'tainted_request_refused'
   | 'cap_exhausted'
   | 'currency_not_supported'
+  | 'request_not_priceable'
+  | 'request_timeout'
   | 'idempotency_key_reused'
   | 'idempotency_key_in_use'
   | 'store_unavailable'
@@ -52,6 +55,30 @@ export class KeybrakeError extends Error {
 export class InvalidRequestError extends KeybrakeError {
   constructor(message: string) {
     super(400, 'invalid_request', message);
+  }
+}
+
+/**
+ * A key with more ancestors than `MAX_KEY_DEPTH`: refused at issuance, and, for a chain written
+ * before the limit existed, refused on the proxy (its caps could not all be checked).
+ */
+export class KeyDepthExceededError extends KeybrakeError {
+  constructor(
+    readonly maxDepth: number,
+    message = `A vault key may have at most ${maxDepth} ancestors; this parent_key_id would make it deeper.`,
+  ) {
+    super(400, 'key_depth_exceeded', message);
+  }
+}
+
+/**
+ * A call to a costed endpoint whose cost cannot be determined with certainty: a body the proxy
+ * cannot parse or decode, a priced parameter where it does not read it, an ambiguous duplicate.
+ * Refused after the allowlist and taint checks, before the cap; nothing is forwarded.
+ */
+export class RequestNotPriceableError extends KeybrakeError {
+  constructor(message: string) {
+    super(400, 'request_not_priceable', `${message} The call was not priced, so nothing was forwarded.`);
   }
 }
 

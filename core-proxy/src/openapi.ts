@@ -2,6 +2,7 @@
  * The OpenAPI 3.1 document of the admin API, the proxy and the error shape, served at
  * `/openapi.json`. It restates `shared/CONTRACT.md` and writes down what the contract leaves open.
  */
+import { MAX_KEY_DEPTH } from './key-depth.js';
 
 const error = (description: string, codes: string[]) => ({
   description: `${description} (error.code: ${codes.join(', ')})`,
@@ -94,7 +95,7 @@ export const OPENAPI_DOCUMENT = {
           parent_key_id: {
             type: ['string', 'null'],
             minLength: 1,
-            description: 'Spend of the child also counts against the parent caps; must name an active key',
+            description: `Spend of the child also counts against the parent caps; must name an active key. A key has at most MAX_KEY_DEPTH = ${MAX_KEY_DEPTH} ancestors: a parent that already has ${MAX_KEY_DEPTH} is refused with 400 key_depth_exceeded`,
           },
           tainted: { type: 'boolean', default: false },
         },
@@ -189,10 +190,10 @@ export const OPENAPI_DOCUMENT = {
               ]),
             ),
           },
-          '400': error('Invalid body, or vendor without a configured secret', [
-            'invalid_request',
-            'vendor_not_configured',
-          ]),
+          '400': error(
+            `Invalid body, vendor without a configured secret, or a parent that already has MAX_KEY_DEPTH (${MAX_KEY_DEPTH}) ancestors`,
+            ['invalid_request', 'vendor_not_configured', 'key_depth_exceeded'],
+          ),
           '401': unauthorized,
           '413': error('Body over 64 KiB', ['payload_too_large']),
           '415': error('Body is not JSON', ['unsupported_media_type']),
@@ -378,11 +379,17 @@ export const OPENAPI_DOCUMENT = {
         security: [],
         responses: {
           default: { description: "The vendor's response, as it came" },
-          '400': error('Bad path, bad Idempotency-Key, unsupported currency, reused idempotency key', [
-            'invalid_request',
-            'currency_not_supported',
-            'idempotency_key_reused',
-          ]),
+          '400': error(
+            "Bad path, bad Idempotency-Key, unsupported currency, reused idempotency key; request_not_priceable: a call to a costed endpoint whose cost cannot be determined with certainty (a body it cannot parse or decode: multipart, Content-Encoding other than identity, a media type other than form or JSON, a charset other than utf-8; a priced parameter repeated, in both body and query, or under another spelling), checked after the allowlist and taint, before the cap; nothing forwarded; vendor_not_configured: the key's vendor has no secret configured on this proxy (a key issued before a restart without it), nothing forwarded; key_depth_exceeded: a key deeper than MAX_KEY_DEPTH (only one issued before the limit), nothing forwarded",
+            [
+              'invalid_request',
+              'currency_not_supported',
+              'idempotency_key_reused',
+              'request_not_priceable',
+              'vendor_not_configured',
+              'key_depth_exceeded',
+            ],
+          ),
           '401': error('Missing, unknown, revoked or expired vault key', [
             'invalid_vault_key',
             'vault_key_revoked',
@@ -407,7 +414,7 @@ export const OPENAPI_DOCUMENT = {
           ]),
           '503': error(
             'Store unreachable before forwarding: nothing forwarded. If the store fails after the vendor was called, also store_unavailable, with a message saying so: the call stays reserved and is counted as unknown spend',
-            ['store_unavailable', 'vendor_not_configured'],
+            ['store_unavailable'],
           ),
           '504': error('Vendor did not answer in time (outcome unknown, reservation kept as spent)', [
             'upstream_timeout',

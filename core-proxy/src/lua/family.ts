@@ -1,6 +1,8 @@
 /**
- * Create a vault key inside its family, refusing it if the parent is gone, revoked or expired
- * (checked atomically with the insert, so a revoke racing a child's creation cannot be missed).
+ * Create a vault key inside its family, refusing it if the parent is gone, revoked or expired, and
+ * giving it the parent's taint as it is now (checked atomically with the insert, so a revoke or
+ * taint racing a child's creation, on any replica, cannot be missed). The depth limit needs no
+ * check here: a family's ancestry never changes, so the caller knows it exactly.
  *
  * KEYS[1]  the new key's hash                {vk:<root>}:k:<id>
  * KEYS[2]  the family's member set           {vk:<root>}:members
@@ -8,55 +10,68 @@
  * ARGV[1]  '1' when there is a parent
  * ARGV[2]  now, epoch ms
  * ARGV[3..] field, value pairs of the new key
- * Returns 'ok' or an error word: 'parent_missing', 'parent_inactive'.
+ * Returns {'ok', tainted '1'|'0'}, or {error word}: 'parent_missing', 'parent_inactive'.
  */
 export const CREATE_KEY_LUA = `
+local inherit = false
 if ARGV[1] == '1' then
-  local p = redis.call('HMGET', KEYS[3], 'expires_at', 'revoked_at')
-  if not p[1] then return 'parent_missing' end
-  if (p[2] and p[2] ~= '') or tonumber(p[1]) <= tonumber(ARGV[2]) then return 'parent_inactive' end
+  local p = redis.call('HMGET', KEYS[3], 'expires_at', 'revoked_at', 'tainted')
+  if not p[1] then return {'parent_missing'} end
+  if (p[2] and p[2] ~= '') or tonumber(p[1]) <= tonumber(ARGV[2]) then return {'parent_inactive'} end
+  inherit = p[3] == '1'
 end
 local fields = {}
 for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
+if inherit then redis.call('HSET', KEYS[1], 'tainted', '1') end
 redis.call('SADD', KEYS[2], KEYS[1])
-return 'ok'
+return {'ok', redis.call('HGET', KEYS[1], 'tainted')}
 `;
 
 /**
- * Set a one-way flag (revocation or taint) on a key and all its descendants in the family.
+ * Set a one-way flag (revocation or taint) on a key and all its descendants in the family, at any
+ * depth: the family's parent links are followed down from the target, each member once.
  *
- * KEYS[1..] every member hash of the family
+ * The members are passed as KEYS, read by the caller just before; the script first checks that
+ * the member set still has exactly that many members (it only ever grows), so a child created on
+ * another replica in between is never left out: the caller re-reads and runs it again.
+ * Regression: issue 17 (a child issued while its parent was revoked elsewhere stayed `active`).
+ *
+ * KEYS[1]   the family's member set          {vk:<root>}:members
+ * KEYS[2..] every member hash of the family, as read from KEYS[1]
  * ARGV[1]   the target key id
  * ARGV[2]   field to set: 'revoked_at' (kept if already set) or 'tainted'
  * ARGV[3]   value
- * Returns 1, or 0 if the target is not a member.
+ * Returns 1; 0 if the target is not a member; -1 if the member set changed since it was read.
  */
 export const MARK_SUBTREE_LUA = `
-local parent = {}
-local found = false
-for i = 1, #KEYS do
+if redis.call('SCARD', KEYS[1]) ~= #KEYS - 1 then return -1 end
+local children = {}
+local target = nil
+for i = 2, #KEYS do
   local f = redis.call('HMGET', KEYS[i], 'key_id', 'parent')
   if f[1] then
-    parent[f[1]] = {f[2], KEYS[i]}
-    if f[1] == ARGV[1] then found = true end
+    if f[1] == ARGV[1] then target = KEYS[i] end
+    local up = f[2] or ''
+    if not children[up] then children[up] = {} end
+    table.insert(children[up], {f[1], KEYS[i]})
   end
 end
-if not found then return 0 end
-for id, entry in pairs(parent) do
-  local cursor = id
-  local depth = 0
-  while cursor and cursor ~= '' and depth < 32 do
-    if cursor == ARGV[1] then
-      if ARGV[2] ~= 'revoked_at' or not redis.call('HGET', entry[2], 'revoked_at') then
-        redis.call('HSET', entry[2], ARGV[2], ARGV[3])
-      end
-      break
+if not target then return 0 end
+local queue = {{ARGV[1], target}}
+local seen = {[ARGV[1]] = true}
+local head = 1
+while head <= #queue do
+  local id, key = queue[head][1], queue[head][2]
+  head = head + 1
+  if ARGV[2] ~= 'revoked_at' or not redis.call('HGET', key, 'revoked_at') then
+    redis.call('HSET', key, ARGV[2], ARGV[3])
+  end
+  for _, child in ipairs(children[id] or {}) do
+    if not seen[child[1]] then
+      seen[child[1]] = true
+      table.insert(queue, child)
     end
-    local up = parent[cursor]
-    if not up then break end
-    cursor = up[1]
-    depth = depth + 1
   end
 end
 return 1

@@ -81,6 +81,8 @@ export async function adminRoutes(app: FastifyInstance): Promise<void> {
     let expiresAt = now + input.ttlSeconds * 1000;
     let tainted = input.tainted;
     if (input.parentKeyId !== null) {
+      // The parent's vendor, allowlist and expiry never change; its state (revoked, expired,
+      // tainted) and depth are checked again by the store, atomically with the insert.
       const parent = await kb.store.getKey(input.parentKeyId, now);
       if (!parent) throw httpError(400, 'invalid_request', 'parent_key_id names no vault key.');
       if (keyStatus(parent, now) !== 'active') throw httpError(400, 'invalid_request', 'The parent key is not active.');
@@ -92,7 +94,7 @@ export async function adminRoutes(app: FastifyInstance): Promise<void> {
       tainted ||= parent.tainted;
     }
     const vaultKey = newVaultKey();
-    const record = {
+    const requested = {
       keyId: newKeyId(),
       keyHash: hashVaultKey(vaultKey),
       vendor: input.vendor,
@@ -106,18 +108,18 @@ export async function adminRoutes(app: FastifyInstance): Promise<void> {
       expiresAt,
       revokedAt: null,
     };
-    await kb.store.createKey(record);
+    const record = await kb.store.createKey(requested);
     return reply.code(201).send({
       key_id: record.keyId,
       vault_key: vaultKey,
       vendor: record.vendor,
-      expires_at: new Date(expiresAt).toISOString(),
+      expires_at: new Date(record.expiresAt).toISOString(),
       daily_usd_cap: record.dailyCapMicros === null ? null : microsToUsd(record.dailyCapMicros),
       usd_cap: record.capMicros === null ? null : microsToUsd(record.capMicros),
       allowed_endpoints: record.allowedEndpoints,
       agent_run_label: record.agentRunLabel,
       parent_key_id: record.parentKeyId,
-      tainted,
+      tainted: record.tainted,
       created_at: new Date(now).toISOString(),
     });
   });

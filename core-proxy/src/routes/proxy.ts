@@ -276,8 +276,17 @@ function checkLocally(
   }
 
   // A key issued while the vendor was configured, presented after a restart without its secret.
+  // Regression: issue 16. The same answer as at issuance, 400 `vendor_not_configured`: the
+  // contract fixes that status for the code, and no retry can succeed until an operator configures
+  // the secret (a 5xx would invite every vendor SDK's automatic retries).
   const secrets = kb.config.vendorSecrets[vendor.name];
-  if (!secrets) throw httpError(503, 'vendor_not_configured', `No secret is configured for ${vendor.name}.`);
+  if (!secrets) {
+    throw httpError(
+      400,
+      'vendor_not_configured',
+      `No secret is configured for ${vendor.name} on this proxy; nothing was forwarded.`,
+    );
+  }
 
   const segments = normalizePath(facts.rawPath);
   facts.segments = segments;
@@ -299,7 +308,14 @@ function checkLocally(
     throw new InvalidRequestError(`Idempotency-Key may be at most ${MAX_IDEMPOTENCY_KEY} characters.`);
   }
 
-  const vendorRequest: VendorRequest = { method, segments, headers: request.headers, body: facts.body };
+  const vendorRequest: VendorRequest = {
+    method,
+    segments,
+    headers: request.headers,
+    rawHeaders: request.raw.rawHeaders,
+    query: facts.query.slice(1),
+    body: facts.body,
+  };
   // The vendor module's rule when it has one, else a configured flat cost, else free.
   const builtInEstimate = vendor.estimateCost(vendorRequest, kb.config.pricing);
   const estimate = builtInEstimate ?? extraCost(kb.config.pricing, vendor.name, method, segments) ?? 0;
@@ -325,6 +341,11 @@ const REFUSALS = {
     'This Idempotency-Key was used with a different method, path or body.',
   ],
   idempotency_key_in_use: [409, 'idempotency_key_in_use', 'A request with this Idempotency-Key is still in flight.'],
+  key_depth_exceeded: [
+    400,
+    'key_depth_exceeded',
+    'This vault key has more ancestors than MAX_KEY_DEPTH allows (issued before the limit); it cannot be used.',
+  ],
 } as const;
 
 /**

@@ -2,7 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { GENESIS_HASH, type AuditRecordJson, auditRecordJson, chainHash } from '../audit-chain.js';
 import { canonicalJson } from '../canonical-json.js';
-import { InvalidRequestError, KeybrakeError, StoreUnavailableError } from '../errors.js';
+import { InvalidRequestError, KeyDepthExceededError, KeybrakeError, StoreUnavailableError } from '../errors.js';
+import { MAX_CHAIN_LENGTH, MAX_KEY_DEPTH } from '../key-depth.js';
 import { RELEASE_LOCK_LUA, SEAL_APPEND_LUA } from '../lua/audit-seal.js';
 import { CREATE_KEY_LUA, MARK_SUBTREE_LUA } from '../lua/family.js';
 import { RESERVE_LUA } from '../lua/reserve.js';
@@ -51,7 +52,10 @@ export interface RedisStoreOptions {
 interface FamilyEntry {
   readonly record: VaultKeyRecord;
   readonly root: string;
-  /** The key and its ancestors, nearest first. */
+  /**
+   * The key and its ancestors, nearest first: the whole chain when it is within `MAX_KEY_DEPTH`,
+   * else its first `MAX_CHAIN_LENGTH + 1` keys (a chain written before the limit, never used).
+   */
   readonly chain: readonly string[];
 }
 
@@ -72,7 +76,7 @@ type FamilyAuditRecord = AuditInput & { readonly rid: string };
 interface ScriptCommands {
   kbReserve(...args: (string | number)[]): Promise<[string, string?, string?]>;
   kbSettle(...args: (string | number)[]): Promise<number>;
-  kbCreateKey(...args: (string | number)[]): Promise<string>;
+  kbCreateKey(...args: (string | number)[]): Promise<[string, string?]>;
   kbMarkSubtree(...args: (string | number)[]): Promise<number>;
   kbSealAppend(...args: (string | number)[]): Promise<number>;
   kbReleaseLock(...args: (string | number)[]): Promise<number>;
@@ -197,11 +201,15 @@ export class RedisStore implements Store {
     );
   }
 
-  createKey(record: VaultKeyRecord): Promise<void> {
+  createKey(record: VaultKeyRecord): Promise<VaultKeyRecord> {
     return this.run(async () => {
       const parent = record.parentKeyId === null ? undefined : await this.family(record.parentKeyId);
       if (record.parentKeyId !== null && !parent) throw new InvalidRequestError('parent_key_id names no vault key.');
+      // Regression: issue 16. A family's ancestry never changes, so the depth is exact here; the
+      // parent's state, which does change, is checked inside the script.
+      if (parent && parent.chain.length > MAX_KEY_DEPTH) throw new KeyDepthExceededError(MAX_KEY_DEPTH);
       const root = parent?.root ?? record.keyId;
+      const expiresAt = parent ? Math.min(record.expiresAt, parent.record.expiresAt) : record.expiresAt;
       const fields: (string | number)[] = [
         'key_id', record.keyId,
         'key_hash', record.keyHash,
@@ -214,14 +222,14 @@ export class RedisStore implements Store {
         'root', root,
         'tainted', record.tainted ? '1' : '0',
         'created_at', record.createdAt,
-        'expires_at', record.expiresAt,
+        'expires_at', expiresAt,
         'spent', 0,
         'reserved', 0,
         'unknown', 0,
       ]; // prettier-ignore
       const parentHash =
         record.parentKeyId === null ? keyHashKey(root, record.keyId) : keyHashKey(root, record.parentKeyId);
-      const created = await this.redis.kbCreateKey(
+      const [created, tainted] = await this.redis.kbCreateKey(
         3,
         keyHashKey(root, record.keyId),
         membersKey(root),
@@ -230,6 +238,7 @@ export class RedisStore implements Store {
         record.createdAt,
         ...fields,
       );
+      if (created === 'parent_missing') throw new InvalidRequestError('parent_key_id names no vault key.');
       if (created !== 'ok') throw new InvalidRequestError('The parent key is not active.');
       // Indexes after the family data, so a lookup never finds a key that is not there.
       await Promise.all([
@@ -237,6 +246,7 @@ export class RedisStore implements Store {
         this.redis.set(`root:${record.keyId}`, root),
         this.redis.sadd(SHARDS, root),
       ]);
+      return { ...record, expiresAt, tainted: tainted === '1' };
     });
   }
 
@@ -286,6 +296,9 @@ export class RedisStore implements Store {
       const family = await this.family(input.keyId);
       if (!family) return { kind: 'refused', code: 'invalid_vault_key' };
       const { root, chain } = family;
+      // Regression: issue 16. Only a chain written before the depth limit can be longer; its
+      // furthest caps would go unchecked, so it cannot be used at all.
+      if (chain.length > MAX_CHAIN_LENGTH) return { kind: 'refused', code: 'key_depth_exceeded' };
       const day = utcDay(input.now);
       const idem = input.idempotency;
       const reservation = {
@@ -506,11 +519,17 @@ export class RedisStore implements Store {
     return this.run(async () => {
       const root = await this.rootOf(keyId);
       if (root === undefined) return false;
-      const members = await this.redis.smembers(membersKey(root));
       // Member names come back with the prefix ioredis adds; the script gets them re-prefixed.
       const prefix = this.prefix();
-      const keys = members.map((member) => (member.startsWith(prefix) ? member.slice(prefix.length) : member));
-      return (await this.redis.kbMarkSubtree(keys.length, ...keys, keyId, field, value)) === 1;
+      // The script refuses a stale member list (a child created meanwhile); each retry reads the
+      // set again, and only keys being created in that very instant can make it stale again.
+      for (let attempt = 0; attempt < 100; attempt += 1) {
+        const members = await this.redis.smembers(membersKey(root));
+        const keys = members.map((member) => (member.startsWith(prefix) ? member.slice(prefix.length) : member));
+        const marked = await this.redis.kbMarkSubtree(keys.length + 1, membersKey(root), ...keys, keyId, field, value);
+        if (marked >= 0) return marked === 1;
+      }
+      throw new StoreUnavailableError(new Error('the key family kept changing while it was being marked'));
     });
   }
 
@@ -534,7 +553,8 @@ export class RedisStore implements Store {
     if (!fields.key_id) return undefined;
     const record = toRecord(fields);
     const parent = record.parentKeyId === null ? undefined : await this.family(record.parentKeyId);
-    const entry = { record, root, chain: [keyId, ...(parent?.chain ?? [])].slice(0, 16) };
+    // One key beyond the permitted chain is enough to tell that a chain is too long.
+    const entry = { record, root, chain: [keyId, ...(parent?.chain ?? [])].slice(0, MAX_CHAIN_LENGTH + 1) };
     remember(this.families, keyId, entry);
     return entry;
   }

@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { GENESIS_HASH, type AuditRecordJson, auditRecordJson, chainHash } from '../audit-chain.js';
 import { canonicalJson } from '../canonical-json.js';
-import { StoreUnavailableError } from '../errors.js';
+import { InvalidRequestError, KeyDepthExceededError, KeybrakeError, StoreUnavailableError } from '../errors.js';
+import { MAX_CHAIN_LENGTH, MAX_KEY_DEPTH } from '../key-depth.js';
 import type { Micros } from '../money.js';
 import {
   type AuditInput,
@@ -156,27 +157,49 @@ export class SqliteStore implements Store {
     this.purgeTimer.unref();
   }
 
-  createKey(record: VaultKeyRecord): Promise<void> {
-    return this.write(() => {
-      this.statement(
-        `INSERT INTO vault_keys (key_id, key_hash, vendor, daily_cap, cap, allowed_endpoints, agent_run_label,
-             parent_key_id, tainted, created_at, expires_at, revoked_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      ).run(
-        record.keyId,
-        record.keyHash,
-        record.vendor,
-        record.dailyCapMicros,
-        record.capMicros,
-        JSON.stringify(record.allowedEndpoints),
-        record.agentRunLabel,
-        record.parentKeyId,
-        record.tainted ? 1 : 0,
-        record.createdAt,
-        record.expiresAt,
-        record.revokedAt,
-      );
-    });
+  createKey(record: VaultKeyRecord): Promise<VaultKeyRecord> {
+    // Regression: issue 16. The parent is read in the same transaction as the insert: a revoke or
+    // taint of the parent commits either before it (and is seen here) or after it (and reaches the
+    // child through the subtree update).
+    return this.write(() =>
+      this.atomic(() => {
+        let stored = record;
+        if (record.parentKeyId !== null) {
+          const parentChain = this.ancestry(record.parentKeyId);
+          const parent = parentChain[0];
+          if (!parent) throw new InvalidRequestError('parent_key_id names no vault key.');
+          if (parent.revoked_at !== null || parent.expires_at <= record.createdAt) {
+            throw new InvalidRequestError('The parent key is not active.');
+          }
+          // The parent's chain is the new key's ancestry.
+          if (parentChain.length > MAX_KEY_DEPTH) throw new KeyDepthExceededError(MAX_KEY_DEPTH);
+          stored = {
+            ...record,
+            tainted: record.tainted || parent.tainted === 1,
+            expiresAt: Math.min(record.expiresAt, parent.expires_at),
+          };
+        }
+        this.statement(
+          `INSERT INTO vault_keys (key_id, key_hash, vendor, daily_cap, cap, allowed_endpoints, agent_run_label,
+               parent_key_id, tainted, created_at, expires_at, revoked_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        ).run(
+          stored.keyId,
+          stored.keyHash,
+          stored.vendor,
+          stored.dailyCapMicros,
+          stored.capMicros,
+          JSON.stringify(stored.allowedEndpoints),
+          stored.agentRunLabel,
+          stored.parentKeyId,
+          stored.tainted ? 1 : 0,
+          stored.createdAt,
+          stored.expiresAt,
+          stored.revokedAt,
+        );
+        return stored;
+      }),
+    );
   }
 
   findKeyByHash(keyHash: string): Promise<VaultKeyRecord | undefined> {
@@ -239,6 +262,9 @@ export class SqliteStore implements Store {
       this.atomic((): ReserveOutput => {
         const chain = this.ancestry(input.keyId);
         if (chain.length === 0) return { kind: 'refused', code: 'invalid_vault_key' };
+        // Regression: issue 16. Only a chain written before the depth limit can be longer; its
+        // furthest caps would go unchecked, so it cannot be used at all.
+        if (chain.length > MAX_CHAIN_LENGTH) return { kind: 'refused', code: 'key_depth_exceeded' };
         for (const key of chain) {
           if (key.revoked_at !== null) return { kind: 'refused', code: 'vault_key_revoked' };
           if (key.expires_at <= input.now) return { kind: 'refused', code: 'vault_key_expired' };
@@ -420,7 +446,9 @@ export class SqliteStore implements Store {
     batch.forEach((write, i) => {
       const outcome = outcomes[i]!;
       if (outcome.ok) write.resolve(outcome.value);
-      else write.reject(new StoreUnavailableError(outcome.error));
+      // A refusal of the request itself (a parent revoked meanwhile) is the caller's answer, not an outage.
+      else
+        write.reject(outcome.error instanceof KeybrakeError ? outcome.error : new StoreUnavailableError(outcome.error));
     });
   }
 
@@ -436,11 +464,14 @@ export class SqliteStore implements Store {
     return this.statement('SELECT * FROM vault_keys WHERE key_id = ?').get(keyId) as KeyRow | undefined;
   }
 
-  /** The key and its ancestors, nearest first. */
+  /**
+   * The key and its ancestors, nearest first: the whole permitted chain, and one key more when
+   * the chain is longer than permitted (so callers can tell and refuse it).
+   */
   private ancestry(keyId: string): KeyRow[] {
     const chain: KeyRow[] = [];
     let next: string | null = keyId;
-    while (next !== null && chain.length < 16) {
+    while (next !== null && chain.length <= MAX_CHAIN_LENGTH) {
       const row = this.keyRow(next);
       if (!row) break;
       chain.push(row);

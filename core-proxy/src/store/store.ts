@@ -92,7 +92,9 @@ export type ReserveOutput =
         | 'idempotency_key_reused'
         | 'idempotency_key_in_use'
         | 'tainted_request_refused'
-        | 'invalid_vault_key';
+        | 'invalid_vault_key'
+        /** A chain longer than `MAX_KEY_DEPTH` allows (written before the limit): not every cap could be checked. */
+        | 'key_depth_exceeded';
       /** The key whose cap was hit (the key itself or an ancestor). */
       readonly capKeyId?: string;
     };
@@ -144,8 +146,14 @@ export interface AuditCheckpoint {
  * forward nothing in that case.
  */
 export interface Store {
-  /** Stores a new key. Throws `InvalidRequestError` if its parent is missing or no longer active. */
-  createKey(record: VaultKeyRecord): Promise<void>;
+  /**
+   * Stores a new key and returns it as stored. A child is checked against its parent in the same
+   * atomic step as the insert, so a parent revoked or tainted concurrently (on any replica) is
+   * never missed: the parent must exist, be neither revoked nor expired at `createdAt`, and have
+   * fewer than `MAX_KEY_DEPTH` ancestors; the child inherits the parent's taint as it is then.
+   * Throws `InvalidRequestError` (parent missing or inactive) or `KeyDepthExceededError`.
+   */
+  createKey(record: VaultKeyRecord): Promise<VaultKeyRecord>;
   /**
    * Looks a key up by the SHA-256 of its vault key. A store may serve this from a local cache:
    * the immutable fields are exact, but `revokedAt` and `tainted` may lag behind (only ever

@@ -1,17 +1,26 @@
-import { parseEndpointPattern, matchesPattern } from '../allowlist.js';
+import { parseEndpointPattern, matchesRoute } from '../allowlist.js';
+import { RequestNotPriceableError } from '../errors.js';
 import { usdToMicros } from '../money.js';
-import { type VendorModule, type VendorRequest, isSuccess, readBearer, readJson } from './vendor.js';
+import { type VendorModule, type VendorRequest, isSuccess, readBearer, readJson, readParams } from './vendor.js';
 
 const SEND = parseEndpointPattern('POST /emails');
 const BATCH = parseEndpointPattern('POST /emails/batch');
 
+function isCosted(request: VendorRequest): boolean {
+  return [SEND, BATCH].some((pattern) => matchesRoute(pattern, request.method, request.segments));
+}
+
 /** How many emails a send request asks for: 1, or the length of a batch. */
 function emailCount(request: VendorRequest): number | undefined {
-  if (matchesPattern(SEND, request.method, request.segments)) return 1;
-  if (!matchesPattern(BATCH, request.method, request.segments)) return undefined;
-  const body = readJson(request.body);
-  // Resend caps a batch at 100; an unreadable batch is refused by Resend, so it costs nothing.
-  return Array.isArray(body) ? body.length : 0;
+  if (matchesRoute(SEND, request.method, request.segments)) return 1;
+  if (!matchesRoute(BATCH, request.method, request.segments)) return undefined;
+  // Read strictly (a BOM stripped, gzip or another media type refused): an unreadable batch
+  // reserved at $0 was forwarded to a vendor that may read it. Regression: issue 16.
+  const params = readParams(request);
+  if (params.bodyKind !== 'json' || !Array.isArray(params.json)) {
+    throw new RequestNotPriceableError('A Resend batch must be a JSON array of emails.');
+  }
+  return params.json.length;
 }
 
 /** Resend: Bearer API key; cost = a configured price per email. */
@@ -33,7 +42,7 @@ export const resend: VendorModule = {
   },
 
   settleCost(request, response, estimate) {
-    return isSuccess(response.status) && emailCount(request) !== undefined ? estimate : 0;
+    return isSuccess(response.status) && isCosted(request) ? estimate : 0;
   },
 
   vendorRequestId(response) {

@@ -1,5 +1,5 @@
-import { parseEndpointPattern } from '../allowlist.js';
-import { httpError } from '../errors.js';
+import { matchesRoute, parseEndpointPattern } from '../allowlist.js';
+import { RequestNotPriceableError, httpError } from '../errors.js';
 import { type Micros, usdToMicros } from '../money.js';
 import type { PricingOptions } from '../cost-rules.js';
 import {
@@ -52,7 +52,7 @@ export function stripeAmountToMicros(amount: number, currency: string, pricing: 
 }
 
 function isCosted(request: VendorRequest): boolean {
-  return request.method === 'POST' && COSTED.some((p) => p.segments.join('/') === request.segments.join('/'));
+  return COSTED.some((pattern) => matchesRoute(pattern, request.method, request.segments));
 }
 
 /** Stripe: Bearer secret key; cost = `amount` of payment intents and charges. */
@@ -74,14 +74,16 @@ export const stripe: VendorModule = {
   estimateCost(request, pricing) {
     if (!isCosted(request)) return undefined;
     const params = readParams(request);
-    // A repeated `amount` must not let the vendor charge a larger value than we reserved.
-    const amounts = params
-      .getAll('amount')
-      .map(Number)
-      .filter((n) => Number.isFinite(n) && n > 0);
-    if (amounts.length === 0) return 0; // Stripe refuses a charge without an amount.
-    const currency = params.get('currency') ?? 'usd';
-    return stripeAmountToMicros(Math.max(...amounts), currency, pricing);
+    // Exactly one amount and one currency, wherever Stripe reads them (body or query): a repeat
+    // such as `currency=jpy&currency=usd` is refused, not read one way here and another there.
+    const amount = params.integer('amount');
+    const currency = params.one('currency');
+    if (amount === undefined || amount === 0) return 0; // Stripe refuses a charge without an amount.
+    if (currency === undefined) {
+      // Stripe refuses it too, but a default would guess: an account's own currency may be worth more than USD.
+      throw new RequestNotPriceableError('A Stripe amount without a currency cannot be priced.');
+    }
+    return stripeAmountToMicros(amount, currency.trim(), pricing);
   },
 
   settleCost(request, response, estimate, pricing) {

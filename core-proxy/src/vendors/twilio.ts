@@ -1,4 +1,4 @@
-import { parseEndpointPattern, matchesPattern } from '../allowlist.js';
+import { parseEndpointPattern, matchesRoute } from '../allowlist.js';
 import { usdToMicros } from '../money.js';
 import { type VendorModule, type VendorRequest, isSuccess, readBasic, readJson, readParams } from './vendor.js';
 import { VAULT_KEY_PREFIX } from '../vault-keys.js';
@@ -28,7 +28,7 @@ export function smsSegments(body: string): number {
 }
 
 function isMessageCreate(request: VendorRequest): boolean {
-  return matchesPattern(MESSAGES, request.method, request.segments);
+  return matchesRoute(MESSAGES, request.method, request.segments);
 }
 
 /** Index of the account SID segment in `/2010-04-01/Accounts/{Sid}/...`. */
@@ -62,8 +62,9 @@ export const twilio: VendorModule = {
   estimateCost(request, pricing) {
     if (!isMessageCreate(request)) return undefined;
     const params = readParams(request);
-    if (params.getAll('MediaUrl').length > 0) return usdToMicros(pricing.twilioMmsUsd);
-    const segments = Math.max(1, ...params.getAll('Body').map(smsSegments));
+    if (params.all('MediaUrl').length > 0) return usdToMicros(pricing.twilioMmsUsd);
+    // One Body: two would leave which one Twilio sends (and how many segments it bills) ambiguous.
+    const segments = smsSegments(params.one('Body') ?? '');
     return usdToMicros(segments * pricing.twilioSegmentUsd);
   },
 

@@ -2,6 +2,9 @@ import type { IncomingHttpHeaders } from 'node:http';
 import type { EndpointPattern } from '../allowlist.js';
 import type { Micros } from '../money.js';
 import type { PricingOptions } from '../cost-rules.js';
+import { type RequestParams, readRequestParams } from './request-params.js';
+
+export { RequestParams, type RequestParam, type BodyKind } from './request-params.js';
 
 /** A proxied request as a vendor module sees it: already authenticated and allowlisted. */
 export interface VendorRequest {
@@ -9,6 +12,13 @@ export interface VendorRequest {
   /** Normalized, decoded path segments as the client sent them (after `/{vendor}`). */
   readonly segments: readonly string[];
   readonly headers: IncomingHttpHeaders;
+  /**
+   * The header list exactly as received (`[name, value, ...]`), where a repeated header shows.
+   * @default none: repeated headers are not checked
+   */
+  readonly rawHeaders?: readonly string[];
+  /** The raw query string without the leading `?` (`''` when there is none). */
+  readonly query: string;
   readonly body: Buffer;
 }
 
@@ -48,7 +58,8 @@ export interface VendorModule {
   prepareUpstream(request: VendorRequest, secrets: VendorSecrets): UpstreamRequest;
   /**
    * The most this call can cost, in micro-dollars, or `undefined` when the vendor module has no
-   * rule for the endpoint. Must be an upper bound for the cap guarantee to hold.
+   * rule for the endpoint. Must be an upper bound for the cap guarantee to hold: read parameters
+   * with {@link readParams}, and throw `RequestNotPriceableError` rather than guess.
    */
   estimateCost(request: VendorRequest, pricing: PricingOptions): Micros | undefined;
   /** The real cost, read from the vendor's response once it has answered. */
@@ -75,25 +86,14 @@ export function readBasic(headers: IncomingHttpHeaders): [string, string] | unde
   return [decoded.slice(0, colon), decoded.slice(colon + 1)];
 }
 
-/** Parses a form-encoded or JSON body into a flat parameter lookup; unparseable bodies read as empty. */
-export function readParams(request: VendorRequest): URLSearchParams {
-  const contentType = String(request.headers['content-type'] ?? '');
-  const text = request.body.toString('utf8');
-  if (contentType.includes('json')) {
-    try {
-      const parsed: unknown = JSON.parse(text);
-      const params = new URLSearchParams();
-      if (parsed && typeof parsed === 'object' && !Array.isArray(parsed)) {
-        for (const [key, value] of Object.entries(parsed)) {
-          if (typeof value === 'string' || typeof value === 'number') params.append(key, String(value));
-        }
-      }
-      return params;
-    } catch {
-      return new URLSearchParams();
-    }
-  }
-  return new URLSearchParams(text);
+/**
+ * The parameters the vendor will read (query string and body), read strictly. Use `one`,
+ * `integer` or `all` for priced parameters: they refuse duplicates and ambiguous spellings.
+ * @throws RequestNotPriceableError (400 `request_not_priceable`) when the body cannot be read
+ *   with certainty (unknown media type, multipart, compressed, not UTF-8, a repeated JSON key...).
+ */
+export function readParams(request: VendorRequest): RequestParams {
+  return readRequestParams(request);
 }
 
 /** Parses a JSON response body, or `undefined`. */

@@ -1,0 +1,158 @@
+{{/* Names. */}}
+{{- define "keybrake.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "keybrake.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "keybrake.redisName" -}}
+{{- printf "%s-redis" (include "keybrake.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "keybrake.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "keybrake.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* Labels. */}}
+{{- define "keybrake.labels" -}}
+app.kubernetes.io/name: {{ include "keybrake.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{ include "keybrake.sharedLabels" . }}
+{{- end }}
+
+{{/* The labels besides name and instance (pod templates add them to their selector labels). */}}
+{{- define "keybrake.sharedLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: keybrake
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "keybrake.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "keybrake.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: proxy
+{{- end }}
+
+{{- define "keybrake.redisSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "keybrake.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: redis
+{{- end }}
+
+{{/* The proxy image reference: the digest wins over the tag. */}}
+{{- define "keybrake.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{- define "keybrake.redisImage" -}}
+{{- $image := .Values.redis.bundled.image }}
+{{- if $image.digest }}
+{{- printf "%s@%s" $image.repository $image.digest }}
+{{- else }}
+{{- printf "%s:%s" $image.repository $image.tag }}
+{{- end }}
+{{- end }}
+
+{{/* Secret names: the user's existingSecret, or the one the chart makes. */}}
+{{- define "keybrake.vendorSecretName" -}}
+{{- default (printf "%s-vendors" (include "keybrake.fullname" .)) .Values.vendors.existingSecret }}
+{{- end }}
+
+{{- define "keybrake.issuerSecretName" -}}
+{{- default (printf "%s-issuer-keys" (include "keybrake.fullname" .)) .Values.issuerKeys.existingSecret }}
+{{- end }}
+
+{{- define "keybrake.auditSecretName" -}}
+{{- default (printf "%s-audit-signing-key" (include "keybrake.fullname" .)) .Values.auditSigningKey.existingSecret }}
+{{- end }}
+
+{{/* The Secret holding KEYBRAKE_REDIS_URL (bundled: also REDIS_PASSWORD). */}}
+{{- define "keybrake.redisSecretName" -}}
+{{- if eq .Values.redis.mode "bundled" }}
+{{- default (include "keybrake.redisName" .) .Values.redis.bundled.auth.existingSecret }}
+{{- else }}
+{{- default (printf "%s-redis-url" (include "keybrake.fullname" .)) .Values.redis.external.existingSecret }}
+{{- end }}
+{{- end }}
+
+{{/*
+The secret files of each enabled vendor: the Secret's keys are named after the environment
+variables, and the proxy reads NAME_FILE.
+*/}}
+{{- define "keybrake.vendorKeys" -}}
+{{- $keys := list }}
+{{- if .Values.vendors.stripe.enabled }}{{ $keys = append $keys "STRIPE_SECRET_KEY" }}{{ end }}
+{{- if .Values.vendors.twilio.enabled }}{{ $keys = concat $keys (list "TWILIO_ACCOUNT_SID" "TWILIO_AUTH_TOKEN") }}{{ end }}
+{{- if .Values.vendors.resend.enabled }}{{ $keys = append $keys "RESEND_API_KEY" }}{{ end }}
+{{- toJson $keys }}
+{{- end }}
+
+{{/*
+A value kept across upgrades: the one already in the cluster's Secret (lookup), else a generated
+one. `helm template` has no cluster, so it generates every time; use existingSecret for GitOps.
+*/}}
+{{- define "keybrake.keptSecretValue" -}}
+{{- $existing := lookup "v1" "Secret" .context.Release.Namespace .secret }}
+{{- if and $existing $existing.data (hasKey $existing.data .key) }}
+{{- index $existing.data .key | b64dec }}
+{{- else }}
+{{- .generated }}
+{{- end }}
+{{- end }}
+
+{{/* Refuses value sets that cannot work, with a message saying what to change. */}}
+{{- define "keybrake.validate" -}}
+{{- $mode := .Values.redis.mode }}
+{{- if and (gt (int .Values.replicaCount) 1) (eq $mode "none") }}
+{{- fail (printf "replicaCount is %d, but redis.mode is none: the embedded SQLite store belongs to one process, so replicas would each keep their own caps, spend and audit chain. Set redis.mode=bundled (a Redis in this release) or redis.mode=external with redis.external.url or redis.external.existingSecret, or set replicaCount=1." (int .Values.replicaCount)) }}
+{{- end }}
+{{- if and (eq $mode "external") (not .Values.redis.external.url) (not .Values.redis.external.existingSecret) }}
+{{- fail "redis.mode is external: set redis.external.url or redis.external.existingSecret (a Secret with the key KEYBRAKE_REDIS_URL)." }}
+{{- end }}
+{{- if and (ne $mode "external") (or .Values.redis.external.url .Values.redis.external.existingSecret) }}
+{{- fail (printf "redis.external is set but redis.mode is %s: set redis.mode=external to use it." $mode) }}
+{{- end }}
+{{- if and (eq $mode "external") .Values.networkPolicy.enabled (empty .Values.networkPolicy.externalRedisEgress.to) }}
+{{- fail "redis.mode is external and networkPolicy.enabled: set networkPolicy.externalRedisEgress.to (e.g. an ipBlock of your Redis) or the proxy cannot reach it." }}
+{{- end }}
+{{- if not .Values.vendors.existingSecret }}
+{{- if and .Values.vendors.stripe.enabled (not .Values.vendors.stripe.secretKey) }}
+{{- fail "vendors.stripe.enabled: set vendors.stripe.secretKey (e.g. --set-file) or vendors.existingSecret." }}
+{{- end }}
+{{- if and .Values.vendors.twilio.enabled (or (not .Values.vendors.twilio.accountSid) (not .Values.vendors.twilio.authToken)) }}
+{{- fail "vendors.twilio.enabled: set vendors.twilio.accountSid and vendors.twilio.authToken, or vendors.existingSecret." }}
+{{- end }}
+{{- if and .Values.vendors.resend.enabled (not .Values.vendors.resend.apiKey) }}
+{{- fail "vendors.resend.enabled: set vendors.resend.apiKey or vendors.existingSecret." }}
+{{- end }}
+{{- end }}
+{{- if and .Values.issuerKeys.existingSecret .Values.issuerKeys.keys }}
+{{- fail "issuerKeys: set existingSecret or keys, not both." }}
+{{- end }}
+{{- if and .Values.auditSigningKey.existingSecret .Values.auditSigningKey.pem }}
+{{- fail "auditSigningKey: set existingSecret or pem, not both." }}
+{{- end }}
+{{- end }}

@@ -4,7 +4,6 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { parseArgs } from 'node:util';
-import { execCommand } from '@keybrake/client/exec';
 import { CheckpointSigner, verificationJson } from './audit-checkpoints.js';
 import { AuditExportError, checkpointsFromText, verifyExportFile } from './audit-export.js';
 import { ConfigError, loadConfig } from './config.js';
@@ -28,10 +27,6 @@ const USAGE = `keybrake: credential-enforcement proxy for AI agents
                                           elsewhere (e.g. the proxy's log) that the export must hold
   keybrake audit keygen --out FILE        a new Ed25519 signing key (PKCS#8 PEM, mode 0600) for
                                           KEYBRAKE_AUDIT_SIGNING_KEY_FILE; prints its public key
-  keybrake exec [--proxy-url URL] [--idempotency-part P]... -- PROGRAM [ARGS...]
-                                          run a program with the vault key, proxy URL and
-                                          idempotency key in its environment; a final refusal
-                                          becomes its exit code (75: cap hit; see keybrake exec --help)
 
 Client commands (all but serve, verify-export and keygen) talk to KEYBRAKE_URL (default http://127.0.0.1:8080) with the issuer key
 KEYBRAKE_API_KEY (or the first of KEYBRAKE_API_KEYS). They print the API's JSON answer and
@@ -199,8 +194,6 @@ async function main(argv: string[]): Promise<number> {
       return verifyExport(rest);
     case 'audit keygen':
       return keygen(rest);
-    case 'exec':
-      return execCommand(argv.slice(1));
     case 'help':
     case '--help':
     case '':

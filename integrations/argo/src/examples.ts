@@ -29,6 +29,9 @@ function group(...steps: IWorkflowStep[]): IParallelSteps {
   return { steps };
 }
 
+/** The label the Helm chart's NetworkPolicy lets reach the proxy (`networkPolicy.clients`). */
+export const CLIENT_LABEL = 'keybrake.io/client';
+
 /** `templateRef` to one of the `keybrake` templates. */
 function keybrakeRef(template: string): IWorkflowStep['templateRef'] {
   return { name: KEYBRAKE_TEMPLATE_NAME, template };
@@ -96,6 +99,8 @@ export function billingAgentWorkflow(): Workflow {
     spec: {
       entrypoint: 'main',
       serviceAccountName: WORKFLOW_SERVICE_ACCOUNT,
+      // The chart's NetworkPolicy admits only pods with this label (plus their namespace, see README).
+      podMetadata: { labels: { [CLIENT_LABEL]: 'true' } },
       onExit: exitHandler.name,
       activeDeadlineSeconds: 3600,
       arguments: {
@@ -164,6 +169,8 @@ export function supportAgentWorkflow(): Workflow {
     spec: {
       entrypoint: 'main',
       serviceAccountName: WORKFLOW_SERVICE_ACCOUNT,
+      // The chart's NetworkPolicy admits only pods with this label (plus their namespace, see README).
+      podMetadata: { labels: { [CLIENT_LABEL]: 'true' } },
       onExit: exitHandler.name,
       activeDeadlineSeconds: 3600,
       arguments: {

@@ -164,9 +164,10 @@ if created not in (200, 201):
 output("key-id", key_id)
 output("vault-key-secret", secret_name)
 output("expires-at", answer.get("expires_at", ""))
-print("keybrake: issued %s (%s, %s, cap %s, daily cap %s%s), vault key in Secret %s/%s" % (
-    key_id, body["vendor"], body["agent_run_label"], answer.get("usd_cap"), answer.get("daily_usd_cap"),
-    ", tainted" if body.get("tainted") else "", namespace, secret_name))
+caps = "".join(", %s $%s" % (label, answer[field]) for label, field in (("cap", "usd_cap"), ("daily cap", "daily_usd_cap"))
+               if answer.get(field) is not None)
+print("keybrake: issued %s (%s, %s%s%s), vault key in Secret %s/%s" % (
+    key_id, body["vendor"], body["agent_run_label"], caps, ", tainted" if body.get("tainted") else "", namespace, secret_name))
 `;
 
 /**
@@ -196,9 +197,10 @@ if status != 200:
     fail("key %s revoked, but its spend could not be read: %s" % (key_id, refusal(status, state)))
 spent = state.get("spent_usd", 0)
 output("spent-usd", str(spent))
-print("keybrake: workflow %s: key %s %s; spent $%s (reserved $%s, cap %s, daily cap %s)" % (
-    workflow_status, key_id, state.get("status"), spent, state.get("reserved_usd", 0),
-    state.get("usd_cap"), state.get("daily_usd_cap")))
+caps = "".join("; %s $%s" % (label, state[field]) for label, field in (("cap", "usd_cap"), ("daily cap", "daily_usd_cap"))
+               if state.get(field) is not None)
+print("keybrake: workflow %s: key %s %s; spent $%s (reserved $%s%s)" % (
+    workflow_status, key_id, state.get("status"), spent, state.get("reserved_usd", 0), caps))
 
 namespace = os.environ["KEYBRAKE_NAMESPACE"]
 for secret_name in [name.strip() for name in os.environ.get("KEYBRAKE_VAULT_KEY_SECRETS", "").split(",") if name.strip()]:

@@ -265,17 +265,13 @@ describe('script-level (python3 and keybrake exec against the real proxy and str
   });
 });
 
-/** Runs `keybrake exec` (the client's bin, or the proxy CLI's subcommand) around a program. */
+/** Runs `keybrake-exec` (the bin of @keybrake/client) around a program. */
 function keybrakeExec(
-  entry: 'keybrake-exec' | 'keybrake exec',
   args: string[],
   env: Record<string, string>,
 ): Promise<{ exitCode: number; stderr: string; stdout: string }> {
-  const bin =
-    entry === 'keybrake-exec'
-      ? [join(ROOT, 'integrations/client/dist/exec-bin.js')]
-      : [join(ROOT, 'core-proxy/dist/cli.js'), 'exec'];
-  const child = spawn(process.execPath, [...bin, ...args], { env: { PATH: process.env.PATH ?? '', ...env } });
+  const bin = join(ROOT, 'integrations/client/dist/exec-bin.js');
+  const child = spawn(process.execPath, [bin, ...args], { env: { PATH: process.env.PATH ?? '', ...env } });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
@@ -300,8 +296,8 @@ except urllib.error.HTTPError as error:
     sys.exit(1)
 `;
 
-describe('script-level: keybrake exec (a program that knows nothing of the convention)', () => {
-  it('script-level: keybrake exec gives the program the vault key, proxy and idempotency key, and maps its cap hit to 75', async () => {
+describe('script-level: keybrake-exec (a program that knows nothing of the convention)', () => {
+  it('script-level: keybrake-exec gives the program the vault key, proxy and idempotency key, and maps its cap hit to 75', async () => {
     const proxy = await startProxy({ env: { KEYBRAKE_STRIPE_BASE_URL: inject('stripeMockUrl') } });
     const key = await proxy.issueKey({
       vendor: 'stripe',
@@ -315,27 +311,27 @@ describe('script-level: keybrake exec (a program that knows nothing of the conve
       const uid = 'f3a1c2d4-0000-4000-8000-000000000001';
       const parts = ['--idempotency-part', uid, '--idempotency-part', 'charge(0:cus_1)', '--idempotency-part', 'cus_1'];
       const env = { KEYBRAKE_PROXY_URL: proxy.url, KEYBRAKE_VAULT_KEY: key.vault_key };
-      const ok = await keybrakeExec('keybrake-exec', [...parts, '--', 'python3', program, '2000'], env);
+      const ok = await keybrakeExec([...parts, '--', 'python3', program, '2000'], env);
       expect(ok.exitCode, ok.stderr).toBe(0);
       expect(ok.stdout).toContain(`idempotency-key=${deriveIdempotencyKey([uid, 'charge(0:cus_1)', 'cus_1'])}`);
       // $20 of $30 spent: a $20 charge is a cap hit; the program exits 1, exec exits 75.
-      const capHit = await keybrakeExec('keybrake-exec', [...parts, '--', 'python3', program, '2001'], env);
+      const capHit = await keybrakeExec([...parts, '--', 'python3', program, '2001'], env);
       expect(capHit.stderr).toContain('charge failed: HTTP 429');
       expect(capHit.exitCode, capHit.stderr).toBe(75);
       expect(capHit.stderr).toContain('cap_exhausted');
-      // The same through the proxy's own CLI: `keybrake exec`.
-      const viaCli = await keybrakeExec('keybrake exec', ['--', 'python3', program, '2002'], env);
-      expect(viaCli.exitCode, viaCli.stderr).toBe(75);
+      // Without idempotency parts: the same mapping (a program need not take an idempotency key).
+      const noParts = await keybrakeExec(['--', 'python3', program, '2002'], env);
+      expect(noParts.exitCode, noParts.stderr).toBe(75);
       // A failure that is not Keybrake's (a program error) keeps its own code.
-      const own = await keybrakeExec('keybrake-exec', ['--', 'python3', '-c', 'import sys; sys.exit(3)'], env);
+      const own = await keybrakeExec(['--', 'python3', '-c', 'import sys; sys.exit(3)'], env);
       expect(own.exitCode).toBe(3);
-      for (const run of [ok, capHit, viaCli]) expect(run.stdout + run.stderr).not.toContain(key.vault_key);
+      for (const run of [ok, capHit, noParts]) expect(run.stdout + run.stderr).not.toContain(key.vault_key);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   });
 
-  it('script-level: keybrake exec maps a tainted refusal to 76 and a revoked key to 79; no program is 127', async () => {
+  it('script-level: keybrake-exec maps a tainted refusal to 76 and a revoked key to 79; no program is 127', async () => {
     const proxy = await startProxy({ env: { KEYBRAKE_STRIPE_BASE_URL: inject('stripeMockUrl') } });
     const key = await proxy.issueKey({
       vendor: 'stripe',
@@ -348,12 +344,12 @@ describe('script-level: keybrake exec (a program that knows nothing of the conve
     writeFileSync(program, PLAIN_PROGRAM);
     try {
       const env = { KEYBRAKE_PROXY_URL: proxy.url, KEYBRAKE_VAULT_KEY: key.vault_key };
-      const tainted = await keybrakeExec('keybrake-exec', ['--', 'python3', program, '500'], env);
+      const tainted = await keybrakeExec(['--', 'python3', program, '500'], env);
       expect(tainted.exitCode, tainted.stderr).toBe(76);
       expect((await proxy.admin('DELETE', `/vault/keys/${key.key_id}`)).status).toBe(200);
-      const revoked = await keybrakeExec('keybrake-exec', ['--', 'python3', program, '501'], env);
+      const revoked = await keybrakeExec(['--', 'python3', program, '501'], env);
       expect(revoked.exitCode, revoked.stderr).toBe(79);
-      const missing = await keybrakeExec('keybrake-exec', ['--', join(dir, 'no-such-program')], env);
+      const missing = await keybrakeExec(['--', join(dir, 'no-such-program')], env);
       expect(missing.exitCode).toBe(127);
     } finally {
       rmSync(dir, { recursive: true, force: true });

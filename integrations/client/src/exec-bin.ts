@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The `keybrake-exec` bin: `keybrake exec` for containers that do not carry the proxy.
+// The `keybrake-exec` bin, for user containers: needs Node and @keybrake/client only (no proxy, no vendor SDK).
 import { execCommand } from './exec-cli.js';
 
 process.exitCode = await execCommand(process.argv.slice(2));

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { runExec } from './exec.js';
 
-const USAGE = `keybrake exec: run a program that calls vendors through Keybrake
+const USAGE = `keybrake-exec: run a program that calls vendors through Keybrake
 
   keybrake-exec [--proxy-url URL] [--vault-key-file FILE] [--idempotency-part P]... -- PROGRAM [ARGS...]
 
@@ -20,7 +20,7 @@ non-zero after Keybrake refused one of its calls for good, this exits with that 
 /** Exit code of exec used wrongly. */
 const EXIT_USAGE = 2;
 
-/** `keybrake exec` (and the `keybrake-exec` bin): returns the exit code. */
+/** The `keybrake-exec` bin: returns the exit code. */
 export async function execCommand(argv: readonly string[]): Promise<number> {
   const separator = argv.indexOf('--');
   const own = separator === -1 ? argv : argv.slice(0, separator);
@@ -46,12 +46,12 @@ export async function execCommand(argv: readonly string[]): Promise<number> {
   }
   const [program, ...args] = command;
   if (program === undefined) {
-    process.stderr.write(`keybrake exec: no program given after --\n${USAGE}`);
+    process.stderr.write(`keybrake-exec: no program given after --\n${USAGE}`);
     return EXIT_USAGE;
   }
   const proxyUrl = values['proxy-url'] ?? process.env.KEYBRAKE_PROXY_URL ?? process.env.KEYBRAKE_URL;
   if (!proxyUrl) {
-    process.stderr.write('keybrake exec: set --proxy-url or KEYBRAKE_PROXY_URL\n');
+    process.stderr.write('keybrake-exec: set --proxy-url or KEYBRAKE_PROXY_URL\n');
     return EXIT_USAGE;
   }
   let vaultKey: string | undefined;
@@ -59,7 +59,7 @@ export async function execCommand(argv: readonly string[]): Promise<number> {
     try {
       vaultKey = readFileSync(values['vault-key-file'], 'utf8').trim();
     } catch (error) {
-      process.stderr.write(`keybrake exec: cannot read the vault key file: ${(error as Error).message}\n`);
+      process.stderr.write(`keybrake-exec: cannot read the vault key file: ${(error as Error).message}\n`);
       return EXIT_USAGE;
     }
   }

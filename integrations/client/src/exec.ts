@@ -88,7 +88,7 @@ async function startRelay(proxyUrl: string, onRefusal: (code: TerminalRefusal) =
       if (!outgoing.headersSent) {
         outgoing.writeHead(502, { 'content-type': 'application/json' });
         outgoing.end(
-          JSON.stringify({ error: { code: 'proxy_unreachable', message: 'keybrake exec could not reach the proxy' } }),
+          JSON.stringify({ error: { code: 'proxy_unreachable', message: 'keybrake-exec could not reach the proxy' } }),
         );
       } else outgoing.destroy();
     });
@@ -143,7 +143,7 @@ export async function runExec(options: ExecOptions): Promise<ExecOutcome> {
     process.off('SIGTERM', forward);
     process.off('SIGINT', forward);
     if (ended.error !== undefined) {
-      report(`keybrake exec: could not start ${program}: ${ended.error.message}`);
+      report(`keybrake-exec: could not start ${program}: ${ended.error.message}`);
       return { exitCode: 127, refusal };
     }
     const own = ended.signal !== null ? 128 + (osConstants.signals[ended.signal] ?? 0) : (ended.code ?? 1);
@@ -151,7 +151,7 @@ export async function runExec(options: ExecOptions): Promise<ExecOutcome> {
     if (own >= KEYBRAKE_EXIT_CODE_MIN && own <= KEYBRAKE_EXIT_CODE_MAX) return { exitCode: own, refusal };
     if (refusal !== undefined) {
       const exitCode = KEYBRAKE_EXIT_CODES[refusal];
-      report(`keybrake exec: ${program} exited ${own} after Keybrake refused a call (${refusal}); exiting ${exitCode}`);
+      report(`keybrake-exec: ${program} exited ${own} after Keybrake refused a call (${refusal}); exiting ${exitCode}`);
       return { exitCode, refusal };
     }
     return { exitCode: own, refusal };

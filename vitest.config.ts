@@ -14,6 +14,7 @@ const SHARED_SUITE = [
   'issue-16-key-depth',
   'issue-16-issuance',
   'issue-16-request-priceable',
+  'issue-16-smaller-holes',
 ].map((name) => `core-proxy/test/${name}.test.ts`);
 
 export default defineConfig({
@@ -61,6 +62,16 @@ export default defineConfig({
           env: { KEYBRAKE_TEST_STORE: 'embedded' },
           testTimeout: 240_000,
           hookTimeout: 240_000,
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'e2e-cloud-workflows',
+          include: ['e2e/cloud-workflows/test/**/*.e2e.test.ts'],
+          globalSetup: ['core-proxy/test/global-setup.ts', 'e2e/cloud-workflows/test/global-setup.ts'],
+          env: { KEYBRAKE_TEST_STORE: 'embedded' },
+          testTimeout: 240_000,
         },
       },
       {

@@ -30,15 +30,31 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     logger: options.logger ?? { level: options.config.logLevel, redact: REDACTED_LOG_PATHS },
     // Large enough for an email batch; the proxy route sets its own limit from the config.
     bodyLimit: options.config.maxBodyBytes,
+    // Regression: issue 16. A body trickled a byte at a time held its connection forever (fastify's
+    // requestTimeout is 0). Node checks these every connectionsCheckingInterval. No idle socket
+    // timeout: it would also cut a client off while its vendor call is in flight.
+    requestTimeout: options.config.requestTimeoutMs,
+    http: {
+      requestTimeout: options.config.requestTimeoutMs,
+      headersTimeout: options.config.headersTimeoutMs,
+      connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(options.config.headersTimeoutMs / 4))),
+    },
     // Client-side protocol errors (oversized headers, garbage) still get the contract's JSON shape.
     clientErrorHandler: (error, socket) => {
       const code = (error as NodeJS.ErrnoException).code;
       const tooLarge = code === 'HPE_HEADER_OVERFLOW';
-      const status = tooLarge ? '431 Request Header Fields Too Large' : '400 Bad Request';
+      const timedOut = code === 'ERR_HTTP_REQUEST_TIMEOUT';
+      const status = tooLarge
+        ? '431 Request Header Fields Too Large'
+        : timedOut
+          ? '408 Request Timeout'
+          : '400 Bad Request';
       const body = JSON.stringify({
         error: tooLarge
           ? { code: 'headers_too_large', message: 'Request headers exceed 16 KiB.' }
-          : { code: 'invalid_request', message: 'Malformed HTTP request.' },
+          : timedOut
+            ? { code: 'request_timeout', message: 'The request was not received in time; nothing was forwarded.' }
+            : { code: 'invalid_request', message: 'Malformed HTTP request.' },
       });
       if (socket.writable) {
         socket.end(

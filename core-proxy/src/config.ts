@@ -38,6 +38,13 @@ export interface KeybrakeConfig {
   readonly pricing: PricingOptions;
   /** @default 60000 */
   readonly upstreamTimeoutMs: number;
+  /**
+   * Longest a client may take to send a whole request, headers and body (a trickled body cannot
+   * hold a connection): 408 `request_timeout` past it. Not applied once the request is in. @default 30000
+   */
+  readonly requestTimeoutMs: number;
+  /** Longest a client may take to send the request headers; at most `requestTimeoutMs`. @default 10000 */
+  readonly headersTimeoutMs: number;
   /** Largest request body the proxy accepts. @default 1 MiB */
   readonly maxBodyBytes: number;
   /** @default 'info' */
@@ -172,6 +179,7 @@ export function loadConfig(env: Env = process.env): KeybrakeConfig {
   }
 
   const { signer, generated } = auditSigner(env, dataDir);
+  const requestTimeoutMs = positiveInt(env, 'KEYBRAKE_REQUEST_TIMEOUT_MS', 30_000);
   return {
     host: env.KEYBRAKE_HOST || '127.0.0.1',
     port: env.KEYBRAKE_PORT === '0' ? 0 : positiveInt(env, 'KEYBRAKE_PORT', 8080),
@@ -187,6 +195,8 @@ export function loadConfig(env: Env = process.env): KeybrakeConfig {
     baseUrls,
     pricing,
     upstreamTimeoutMs: positiveInt(env, 'KEYBRAKE_UPSTREAM_TIMEOUT_MS', 60_000),
+    requestTimeoutMs,
+    headersTimeoutMs: Math.min(positiveInt(env, 'KEYBRAKE_HEADERS_TIMEOUT_MS', 10_000), requestTimeoutMs),
     maxBodyBytes: positiveInt(env, 'KEYBRAKE_MAX_BODY_BYTES', 1024 * 1024),
     logLevel: env.KEYBRAKE_LOG_LEVEL || 'info',
     auditSigner: signer,

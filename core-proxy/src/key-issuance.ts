@@ -7,6 +7,8 @@ import { VENDORS } from './vendors/index.js';
 /** The largest cap accepted: a billion dollars keeps every micro-dollar sum exact in a double. */
 const MAX_CAP_USD = 1_000_000_000;
 const MAX_ENDPOINTS = 100;
+/** Characters a run label may not hold: control (Cc), format (Cf, incl. bidi), separators (Zl, Zp), surrogates, private use, unassigned. */
+const UNPRINTABLE = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}\p{Co}\p{Cn}]/u;
 const FIELDS = new Set([
   'vendor',
   'daily_usd_cap',
@@ -78,9 +80,12 @@ export function parseIssueKeyInput(body: unknown, configuredVendors: ReadonlySet
 
   const label = fields.agent_run_label;
   if (label !== undefined && label !== null) {
-    // eslint-disable-next-line no-control-regex
-    if (typeof label !== 'string' || label.length < 1 || label.length > 200 || /[\u0000-\u001f\u007f]/.test(label)) {
-      throw new InvalidRequestError('agent_run_label must be a string of 1 to 200 printable characters.');
+    // Control and format characters (bidi overrides U+202A-U+202E, isolates U+2066-U+2069), line
+    // and paragraph separators, lone surrogates: a label could be spoofed in a display. Regression: issue 16.
+    if (typeof label !== 'string' || label.length < 1 || label.length > 200 || UNPRINTABLE.test(label)) {
+      throw new InvalidRequestError(
+        'agent_run_label must be a string of 1 to 200 printable characters (no control, format or bidi characters).',
+      );
     }
   }
 

@@ -16,6 +16,7 @@ import type { AuditInput, SettleInput, StoredResponse, VaultKeyRecord } from '..
 import { hashVaultKey } from '../vault-keys.js';
 import type { VendorModule, VendorRequest, VendorResponse, VendorSecrets } from '../vendors/index.js';
 import { isSuccess } from '../vendors/vendor.js';
+import { countHeader, findMethodOverride } from '../vendors/request-params.js';
 import { VENDORS } from '../vendors/index.js';
 import { keyStatus } from './admin.js';
 
@@ -30,6 +31,8 @@ const DROPPED_REQUEST_HEADERS = new Set([
   'trailer',
   'transfer-encoding',
   'upgrade',
+  // Regression: issue 16. Only meaningful on the client's own hop (an h2c upgrade).
+  'http2-settings',
   'authorization',
   'content-length',
   'accept-encoding',
@@ -62,6 +65,8 @@ const DROPPED_RESPONSE_HEADERS = new Set([
   'upgrade',
   'content-length',
 ]);
+/** Headers the vendor must see as priced and checked: `Connection` may not make them hop-by-hop. */
+const END_TO_END_HEADERS = ['content-type', 'content-encoding', 'idempotency-key'];
 const MAX_IDEMPOTENCY_KEY = 255;
 const MAX_AUDITED_PATH = 1024;
 
@@ -105,6 +110,7 @@ async function proxyCall(
   const afterPrefix = (request.raw.url ?? '/').slice(vendor.name.length + 1) || '/';
   const queryAt = afterPrefix.indexOf('?');
   const idempotencyHeader = request.headers['idempotency-key'];
+  const rawHeaders = request.raw.rawHeaders;
   const facts: CallFacts = {
     vendor,
     method: request.method,
@@ -112,7 +118,7 @@ async function proxyCall(
     query: queryAt >= 0 ? afterPrefix.slice(queryAt) : '',
     body: Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0),
     idempotencyKey: typeof idempotencyHeader === 'string' && idempotencyHeader !== '' ? idempotencyHeader : null,
-    untrusted: String(request.headers['x-keybrake-provenance'] ?? '').toLowerCase() === 'untrusted',
+    untrusted: isUntrusted(request.headers, rawHeaders),
     at: kb.now(),
   };
   try {
@@ -271,6 +277,7 @@ function checkLocally(
   request: FastifyRequest,
 ): LocalChecks {
   const { vendor, method } = facts;
+  const rawHeaders = request.raw.rawHeaders;
   if (key.vendor !== vendor.name) {
     throw httpError(403, 'vendor_mismatch', `This vault key was issued for ${key.vendor}, not ${vendor.name}.`);
   }
@@ -290,8 +297,15 @@ function checkLocally(
 
   const segments = normalizePath(facts.rawPath);
   facts.segments = segments;
-  if (overriddenMethod(request.headers, facts.query, method)) {
+  if (overriddenMethod(request.headers, method)) {
     throw httpError(403, 'endpoint_not_allowed', 'Method override headers cannot change the method of a proxied call.');
+  }
+  // Regression: issue 16. `_method` in the query (any case) or in a form or JSON body is what
+  // Rack, Laravel and Express method-override read: never forwarded, whatever it names.
+  const source = { headers: request.headers, rawHeaders, query: facts.query.slice(1), body: facts.body };
+  const override = findMethodOverride(source);
+  if (override === 'found') {
+    throw httpError(403, 'endpoint_not_allowed', 'A _method parameter cannot change the method of a proxied call.');
   }
   if (!isAllowed(key.allowedEndpoints.map(parseEndpointPattern), method, segments)) {
     throw httpError(
@@ -307,18 +321,31 @@ function checkLocally(
   if (facts.idempotencyKey !== null && facts.idempotencyKey.length > MAX_IDEMPOTENCY_KEY) {
     throw new InvalidRequestError(`Idempotency-Key may be at most ${MAX_IDEMPOTENCY_KEY} characters.`);
   }
+  // Regression: issue 16. Node joins repeats into "D1, D2": neither the vendor's key nor ours.
+  if (countHeader(rawHeaders, 'idempotency-key') > 1) {
+    throw new InvalidRequestError('Send one Idempotency-Key header, not several.');
+  }
+  const hopByHop = connectionNamed(request.headers);
+  const protectedName = END_TO_END_HEADERS.find((name) => hopByHop.has(name));
+  if (protectedName !== undefined) {
+    throw new InvalidRequestError(`Connection may not name ${protectedName}: the vendor must receive it.`);
+  }
 
-  const vendorRequest: VendorRequest = {
-    method,
-    segments,
-    headers: request.headers,
-    rawHeaders: request.raw.rawHeaders,
-    query: facts.query.slice(1),
-    body: facts.body,
-  };
-  // The vendor module's rule when it has one, else a configured flat cost, else free.
+  const vendorRequest: VendorRequest = { method, segments, ...source };
+  vendor.checkHeaders?.(vendorRequest);
+  // The vendor module's rule when it has one, else a configured flat cost, else free. A body the
+  // module cannot price with certainty throws request_not_priceable here, before the cap.
   const builtInEstimate = vendor.estimateCost(vendorRequest, kb.config.pricing);
   const estimate = builtInEstimate ?? extraCost(kb.config.pricing, vendor.name, method, segments) ?? 0;
+  if (override === 'unreadable') {
+    // A compressed body could hide a `_method`; and a vendor that decompresses it reads a body
+    // nothing here checked.
+    throw httpError(
+      415,
+      'unsupported_media_type',
+      'Keybrake does not forward request bodies with a Content-Encoding other than identity.',
+    );
+  }
   return { secrets, segments, sensitive, vendorRequest, builtInEstimate, estimate };
 }
 
@@ -442,17 +469,41 @@ function fingerprint(facts: CallFacts, segments: readonly string[]): string {
     .digest('hex');
 }
 
-/** True when a method-override header or `_method` query parameter names a method other than the real one. */
-function overriddenMethod(headers: IncomingHttpHeaders, query: string, method: string): boolean {
+/** True when a method-override header names a method other than the real one. */
+function overriddenMethod(headers: IncomingHttpHeaders, method: string): boolean {
   const overrides = METHOD_OVERRIDE_HEADERS.map((name) => headers[name]).filter((value) => value !== undefined);
-  overrides.push(...new URLSearchParams(query.slice(1)).getAll('_method'));
   return overrides.some((value) => String(value).trim().toUpperCase() !== method);
 }
 
+/**
+ * Whether `X-Keybrake-Provenance` taints the request. It fails closed: only its absence or exactly
+ * one header saying `trusted` leaves a request untainted; `untrusted`, `untrusted; src=email`,
+ * two headers (joined as `untrusted, untrusted`), an empty value or anything else taints it.
+ * Regression: issue 16.
+ */
+function isUntrusted(headers: IncomingHttpHeaders, rawHeaders: readonly string[]): boolean {
+  const value = headers['x-keybrake-provenance'];
+  if (value === undefined) return false;
+  return countHeader(rawHeaders, 'x-keybrake-provenance') !== 1 || String(value).trim().toLowerCase() !== 'trusted';
+}
+
+/** Header names the client's `Connection` header lists: hop-by-hop for that hop only (RFC 9110 7.6.1). */
+function connectionNamed(headers: IncomingHttpHeaders): Set<string> {
+  return new Set(
+    String(headers.connection ?? '')
+      .split(',')
+      .map((name) => name.trim().toLowerCase())
+      .filter(Boolean),
+  );
+}
+
 function forwardedHeaders(headers: IncomingHttpHeaders): Record<string, string | string[]> {
+  // Regression: issue 16. Headers named in `Connection` were forwarded (`Connection: close, X-Foo`).
+  const named = connectionNamed(headers);
   const forwarded: Record<string, string | string[]> = {};
   for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined || DROPPED_REQUEST_HEADERS.has(name) || name.startsWith('x-keybrake-')) continue;
+    if (value === undefined || DROPPED_REQUEST_HEADERS.has(name) || named.has(name) || name.startsWith('x-keybrake-'))
+      continue;
     forwarded[name] = value;
   }
   return forwarded;

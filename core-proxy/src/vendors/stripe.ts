@@ -1,5 +1,5 @@
 import { matchesRoute, parseEndpointPattern } from '../allowlist.js';
-import { RequestNotPriceableError, httpError } from '../errors.js';
+import { InvalidRequestError, RequestNotPriceableError, httpError } from '../errors.js';
 import { type Micros, usdToMicros } from '../money.js';
 import type { PricingOptions } from '../cost-rules.js';
 import {
@@ -11,6 +11,7 @@ import {
   readJson,
   readParams,
 } from './vendor.js';
+import { countHeader } from './request-params.js';
 
 /** Currencies Stripe counts in whole units (no minor unit). */
 const ZERO_DECIMAL = new Set([
@@ -33,6 +34,11 @@ const ZERO_DECIMAL = new Set([
 ]);
 /** Currencies Stripe counts in thousandths. */
 const THREE_DECIMAL = new Set(['bhd', 'jod', 'kwd', 'omr', 'tnd']);
+
+/** Headers that make a call act on another Stripe account (Connect): refused, see {@link stripe}. */
+const ACCOUNT_HEADERS = ['stripe-account', 'stripe-context'];
+/** A Stripe API version (`2024-06-20`, `2025-03-31.basil`), with optional beta flags (`; feature_beta=v1`). */
+const STRIPE_VERSION = /^\d{4}-\d{2}-\d{2}(\.[a-z]+)?(;\s*[a-z0-9_]+=v\d+)*$/;
 
 const COSTED = [parseEndpointPattern('POST /v1/payment_intents'), parseEndpointPattern('POST /v1/charges')];
 
@@ -65,6 +71,28 @@ export const stripe: VendorModule = {
   readVaultKey(headers) {
     // The SDK sends Bearer; `curl -u key:` sends Basic with the key as username.
     return readBearer(headers) ?? readBasic(headers)?.[0];
+  },
+
+  checkHeaders(request) {
+    // Regression: issue 16. `Stripe-Account` acts on any connected account of the platform: a
+    // vault key is scoped to the proxy's own account, so a key could otherwise reach them all.
+    for (const name of ACCOUNT_HEADERS) {
+      if (request.headers[name] !== undefined) {
+        throw httpError(
+          403,
+          'endpoint_not_allowed',
+          `The ${name} header (acting on a connected account) is not allowed with a vault key.`,
+        );
+      }
+    }
+    // One well-formed version, or none (the account's default): never two joined into one.
+    const version = request.headers['stripe-version'];
+    if (
+      version !== undefined &&
+      (countHeader(request.rawHeaders, 'stripe-version') > 1 || !STRIPE_VERSION.test(String(version)))
+    ) {
+      throw new InvalidRequestError('Stripe-Version must be one API version, such as 2024-06-20 or 2025-03-31.basil.');
+    }
   },
 
   prepareUpstream(request, secrets) {

@@ -54,6 +54,11 @@ export interface VendorModule {
   readonly costedEndpoints: readonly EndpointPattern[];
   /** Reads the vault key from the request, presented the way the vendor's own SDK presents its secret. */
   readVaultKey(headers: IncomingHttpHeaders): string | undefined;
+  /**
+   * Vendor-specific header rules, checked after the allowlist and taint, before pricing (e.g.
+   * Stripe's `Stripe-Account`); throws a `KeybrakeError` to refuse.
+   */
+  checkHeaders?(request: VendorRequest): void;
   /** Injects the real secret (and rewrites the path where the vendor puts an account id in it). */
   prepareUpstream(request: VendorRequest, secrets: VendorSecrets): UpstreamRequest;
   /**

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the tests need (pnpm, dependencies, stripe-mock, redis-server, the Temporal
-# CLI, the Conductor server, Helm, kustomize, workflows-emulator), then runs them all: typecheck, lint, and the vitest projects
+# CLI, the argo CLI, the Conductor server, Helm, kustomize, workflows-emulator), then runs them all: typecheck, lint, and the vitest projects
 # (embedded store, Redis store, and e2e on the real engines) against real stripe-mock, Redis,
 # Temporal and Conductor.
 set -euo pipefail
@@ -12,6 +12,11 @@ export STRIPE_MOCK_BIN
 bash scripts/install-redis.sh
 TEMPORAL_CLI_BIN="$(bash scripts/install-temporal.sh)"
 export TEMPORAL_CLI_BIN
+# Argo's own CLI, built from the Go module proxy, used only as an offline linter of templates/argo,
+# and its controller's test binary with our retry-expression test (integrations/argo/expr-test).
+ARGO_BIN="$(bash scripts/install-argo.sh)"
+ARGO_EXPR_TEST_BIN="$(bash scripts/install-argo.sh --expr-test)"
+export ARGO_BIN ARGO_EXPR_TEST_BIN
 eval "$(bash scripts/install-conductor.sh)"
 export CONDUCTOR_JAR CONDUCTOR_JAVA
 bash scripts/install-bench.sh

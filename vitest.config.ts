@@ -15,6 +15,7 @@ const SHARED_SUITE = [
   'issue-16-issuance',
   'issue-16-request-priceable',
   'issue-16-smaller-holes',
+  'issue-16-request-fuzz',
 ].map((name) => `core-proxy/test/${name}.test.ts`);
 
 export default defineConfig({

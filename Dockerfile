@@ -14,7 +14,8 @@ RUN apt-get update \
 RUN npm install -g pnpm@10.34.9
 WORKDIR /src
 COPY . .
-RUN pnpm install --frozen-lockfile \
+# Only the proxy's dependencies and the root's build tools (TypeScript), not the integrations'.
+RUN pnpm install --frozen-lockfile --filter @keybrake/core-proxy --filter keybrake \
  && pnpm exec tsc -b core-proxy \
  && pnpm --filter @keybrake/core-proxy deploy --prod --legacy /out
 

@@ -16,6 +16,7 @@ export const CI_VALUES_DIR = fileURLToPath(new URL('../keybrake/ci', import.meta
 export const MANIFESTS_DIR = fileURLToPath(new URL('../manifests', import.meta.url));
 export const MANIFESTS_VALUES = fileURLToPath(new URL('../manifests.values.yaml', import.meta.url));
 export const DOCKERFILE = fileURLToPath(new URL('../../../Dockerfile', import.meta.url));
+export const STRICT_DECODE_DIR = fileURLToPath(new URL('../strict-decode', import.meta.url));
 
 /** The Kubernetes version `helm lint`/`helm template` assume (also in scripts/render-kubernetes-manifests.sh). */
 export const KUBE_VERSION = '1.33.0';

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import {
   CHART_DIR,
   CI_VALUES_DIR,
@@ -12,6 +12,7 @@ import {
   KUBE_VERSION,
   MANIFESTS_DIR,
   MANIFESTS_VALUES,
+  STRICT_DECODE_DIR,
   type Manifest,
   byKind,
   helm,
@@ -79,6 +80,47 @@ describe('Helm chart templates/kubernetes/keybrake (helm lint, helm template, sc
     // Names are unique per kind (a clash would make one object overwrite another on apply).
     const names = manifests.map((m) => `${m.kind}/${m.metadata.name}`);
     expect(new Set(names).size).toBe(names.length);
+  });
+
+  describe('strict decoding into the Kubernetes Go types (k8s.io/api v0.37, as kubectl apply --validate=strict)', () => {
+    let decoder = '';
+    beforeAll(async () => {
+      // A build, not an assertion: the first one downloads and compiles k8s.io/api.
+      decoder = join(mkdtempSync(join(tmpdir(), 'keybrake-strict-decode-')), 'strict-decode');
+      await run('go', ['build', '-o', decoder, '.'], {
+        cwd: STRICT_DECODE_DIR,
+        env: { ...process.env, GOFLAGS: '-mod=readonly' },
+      });
+    }, 600_000);
+
+    async function decode(text: string): Promise<{ code: number; stdout: string; stderr: string }> {
+      return new Promise((resolve) => {
+        const child = execFile(decoder, [], (error, stdout, stderr) =>
+          resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+        );
+        child.stdin!.end(text);
+      });
+    }
+
+    it.each(VALUE_SETS)('$name: every manifest decodes with no unknown or duplicate field', async (set) => {
+      const { text, manifests } = await render({ valuesFiles: set.valuesFiles });
+      const result = await decode(text);
+      expect(result.code, result.stderr).toBe(0);
+      const crds = manifests.filter((m) => m.apiVersion === 'monitoring.coreos.com/v1').length;
+      expect(result.stdout).toContain(`${manifests.length - crds} decoded strictly`);
+    });
+
+    it('refuses a misspelt field, which the OpenAPI schemas let through', async () => {
+      const { text } = await render();
+      const misspelt = text.replace(/readinessProbe:/g, 'readinesProbe:');
+      const deployment = parseManifests(misspelt).find((m) => m.kind === 'Deployment')!;
+      expect(() => validateManifest(deployment)).not.toThrow();
+      const result = await decode(misspelt);
+      expect(result.code).toBe(1);
+      expect(result.stderr).toContain(
+        'apps/v1 Deployment/keybrake: error unmarshaling JSON: while decoding JSON: json: unknown field "readinesProbe"',
+      );
+    });
   });
 
   it('schema validation catches a broken manifest (the check is not vacuous)', async () => {

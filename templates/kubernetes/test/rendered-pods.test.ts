@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { createPublicKey } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -168,7 +168,13 @@ describe('the rendered pods, run for real in a kubelet stand-in (network + mount
       async () => ((await redis.exec(redisProbe)).code === 0 ? true : undefined),
       redis,
     );
-    // The password is required: without it Redis refuses.
+    // The password is required: without it Redis refuses. It reached redis-server through the
+    // environment and its command line, which Redis overwrites with its process title, so the
+    // node's process list does not show it.
+    const redisPassword = secretData(one(manifests, 'Secret', 'keybrake-redis')).REDIS_PASSWORD!;
+    const cmdline = readFileSync(`/proc/${redis.pid}/cmdline`, 'utf8');
+    expect(cmdline).toContain('redis-server');
+    expect(cmdline.includes(redisPassword), 'the Redis password in its command line').toBe(false);
     const noAuth = await network.exec(['redis-cli', '-p', '6379', 'ping']).catch((e) => String(e.stdout ?? e));
     expect(noAuth).toMatch(/NOAUTH/);
 
@@ -209,7 +215,6 @@ describe('the rendered pods, run for real in a kubelet stand-in (network + mount
 
     // SIGTERM (what the kubelet sends after preStop) drains and exits 0.
     expect(await proxy.stop('SIGTERM')).toBe(0);
-    const redisPassword = secretData(one(manifests, 'Secret', 'keybrake-redis')).REDIS_PASSWORD!;
     expectNoLeak(proxy.output() + redis.output(), [stripeSecret, issuerKey, redisPassword, key.vault_key]);
     expect(proxy.output()).toContain('"store":"redis"');
   });

@@ -68,6 +68,16 @@ export default defineConfig({
       {
         extends: true,
         test: {
+          name: 'e2e-cloud-workflows',
+          include: ['e2e/cloud-workflows/test/**/*.e2e.test.ts'],
+          globalSetup: ['core-proxy/test/global-setup.ts', 'e2e/cloud-workflows/test/global-setup.ts'],
+          env: { KEYBRAKE_TEST_STORE: 'embedded' },
+          testTimeout: 240_000,
+        },
+      },
+      {
+        extends: true,
+        test: {
           name: 'kubernetes',
           include: ['templates/kubernetes/test/**/*.test.ts'],
         },

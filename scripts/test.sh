@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the tests need (pnpm, dependencies, stripe-mock, redis-server, the Temporal
-# CLI, the Conductor server, Helm, kustomize), then runs them all: typecheck, lint, and the vitest projects
+# CLI, the Conductor server, Helm, kustomize, workflows-emulator), then runs them all: typecheck, lint, and the vitest projects
 # (embedded store, Redis store, and e2e on the real engines) against real stripe-mock, Redis,
 # Temporal and Conductor.
 set -euo pipefail
@@ -16,6 +16,8 @@ eval "$(bash scripts/install-conductor.sh)"
 export CONDUCTOR_JAR CONDUCTOR_JAVA
 bash scripts/install-bench.sh
 SCHEMATHESIS_BIN="$(bash scripts/install-schemathesis.sh)"
+WORKFLOWS_EMULATOR_BIN="$(bash scripts/install-workflows-emulator.sh)"
+export WORKFLOWS_EMULATOR_BIN
 TOXIPROXY_BIN="$(bash scripts/install-toxiproxy.sh)"
 export SCHEMATHESIS_BIN TOXIPROXY_BIN
 bash scripts/install-litellm.sh >/dev/null

@@ -1,12 +1,17 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { formatEndpointPattern, isPatternCovered } from './allowlist.js';
 import {
+  type CostRule,
   DEFAULT_PRICING,
   type PricingOptions,
   parseCostRules,
   parseFxRates,
   parseSensitiveEndpoints,
+  parseTwilioContentPrices,
+  parseTwilioSmsPrices,
+  twilioSmsTable,
 } from './cost-rules.js';
 import { CheckpointSigner } from './audit-checkpoints.js';
 import { VENDORS, type VendorSecrets } from './vendors/index.js';
@@ -96,6 +101,43 @@ function positiveNumber(env: Env, name: string, fallback: number): number {
   return value;
 }
 
+function flag(env: Env, name: string): boolean {
+  const text = (env[name] ?? '').trim().toLowerCase();
+  if (text === '' || text === '0' || text === 'false') return false;
+  if (text === '1' || text === 'true') return true;
+  throw new ConfigError(`${name} must be 1 or 0.`);
+}
+
+function optionalPositiveNumber(env: Env, name: string): number | null {
+  const text = env[name];
+  return text === undefined || text === '' ? null : positiveNumber(env, name, 0);
+}
+
+/**
+ * A flat rule is accepted only where the proxy has no price of its own: on an endpoint priced
+ * from the request or the object it acts on, a flat number would replace a real bound with a
+ * guess ($99,999 moved under a $100 cap with a flat rule for confirm: issue 17). So a rule for
+ * such an endpoint is refused at start; a wider wildcard rule applies only to the others.
+ */
+function checkCostRules(rules: Record<string, CostRule[]>): Record<string, CostRule[]> {
+  for (const [vendorName, vendorRules] of Object.entries(rules)) {
+    const vendor = VENDORS.get(vendorName);
+    if (!vendor) throw new ConfigError(`KEYBRAKE_COST_RULES: "${vendorName}" is not a vendor.`);
+    for (const rule of vendorRules) {
+      const priced = vendor.catalogue.find(
+        (entry) => entry.estimate && isPatternCovered(rule.pattern, [entry.pattern]),
+      );
+      if (priced) {
+        throw new ConfigError(
+          `KEYBRAKE_COST_RULES: "${formatEndpointPattern(rule.pattern)}" is ${formatEndpointPattern(priced.pattern)}, ` +
+            'which the proxy prices itself from the request or the object it acts on; a flat rule cannot bound it.',
+        );
+      }
+    }
+  }
+  return rules;
+}
+
 /**
  * Dev mode: with no `KEYBRAKE_API_KEYS`, an issuer key is generated once and kept (mode 0600) in
  * the data folder, so it survives restarts like the keys it issues.
@@ -164,12 +206,31 @@ export function loadConfig(env: Env = process.env): KeybrakeConfig {
 
   let pricing: PricingOptions;
   try {
+    const twilioSegmentUsd = positiveNumber(env, 'KEYBRAKE_TWILIO_SEGMENT_USD', DEFAULT_PRICING.twilioSegmentUsd);
     pricing = {
       fxRates: parseFxRates(env.KEYBRAKE_FX_RATES ?? ''),
-      twilioSegmentUsd: positiveNumber(env, 'KEYBRAKE_TWILIO_SEGMENT_USD', DEFAULT_PRICING.twilioSegmentUsd),
+      twilioSegmentUsd,
+      twilioSmsPrices: twilioSmsTable(
+        env.KEYBRAKE_TWILIO_SMS_PRICES ? parseTwilioSmsPrices(env.KEYBRAKE_TWILIO_SMS_PRICES) : [],
+        twilioSegmentUsd,
+      ),
+      twilioUnlistedSegmentUsd:
+        env.KEYBRAKE_TWILIO_UNLISTED_SEGMENT_USD === 'refuse'
+          ? null
+          : positiveNumber(
+              env,
+              'KEYBRAKE_TWILIO_UNLISTED_SEGMENT_USD',
+              DEFAULT_PRICING.twilioUnlistedSegmentUsd as number,
+            ),
       twilioMmsUsd: positiveNumber(env, 'KEYBRAKE_TWILIO_MMS_USD', DEFAULT_PRICING.twilioMmsUsd),
+      twilioContentUsd: env.KEYBRAKE_TWILIO_CONTENT_USD
+        ? parseTwilioContentPrices(env.KEYBRAKE_TWILIO_CONTENT_USD)
+        : DEFAULT_PRICING.twilioContentUsd,
+      twilioContentMaxUsd: optionalPositiveNumber(env, 'KEYBRAKE_TWILIO_CONTENT_MAX_USD'),
+      twilioCallMinuteUsd: optionalPositiveNumber(env, 'KEYBRAKE_TWILIO_CALL_MINUTE_USD'),
       resendEmailUsd: positiveNumber(env, 'KEYBRAKE_RESEND_EMAIL_USD', DEFAULT_PRICING.resendEmailUsd),
-      extraCostRules: env.KEYBRAKE_COST_RULES ? parseCostRules(env.KEYBRAKE_COST_RULES) : {},
+      readBeforeWrite: flag(env, 'KEYBRAKE_STRIPE_READ_BEFORE_WRITE'),
+      extraCostRules: env.KEYBRAKE_COST_RULES ? checkCostRules(parseCostRules(env.KEYBRAKE_COST_RULES)) : {},
       extraSensitiveEndpoints: env.KEYBRAKE_SENSITIVE_ENDPOINTS
         ? parseSensitiveEndpoints(env.KEYBRAKE_SENSITIVE_ENDPOINTS)
         : {},

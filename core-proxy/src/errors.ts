@@ -19,6 +19,7 @@ export type ErrorCode =
   | 'cap_exhausted'
   | 'currency_not_supported'
   | 'request_not_priceable'
+  | 'object_in_use'
   | 'request_timeout'
   | 'idempotency_key_reused'
   | 'idempotency_key_in_use'
@@ -74,7 +75,8 @@ export class KeyDepthExceededError extends KeybrakeError {
 /**
  * A call to a costed endpoint whose cost cannot be determined with certainty: a body the proxy
  * cannot parse or decode, a priced parameter where it does not read it, an ambiguous duplicate.
- * Refused after the allowlist and taint checks, before the cap; nothing is forwarded.
+ * Refused after the allowlist and taint checks, before the cap; nothing is forwarded. Also a
+ * money-moving endpoint with no price (issue 17: catalogued endpoints were forwarded at $0).
  */
 export class RequestNotPriceableError extends KeybrakeError {
   constructor(message: string) {

@@ -23,6 +23,32 @@ const newestCheckpoint = {
   },
 };
 
+/**
+ * How proxied calls are priced and the environment that configures it (issue 17; docs/pricing.md):
+ * every catalogued money-moving endpoint is priced, or refused until given a cost rule.
+ */
+const PRICING_CONFIGURATION = {
+  description:
+    'Money-moving endpoints are priced from the request (and Stripe PaymentIntents from their tracked state), ' +
+    'or refused with 400 request_not_priceable until given a cost rule. A vendor 5xx keeps the reservation as unknown spend.',
+  environment: {
+    KEYBRAKE_FX_RATES: 'USD per unit of each other currency (Stripe amounts, Twilio price_unit), e.g. eur=1.08',
+    KEYBRAKE_COST_RULES: 'JSON flat USD cost per endpoint the proxy does not price itself',
+    KEYBRAKE_SENSITIVE_ENDPOINTS: 'JSON endpoints refused to tainted requests, besides the catalogue',
+    KEYBRAKE_STRIPE_READ_BEFORE_WRITE:
+      '1: GET a PaymentIntent the proxy has not seen, to price a call on it (default 0: refused)',
+    KEYBRAKE_TWILIO_SEGMENT_USD: 'price of one SMS segment to +1 (default 0.0083)',
+    KEYBRAKE_TWILIO_SMS_PRICES: 'JSON price per segment by E.164 prefix, over the defaults',
+    KEYBRAKE_TWILIO_UNLISTED_SEGMENT_USD: "price per segment to an unlisted destination, or 'refuse' (default 0.5)",
+    KEYBRAKE_TWILIO_MMS_USD: 'price of one MMS (default 0.022)',
+    KEYBRAKE_TWILIO_CONTENT_USD: 'JSON price of one message per Content template SID',
+    KEYBRAKE_TWILIO_CONTENT_MAX_USD: 'price of one message of any other Content template (default: refused)',
+    KEYBRAKE_TWILIO_CALL_MINUTE_USD:
+      'price of one call minute; a call is reserved for its TimeLimit (default: refused)',
+    KEYBRAKE_RESEND_EMAIL_USD: 'price of one email per recipient (default 0.0009)',
+  },
+} as const;
+
 export const OPENAPI_DOCUMENT = {
   openapi: '3.1.0',
   info: {
@@ -407,10 +433,11 @@ export const OPENAPI_DOCUMENT = {
           'Idempotency-Key (<= 255 chars) scopes replays per key for at least 24 hours; a replay carries Idempotent-Replayed: true. ' +
           'Every response carries X-Keybrake-Key-Id once the key is known. A refusal or error of Keybrake itself (not of the vendor) carries X-Keybrake-Error: <error.code>.',
         security: [],
+        'x-keybrake-pricing': PRICING_CONFIGURATION,
         responses: {
           default: { description: "The vendor's response, as it came" },
           '400': error(
-            "Bad path, bad Idempotency-Key, unsupported currency, reused idempotency key; request_not_priceable: a call to a costed endpoint whose cost cannot be determined with certainty (a body it cannot parse or decode: multipart, Content-Encoding other than identity, a media type other than form or JSON, a charset other than utf-8; a priced parameter repeated, in both body and query, or under another spelling), checked after the allowlist and taint, before the cap; nothing forwarded; vendor_not_configured: the key's vendor has no secret configured on this proxy (a key issued before a restart without it), nothing forwarded; key_depth_exceeded: a key deeper than MAX_KEY_DEPTH (only one issued before the limit), nothing forwarded",
+            "Bad path, bad Idempotency-Key, unsupported currency, reused idempotency key; request_not_priceable: a call to a costed endpoint whose cost cannot be determined with certainty (a body it cannot parse or decode: multipart, Content-Encoding other than identity, a media type other than form or JSON, a charset other than utf-8; a priced parameter repeated, in both body and query, or under another spelling), checked after the allowlist and taint, before the cap; nothing forwarded; vendor_not_configured: the key's vendor has no secret configured on this proxy (a key issued before a restart without it), nothing forwarded; key_depth_exceeded: a key deeper than MAX_KEY_DEPTH (only one issued before the limit), nothing forwarded; a money-moving endpoint with no price is refused as request_not_priceable too (docs/pricing.md)",
             [
               'invalid_request',
               'currency_not_supported',
@@ -433,7 +460,10 @@ export const OPENAPI_DOCUMENT = {
             'The request (headers and body) was not received within KEYBRAKE_REQUEST_TIMEOUT_MS (headers: KEYBRAKE_HEADERS_TIMEOUT_MS); nothing forwarded',
             ['request_timeout'],
           ),
-          '409': error('Same Idempotency-Key still in flight', ['idempotency_key_in_use']),
+          '409': error(
+            'Same Idempotency-Key still in flight, or another call on the same tracked object (a Stripe PaymentIntent)',
+            ['idempotency_key_in_use', 'object_in_use'],
+          ),
           '413': error('Body over KEYBRAKE_MAX_BODY_BYTES', ['payload_too_large']),
           '415': error(
             'A body with a Content-Encoding other than identity to an endpoint with no cost rule (to a costed one: 400 request_not_priceable)',

@@ -2,7 +2,14 @@ import { createHash, randomUUID } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { METHOD_OVERRIDE_HEADERS, encodePath, isAllowed, normalizePath, parseEndpointPattern } from '../allowlist.js';
-import { extraCost, isSensitive } from '../cost-rules.js';
+import { isSensitive } from '../cost-rules.js';
+import { type CallPrice, priceCall, settleCall } from '../pricing.js';
+import {
+  type ClaimedObjectCall,
+  type ObjectCallContext,
+  claimObjectCall,
+  recordObservedObjects,
+} from '../object-calls.js';
 import {
   CapExhaustedError,
   InvalidRequestError,
@@ -15,9 +22,9 @@ import type { KeybrakeContext } from '../plugins/keybrake.js';
 import type { AuditInput, SettleInput, StoredResponse, VaultKeyRecord } from '../store/store.js';
 import { hashVaultKey } from '../vault-keys.js';
 import type { VendorModule, VendorRequest, VendorResponse, VendorSecrets } from '../vendors/index.js';
-import { isSuccess } from '../vendors/vendor.js';
 import { countHeader, findMethodOverride } from '../vendors/request-params.js';
 import { VENDORS } from '../vendors/index.js';
+import { type ObjectCall, findObjectCall } from '../vendors/vendor.js';
 import { keyStatus } from './admin.js';
 
 /** Request headers never forwarded: hop-by-hop, credentials we replace, routing overrides, and our own. */
@@ -136,7 +143,7 @@ async function forwardChecked(
   request: FastifyRequest,
   reply: FastifyReply,
 ): Promise<FastifyReply> {
-  const { vendor, method } = facts;
+  const { vendor } = facts;
   const vaultKey = vendor.readVaultKey(request.headers);
   if (!vaultKey) throw httpError(401, 'invalid_vault_key', 'No vault key was presented.');
   const key = await kb.store.findKeyByHash(hashVaultKey(vaultKey));
@@ -155,7 +162,42 @@ async function forwardChecked(
     if (error instanceof KeybrakeError) await confirmStillActive(kb, key.keyId, now);
     throw error;
   }
-  const { secrets, segments, sensitive, vendorRequest, builtInEstimate, estimate } = checked;
+  // A call on a tracked object (a Stripe PaymentIntent) holds the object's claim until it is settled.
+  const claimed =
+    checked.objectCall &&
+    (await claimObjectCall(
+      objectCallContext(kb, vendor, checked.secrets),
+      vendor,
+      checked.objectCall,
+      key.keyId,
+      checked.vendorRequest,
+      now,
+    ));
+  const progress = { sent: false };
+  try {
+    return await reserveAndForward(kb, facts, request, reply, key, checked, claimed, progress);
+  } finally {
+    // Sent but never answered into the store: what the vendor did to the object is not known.
+    await (progress.sent ? claimed?.forget() : claimed?.release())?.catch(() => undefined);
+  }
+}
+
+/** Reserves the call's price, forwards it, settles and audits it. */
+async function reserveAndForward(
+  kb: KeybrakeContext,
+  facts: CallFacts,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  key: VaultKeyRecord,
+  checked: LocalChecks,
+  claimed: ClaimedObjectCall | undefined,
+  progress: { sent: boolean },
+): Promise<FastifyReply> {
+  const { vendor, method } = facts;
+  const now = facts.at;
+  const { secrets, segments, sensitive, vendorRequest } = checked;
+  const price = claimed?.price ?? (checked.price as CallPrice);
+  const estimate = price.micros;
 
   const reservationId = randomUUID();
   const reserved = await kb.store.reserve({
@@ -183,6 +225,7 @@ async function forwardChecked(
   const url = `${kb.config.baseUrls[vendor.name]}${encodePath(upstream.segments)}${facts.query}`;
 
   const started = process.hrtime.bigint();
+  progress.sent = true;
   const result = await kb.forwarder.forward(url, method, headers, facts.body);
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
 
@@ -200,6 +243,8 @@ async function forwardChecked(
       idempotentResponse: null,
       audit: audit(facts, sent ? 'unknown' : 'blocked', code, statusCode, cost),
     });
+    if (sent) await claimed?.answered({ micros: cost, unknown: true }, undefined).catch(() => undefined);
+    progress.sent = false;
     kb.metrics.requests.inc({ vendor: vendor.name, outcome: sent ? 'unknown' : 'blocked', reason: code });
     kb.metrics.spend.inc({ vendor: vendor.name }, cost / 1e6);
     const error = httpError(
@@ -221,12 +266,9 @@ async function forwardChecked(
     { vendor: vendor.name, status_class: `${Math.floor(response.status / 100)}xx` },
     seconds,
   );
-  const actual =
-    builtInEstimate === undefined
-      ? isSuccess(response.status)
-        ? estimate
-        : 0
-      : vendor.settleCost(vendorRequest, response, estimate, kb.config.pricing);
+  const settled = settleCall(price, vendorRequest, response, kb.config.pricing);
+  const actual = settled.micros;
+  const outcome = settled.unknown ? 'unknown' : 'forwarded';
   const body = vendor.maskResponseBody?.(vendorRequest, response.body, secrets) ?? response.body;
   const responseHeaders = returnedHeaders(response);
   const vendorRequestId = vendor.vendorRequestId(response) ?? null;
@@ -237,9 +279,19 @@ async function forwardChecked(
     idempotentResponse: keepsForReplay(response.status)
       ? { status: response.status, headers: responseHeaders, body: body.toString('base64'), vendorRequestId }
       : null,
-    audit: { ...audit(facts, 'forwarded', null, response.status, actual), vendorRequestId },
+    audit: {
+      ...audit(facts, outcome, settled.unknown ? 'upstream_5xx' : null, response.status, actual),
+      vendorRequestId,
+    },
   });
-  kb.metrics.requests.inc({ vendor: vendor.name, outcome: 'forwarded', reason: '' });
+  // Not recorded (the store failed): a claimed object's state is forgotten, a created one untracked.
+  await (
+    claimed
+      ? claimed.answered(settled, response)
+      : recordObservedObjects(kb.store, vendor, key.keyId, vendorRequest, response, actual)
+  ).catch(() => undefined);
+  progress.sent = false;
+  kb.metrics.requests.inc({ vendor: vendor.name, outcome, reason: settled.unknown ? 'upstream_5xx' : '' });
   kb.metrics.spend.inc({ vendor: vendor.name }, actual / 1e6);
   return reply.code(response.status).headers(responseHeaders).header('x-keybrake-key-id', key.keyId).send(body);
 }
@@ -264,9 +316,10 @@ interface LocalChecks {
   readonly segments: string[];
   readonly sensitive: boolean;
   readonly vendorRequest: VendorRequest;
-  /** The vendor module's estimate, or `undefined` when it has no rule for the endpoint. */
-  readonly builtInEstimate: number | undefined;
-  readonly estimate: number;
+  /** The reservation and where it comes from (vendor catalogue, flat rule, or free); none for an object call. */
+  readonly price: CallPrice | undefined;
+  /** A call priced from the tracked object it acts on, once the object is claimed. */
+  readonly objectCall: ObjectCall | undefined;
 }
 
 /** The contract's checks after the key's status, in order: vendor, path, allowlist, taint, headers, cost. */
@@ -314,7 +367,13 @@ function checkLocally(
       `${method} /${segments.join('/')} is not in this key's allowed_endpoints.`,
     );
   }
-  const sensitive = isSensitive(kb.config.pricing, vendor.name, vendor.costedEndpoints, method, segments);
+  const sensitive = isSensitive(
+    kb.config.pricing,
+    vendor.name,
+    [...vendor.catalogue.map((entry) => entry.pattern), ...vendor.sensitiveEndpoints],
+    method,
+    segments,
+  );
   if (sensitive && (facts.untrusted || key.tainted)) {
     throw httpError(403, 'tainted_request_refused', 'A tainted request may not call a money-moving endpoint.');
   }
@@ -333,10 +392,10 @@ function checkLocally(
 
   const vendorRequest: VendorRequest = { method, segments, ...source };
   vendor.checkHeaders?.(vendorRequest);
-  // The vendor module's rule when it has one, else a configured flat cost, else free. A body the
-  // module cannot price with certainty throws request_not_priceable here, before the cap.
-  const builtInEstimate = vendor.estimateCost(vendorRequest, kb.config.pricing);
-  const estimate = builtInEstimate ?? extraCost(kb.config.pricing, vendor.name, method, segments) ?? 0;
+  // The vendor catalogue's price, else a configured flat cost; a money-moving call with neither,
+  // or a body it cannot price with certainty, is refused with request_not_priceable, before the cap.
+  const objectCall = findObjectCall(vendor, method, segments);
+  const price = objectCall ? undefined : priceCall(vendor, vendorRequest, kb.config.pricing);
   if (override === 'unreadable') {
     // A compressed body could hide a `_method`; and a vendor that decompresses it reads a body
     // nothing here checked.
@@ -346,7 +405,20 @@ function checkLocally(
       'Keybrake does not forward request bodies with a Content-Encoding other than identity.',
     );
   }
-  return { secrets, segments, sensitive, vendorRequest, builtInEstimate, estimate };
+  return { secrets, segments, sensitive, vendorRequest, price, objectCall };
+}
+
+function objectCallContext(kb: KeybrakeContext, vendor: VendorModule, secrets: VendorSecrets): ObjectCallContext {
+  return {
+    store: kb.store,
+    forwarder: kb.forwarder,
+    pricing: kb.config.pricing,
+    baseUrl: kb.config.baseUrls[vendor.name] as string,
+    secrets,
+    readBeforeWrite: kb.config.pricing.readBeforeWrite,
+    // Lapses only if its call died mid-way; the object's state is then forgotten.
+    claimMs: 2 * kb.config.upstreamTimeoutMs + 30_000,
+  };
 }
 
 /** Throws the revocation or expiry error if the store (fresh, not cached) says the key is no longer active. */

@@ -8,9 +8,14 @@ import { RELEASE_LOCK_LUA, SEAL_APPEND_LUA } from '../lua/audit-seal.js';
 import { CREATE_KEY_LUA, MARK_SUBTREE_LUA } from '../lua/family.js';
 import { RESERVE_LUA } from '../lua/reserve.js';
 import { SETTLE_LUA } from '../lua/settle.js';
+import { CLAIM_OBJECT_LUA, RECORD_OBJECT_LUA, RELEASE_OBJECT_LUA } from '../lua/objects.js';
 import {
   type AuditInput,
   type AuditCheckpoint,
+  type ObjectClaimInput,
+  type ObjectClaimOutput,
+  type ObjectRecordInput,
+  type ObjectReleaseInput,
   type AuditEntry,
   type AuditHead,
   type ReserveInput,
@@ -80,6 +85,9 @@ interface ScriptCommands {
   kbMarkSubtree(...args: (string | number)[]): Promise<number>;
   kbSealAppend(...args: (string | number)[]): Promise<number>;
   kbReleaseLock(...args: (string | number)[]): Promise<number>;
+  kbClaimObject(...args: (string | number)[]): Promise<string[]>;
+  kbReleaseObject(...args: (string | number)[]): Promise<number>;
+  kbRecordObject(...args: (string | number)[]): Promise<number>;
 }
 
 type Client = (Redis | Cluster) & ScriptCommands;
@@ -188,6 +196,9 @@ export class RedisStore implements Store {
     this.redis.defineCommand('kbMarkSubtree', { lua: MARK_SUBTREE_LUA });
     this.redis.defineCommand('kbSealAppend', { numberOfKeys: 3, lua: SEAL_APPEND_LUA });
     this.redis.defineCommand('kbReleaseLock', { numberOfKeys: 1, lua: RELEASE_LOCK_LUA });
+    this.redis.defineCommand('kbClaimObject', { numberOfKeys: 1, lua: CLAIM_OBJECT_LUA });
+    this.redis.defineCommand('kbReleaseObject', { numberOfKeys: 1, lua: RELEASE_OBJECT_LUA });
+    this.redis.defineCommand('kbRecordObject', { numberOfKeys: 1, lua: RECORD_OBJECT_LUA });
     this.reservationTtlMs = options.reservationTtlMs ?? 600_000;
     this.retentionMs = options.idempotencyRetentionMs ?? 24 * 3600 * 1000;
     const every = (ms: number, task: () => Promise<unknown>): void => {
@@ -644,7 +655,59 @@ export class RedisStore implements Store {
       throw new StoreUnavailableError(error);
     }
   }
+  claimObject(input: ObjectClaimInput): Promise<ObjectClaimOutput> {
+    return this.run(async () => {
+      const { root } = await this.familyOrThrow(input.keyId);
+      const result = await this.redis.kbClaimObject(
+        objectKey(root, input.objectId),
+        input.claimId,
+        input.now,
+        input.until,
+        OBJECT_TTL_MS,
+      );
+      if (result[0] === 'busy') return { kind: 'busy' };
+      const [, amount, currency, booked] = result;
+      return {
+        kind: 'claimed',
+        state: amount && currency ? { amount: Number(amount), currency, bookedMicros: Number(booked ?? 0) } : null,
+      };
+    });
+  }
+
+  releaseObject(input: ObjectReleaseInput): Promise<void> {
+    return this.run(async () => {
+      const { root } = await this.familyOrThrow(input.keyId);
+      const { state } = input;
+      await this.redis.kbReleaseObject(
+        objectKey(root, input.objectId),
+        input.claimId,
+        ...(state === undefined
+          ? ['keep']
+          : state === null
+            ? ['forget']
+            : ['set', state.amount, state.currency, state.bookedMicros]),
+      );
+    });
+  }
+
+  recordObject(input: ObjectRecordInput): Promise<void> {
+    return this.run(async () => {
+      const { root } = await this.familyOrThrow(input.keyId);
+      await this.redis.kbRecordObject(
+        objectKey(root, input.objectId),
+        input.state.amount,
+        input.state.currency,
+        input.state.bookedMicros,
+        OBJECT_TTL_MS,
+      );
+    });
+  }
 }
+
+/** A tracked vendor object of a family (issue 17). */
+const objectKey = (root: string, objectId: string): string => `${tag(root)}:obj:${objectId}`;
+/** Keys live at most 7 days: an object's state outlives every key of its family. */
+const OBJECT_TTL_MS = 8 * 24 * 3600 * 1000;
 
 /** Keeps a bounded cache: the oldest entry goes when the limit is reached. */
 function remember<V>(cache: Map<string, V>, key: string, value: V): void {

@@ -9,6 +9,11 @@ import type { Micros } from '../money.js';
 import {
   type AuditInput,
   type AuditCheckpoint,
+  type ObjectClaimInput,
+  type ObjectClaimOutput,
+  type ObjectRecordInput,
+  type ObjectReleaseInput,
+  type VendorObjectState,
   type AuditEntry,
   type AuditHead,
   type ReserveInput,
@@ -114,6 +119,20 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
 );
 `;
 
+/** Tracked vendor objects (issue 17), per key family (its root key). */
+const OBJECT_SCHEMA = `
+CREATE TABLE IF NOT EXISTS vendor_objects (
+  family TEXT NOT NULL,
+  object_id TEXT NOT NULL,
+  amount INTEGER,
+  currency TEXT,
+  booked INTEGER NOT NULL DEFAULT 0,
+  claim_id TEXT,
+  claim_until INTEGER,
+  PRIMARY KEY (family, object_id)
+);
+`;
+
 /**
  * The embedded durable store: one SQLite file in WAL mode with `synchronous=FULL`, so every
  * committed reservation, settlement and audit record survives a crash or power loss before the
@@ -147,6 +166,7 @@ export class SqliteStore implements Store {
     this.db.pragma('busy_timeout = 5000');
     this.db.pragma('foreign_keys = ON');
     this.db.exec(SCHEMA);
+    this.db.exec(OBJECT_SCHEMA);
     // Built once: better-sqlite3 makes a new wrapper on every db.transaction() call.
     const atomic = this.db.transaction((operation: () => unknown) => operation());
     this.atomic = <T>(operation: () => T): T => atomic(operation) as T;
@@ -574,6 +594,88 @@ export class SqliteStore implements Store {
     if (!this.db.open) return;
     this.statement('DELETE FROM idempotency WHERE response IS NOT NULL AND created_at < ?').run(now - this.retentionMs);
   }
+
+  claimObject(input: ObjectClaimInput): Promise<ObjectClaimOutput> {
+    return this.write(() =>
+      this.atomic((): ObjectClaimOutput => {
+        const family = this.familyOf(input.keyId);
+        const row = this.objectRow(family, input.objectId);
+        if (row?.claim_id && (row.claim_until ?? 0) > input.now) return { kind: 'busy' };
+        // A claim that lapsed belonged to a call whose outcome was never recorded: the state may be stale.
+        const lapsed = Boolean(row?.claim_id);
+        this.statement(
+          `INSERT INTO vendor_objects (family, object_id, claim_id, claim_until) VALUES (?, ?, ?, ?)
+             ON CONFLICT (family, object_id) DO UPDATE SET claim_id = excluded.claim_id, claim_until = excluded.claim_until`,
+        ).run(family, input.objectId, input.claimId, input.until);
+        return { kind: 'claimed', state: row && !lapsed ? objectState(row) : null };
+      }),
+    );
+  }
+
+  releaseObject(input: ObjectReleaseInput): Promise<void> {
+    return this.write(() =>
+      this.atomic(() => {
+        const family = this.familyOf(input.keyId);
+        const row = this.objectRow(family, input.objectId);
+        // A claim that lapsed and was taken by another call is that call's to release.
+        if (!row || row.claim_id !== input.claimId) return;
+        if (input.state === undefined) {
+          this.statement(
+            'UPDATE vendor_objects SET claim_id = NULL, claim_until = NULL WHERE family = ? AND object_id = ?',
+          ).run(family, input.objectId);
+        } else if (input.state === null) {
+          this.statement('DELETE FROM vendor_objects WHERE family = ? AND object_id = ?').run(family, input.objectId);
+        } else {
+          this.statement(
+            `UPDATE vendor_objects SET amount = ?, currency = ?, booked = ?, claim_id = NULL, claim_until = NULL
+               WHERE family = ? AND object_id = ?`,
+          ).run(input.state.amount, input.state.currency, input.state.bookedMicros, family, input.objectId);
+        }
+      }),
+    );
+  }
+
+  recordObject(input: ObjectRecordInput): Promise<void> {
+    return this.write(() => {
+      // Spend already booked for the object is never forgotten by a later answer.
+      this.statement(
+        `INSERT INTO vendor_objects (family, object_id, amount, currency, booked) VALUES (?, ?, ?, ?, ?)
+           ON CONFLICT (family, object_id) DO UPDATE SET amount = excluded.amount, currency = excluded.currency,
+             booked = MAX(booked, excluded.booked)`,
+      ).run(
+        this.familyOf(input.keyId),
+        input.objectId,
+        input.state.amount,
+        input.state.currency,
+        input.state.bookedMicros,
+      );
+    });
+  }
+
+  /** The family a key belongs to: its root key's id. */
+  private familyOf(keyId: string): string {
+    const chain = this.ancestry(keyId);
+    return chain[chain.length - 1]?.key_id ?? keyId;
+  }
+
+  private objectRow(family: string, objectId: string): ObjectRow | undefined {
+    return this.statement('SELECT * FROM vendor_objects WHERE family = ? AND object_id = ?').get(family, objectId) as
+      ObjectRow | undefined;
+  }
+}
+
+interface ObjectRow {
+  amount: number | null;
+  currency: string | null;
+  booked: number;
+  claim_id: string | null;
+  claim_until: number | null;
+}
+
+function objectState(row: ObjectRow): VendorObjectState | null {
+  return row.amount === null || row.currency === null
+    ? null
+    : { amount: row.amount, currency: row.currency, bookedMicros: row.booked };
 }
 
 function toRecord(row: KeyRow): VaultKeyRecord {

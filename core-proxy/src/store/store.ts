@@ -196,6 +196,58 @@ export interface Store {
   /** Resolves when the store is reachable. */
   ping(): Promise<void>;
   close(): Promise<void>;
+  /**
+   * Claims a vendor object (a Stripe PaymentIntent) of the key's family for one call and returns
+   * its tracked state, so that no two calls that change or move its amount are in flight at once;
+   * `busy` while another call holds it (until released, or until its `until` passes).
+   */
+  claimObject(input: ObjectClaimInput): Promise<ObjectClaimOutput>;
+  /** Releases a claim this call holds, after keeping, replacing or forgetting the object's state. */
+  releaseObject(input: ObjectReleaseInput): Promise<void>;
+  /** Records the state of an object a vendor's answer showed (one the proxy just created). */
+  recordObject(input: ObjectRecordInput): Promise<void>;
+}
+
+/**
+ * What the proxy knows of a vendor object whose later calls move money, per key family: its
+ * amount and currency as the vendor last answered, and the spend already booked for it.
+ */
+export interface VendorObjectState {
+  /** In the currency's minor units. */
+  readonly amount: number;
+  readonly currency: string;
+  /** Spend already booked for moving this object's amount. */
+  readonly bookedMicros: Micros;
+}
+
+/** Input of {@link Store.claimObject}. */
+export interface ObjectClaimInput {
+  readonly keyId: string;
+  readonly objectId: string;
+  readonly claimId: string;
+  /** Epoch ms. */
+  readonly now: number;
+  /** Epoch ms after which the claim lapses (its call died without releasing it). */
+  readonly until: number;
+}
+
+/** Result of {@link Store.claimObject}; `state` is null for an object the family has not seen. */
+export type ObjectClaimOutput =
+  { readonly kind: 'claimed'; readonly state: VendorObjectState | null } | { readonly kind: 'busy' };
+
+/** Input of {@link Store.releaseObject}: `state` undefined keeps it, null forgets it. */
+export interface ObjectReleaseInput {
+  readonly keyId: string;
+  readonly objectId: string;
+  readonly claimId: string;
+  readonly state: VendorObjectState | null | undefined;
+}
+
+/** Input of {@link Store.recordObject}. */
+export interface ObjectRecordInput {
+  readonly keyId: string;
+  readonly objectId: string;
+  readonly state: VendorObjectState;
 }
 
 /** The UTC day (`YYYY-MM-DD`) a daily cap counts in. */

@@ -1,48 +1,75 @@
-import { parseEndpointPattern, matchesRoute } from '../allowlist.js';
 import { RequestNotPriceableError } from '../errors.js';
-import { usdToMicros } from '../money.js';
-import { type VendorModule, type VendorRequest, isSuccess, readBearer, readJson, readParams } from './vendor.js';
+import { type Micros, usdToMicros } from '../money.js';
+import type { PricingOptions } from '../cost-rules.js';
+import { type VendorModule, type VendorRequest, moneyMoving, readBearer, readJson, readParams } from './vendor.js';
 
-const SEND = parseEndpointPattern('POST /emails');
-const BATCH = parseEndpointPattern('POST /emails/batch');
-
-function isCosted(request: VendorRequest): boolean {
-  return [SEND, BATCH].some((pattern) => matchesRoute(pattern, request.method, request.segments));
-}
-
-/** How many emails a send request asks for: 1, or the length of a batch. */
-function emailCount(request: VendorRequest): number | undefined {
-  if (matchesRoute(SEND, request.method, request.segments)) return 1;
-  if (!matchesRoute(BATCH, request.method, request.segments)) return undefined;
-  // Read strictly (a BOM stripped, gzip or another media type refused): an unreadable batch
-  // reserved at $0 was forwarded to a vendor that may read it. Regression: issue 16.
-  const params = readParams(request);
-  if (params.bodyKind !== 'json' || !Array.isArray(params.json)) {
-    throw new RequestNotPriceableError('A Resend batch must be a JSON array of emails.');
+/**
+ * How many recipients one address field names, at most. Resend takes a string or an array of
+ * strings; a string may list several addresses, so it counts as its comma-separated parts (an
+ * upper bound: a quoted display name with a comma counts twice).
+ */
+function countAddresses(field: unknown, name: string): number {
+  if (field === undefined || field === null) return 0;
+  const entries = Array.isArray(field) ? field : [field];
+  let count = 0;
+  for (const entry of entries) {
+    if (typeof entry !== 'string') throw new RequestNotPriceableError(`Resend: \`${name}\` must be strings.`);
+    count += entry.split(',').filter((part) => part.trim() !== '').length;
   }
-  return params.json.length;
+  return count;
 }
 
-/** Resend: Bearer API key; cost = a configured price per email. */
+/** Resend bills every recipient as one email: to + cc + bcc. Regression: issue 17. */
+function recipients(email: unknown): number {
+  if (!email || typeof email !== 'object' || Array.isArray(email)) {
+    throw new RequestNotPriceableError('Resend: an email must be a JSON object.');
+  }
+  const fields = email as Record<string, unknown>;
+  const count = countAddresses(fields.to, 'to') + countAddresses(fields.cc, 'cc') + countAddresses(fields.bcc, 'bcc');
+  // Resend refuses an email with no recipient; it is still reserved as one.
+  return Math.max(1, count);
+}
+
+/** The JSON body, read strictly (a BOM stripped; gzip, another media type, a repeated key refused). */
+function emailBody(request: VendorRequest): unknown {
+  const params = readParams(request);
+  if (params.bodyKind !== 'json') throw new RequestNotPriceableError('Resend: the body must be JSON.');
+  return params.json;
+}
+
+function estimateEmail(request: VendorRequest, pricing: PricingOptions): Micros {
+  return usdToMicros(recipients(emailBody(request)) * pricing.resendEmailUsd);
+}
+
+function estimateBatch(request: VendorRequest, pricing: PricingOptions): Micros {
+  const body = emailBody(request);
+  if (!Array.isArray(body)) throw new RequestNotPriceableError('Resend: a batch must be a JSON array of emails.');
+  const total = body.reduce((sum: number, email) => sum + recipients(email), 0);
+  return usdToMicros(total * pricing.resendEmailUsd);
+}
+
+/** Every Resend endpoint that moves money. Regression: issue 17. */
+const CATALOGUE = [
+  moneyMoving('POST /emails', 'an email per recipient (to, cc, bcc)', { estimate: estimateEmail }),
+  moneyMoving('POST /emails/batch', 'an email per recipient of every email in the batch', {
+    estimate: estimateBatch,
+  }),
+  // The audience's size is not in the request.
+  moneyMoving('POST /broadcasts/*/send', 'an email per contact of the audience'),
+];
+
+/** Resend: Bearer API key; cost = a configured price per recipient. */
 export const resend: VendorModule = {
   name: 'resend',
   defaultBaseUrl: 'https://api.resend.com',
   secretNames: ['RESEND_API_KEY'],
-  costedEndpoints: [SEND, BATCH],
+  catalogue: CATALOGUE,
+  sensitiveEndpoints: [],
 
   readVaultKey: readBearer,
 
   prepareUpstream(request, secrets) {
     return { segments: request.segments, headers: { authorization: `Bearer ${secrets.RESEND_API_KEY}` } };
-  },
-
-  estimateCost(request, pricing) {
-    const count = emailCount(request);
-    return count === undefined ? undefined : usdToMicros(count * pricing.resendEmailUsd);
-  },
-
-  settleCost(request, response, estimate) {
-    return isSuccess(response.status) && isCosted(request) ? estimate : 0;
   },
 
   vendorRequestId(response) {

@@ -1,35 +1,129 @@
-import { parseEndpointPattern, matchesRoute } from '../allowlist.js';
-import { usdToMicros } from '../money.js';
-import { type VendorModule, type VendorRequest, isSuccess, readBasic, readJson, readParams } from './vendor.js';
+import { type PricingOptions, usdRate } from '../cost-rules.js';
+import { RequestNotPriceableError } from '../errors.js';
+import { type Micros, usdToMicros } from '../money.js';
 import { VAULT_KEY_PREFIX } from '../vault-keys.js';
+import { smsSegments } from './twilio-segments.js';
+import {
+  type VendorModule,
+  type VendorRequest,
+  type VendorResponse,
+  type RequestParams,
+  moneyMoving,
+  readBasic,
+  readJson,
+  readParams,
+} from './vendor.js';
 
-const MESSAGES = parseEndpointPattern('POST /2010-04-01/Accounts/*/Messages.json');
+export { smsEncoding, smsSegments } from './twilio-segments.js';
 
-/** The GSM 03.38 basic character set and its extension table (which costs two septets). */
-const GSM_BASIC =
-  '@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !"#¤%&\'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà';
-const GSM_EXTENDED = '^{}\\[~]|€\f';
+/**
+ * NANP area codes outside the US and Canada: `+1` numbers Twilio prices as other countries, so
+ * they are never reserved at the `+1` price unless a longer prefix lists them.
+ */
+const NANP_ELSEWHERE = new Set([
+  '242', '246', '264', '268', '284', '340', '345', '441', '473', '649', '658', '664', '670', '671', '684',
+  '721', '758', '767', '784', '787', '809', '829', '849', '868', '869', '876', '939',
+]); // prettier-ignore
 
-/** How many SMS segments Twilio splits a body into (GSM-7: 160/153 septets; UCS-2: 70/67 chars). */
-export function smsSegments(body: string): number {
-  let septets = 0;
-  let gsm = true;
-  for (const char of body) {
-    if (GSM_BASIC.includes(char)) septets += 1;
-    else if (GSM_EXTENDED.includes(char)) septets += 2;
-    else {
-      gsm = false;
-      break;
-    }
+/** Twilio's default and maximum `TimeLimit` of a call: 4 hours. */
+const DEFAULT_CALL_SECONDS = 14_400;
+
+/** The per-segment SMS price of a destination, or a refusal when it is not listed and unlisted ones are refused. */
+function segmentPrice(to: string, pricing: PricingOptions): number {
+  // A channel address (`whatsapp:+44...`) is billed by that channel: not the country's SMS price.
+  const channel = /^[a-z-]+:(\+[0-9]{6,15})$/i.exec(to);
+  const number = channel ? undefined : /^\+[0-9]{6,15}$/.test(to) ? to : undefined;
+  if (!channel && !number) {
+    throw new RequestNotPriceableError('Twilio: `To` must be one E.164 number (+ and digits) to price this message.');
   }
-  if (gsm) return septets <= 160 ? 1 : Math.ceil(septets / 153);
-  const units = body.length; // UTF-16 code units, as UCS-2 counts them
-  return units <= 70 ? 1 : Math.ceil(units / 67);
+  const listed = number && pricing.twilioSmsPrices.find((entry) => number.startsWith(entry.prefix));
+  const island = listed && listed.prefix === '+1' && NANP_ELSEWHERE.has(number.slice(2, 5));
+  if (listed && !island) return listed.usd;
+  if (pricing.twilioUnlistedSegmentUsd === null) {
+    throw new RequestNotPriceableError(
+      'Twilio: this destination has no price in KEYBRAKE_TWILIO_SMS_PRICES, and unlisted destinations are refused.',
+    );
+  }
+  return pricing.twilioUnlistedSegmentUsd;
 }
 
-function isMessageCreate(request: VendorRequest): boolean {
-  return matchesRoute(MESSAGES, request.method, request.segments);
+/** The one `To` of a message or call. */
+function destination(params: RequestParams): string {
+  const to = params.one('To')?.trim();
+  if (!to) throw new RequestNotPriceableError('Twilio: `To` is required to price this call.');
+  return to;
 }
+
+/** The most one message can cost: a template's configured price, an MMS, or its segments at the destination's price. */
+function estimateMessage(request: VendorRequest, pricing: PricingOptions): Micros {
+  const params = readParams(request);
+  const contentSids = [...new Set(params.all('ContentSid'))];
+  if (contentSids.length > 0) {
+    // Regression: issue 17. A template's length is not in the request: only a configured price bounds it.
+    const prices = contentSids.map((sid) => pricing.twilioContentUsd.get(sid) ?? pricing.twilioContentMaxUsd);
+    if (prices.some((price) => price === null || price === undefined)) {
+      throw new RequestNotPriceableError(
+        'Twilio: a ContentSid message has no configured price (KEYBRAKE_TWILIO_CONTENT_USD or KEYBRAKE_TWILIO_CONTENT_MAX_USD).',
+      );
+    }
+    return usdToMicros(Math.max(...(prices as number[])));
+  }
+  const perSegment = segmentPrice(destination(params), pricing);
+  // One Body: two would leave which one Twilio sends (and how many segments it bills) ambiguous.
+  const segments = smsSegments(params.one('Body') ?? '');
+  const sms = segments * perSegment;
+  const mms =
+    params.all('MediaUrl').length > 0 || params.all('SendAsMms').some((value) => value.trim().toLowerCase() === 'true');
+  // An MMS Twilio cannot deliver as one is sent as SMS: either may be billed.
+  return usdToMicros(mms ? Math.max(pricing.twilioMmsUsd, sms) : sms);
+}
+
+/**
+ * What Twilio billed: its `price` (negative, in `price_unit`) converted to USD when it is known,
+ * else the reservation. Twilio usually prices a message after sending it (`price: null` at create):
+ * the reservation, an upper bound, is then what stays booked.
+ */
+function settleFromPrice(
+  _request: VendorRequest,
+  response: VendorResponse,
+  estimate: Micros,
+  pricing: PricingOptions,
+): Micros {
+  const body = readJson(response.body) as { price?: unknown; price_unit?: unknown } | undefined;
+  const price = typeof body?.price === 'string' || typeof body?.price === 'number' ? Math.abs(Number(body.price)) : NaN;
+  if (!Number.isFinite(price)) return estimate;
+  // Regression: issue 17. `price_unit` "usd" or "EUR" was ignored and the estimate booked.
+  const unit = typeof body?.price_unit === 'string' ? body.price_unit.trim() : 'USD';
+  const rate = usdRate(pricing, unit);
+  return rate === undefined ? estimate : usdToMicros(price * rate);
+}
+
+/** The most a call can cost: its `TimeLimit` (Twilio's default: 4 hours) at the configured price per minute. */
+function estimateCall(request: VendorRequest, pricing: PricingOptions): Micros {
+  if (pricing.twilioCallMinuteUsd === null) {
+    throw new RequestNotPriceableError(
+      'Twilio: calls are billed per minute; set KEYBRAKE_TWILIO_CALL_MINUTE_USD to allow them.',
+    );
+  }
+  const params = readParams(request);
+  destination(params);
+  const seconds = params.integer('TimeLimit') ?? DEFAULT_CALL_SECONDS;
+  return usdToMicros(Math.max(1, Math.ceil(seconds / 60)) * pricing.twilioCallMinuteUsd);
+}
+
+/** Every Twilio endpoint that moves money. Regression: issue 17. */
+const CATALOGUE = [
+  moneyMoving('POST /2010-04-01/Accounts/*/Messages.json', 'an SMS, MMS or template message', {
+    estimate: estimateMessage,
+    settle: settleFromPrice,
+  }),
+  moneyMoving('POST /2010-04-01/Accounts/*/Calls.json', 'an outbound call, billed per minute', {
+    estimate: estimateCall,
+    settle: settleFromPrice,
+  }),
+  moneyMoving('POST /2010-04-01/Accounts/*/Conferences/*/Participants.json', 'an outbound call into a conference'),
+  moneyMoving('POST /2010-04-01/Accounts/*/IncomingPhoneNumbers.json', 'a phone number, billed monthly'),
+];
 
 /** Index of the account SID segment in `/2010-04-01/Accounts/{Sid}/...`. */
 function accountSegmentIndex(segments: readonly string[]): number {
@@ -41,7 +135,8 @@ export const twilio: VendorModule = {
   name: 'twilio',
   defaultBaseUrl: 'https://api.twilio.com',
   secretNames: ['TWILIO_ACCOUNT_SID', 'TWILIO_AUTH_TOKEN'],
-  costedEndpoints: [MESSAGES],
+  catalogue: CATALOGUE,
+  sensitiveEndpoints: [],
 
   readVaultKey(headers) {
     const credentials = readBasic(headers);
@@ -57,26 +152,6 @@ export const twilio: VendorModule = {
     if (index >= 0) segments[index] = secrets.TWILIO_ACCOUNT_SID as string;
     const basic = Buffer.from(`${secrets.TWILIO_ACCOUNT_SID}:${secrets.TWILIO_AUTH_TOKEN}`).toString('base64');
     return { segments, headers: { authorization: `Basic ${basic}` } };
-  },
-
-  estimateCost(request, pricing) {
-    if (!isMessageCreate(request)) return undefined;
-    const params = readParams(request);
-    if (params.all('MediaUrl').length > 0) return usdToMicros(pricing.twilioMmsUsd);
-    // One Body: two would leave which one Twilio sends (and how many segments it bills) ambiguous.
-    const segments = smsSegments(params.one('Body') ?? '');
-    return usdToMicros(segments * pricing.twilioSegmentUsd);
-  },
-
-  settleCost(request, response, estimate, pricing) {
-    if (!isMessageCreate(request) || !isSuccess(response.status)) return 0;
-    const body = readJson(response.body) as
-      { price?: unknown; price_unit?: unknown; num_segments?: unknown } | undefined;
-    const price = typeof body?.price === 'string' ? Math.abs(Number(body.price)) : NaN;
-    if (Number.isFinite(price) && (body?.price_unit ?? 'USD') === 'USD') return usdToMicros(price);
-    const segments = Number(body?.num_segments);
-    // Twilio usually prices a message after it is sent: fall back to the configured estimate.
-    return Number.isInteger(segments) && segments > 0 ? usdToMicros(segments * pricing.twilioSegmentUsd) : estimate;
   },
 
   vendorRequestId(response) {

@@ -1,7 +1,8 @@
 import type { IncomingHttpHeaders } from 'node:http';
-import type { EndpointPattern } from '../allowlist.js';
+import { type EndpointPattern, matchesRoute, parseEndpointPattern } from '../allowlist.js';
 import type { Micros } from '../money.js';
 import type { PricingOptions } from '../cost-rules.js';
+import type { VendorObjectState } from '../store/store.js';
 import { type RequestParams, readRequestParams } from './request-params.js';
 
 export { RequestParams, type RequestParam, type BodyKind } from './request-params.js';
@@ -40,6 +41,35 @@ export interface UpstreamRequest {
 export type VendorSecrets = Readonly<Record<string, string>>;
 
 /**
+ * One endpoint that moves money, in its vendor's catalogue. Every catalogued endpoint is
+ * sensitive for taint, and none is ever forwarded at $0 by default: it is priced by the vendor
+ * module (`estimate`), or refused as `request_not_priceable` until the operator gives it a flat
+ * cost rule (`KEYBRAKE_COST_RULES`). Regression: issue 17.
+ */
+export interface MoneyMovingEndpoint {
+  readonly pattern: EndpointPattern;
+  /** What the call moves or buys, for the documentation and refusals. */
+  readonly moves: string;
+  /**
+   * The built-in price: the most this call can cost, in micro-dollars. Throws
+   * `RequestNotPriceableError` when the request does not bound it. An endpoint with a built-in
+   * price takes no flat rule: a flat number cannot bound what the request or the object decides.
+   * Absent: no built-in price; a flat rule is the operator's statement of the most one call costs.
+   */
+  readonly estimate?: (request: VendorRequest, pricing: PricingOptions) => Micros;
+  /**
+   * What the vendor billed, from its 2xx answer. May exceed the estimate (it is booked as it is).
+   * @default the estimate
+   */
+  readonly settle?: (
+    request: VendorRequest,
+    response: VendorResponse,
+    estimate: Micros,
+    pricing: PricingOptions,
+  ) => Micros;
+}
+
+/**
  * Everything Keybrake knows about one vendor. Adding a vendor is one file implementing this and a
  * line in `vendors/index.ts`.
  */
@@ -50,8 +80,13 @@ export interface VendorModule {
   readonly defaultBaseUrl: string;
   /** Environment variables that must all hold a secret before keys can be issued. */
   readonly secretNames: readonly string[];
-  /** Endpoints with a built-in cost rule: money-moving, so sensitive for taint. */
-  readonly costedEndpoints: readonly EndpointPattern[];
+  /** Every endpoint of this vendor that moves money: priced, or refused until given a cost rule. */
+  readonly catalogue: readonly MoneyMovingEndpoint[];
+  /**
+   * Endpoints that cost nothing themselves but steer what a money-moving call does later (an
+   * amount update, a live call's instructions): refused to tainted requests like the catalogue.
+   */
+  readonly sensitiveEndpoints: readonly EndpointPattern[];
   /** Reads the vault key from the request, presented the way the vendor's own SDK presents its secret. */
   readVaultKey(headers: IncomingHttpHeaders): string | undefined;
   /**
@@ -61,18 +96,81 @@ export interface VendorModule {
   checkHeaders?(request: VendorRequest): void;
   /** Injects the real secret (and rewrites the path where the vendor puts an account id in it). */
   prepareUpstream(request: VendorRequest, secrets: VendorSecrets): UpstreamRequest;
-  /**
-   * The most this call can cost, in micro-dollars, or `undefined` when the vendor module has no
-   * rule for the endpoint. Must be an upper bound for the cap guarantee to hold: read parameters
-   * with {@link readParams}, and throw `RequestNotPriceableError` rather than guess.
-   */
-  estimateCost(request: VendorRequest, pricing: PricingOptions): Micros | undefined;
-  /** The real cost, read from the vendor's response once it has answered. */
-  settleCost(request: VendorRequest, response: VendorResponse, estimate: Micros, pricing: PricingOptions): Micros;
   /** The vendor's id for this request (Stripe `Request-Id`, Twilio `sid`, Resend `id`). */
   vendorRequestId(response: VendorResponse): string | undefined;
   /** Removes anything of the real secrets from a response body before the client sees it. */
   maskResponseBody?(request: VendorRequest, body: Buffer, secrets: VendorSecrets): Buffer;
+  /** Calls priced from the tracked state of the object they act on. @default none */
+  readonly objectCalls?: readonly ObjectCall[];
+  /** Objects a 2xx answer created, with the spend booked for them. @default none */
+  observeObjects?(request: VendorRequest, response: VendorResponse, bookedMicros: Micros): ObservedObject[];
+}
+
+/**
+ * A call priced from the tracked state of the object it acts on (a Stripe PaymentIntent): the
+ * proxy claims the object for the call (no two such calls on one object in flight at once), prices
+ * the call from the object's amount, and records the object's state from the vendor's answer.
+ * Regression: issue 17 (an amount raised by an update, then confirmed, moved $5,000 under $1).
+ */
+export interface ObjectCall {
+  readonly pattern: EndpointPattern;
+  /** The object the call acts on (a path segment or a parameter), or `undefined` if it names none. */
+  objectId(request: VendorRequest): string | undefined;
+  /** Whether the call can be priced only from a tracked state (a confirm), or also without (an update). */
+  readonly needsState: boolean;
+  /** The most the call can cost, given the object's state (`null`: not tracked, only when `!needsState`). */
+  estimate(request: VendorRequest, state: VendorObjectState | null, pricing: PricingOptions): Micros;
+  /**
+   * What a 2xx answer booked, and the object's state after it (`undefined`: unchanged, `null`:
+   * no longer known).
+   */
+  settle(
+    request: VendorRequest,
+    response: VendorResponse,
+    state: VendorObjectState | null,
+    pricing: PricingOptions,
+    estimate: Micros,
+  ): { readonly micros: Micros; readonly state: VendorObjectState | null | undefined };
+  /** The object's state after an unknown outcome (the reservation was booked as unknown spend). */
+  unknown(state: VendorObjectState | null, reservedMicros: Micros): VendorObjectState | null | undefined;
+  /** Reads the object with the real secret, for an operator who opts in to read-before-write. */
+  readonly read: {
+    readonly segments: (objectId: string) => string[];
+    readonly state: (response: VendorResponse) => Omit<VendorObjectState, 'bookedMicros'> | undefined;
+  };
+}
+
+/** An object a vendor's answer created, to track for the calls that later move its amount. */
+export interface ObservedObject {
+  readonly objectId: string;
+  readonly state: VendorObjectState;
+}
+
+/** Builds a catalogue entry from its `"METHOD /path"` text. */
+export function moneyMoving(
+  endpoint: string,
+  moves: string,
+  pricing: Pick<MoneyMovingEndpoint, 'estimate' | 'settle'> = {},
+): MoneyMovingEndpoint {
+  return { pattern: parseEndpointPattern(endpoint), moves, ...pricing };
+}
+
+/** The object call a request is, if it is one. */
+export function findObjectCall(
+  vendor: VendorModule,
+  method: string,
+  segments: readonly string[],
+): ObjectCall | undefined {
+  return vendor.objectCalls?.find((call) => matchesRoute(call.pattern, method, segments));
+}
+
+/** The catalogue entry a call matches, if it moves money. */
+export function findMoneyMoving(
+  vendor: VendorModule,
+  method: string,
+  segments: readonly string[],
+): MoneyMovingEndpoint | undefined {
+  return vendor.catalogue.find((entry) => matchesRoute(entry.pattern, method, segments));
 }
 
 /** Reads `Authorization: Bearer <token>`. */

@@ -3,7 +3,7 @@
 import { cpSync, rmSync } from 'node:fs';
 
 const root = new URL('..', import.meta.url);
-for (const engine of ['conductor', 'cloud-workflows']) {
+for (const engine of ['conductor', 'argo', 'cloud-workflows']) {
   const target = new URL(`integrations/${engine}/templates`, root);
   rmSync(target, { recursive: true, force: true });
   cpSync(new URL(`templates/${engine}`, root), target, { recursive: true });

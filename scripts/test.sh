@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the tests need (pnpm, dependencies, stripe-mock, redis-server, the Temporal
-# CLI, the Conductor server, Helm, kustomize, workflows-emulator), then runs them all: typecheck, lint, and the vitest projects
+# CLI, the argo CLI, the Conductor server, Helm, kustomize, workflows-emulator), then runs them all: typecheck, lint, and the vitest projects
 # (embedded store, Redis store, and e2e on the real engines) against real stripe-mock, Redis,
 # Temporal and Conductor.
 set -euo pipefail
@@ -12,6 +12,11 @@ export STRIPE_MOCK_BIN
 bash scripts/install-redis.sh
 TEMPORAL_CLI_BIN="$(bash scripts/install-temporal.sh)"
 export TEMPORAL_CLI_BIN
+# Argo's own CLI, built from the Go module proxy, used only as an offline linter of templates/argo,
+# and its controller's test binary with our retry-expression test (integrations/argo/expr-test).
+ARGO_BIN="$(bash scripts/install-argo.sh)"
+ARGO_EXPR_TEST_BIN="$(bash scripts/install-argo.sh --expr-test)"
+export ARGO_BIN ARGO_EXPR_TEST_BIN
 eval "$(bash scripts/install-conductor.sh)"
 export CONDUCTOR_JAR CONDUCTOR_JAVA
 bash scripts/install-bench.sh
@@ -41,6 +46,8 @@ rm -f "$report"
 if [ "$#" = 0 ]; then
   # The soak's short mode (30 s; `pnpm soak` runs 10 minutes), alone so that it holds its rate.
   KEYBRAKE_RUN_SOAK=1 pnpm exec vitest run --project soak
+  # Again with two busy loops beside it: correctness must hold on a starved machine (issue 16).
+  KEYBRAKE_RUN_SOAK=1 KEYBRAKE_SOAK_BUSY_LOOPS=2 pnpm exec vitest run --project soak
 fi
 # The benchmark's quick mode: every variant that can run here, the cap race (must not overshoot).
 if [ "$#" = 0 ]; then

@@ -12,7 +12,8 @@ import { createHash } from 'node:crypto';
  * - Conductor: `workflowInstanceId`, `referenceTaskName` (not `taskId`, which changes per retry),
  *   plus your own call name or the item being processed.
  * - Argo: `{{workflow.uid}}`, `{{tasks.name}}` or `{{steps.name}}`, and `{{item}}` in a fan-out
- *   (not `{{pod.name}}`, `{{retries}}` or `{{node.name}}`, which change on retry).
+ *   (not `{{pod.name}}` or `{{retries}}`, which change on retry; `{{node.name}}` of the step is
+ *   stable but holds the workflow's name, not its uid).
  * - Cloud Workflows: the execution id, the step name, and the item of a `parallel for`.
  *
  * @example deriveIdempotencyKey([workflowId, activityId, 'charge', customerId])

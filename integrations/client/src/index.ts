@@ -10,3 +10,12 @@ export { KeybrakeApiError, CapExhaustedError } from './errors.js';
 export { isCapHit, CAP_HIT_HEADER } from './cap-hit.js';
 export { keybrakeRefusal, ERROR_HEADER, TERMINAL_REFUSALS, type TerminalRefusal } from './refusal.js';
 export { deriveIdempotencyKey } from './idempotency.js';
+export {
+  KEYBRAKE_EXIT_CODES,
+  CAP_HIT_EXIT_CODE,
+  KEYBRAKE_EXIT_CODE_MIN,
+  KEYBRAKE_EXIT_CODE_MAX,
+  exitCodeFor,
+  refusalForExitCode,
+} from './exit-codes.js';
+export { runExec, type ExecOptions, type ExecOutcome } from './exec.js';

@@ -13,3 +13,5 @@ pnpm run build
 pnpm exec vitest run --project reliability "$@"
 # The soak's short mode, alone so that it holds its rate (`pnpm soak` for the full 10 minutes).
 KEYBRAKE_RUN_SOAK=1 pnpm exec vitest run --project soak
+# Again beside two busy loops: correctness must hold on a starved machine (issue 16).
+KEYBRAKE_RUN_SOAK=1 KEYBRAKE_SOAK_BUSY_LOOPS=2 pnpm exec vitest run --project soak

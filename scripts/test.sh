@@ -46,6 +46,8 @@ rm -f "$report"
 if [ "$#" = 0 ]; then
   # The soak's short mode (30 s; `pnpm soak` runs 10 minutes), alone so that it holds its rate.
   KEYBRAKE_RUN_SOAK=1 pnpm exec vitest run --project soak
+  # Again with two busy loops beside it: correctness must hold on a starved machine (issue 16).
+  KEYBRAKE_RUN_SOAK=1 KEYBRAKE_SOAK_BUSY_LOOPS=2 pnpm exec vitest run --project soak
 fi
 # The benchmark's quick mode: every variant that can run here, the cap race (must not overshoot).
 if [ "$#" = 0 ]; then

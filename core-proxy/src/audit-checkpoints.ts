@@ -105,7 +105,12 @@ export type AuditFailureReason =
   /** A checkpoint claims a trusted key but its signature does not verify: forged or edited. */
   | 'checkpoint_signature_invalid'
   /** A checkpoint signed by a key the verifier does not trust, where it pinned its keys. */
-  | 'checkpoint_untrusted';
+  | 'checkpoint_untrusted'
+  /**
+   * The chain verifies, but the store holds records that are not in it (written, never sealed):
+   * `firstBadSeq` is the seq the first of them should have had, the one after the chain's end.
+   */
+  | 'records_missing';
 
 export type AuditVerification =
   | {
@@ -124,6 +129,8 @@ export type AuditVerification =
       readonly records: number;
       readonly firstBadSeq: number;
       readonly reason: AuditFailureReason;
+      /** With `records_missing`: how many records the store holds outside the chain. */
+      readonly missingRecords?: number;
     };
 
 /** A verification as `GET /audit/verify` and `keybrake audit verify-export` print it. */
@@ -137,7 +144,13 @@ export function verificationJson(result: AuditVerification): Record<string, unkn
         last_checkpoint_records: result.lastCheckpointRecords,
         untrusted_checkpoints: result.untrustedCheckpoints,
       }
-    : { ok: false, records: result.records, first_bad_seq: result.firstBadSeq, reason: result.reason };
+    : {
+        ok: false,
+        records: result.records,
+        first_bad_seq: result.firstBadSeq,
+        reason: result.reason,
+        ...(result.missingRecords === undefined ? {} : { missing_records: result.missingRecords }),
+      };
 }
 
 /** One sealed record as read back: `record` is the parsed record, or `undefined` if unreadable. */
@@ -261,10 +274,24 @@ export async function auditSnapshot(store: Store): Promise<{ checkpoints: AuditC
   return { checkpoints, head: await store.auditHead({ sealAll: true }) };
 }
 
-/** Verifies a store's chain against its checkpoints, trusting the given keys. */
+/**
+ * Verifies a store's chain against its checkpoints, trusting the given keys, and that the store
+ * holds no record outside the chain. Regression: issue 16 (records written but never sealed left
+ * `verify` saying `ok` over a chain that omitted them).
+ */
 export async function verifyStore(store: Store, trusted: TrustedKeys): Promise<AuditVerification> {
+  // Counted first: it seals everything written so far, and the head read after it covers them.
+  const missing = await store.auditMissing();
   const { checkpoints, head } = await auditSnapshot(store);
-  return verifyAuditChain({ head, entries: storeEntries(store, head.records), checkpoints, trusted });
+  const result = await verifyAuditChain({ head, entries: storeEntries(store, head.records), checkpoints, trusted });
+  if (!result.ok || missing === 0) return result;
+  return {
+    ok: false,
+    records: result.records,
+    firstBadSeq: result.records + 1,
+    reason: 'records_missing',
+    missingRecords: missing,
+  };
 }
 
 /** Options of {@link AuditCheckpointer}. */

@@ -297,7 +297,9 @@ export const OPENAPI_DOCUMENT = {
               "ok: every record chains, and every checkpoint signed by this proxy's key verifies and matches. " +
               'Otherwise first_bad_seq and reason: chain_broken (a record edited, removed or moved), truncated ' +
               '(records a checkpoint vouches for are gone), checkpoint_mismatch (the chain was rewritten after the ' +
-              'last matching checkpoint), checkpoint_signature_invalid (a checkpoint was forged or edited)',
+              'last matching checkpoint), checkpoint_signature_invalid (a checkpoint was forged or edited), ' +
+              'records_missing (the chain verifies, but the store holds records that are not in it: first_bad_seq ' +
+              'is the seq after the end of the chain, missing_records how many)',
             content: {
               'application/json': {
                 schema: {
@@ -322,8 +324,15 @@ export const OPENAPI_DOCUMENT = {
                         records: { type: 'integer', minimum: 0 },
                         first_bad_seq: { type: 'integer' },
                         reason: {
-                          enum: ['chain_broken', 'truncated', 'checkpoint_mismatch', 'checkpoint_signature_invalid'],
+                          enum: [
+                            'chain_broken',
+                            'truncated',
+                            'checkpoint_mismatch',
+                            'checkpoint_signature_invalid',
+                            'records_missing',
+                          ],
                         },
+                        missing_records: { type: 'integer', minimum: 1 },
                       },
                     },
                   ],

@@ -12,7 +12,7 @@ import { expect, inject, onTestFinished } from 'vitest';
 import { buildApp } from '../src/app.js';
 import { REDACTED_LOG_PATHS } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
-import { RedisStore } from '../src/store/redis-store.js';
+import { RedisStore, type RedisStoreOptions } from '../src/store/redis-store.js';
 import { SqliteStore } from '../src/store/sqlite-store.js';
 import type { Store } from '../src/store/store.js';
 
@@ -65,6 +65,8 @@ export interface TestProxyOptions {
   readonly apiKey?: string;
   /** Redis command timeout. @default 2000 */
   readonly redisTimeoutMs?: number;
+  /** More options of the Redis store (sealing intervals, lock TTL). */
+  readonly redisStore?: Partial<Omit<RedisStoreOptions, 'url' | 'prefix'>>;
   /** The embedded store's folder (kept after the test). @default a fresh temporary folder, removed after */
   readonly dataDir?: string;
   /** Where to listen, for an engine told the proxy's URL in advance. @default 127.0.0.1, a free port */
@@ -134,7 +136,12 @@ export async function startProxy(options: TestProxyOptions = {}): Promise<TestPr
   });
   const store: Store =
     storeKind === 'redis'
-      ? new RedisStore({ url: redisUrl, prefix: redisPrefix, commandTimeoutMs: options.redisTimeoutMs ?? 2000 })
+      ? new RedisStore({
+          url: redisUrl,
+          prefix: redisPrefix,
+          commandTimeoutMs: options.redisTimeoutMs ?? 2000,
+          ...options.redisStore,
+        })
       : new SqliteStore({ dataDir });
   if (storeKind === 'redis') await waitUntilReachable(store);
   const app = await buildApp({

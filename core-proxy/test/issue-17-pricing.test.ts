@@ -367,6 +367,21 @@ describe('issue 17: Twilio (stand-in Twilio that bills segments as Twilio publis
     expect(next.status).toBe(429);
   });
 
+  it('books the segments Twilio reports when they cost more than the reservation', async () => {
+    const sid = `HX${'b'.repeat(32)}`;
+    // The operator's template price is too low: Twilio bills 11 segments.
+    const { twilio, proxy, key, send } = await setup(
+      { KEYBRAKE_TWILIO_CONTENT_USD: JSON.stringify({ [sid]: 0.01 }) },
+      1,
+      {
+        templateSegments: { [sid]: 11 },
+      },
+    );
+    expect((await send({ To: '+14155550100', ContentSid: sid })).status).toBe(201);
+    expect(twilio.ledger.totalUsd).toBeCloseTo(0.0869, 6);
+    expect((await spend(proxy, key.key_id)).spent_usd).toBeCloseTo(0.0913, 6);
+  });
+
   it('refuses calls until a per-minute price is set, then prices them for their TimeLimit', async () => {
     const refused = await setup({}, 10);
     const response = await refused.send({ To: '+14155550100', Url: 'https://example.com/twiml' }, 'Calls');

@@ -19,6 +19,12 @@ import { CLI } from './server-process.js';
  */
 const SECONDS = Number(process.env.KEYBRAKE_SOAK_SECONDS ?? 30);
 const RATE = Number(process.env.KEYBRAKE_SOAK_RATE ?? 1000);
+/**
+ * Busy loops (`sh -c 'while :; do :; done'`) run beside the replicas for the whole soak: a machine
+ * starved of CPU, where latency may suffer and correctness may not. Regression: issue 16 (on a
+ * loaded machine the soak answered every call and `verify` said ok, with 159 records missing).
+ */
+const BUSY_LOOPS = Number(process.env.KEYBRAKE_SOAK_BUSY_LOOPS ?? 0);
 const ADMIN = 'soak-admin';
 /** RSS "start" and steady latency are taken after this. */
 const WARM_UP_MS = 10_000;
@@ -97,7 +103,17 @@ function kindOf(n: number): Kind {
   return 'capped';
 }
 
-describe(`soak: 2 replicas on Redis, ${RATE} req/s of mixed calls for ${SECONDS} s`, () => {
+/** Starts the busy loops; they are killed when the test ends. */
+function startBusyLoops(count: number): void {
+  for (let i = 0; i < count; i += 1) {
+    const loop = spawn('sh', ['-c', 'while :; do :; done'], { stdio: 'ignore' });
+    onTestFinished(() => {
+      loop.kill('SIGKILL');
+    });
+  }
+}
+
+describe(`soak: 2 replicas on Redis, ${RATE} req/s of mixed calls for ${SECONDS} s${BUSY_LOOPS > 0 ? `, beside ${BUSY_LOOPS} busy loops` : ''}`, () => {
   it(
     'answers only as intended, audits every request once, verifies, and reports rate, latency and memory',
     async () => {
@@ -133,6 +149,7 @@ describe(`soak: 2 replicas on Redis, ${RATE} req/s of mixed calls for ${SECONDS}
       const revoked = await issue({ usd_cap: 100 });
       expect((await admin(a.url, 'DELETE', `/vault/keys/${revoked.key_id}`)).status).toBe(200);
       const recordsBefore = (await admin(a.url, 'GET', '/audit/verify')).body.records as number;
+      startBusyLoops(BUSY_LOOPS);
 
       const pools = replicas.map((replica) => new Pool(replica.url, { connections: 64 }));
       onTestFinished(async () => {
@@ -261,6 +278,7 @@ describe(`soak: 2 replicas on Redis, ${RATE} req/s of mixed calls for ${SECONDS}
       const early = rss.find((s) => s.at * 1000 >= WARM_UP_MS) ?? rss[0];
       const last = rss.at(-1);
       const figures = {
+        busyLoops: BUSY_LOOPS,
         seconds: Math.round(sendingSeconds),
         requests: sent,
         achievedRate: Math.round(sent / sendingSeconds),

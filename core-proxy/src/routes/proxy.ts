@@ -272,7 +272,7 @@ async function reserveAndForward(
   const body = vendor.maskResponseBody?.(vendorRequest, response.body, secrets) ?? response.body;
   const responseHeaders = returnedHeaders(response);
   const vendorRequestId = vendor.vendorRequestId(response) ?? null;
-  await settleRecording(kb, true, {
+  const settling = settleRecording(kb, true, {
     keyId: key.keyId,
     reservationId,
     actualMicros: actual,
@@ -284,12 +284,18 @@ async function reserveAndForward(
       vendorRequestId,
     },
   });
+  // In the same turn as the settlement, so the embedded store commits both in one group commit.
   // Not recorded (the store failed): a claimed object's state is forgotten, a created one untracked.
-  await (
+  const tracking = (
     claimed
       ? claimed.answered(settled, response)
       : recordObservedObjects(kb.store, vendor, key.keyId, vendorRequest, response, actual)
   ).catch(() => undefined);
+  try {
+    await settling;
+  } finally {
+    await tracking;
+  }
   progress.sent = false;
   kb.metrics.requests.inc({ vendor: vendor.name, outcome, reason: settled.unknown ? 'upstream_5xx' : '' });
   kb.metrics.spend.inc({ vendor: vendor.name }, actual / 1e6);

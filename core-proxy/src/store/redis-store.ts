@@ -51,6 +51,12 @@ export interface RedisStoreOptions {
   readonly sweepIntervalMs?: number;
   /** How often this replica seals new audit records into the chain. @default 1000 */
   readonly sealIntervalMs?: number;
+  /**
+   * How long the audit sealer lock lives without being renewed. A sealer that died holding it
+   * blocks sealing for at most this long; tests shrink it to make locks expire mid-seal.
+   * @default 2000
+   */
+  readonly sealLockTtlMs?: number;
 }
 
 /** The immutable part of a key and where its family lives; safe to cache forever. */
@@ -104,14 +110,18 @@ const reservationsKey = (root: string): string => `${tag(root)}:res`;
 const membersKey = (root: string): string => `${tag(root)}:members`;
 const idempotencyKey = (root: string, id: string, key: string): string => `${tag(root)}:i:${id}:${key}`;
 const auditListKey = (shard: string): string => `${tag(shard)}:audit`;
-const auditSeqsKey = (shard: string): string => `${tag(shard)}:audit-seqs`;
+/** The seqs of a shard's sealed records, in the shard's order: beside the chain, in its slot. */
+const sealedSeqsKey = (shard: string): string => `{audit}:sealed:${shard}`;
 const CHAIN_HEAD = '{audit}:head';
 const CHAIN = '{audit}:chain';
 const CHAIN_RIDS = '{audit}:rids';
 /** Signed checkpoints of the chain head: records -> checkpoint JSON. */
 const CHECKPOINTS = '{audit}:checkpoints';
 const SEAL_LOCK = '{audit}:lock';
-const SEAL_LOCK_TTL_MS = 2000;
+/** Records per sealing script, and per page when records are checked against the chain. */
+const SEAL_BATCH = 500;
+/** Shards whose lengths are read in one go. */
+const SHARD_CHUNK = 200;
 const SHARDS = 'shards';
 const DIRTY_SHARDS = 'audit-dirty';
 
@@ -151,6 +161,11 @@ export class RedisStore implements Store {
   private readonly reservationTtlMs: number;
   private readonly retentionMs: number;
   private readonly timers: NodeJS.Timeout[] = [];
+  private readonly sealLockTtlMs: number;
+  /** This replica's seals run one at a time, in the order asked for. */
+  private sealQueue: Promise<void> = Promise.resolve();
+  /** A periodic seal is queued or running: a replica that is behind does not pile more up. */
+  private periodicSealQueued = false;
 
   constructor(options: RedisStoreOptions) {
     const prefix = options.prefix ?? 'keybrake:';
@@ -194,12 +209,13 @@ export class RedisStore implements Store {
     this.redis.defineCommand('kbSettle', { lua: SETTLE_LUA });
     this.redis.defineCommand('kbCreateKey', { lua: CREATE_KEY_LUA });
     this.redis.defineCommand('kbMarkSubtree', { lua: MARK_SUBTREE_LUA });
-    this.redis.defineCommand('kbSealAppend', { numberOfKeys: 3, lua: SEAL_APPEND_LUA });
+    this.redis.defineCommand('kbSealAppend', { numberOfKeys: 5, lua: SEAL_APPEND_LUA });
     this.redis.defineCommand('kbReleaseLock', { numberOfKeys: 1, lua: RELEASE_LOCK_LUA });
     this.redis.defineCommand('kbClaimObject', { numberOfKeys: 1, lua: CLAIM_OBJECT_LUA });
     this.redis.defineCommand('kbReleaseObject', { numberOfKeys: 1, lua: RELEASE_OBJECT_LUA });
     this.redis.defineCommand('kbRecordObject', { numberOfKeys: 1, lua: RECORD_OBJECT_LUA });
     this.reservationTtlMs = options.reservationTtlMs ?? 600_000;
+    this.sealLockTtlMs = options.sealLockTtlMs ?? 2000;
     this.retentionMs = options.idempotencyRetentionMs ?? 24 * 3600 * 1000;
     const every = (ms: number, task: () => Promise<unknown>): void => {
       const timer = setInterval(() => void task().catch(() => undefined), ms);
@@ -380,8 +396,9 @@ export class RedisStore implements Store {
   appendAudit(input: AuditInput): Promise<void> {
     return this.run(async () => {
       const shard = input.keyId === null ? NO_KEY_SHARD : ((await this.rootOf(input.keyId)) ?? NO_KEY_SHARD);
+      // Listed before its first record lands, so a full seal (and verify's check) never misses a shard.
+      if (shard === NO_KEY_SHARD) await this.redis.sadd(SHARDS, shard);
       await this.redis.rpush(auditListKey(shard), JSON.stringify({ ...input, rid: randomUUID() }));
-      void this.redis.sadd(SHARDS, shard).catch(() => undefined);
       void this.redis.sadd(DIRTY_SHARDS, shard).catch(() => undefined);
     });
   }
@@ -391,14 +408,13 @@ export class RedisStore implements Store {
       const root = await this.rootOf(keyId);
       if (root === undefined) return [];
       await this.seal([root]);
-      const [records, seqs] = await Promise.all([
-        this.redis.lrange(auditListKey(root), 0, -1),
-        this.redis.lrange(auditSeqsKey(root), 0, -1),
-      ]);
+      // Seqs first: every record they count was written before them.
+      const seqs = await this.redis.lrange(sealedSeqsKey(root), 0, -1);
+      const records = seqs.length === 0 ? [] : await this.redis.lrange(auditListKey(root), 0, seqs.length - 1);
       const calls: AuditRecordJson[] = [];
       records.forEach((raw, i) => {
         const record = JSON.parse(raw) as FamilyAuditRecord;
-        if (record.keyId === keyId && seqs[i] !== undefined) calls.push(auditRecordJson(Number(seqs[i]), record));
+        if (record.keyId === keyId) calls.push(auditRecordJson(Number(seqs[i]), record));
       });
       return calls;
     });
@@ -422,9 +438,39 @@ export class RedisStore implements Store {
 
   auditHead(options: { readonly sealAll: boolean }): Promise<AuditHead> {
     return this.run(async () => {
-      await this.seal(await this.redis.smembers(options.sealAll ? SHARDS : DIRTY_SHARDS));
+      await this.seal(options.sealAll ? await this.redis.smembers(SHARDS) : undefined);
       const [seq, hash] = await this.redis.hmget(CHAIN_HEAD, 'seq', 'hash');
       return { records: Number(seq ?? 0), head: hash || GENESIS_HASH };
+    });
+  }
+
+  auditMissing(): Promise<number> {
+    return this.run(async () => {
+      const shards = await this.redis.smembers(SHARDS);
+      const written = await this.shardLengths(shards, auditListKey);
+      await this.seal(shards);
+      // Each record's id against the chain's index, not the shard's own count of sealed records:
+      // that count is what went wrong once, and a check must not trust what it checks.
+      let missing = 0;
+      for (const [i, shard] of shards.entries()) {
+        for (let from = 0; from < (written[i] as number); from += SEAL_BATCH) {
+          const raws = await this.redis.lrange(
+            auditListKey(shard),
+            from,
+            Math.min(from + SEAL_BATCH, written[i] as number) - 1,
+          );
+          const rids = raws.map((raw) => {
+            try {
+              return String((JSON.parse(raw) as FamilyAuditRecord).rid);
+            } catch {
+              return '';
+            }
+          });
+          const known = await this.redis.hmget(CHAIN_RIDS, ...rids);
+          missing += known.filter((seq) => seq === null).length;
+        }
+      }
+      return missing;
     });
   }
 
@@ -577,73 +623,157 @@ export class RedisStore implements Store {
   }
 
   private sealDirtyShards(): Promise<void> {
-    return this.redis.smembers(DIRTY_SHARDS).then((shards) => this.seal(shards));
+    if (this.periodicSealQueued) return Promise.resolve();
+    this.periodicSealQueued = true;
+    return this.seal(undefined).finally(() => {
+      this.periodicSealQueued = false;
+    });
   }
 
   /**
-   * Seals the unsealed records of the given shards into the global chain, under the sealer lock.
-   * Records already in the chain (a sealer that died between the chain append and the shard's
-   * bookkeeping) are recognised by their record id and not appended twice.
+   * Seals the unsealed records of the given shards (`undefined`: the shards marked dirty, read
+   * when the seal starts) into the global chain, under the sealer lock. One seal at a time per
+   * replica; across replicas the lock, and the fencing inside the sealing script, keep them apart.
    */
-  private async seal(shards: readonly string[]): Promise<void> {
+  private seal(shards: readonly string[] | undefined): Promise<void> {
+    const run = this.sealQueue
+      .catch(() => undefined)
+      .then(async () => this.sealNow(shards ?? (await this.redis.smembers(DIRTY_SHARDS))));
+    this.sealQueue = run;
+    return run;
+  }
+
+  private async sealNow(shards: readonly string[]): Promise<void> {
     if (shards.length === 0) return;
-    const token = randomUUID();
-    // The lock outlives a sealer that died holding it (a replica killed, Redis restarted from its
-    // AOF) by at most its TTL, and waiters wait longer than that. A short TTL is safe: a sealer
-    // whose lock expired mid-seal cannot fork the chain, its append fails on the moved head.
-    const deadline = Date.now() + 3 * SEAL_LOCK_TTL_MS;
-    while ((await this.redis.set(SEAL_LOCK, token, 'PX', SEAL_LOCK_TTL_MS, 'NX')) !== 'OK') {
-      if (Date.now() > deadline) throw new StoreUnavailableError(new Error('audit sealer lock not acquired'));
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
-    try {
-      const head = await this.redis.hmget(CHAIN_HEAD, 'seq', 'hash');
-      let seq = Number(head[0] ?? 0);
-      let hash = head[1] ?? '';
-      for (const shard of shards) {
-        await this.redis.srem(DIRTY_SHARDS, shard);
-        const sealed = await this.redis.llen(auditSeqsKey(shard));
-        const raws = await this.redis.lrange(auditListKey(shard), sealed, -1);
-        if (raws.length === 0) continue;
-        const records = raws.map((raw) => JSON.parse(raw) as FamilyAuditRecord);
-        const known = await this.redis.hmget(CHAIN_RIDS, ...records.map((record) => record.rid));
-        const expectedSeq = seq;
-        const expectedHash = hash;
-        const triples: string[] = [];
-        const seqs: number[] = [];
-        records.forEach((record, i) => {
-          const existing = known[i];
-          if (existing !== null && existing !== undefined) {
-            seqs.push(Number(existing));
-            return;
-          }
-          seq += 1;
-          const wire = auditRecordJson(seq, record);
-          const prev = hash === '' ? GENESIS_HASH : hash;
-          hash = chainHash(prev, wire);
-          triples.push(
-            record.rid,
-            JSON.stringify({ seq, rid: record.rid, record: canonicalJson(wire), prev, hash }),
-            hash,
-          );
-          seqs.push(seq);
-        });
-        if (triples.length > 0) {
-          const appended = await this.redis.kbSealAppend(
-            CHAIN_HEAD,
-            CHAIN,
-            CHAIN_RIDS,
-            expectedSeq,
-            expectedHash,
-            ...triples,
-          );
-          if (appended < 0) throw new StoreUnavailableError(new Error('audit chain head moved during sealing'));
-        }
-        await this.redis.rpush(auditSeqsKey(shard), ...seqs);
+    // A lock that expires mid-seal (an event loop stalled past its TTL) costs a retry, never a
+    // record: the batch that finds the lock gone writes nothing, and the next one starts where
+    // the chain and the bookkeeping, which always move together, say.
+    const deadline = Date.now() + Math.max(10 * this.sealLockTtlMs, 1000);
+    let pending: readonly string[] = shards;
+    for (;;) {
+      const token = await this.acquireSealLock(deadline);
+      try {
+        pending = await this.sealShards(pending, token);
+      } finally {
+        await this.redis.kbReleaseLock(SEAL_LOCK, token).catch(() => undefined);
       }
-    } finally {
-      await this.redis.kbReleaseLock(SEAL_LOCK, token).catch(() => undefined);
+      if (pending.length === 0) return;
+      if (Date.now() > deadline) {
+        await this.redis.sadd(DIRTY_SHARDS, ...pending).catch(() => undefined);
+        throw new StoreUnavailableError(new Error('audit sealer lock lost before every record was sealed'));
+      }
     }
+  }
+
+  /**
+   * The lock outlives a sealer that died holding it (a replica killed, Redis restarted from its
+   * AOF) by at most its TTL, and waiters wait longer than that; a live sealer renews it with every
+   * batch it lands.
+   */
+  private async acquireSealLock(deadline: number): Promise<string> {
+    const token = randomUUID();
+    while ((await this.redis.set(SEAL_LOCK, token, 'PX', this.sealLockTtlMs, 'NX')) !== 'OK') {
+      if (Date.now() > deadline) throw new StoreUnavailableError(new Error('audit sealer lock not acquired'));
+      await new Promise((resolve) => setTimeout(resolve, Math.min(10, this.sealLockTtlMs)));
+    }
+    return token;
+  }
+
+  /** Seals what it can of the shards under the lock `token`; returns the shards left when the lock was lost. */
+  private async sealShards(shards: readonly string[], token: string): Promise<readonly string[]> {
+    for (let from = 0; from < shards.length; from += SHARD_CHUNK) {
+      const chunk = shards.slice(from, from + SHARD_CHUNK);
+      // Unmarked before reading: a record written after this is marked again by its writer.
+      await this.redis.srem(DIRTY_SHARDS, ...chunk);
+      const [sealed, written] = await Promise.all([
+        this.shardLengths(chunk, sealedSeqsKey),
+        this.shardLengths(chunk, auditListKey),
+      ]);
+      for (const [i, shard] of chunk.entries()) {
+        if ((written[i] as number) <= (sealed[i] as number)) continue;
+        let done: boolean;
+        try {
+          done = await this.sealShard(shard, token, sealed[i] as number);
+        } catch (error) {
+          await this.redis.sadd(DIRTY_SHARDS, ...chunk.slice(i)).catch(() => undefined);
+          throw error;
+        }
+        if (!done) {
+          await this.redis.sadd(DIRTY_SHARDS, ...chunk.slice(i));
+          return [...chunk.slice(i), ...shards.slice(from + SHARD_CHUNK)];
+        }
+      }
+    }
+    return [];
+  }
+
+  /**
+   * Appends a shard's records from position `sealed` on, a batch per script. Records the chain
+   * already has (sealed by a version that kept the shard's bookkeeping in the shard's own slot)
+   * are recognised by their record id and only recorded for the shard.
+   * @returns false when the lock was lost (the batch then wrote nothing).
+   */
+  private async sealShard(shard: string, token: string, sealed: number): Promise<boolean> {
+    for (;;) {
+      const raws = await this.redis.lrange(auditListKey(shard), sealed, sealed + SEAL_BATCH - 1);
+      if (raws.length === 0) return true;
+      const records = raws.map((raw) => JSON.parse(raw) as FamilyAuditRecord);
+      const [head, known] = await Promise.all([
+        this.redis.hmget(CHAIN_HEAD, 'seq', 'hash'),
+        this.redis.hmget(CHAIN_RIDS, ...records.map((record) => record.rid)),
+      ]);
+      const expectedSeq = Number(head[0] ?? 0);
+      const expectedHash = head[1] ?? '';
+      let seq = expectedSeq;
+      let hash = expectedHash;
+      const quadruples: (string | number)[] = [];
+      records.forEach((record, i) => {
+        const existing = known[i];
+        if (existing !== null && existing !== undefined) {
+          quadruples.push(record.rid, existing, '', '');
+          return;
+        }
+        seq += 1;
+        const wire = auditRecordJson(seq, record);
+        const prev = hash === '' ? GENESIS_HASH : hash;
+        hash = chainHash(prev, wire);
+        quadruples.push(
+          record.rid,
+          seq,
+          JSON.stringify({ seq, rid: record.rid, record: canonicalJson(wire), prev, hash }),
+          hash,
+        );
+      });
+      const appended = await this.redis.kbSealAppend(
+        CHAIN_HEAD,
+        CHAIN,
+        CHAIN_RIDS,
+        SEAL_LOCK,
+        sealedSeqsKey(shard),
+        token,
+        this.sealLockTtlMs,
+        expectedSeq,
+        expectedHash,
+        sealed,
+        ...quadruples,
+      );
+      if (appended === -1) return false;
+      // Under our lock nobody else seals: the chain was changed by a writer that takes no lock.
+      if (appended < 0)
+        throw new StoreUnavailableError(new Error(`audit chain changed under the sealer lock (${appended})`));
+      sealed += records.length;
+    }
+  }
+
+  /** `LLEN` of one list per shard, a chunk of shards at a time. */
+  private async shardLengths(shards: readonly string[], key: (shard: string) => string): Promise<number[]> {
+    const lengths: number[] = [];
+    for (let from = 0; from < shards.length; from += SHARD_CHUNK) {
+      lengths.push(
+        ...(await Promise.all(shards.slice(from, from + SHARD_CHUNK).map((shard) => this.redis.llen(key(shard))))),
+      );
+    }
+    return lengths;
   }
 
   /** Runs a store operation, turning any Redis failure into a fail-closed `StoreUnavailableError`. */

@@ -391,6 +391,13 @@ export class SqliteStore implements Store {
     });
   }
 
+  auditMissing(): Promise<number> {
+    // Each record is inserted as its chain row (seq, prev_hash, hash) in the transaction that
+    // writes it: there is no record outside the chain to miss. A row deleted from the chain is
+    // a break in it, which verification names.
+    return Promise.resolve(0);
+  }
+
   addCheckpoint(checkpoint: AuditCheckpoint): Promise<void> {
     return this.write(() => {
       this.statement('INSERT OR IGNORE INTO audit_checkpoints (records, checkpoint) VALUES (?, ?)').run(

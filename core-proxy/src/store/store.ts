@@ -189,6 +189,13 @@ export interface Store {
    * seals every record written so far, not only those it knows are new.
    */
   auditHead(options: { readonly sealAll: boolean }): Promise<AuditHead>;
+  /**
+   * How many audit records written before this call are not in the chain once everything written
+   * so far is sealed. A chain must never silently omit a record: verification fails on any. A
+   * store that writes each record as its chain entry, in one transaction (embedded), has none by
+   * construction.
+   */
+  auditMissing(): Promise<number>;
   /** Keeps a signed checkpoint; a second one for the same record count is ignored. */
   addCheckpoint(checkpoint: AuditCheckpoint): Promise<void>;
   /** Every kept checkpoint, oldest first. */

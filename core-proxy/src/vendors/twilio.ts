@@ -78,24 +78,47 @@ function estimateMessage(request: VendorRequest, pricing: PricingOptions): Micro
   return usdToMicros(mms ? Math.max(pricing.twilioMmsUsd, sms) : sms);
 }
 
+/** Twilio's `price` (negative, in `price_unit`) in USD, or `undefined` when it is not known. */
+function answeredPrice(response: VendorResponse, pricing: PricingOptions): Micros | undefined {
+  const body = readJson(response.body) as { price?: unknown; price_unit?: unknown } | undefined;
+  const price = typeof body?.price === 'string' || typeof body?.price === 'number' ? Math.abs(Number(body.price)) : NaN;
+  if (!Number.isFinite(price)) return undefined;
+  // Regression: issue 17. `price_unit` "usd" or "EUR" was ignored and the estimate booked.
+  const unit = typeof body?.price_unit === 'string' ? body.price_unit.trim() : 'USD';
+  const rate = usdRate(pricing, unit);
+  return rate === undefined ? undefined : usdToMicros(price * rate);
+}
+
 /**
- * What Twilio billed: its `price` (negative, in `price_unit`) converted to USD when it is known,
- * else the reservation. Twilio usually prices a message after sending it (`price: null` at create):
- * the reservation, an upper bound, is then what stays booked.
+ * What Twilio billed for a message: its `price` converted to USD when it is known. Twilio usually
+ * answers `price: null` at create and prices the message later: the reservation, an upper bound,
+ * stays booked, or the segments Twilio reports at the destination's price if that is more.
  */
-function settleFromPrice(
+function settleMessage(
+  request: VendorRequest,
+  response: VendorResponse,
+  estimate: Micros,
+  pricing: PricingOptions,
+): Micros {
+  const price = answeredPrice(response, pricing);
+  if (price !== undefined) return price;
+  const segments = Number((readJson(response.body) as { num_segments?: unknown } | undefined)?.num_segments);
+  if (!Number.isInteger(segments) || segments <= 0) return estimate;
+  try {
+    return Math.max(estimate, usdToMicros(segments * segmentPrice(destination(readParams(request)), pricing)));
+  } catch {
+    return estimate;
+  }
+}
+
+/** What Twilio billed for a call: its `price` once known, else the reservation (its `TimeLimit`). */
+function settleCall(
   _request: VendorRequest,
   response: VendorResponse,
   estimate: Micros,
   pricing: PricingOptions,
 ): Micros {
-  const body = readJson(response.body) as { price?: unknown; price_unit?: unknown } | undefined;
-  const price = typeof body?.price === 'string' || typeof body?.price === 'number' ? Math.abs(Number(body.price)) : NaN;
-  if (!Number.isFinite(price)) return estimate;
-  // Regression: issue 17. `price_unit` "usd" or "EUR" was ignored and the estimate booked.
-  const unit = typeof body?.price_unit === 'string' ? body.price_unit.trim() : 'USD';
-  const rate = usdRate(pricing, unit);
-  return rate === undefined ? estimate : usdToMicros(price * rate);
+  return answeredPrice(response, pricing) ?? estimate;
 }
 
 /** The most a call can cost: its `TimeLimit` (Twilio's default: 4 hours) at the configured price per minute. */
@@ -115,11 +138,11 @@ function estimateCall(request: VendorRequest, pricing: PricingOptions): Micros {
 const CATALOGUE = [
   moneyMoving('POST /2010-04-01/Accounts/*/Messages.json', 'an SMS, MMS or template message', {
     estimate: estimateMessage,
-    settle: settleFromPrice,
+    settle: settleMessage,
   }),
   moneyMoving('POST /2010-04-01/Accounts/*/Calls.json', 'an outbound call, billed per minute', {
     estimate: estimateCall,
-    settle: settleFromPrice,
+    settle: settleCall,
   }),
   moneyMoving('POST /2010-04-01/Accounts/*/Conferences/*/Participants.json', 'an outbound call into a conference'),
   moneyMoving('POST /2010-04-01/Accounts/*/IncomingPhoneNumbers.json', 'a phone number, billed monthly'),

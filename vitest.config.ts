@@ -81,6 +81,8 @@ export default defineConfig({
         test: {
           name: 'kubernetes',
           include: ['templates/kubernetes/test/**/*.test.ts'],
+          // The rendered-pod tests start Redis, stripe-mock and the proxy, twice: slow on a busy machine.
+          testTimeout: 300_000,
         },
       },
       // The soak measures a steady rate, so it runs alone, after everything else: only when asked.

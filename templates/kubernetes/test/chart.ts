@@ -38,8 +38,9 @@ export interface HelmOutput {
 }
 
 export async function helm(args: readonly string[]): Promise<HelmOutput> {
+  const binary = helmBinary();
   try {
-    const { stdout, stderr } = await run(helmBinary(), [...args], { maxBuffer: 64 * 1024 * 1024 });
+    const { stdout, stderr } = await run(binary, [...args], { maxBuffer: 64 * 1024 * 1024 });
     return { code: 0, stdout, stderr };
   } catch (error) {
     const failure = error as { code?: number; stdout?: string; stderr?: string };

@@ -128,7 +128,10 @@ export interface PodProcess {
   output(): string;
   readonly exited: Promise<number | string>;
   /** Runs a command in the container (its network, mounts, root and environment), as `kubectl exec`. */
-  exec(command: readonly string[]): Promise<{ code: number; stdout: string; stderr: string }>;
+  exec(
+    command: readonly string[],
+    options?: { readonly asRoot?: boolean },
+  ): Promise<{ code: number; stdout: string; stderr: string }>;
   stop(signal?: NodeJS.Signals): Promise<number | string>;
 }
 
@@ -331,9 +334,11 @@ export async function runPod(
     child,
     output: () => output,
     exited,
-    exec: async (execCommand) => {
-      // nsenter into the container's namespaces and root, with its environment and user.
-      const args = ['-t', String(pid), '-n', '-m', '-r', '-w', `-S`, String(uid), `-G`, String(gid), '--'];
+    exec: async (execCommand, options = {}) => {
+      // nsenter into the container's namespaces and root, with its environment and user (or root,
+      // to show what even root cannot do there).
+      const user = options.asRoot ? [] : ['-S', String(uid), '-G', String(gid)];
+      const args = ['-t', String(pid), '-n', '-m', '-r', '-w', ...user, '--'];
       args.push('/usr/bin/env', '-i', ...Object.entries(env).map(([n, v]) => `${n}=${v}`), ...execCommand);
       try {
         const { stdout, stderr } = await run('nsenter', args);

@@ -15,6 +15,7 @@ const SHARED_SUITE = [
   'issue-16-issuance',
   'issue-16-request-priceable',
   'issue-16-smaller-holes',
+  'issue-16-request-fuzz',
   'issue-17-pricing',
   'issue-17-stripe-state',
 ].map((name) => `core-proxy/test/${name}.test.ts`);

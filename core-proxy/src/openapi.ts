@@ -404,6 +404,36 @@ export const OPENAPI_DOCUMENT = {
       parameters: [
         { name: 'vendor', in: 'path', required: true, schema: { enum: ['stripe', 'twilio', 'resend'] } },
         { name: 'path', in: 'path', required: true, schema: { type: 'string' } },
+        {
+          name: 'X-Keybrake-Provenance',
+          in: 'header',
+          required: false,
+          description:
+            'Fails closed: absent or exactly one header saying `trusted` leaves the request untainted; `untrusted`, `untrusted; src=email`, two headers or any other value taint it.',
+          schema: { type: 'string' },
+        },
+        {
+          name: 'Idempotency-Key',
+          in: 'header',
+          required: false,
+          description: 'At most 255 characters; one header only (two: 400 invalid_request).',
+          schema: { type: 'string', maxLength: 255 },
+        },
+        {
+          name: 'Stripe-Version',
+          in: 'header',
+          required: false,
+          description: 'Stripe only: forwarded when it is one well-formed API version, else 400 invalid_request.',
+          schema: { type: 'string', pattern: '^\\d{4}-\\d{2}-\\d{2}(\\.[a-z]+)?(;\\s*[a-z0-9_]+=v\\d+)*$' },
+        },
+        {
+          name: 'Stripe-Account',
+          in: 'header',
+          required: false,
+          description:
+            'Stripe only: refused (403 endpoint_not_allowed), as is Stripe-Context: a vault key acts only on the proxy account.',
+          schema: { type: 'string' },
+        },
       ],
       post: {
         summary: 'Proxied vendor call (any method)',
@@ -431,16 +461,23 @@ export const OPENAPI_DOCUMENT = {
             'vault_key_revoked',
             'vault_key_expired',
           ]),
-          '403': error('Wrong vendor, endpoint not allowed, tainted', [
-            'vendor_mismatch',
-            'endpoint_not_allowed',
-            'tainted_request_refused',
-          ]),
+          '403': error(
+            'Wrong vendor, endpoint not allowed (also: a _method parameter anywhere, Stripe-Account), tainted',
+            ['vendor_mismatch', 'endpoint_not_allowed', 'tainted_request_refused'],
+          ),
+          '408': error(
+            'The request (headers and body) was not received within KEYBRAKE_REQUEST_TIMEOUT_MS (headers: KEYBRAKE_HEADERS_TIMEOUT_MS); nothing forwarded',
+            ['request_timeout'],
+          ),
           '409': error(
             'Same Idempotency-Key still in flight, or another call on the same tracked object (a Stripe PaymentIntent)',
             ['idempotency_key_in_use', 'object_in_use'],
           ),
           '413': error('Body over KEYBRAKE_MAX_BODY_BYTES', ['payload_too_large']),
+          '415': error(
+            'A body with a Content-Encoding other than identity to an endpoint with no cost rule (to a costed one: 400 request_not_priceable)',
+            ['unsupported_media_type'],
+          ),
           '429': {
             description:
               'Cap exhausted: header X-Keybrake-Cap-Hit: true, nothing forwarded (error.code: cap_exhausted). A vendor 429 has no such header.',

@@ -17,6 +17,8 @@ describe('issue 16: a costed call the proxy cannot price reaches no vendor (leni
       env: {
         KEYBRAKE_STRIPE_BASE_URL: vendor.url,
         KEYBRAKE_RESEND_BASE_URL: vendor.url,
+        KEYBRAKE_TWILIO_BASE_URL: vendor.url,
+        KEYBRAKE_TWILIO_MMS_USD: '0.022',
         KEYBRAKE_FX_RATES: 'jpy=0.0067,eur=1.1',
       },
     });
@@ -163,6 +165,48 @@ describe('issue 16: a costed call the proxy cannot price reaches no vendor (leni
       { headers: { 'content-type': 'application/json' }, body: '{"amount":100,"currency":"usd","amount":100000}' },
       notPriceable,
     );
+  });
+
+  describe('twilio Messages.json', () => {
+    const path = '/twilio/2010-04-01/Accounts/ACplaceholder/Messages.json';
+    async function twilioKey(proxy: TestProxy): Promise<{ key_id: string; vault_key: string }> {
+      // Below one MMS ($0.022), above one SMS segment ($0.0083).
+      return proxy.issueKey({
+        vendor: 'twilio',
+        usd_cap: 0.01,
+        allowed_endpoints: ['POST /2010-04-01/Accounts/*/Messages.json'],
+      });
+    }
+    const basic = (vaultKey: string): string => `Basic ${Buffer.from(`ACplaceholder:${vaultKey}`).toString('base64')}`;
+
+    it('a MediaUrl in the query string prices the call as an MMS (and hits the cap)', async () => {
+      const { proxy, vendor } = await setup();
+      const key = await twilioKey(proxy);
+      await expectRefused(
+        proxy,
+        vendor,
+        key,
+        `${path}?MediaUrl=https%3A%2F%2Fexample.com%2Fa.png`,
+        { headers: { authorization: basic(key.vault_key), 'content-type': form }, body: 'To=%2B15005550006&Body=hi' },
+        capHit,
+      );
+    });
+
+    it('two Body parameters are ambiguous', async () => {
+      const { proxy, vendor } = await setup();
+      const key = await twilioKey(proxy);
+      await expectRefused(
+        proxy,
+        vendor,
+        key,
+        path,
+        {
+          headers: { authorization: basic(key.vault_key), 'content-type': form },
+          body: `To=%2B15005550006&Body=hi&Body=${'long '.repeat(100)}`,
+        },
+        notPriceable,
+      );
+    });
   });
 
   describe('resend /emails/batch', () => {

@@ -300,6 +300,9 @@ describe('issue 16: smaller holes (fake vendor)', () => {
       await closed;
       clearInterval(trickle);
       expect(sent).toBeLessThan(body.length);
+      console.log(
+        `[figures] trickled body: cut after ${sent} of ${body.length} bytes (one every 100 ms, request timeout 1.5 s)`,
+      );
       const answer = Buffer.concat(chunks).toString();
       expect(answer).toMatch(/^HTTP\/1\.1 408/);
       expect(answer).toContain('"code":"request_timeout"');

@@ -141,6 +141,27 @@ describe('templates/argo (generated from @keybrake/argo)', () => {
     }
   });
 
+  it('argo lint --offline resolves the examples against the ClusterWorkflowTemplate alone (templateRef clusterScope: true)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'keybrake-argo-lint-'));
+    try {
+      const clusterScoped = join(dir, 'billing-agent-cluster.yaml');
+      const billing = readFileSync(join(TEMPLATES, 'examples/billing-agent.yaml'), 'utf8');
+      const rewritten = billing.replace(
+        /templateRef:\n(\s+)name: keybrake\n/g,
+        'templateRef:\n$1name: keybrake\n$1clusterScope: true\n',
+      );
+      expect(rewritten).not.toBe(billing);
+      writeFileSync(clusterScoped, rewritten);
+      const cluster = join(TEMPLATES, 'keybrake-clusterworkflowtemplate.yaml');
+      const namespaced = join(TEMPLATES, 'keybrake-workflowtemplate.yaml');
+      expect((await argoLint([cluster, clusterScoped])).ok).toBe(true);
+      // ... and not against the namespaced one: the lint tells the two apart.
+      expect((await argoLint([namespaced, clusterScoped])).ok).toBe(false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('no template takes the issuer key as a literal or puts the vault key in a parameter', () => {
     for (const path of argoFiles) {
       const text = readFileSync(path, 'utf8');

@@ -5,7 +5,7 @@ import { mergeSubworkflows, subworkflowsSource } from '@keybrake/cloud-workflows
 import { describe, expect, inject, it } from 'vitest';
 import { startProxy, type TestProxy } from '../../../core-proxy/test/helpers.js';
 import { executionEnv, runInEmulator } from './emulator.js';
-import { startRelay, type CountingRelay } from './relay.js';
+import { startRelay, type CountingRelay } from '../../../core-proxy/test/counting-relay.js';
 
 const CHARGE = 'POST /v1/payment_intents';
 

@@ -21,7 +21,7 @@ import {
 import { beforeAll, describe, expect, inject, it, onTestFinished } from 'vitest';
 import { startProxy, type TestProxy } from '../../../core-proxy/test/helpers.js';
 import { actOnInboundEmailWorker, chargeCustomerWorker, fetchCustomersWorker, type Customer } from '../src/workers.js';
-import { startCountingRelay } from './counting-relay.js';
+import { startRelay } from '../../../core-proxy/test/counting-relay.js';
 import { Agent, setGlobalDispatcher } from 'undici';
 
 const CRASHING_WORKER = fileURLToPath(new URL('../dist/crashing-worker.js', import.meta.url));
@@ -49,7 +49,7 @@ beforeAll(async () => {
 
 /** The proxy the Conductor server was pointed at, with stripe-mock behind a counting relay. */
 async function startKeybrake(): Promise<{ proxy: TestProxy; upstreamCharges: () => number; admin: KeybrakeClient }> {
-  const relay = await startCountingRelay(inject('stripeMockUrl'));
+  const relay = await startRelay(inject('stripeMockUrl'));
   const proxy = await startProxy({
     store: 'embedded',
     apiKey: inject('keybrakeIssuerKey'),
@@ -58,7 +58,7 @@ async function startKeybrake(): Promise<{ proxy: TestProxy; upstreamCharges: () 
   });
   return {
     proxy,
-    upstreamCharges: () => relay.count(CHARGE),
+    upstreamCharges: () => relay.forwarded(CHARGE),
     admin: new KeybrakeClient({ baseUrl: proxy.url, apiKey: proxy.apiKey }),
   };
 }

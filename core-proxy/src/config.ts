@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { formatEndpointPattern, isPatternCovered } from './allowlist.js';
+import { formatEndpointPattern, isPatternCovered } from './keys/allowlist.js';
 import {
   type CostRule,
   DEFAULT_PRICING,
@@ -12,8 +12,8 @@ import {
   parseTwilioContentPrices,
   parseTwilioSmsPrices,
   twilioSmsTable,
-} from './cost-rules.js';
-import { CheckpointSigner } from './audit-checkpoints.js';
+} from './pricing/cost-rules.js';
+import { CheckpointSigner } from './audit/checkpoints.js';
 import { VENDORS, type VendorSecrets } from './vendors/index.js';
 
 /** Everything the proxy is configured with, read from the environment by {@link loadConfig}. */

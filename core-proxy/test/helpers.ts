@@ -9,10 +9,10 @@ import type { FastifyInstance } from 'fastify';
 import { Cluster, Redis } from 'ioredis';
 import { Agent } from 'undici';
 import { expect, inject, onTestFinished } from 'vitest';
-import { buildApp } from '../src/app.js';
-import { REDACTED_LOG_PATHS } from '../src/app.js';
+import { buildApp } from '../src/http/app.js';
+import { REDACTED_LOG_PATHS } from '../src/http/app.js';
 import { loadConfig } from '../src/config.js';
-import { RedisStore, type RedisStoreOptions } from '../src/store/redis-store.js';
+import { RedisStore, type RedisStoreOptions } from '../src/store/redis/redis-store.js';
 import { SqliteStore } from '../src/store/sqlite-store.js';
 import type { Store } from '../src/store/store.js';
 

@@ -1,6 +1,6 @@
 import { RequestNotPriceableError } from '../errors.js';
-import { type Micros, usdToMicros } from '../money.js';
-import type { PricingOptions } from '../cost-rules.js';
+import { type Micros, usdToMicros } from '../pricing/money.js';
+import type { PricingOptions } from '../pricing/cost-rules.js';
 import { type VendorModule, type VendorRequest, moneyMoving, readBearer, readJson, readParams } from './vendor.js';
 
 /**

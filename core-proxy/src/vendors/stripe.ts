@@ -1,7 +1,7 @@
-import { matchesRoute, parseEndpointPattern } from '../allowlist.js';
+import { matchesRoute, parseEndpointPattern } from '../keys/allowlist.js';
 import { InvalidRequestError, RequestNotPriceableError, httpError } from '../errors.js';
-import { type Micros, usdToMicros } from '../money.js';
-import { type PricingOptions, usdRate } from '../cost-rules.js';
+import { type Micros, usdToMicros } from '../pricing/money.js';
+import { type PricingOptions, usdRate } from '../pricing/cost-rules.js';
 import type { VendorObjectState } from '../store/store.js';
 import {
   type ObjectCall,

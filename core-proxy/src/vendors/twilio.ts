@@ -1,7 +1,7 @@
-import { type PricingOptions, usdRate } from '../cost-rules.js';
+import { type PricingOptions, usdRate } from '../pricing/cost-rules.js';
 import { RequestNotPriceableError } from '../errors.js';
-import { type Micros, usdToMicros } from '../money.js';
-import { VAULT_KEY_PREFIX } from '../vault-keys.js';
+import { type Micros, usdToMicros } from '../pricing/money.js';
+import { VAULT_KEY_PREFIX } from '../keys/vault-keys.js';
 import { smsSegments } from './twilio-segments.js';
 import {
   type VendorModule,

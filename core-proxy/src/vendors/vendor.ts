@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
-import { type EndpointPattern, matchesRoute, parseEndpointPattern } from '../allowlist.js';
-import type { Micros } from '../money.js';
-import type { PricingOptions } from '../cost-rules.js';
+import { type EndpointPattern, matchesRoute, parseEndpointPattern } from '../keys/allowlist.js';
+import type { Micros } from '../pricing/money.js';
+import type { PricingOptions } from '../pricing/cost-rules.js';
 import type { VendorObjectState } from '../store/store.js';
 import { type RequestParams, readRequestParams } from './request-params.js';
 

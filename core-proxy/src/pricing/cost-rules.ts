@@ -1,5 +1,5 @@
-import { type EndpointPattern, matchesRoute, parseEndpointPattern } from './allowlist.js';
-import { InvalidRequestError } from './errors.js';
+import { type EndpointPattern, matchesRoute, parseEndpointPattern } from '../keys/allowlist.js';
+import { InvalidRequestError } from '../errors.js';
 import { type Micros, usdToMicros } from './money.js';
 
 /** Prices and rates the vendor modules use to estimate and settle costs. */

@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import { httpError } from '../errors.js';
+import { httpError } from '../../errors.js';
 import { OPENAPI_DOCUMENT } from '../openapi.js';
 
 /** `/healthz`, `/readyz`, `/metrics` and `/openapi.json`: unauthenticated, for orchestrators and tools. */

@@ -1,8 +1,8 @@
 import { type EndpointPattern, formatEndpointPattern, isPatternCovered, parseEndpointPattern } from './allowlist.js';
 import { parseExpiresIn } from './durations.js';
-import { InvalidRequestError, httpError } from './errors.js';
-import { type Micros, usdToMicros } from './money.js';
-import { VENDORS } from './vendors/index.js';
+import { InvalidRequestError, httpError } from '../errors.js';
+import { type Micros, usdToMicros } from '../pricing/money.js';
+import { VENDORS } from '../vendors/index.js';
 
 /** The largest cap accepted: a billion dollars keeps every micro-dollar sum exact in a double. */
 const MAX_CAP_USD = 1_000_000_000;

@@ -2,7 +2,7 @@
  * The OpenAPI 3.1 document of the admin API, the proxy and the error shape, served at
  * `/openapi.json`. It restates `shared/CONTRACT.md` and writes down what the contract leaves open.
  */
-import { MAX_KEY_DEPTH } from './key-depth.js';
+import { MAX_KEY_DEPTH } from '../keys/key-depth.js';
 
 const error = (description: string, codes: string[]) => ({
   description: `${description} (error.code: ${codes.join(', ')})`,

@@ -261,6 +261,7 @@ export class SqliteStore implements Store {
       this.atomic(() => {
         if (!this.keyRow(keyId)) return false;
         // Revoking a parent revokes the whole subtree; already-revoked keys keep their first time.
+        // The Redis store walks the same subtree in `MARK_SUBTREE_LUA`.
         this.statement(
           `WITH RECURSIVE subtree(id) AS (
                SELECT ? UNION SELECT k.key_id FROM vault_keys k JOIN subtree s ON k.parent_key_id = s.id)

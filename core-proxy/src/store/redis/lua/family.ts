@@ -39,6 +39,8 @@ return {'ok', redis.call('HGET', KEYS[1], 'tainted')}
  * the member set still has exactly that many members (it only ever grows), so a child created on
  * another replica in between is never left out: the caller re-reads and runs it again.
  * Regression: issue 17 (a child issued while its parent was revoked elsewhere stayed `active`).
+ * The embedded store marks the same subtree with a recursive CTE (`SqliteStore.revokeKey`,
+ * `taintKey`); `redis-issue-20-store-contract.test.ts` holds the two to the same answers.
  *
  * KEYS[1]   the family's member set          {vk:<root>}:members
  * KEYS[2..] every member hash of the family, as read from KEYS[1]

@@ -163,8 +163,8 @@ async function startVendorProxies() {
 }
 
 describe('issue 24: the Python package (pytest, integrations/python/tests)', () => {
-  it('derive_idempotency_key matches the shared vectors; is_cap_hit, keybrake_refusal and exit codes on unit inputs', async () => {
-    const { code, output } = await pytest(['test_idempotency_vectors.py', 'test_refusal.py'], {});
+  it('derive_idempotency_key matches the shared vectors; is_cap_hit, keybrake_refusal, exit codes, the Conductor decorator and the Temporal failure mapping on unit inputs', async () => {
+    const { code, output } = await pytest(['test_idempotency_vectors.py', 'test_refusal.py', 'test_engines.py'], {});
     expect(code, output).toBe(0);
   });
 

@@ -4,10 +4,10 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { parseArgs } from 'node:util';
-import { CheckpointSigner, verificationJson } from './audit-checkpoints.js';
-import { AuditExportError, checkpointsFromText, verifyExportFile } from './audit-export.js';
+import { CheckpointSigner, verificationJson } from './audit/checkpoints.js';
+import { AuditExportError, checkpointsFromText, verifyExportFile } from './audit/export.js';
 import { ConfigError, loadConfig } from './config.js';
-import { startServer } from './server.js';
+import { startServer } from './http/server.js';
 
 const USAGE = `keybrake: credential-enforcement proxy for AI agents
 

@@ -1,9 +1,9 @@
-export { buildApp, type AppOptions } from './app.js';
-export { startServer, type ServerOptions } from './server.js';
+export { buildApp, type AppOptions } from './http/app.js';
+export { startServer, type ServerOptions } from './http/server.js';
 export { loadConfig, ConfigError, type KeybrakeConfig } from './config.js';
 export { SqliteStore, type SqliteStoreOptions } from './store/sqlite-store.js';
 export { openStore } from './store/open-store.js';
-export { RedisStore, type RedisStoreOptions } from './store/redis-store.js';
+export { RedisStore, type RedisStoreOptions } from './store/redis/redis-store.js';
 export type {
   Store,
   VaultKeyRecord,
@@ -25,8 +25,8 @@ export {
   InvalidRequestError,
   type ErrorCode,
 } from './errors.js';
-export { canonicalJson } from './canonical-json.js';
-export { chainHash, GENESIS_HASH, type AuditRecordJson } from './audit-chain.js';
+export { canonicalJson } from './audit/canonical-json.js';
+export { chainHash, GENESIS_HASH, type AuditRecordJson } from './audit/chain.js';
 export {
   CheckpointSigner,
   trustedKeys,
@@ -34,6 +34,6 @@ export {
   type AuditVerification,
   type AuditFailureReason,
   type ChainEntry,
-} from './audit-checkpoints.js';
+} from './audit/checkpoints.js';
 export { VENDORS } from './vendors/index.js';
 export type { VendorModule } from './vendors/vendor.js';

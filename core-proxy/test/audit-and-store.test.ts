@@ -52,7 +52,7 @@ describe('audit chain', () => {
   it('chains hash_n = sha256(hash_{n-1} || canonical_json(record_n)) from 64 zeros, checkable from outside', async () => {
     const { proxy, key } = await withRecords();
     const { createHash } = await import('node:crypto');
-    const { canonicalJson } = await import('../src/canonical-json.js');
+    const { canonicalJson } = await import('../src/audit/canonical-json.js');
     const { calls } = (await proxy.admin('GET', `/vault/keys/${key.key_id}/calls`)).body;
     // Records 1..5 belong to this key and record 6 to no key, so the head is reachable from the calls plus one record.
     let head = '0'.repeat(64);

@@ -6,8 +6,8 @@ import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
 import { Redis } from 'ioredis';
 import { describe, expect, inject, it, onTestFinished } from 'vitest';
-import { type AuditRecordJson, chainHash, GENESIS_HASH } from '../src/audit-chain.js';
-import { canonicalJson } from '../src/canonical-json.js';
+import { type AuditRecordJson, chainHash, GENESIS_HASH } from '../src/audit/chain.js';
+import { canonicalJson } from '../src/audit/canonical-json.js';
 import { TEST_STORE, type TestProxy, sendJson, startFakeVendor, startProxy, stripeCharge } from './helpers.js';
 import { CLI } from './server-process.js';
 
@@ -295,7 +295,7 @@ describe(`audit tampering is detected (${TEST_STORE} store)`, () => {
     const { stdout } = await run(process.execPath, [CLI, 'audit', 'keygen', '--out', attacker]);
     expect(stdout).toContain('BEGIN PUBLIC KEY');
     expect(stdout).not.toContain('PRIVATE');
-    const { CheckpointSigner } = await import('../src/audit-checkpoints.js');
+    const { CheckpointSigner } = await import('../src/audit/checkpoints.js');
     const forged = CheckpointSigner.fromPem(readFileSync(attacker, 'utf8')).sign(
       { records: 7, head: JSON.parse(lines[9] as string).hash },
       new Date().toISOString(),

@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 
-const DEMO = fileURLToPath(new URL('../dist/demo.js', import.meta.url));
+const DEMO = fileURLToPath(new URL('../dist/demo/demo.js', import.meta.url));
 
 describe('pnpm demo', () => {
   it('stops a 500-call fan-out at the $300 cap and says the upstream is a local sandbox', async () => {

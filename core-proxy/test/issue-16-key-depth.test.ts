@@ -3,8 +3,8 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { Cluster, Redis } from 'ioredis';
 import { describe, expect, inject, it, onTestFinished } from 'vitest';
-import { MAX_KEY_DEPTH } from '../src/key-depth.js';
-import { hashVaultKey, newVaultKey } from '../src/vault-keys.js';
+import { MAX_KEY_DEPTH } from '../src/keys/key-depth.js';
+import { hashVaultKey, newVaultKey } from '../src/keys/vault-keys.js';
 import { TEST_STORE, json, sendJson, startFakeVendor, startProxy, stripeCharge, type TestProxy } from './helpers.js';
 
 /**

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { formatEndpointPattern } from '../src/allowlist.js';
+import { formatEndpointPattern } from '../src/keys/allowlist.js';
 import { loadConfig } from '../src/config.js';
 import { VENDORS } from '../src/vendors/index.js';
 import { json, sendJson, startFakeVendor, startProxy, stripeCharge, type TestProxy } from './helpers.js';

@@ -1,5 +1,5 @@
 import type { KeybrakeConfig } from '../config.js';
-import { RedisStore } from './redis-store.js';
+import { RedisStore } from './redis/redis-store.js';
 import { SqliteStore } from './sqlite-store.js';
 import type { Store } from './store.js';
 

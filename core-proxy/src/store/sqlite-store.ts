@@ -1,11 +1,11 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { GENESIS_HASH, type AuditRecordJson, auditRecordJson, chainHash } from '../audit-chain.js';
-import { canonicalJson } from '../canonical-json.js';
+import { GENESIS_HASH, type AuditRecordJson, auditRecordJson, chainHash } from '../audit/chain.js';
+import { canonicalJson } from '../audit/canonical-json.js';
 import { InvalidRequestError, KeyDepthExceededError, KeybrakeError, StoreUnavailableError } from '../errors.js';
-import { MAX_CHAIN_LENGTH, MAX_KEY_DEPTH } from '../key-depth.js';
-import type { Micros } from '../money.js';
+import { MAX_CHAIN_LENGTH, MAX_KEY_DEPTH } from '../keys/key-depth.js';
+import type { Micros } from '../pricing/money.js';
 import {
   type AuditInput,
   type AuditCheckpoint,

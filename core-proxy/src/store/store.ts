@@ -1,5 +1,5 @@
-import type { AuditRecordJson } from '../audit-chain.js';
-import type { Micros } from '../money.js';
+import type { AuditRecordJson } from '../audit/chain.js';
+import type { Micros } from '../pricing/money.js';
 
 /** A vault key as stored. The vault key itself is never stored, only its SHA-256. */
 export interface VaultKeyRecord {

@@ -1,7 +1,7 @@
-import { matchesRoute, parseEndpointPattern } from '../allowlist.js';
+import { matchesRoute, parseEndpointPattern } from '../keys/allowlist.js';
 import { InvalidRequestError, RequestNotPriceableError, httpError } from '../errors.js';
-import { type Micros, usdToMicros } from '../money.js';
-import { type PricingOptions, usdRate } from '../cost-rules.js';
+import { type Micros, usdToMicros } from '../pricing/money.js';
+import { type PricingOptions, usdRate } from '../pricing/cost-rules.js';
 import type { VendorObjectState } from '../store/store.js';
 import {
   type ObjectCall,
@@ -275,6 +275,8 @@ export const stripe: VendorModule = {
   name: 'stripe',
   defaultBaseUrl: 'https://api.stripe.com',
   secretNames: ['STRIPE_SECRET_KEY'],
+  // stripe-mock accepts only test-mode keys.
+  testSecretPrefixes: { STRIPE_SECRET_KEY: 'sk_test_' },
   catalogue: CATALOGUE,
   // An update can raise the amount a later confirm moves.
   sensitiveEndpoints: [parseEndpointPattern('POST /v1/payment_intents/*')],

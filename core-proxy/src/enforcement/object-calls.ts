@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import { encodePath } from './allowlist.js';
-import type { PricingOptions } from './cost-rules.js';
-import { RequestNotPriceableError, httpError } from './errors.js';
+import { encodePath } from '../keys/allowlist.js';
+import type { PricingOptions } from '../pricing/cost-rules.js';
+import { RequestNotPriceableError, httpError } from '../errors.js';
 import type { Forwarder } from './forwarder.js';
-import type { CallPrice, CallSettlement } from './pricing.js';
-import type { Store, VendorObjectState } from './store/store.js';
+import type { CallPrice, CallSettlement } from '../pricing/price-call.js';
+import type { Store, VendorObjectState } from '../store/store.js';
 import {
   type ObjectCall,
   type VendorModule,
@@ -13,7 +13,7 @@ import {
   type VendorSecrets,
   findMoneyMoving,
   isSuccess,
-} from './vendors/vendor.js';
+} from '../vendors/vendor.js';
 
 /** What a call on a tracked object needs from the proxy. */
 export interface ObjectCallContext {

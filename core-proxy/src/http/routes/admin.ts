@@ -1,13 +1,13 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Readable } from 'node:stream';
-import { formatEndpointPattern } from '../allowlist.js';
-import { auditSnapshot, storedAuditPages, verificationJson, verifyStore } from '../audit-checkpoints.js';
-import { auditExportHeader, exportRecordLine } from '../audit-export.js';
-import { type KeybrakeError, httpError } from '../errors.js';
-import { assertWithinParent, parseIssueKeyInput } from '../key-issuance.js';
-import { type Micros, microsToUsd } from '../money.js';
-import type { VaultKeyState } from '../store/store.js';
-import { hashVaultKey, matchesAnyApiKey, newKeyId, newVaultKey } from '../vault-keys.js';
+import { formatEndpointPattern } from '../../keys/allowlist.js';
+import { auditSnapshot, storedAuditPages, verificationJson, verifyStore } from '../../audit/checkpoints.js';
+import { auditExportHeader, exportRecordLine } from '../../audit/export.js';
+import { type KeybrakeError, httpError } from '../../errors.js';
+import { assertWithinParent, parseIssueKeyInput } from '../../keys/key-issuance.js';
+import { type Micros, microsToUsd } from '../../pricing/money.js';
+import type { VaultKeyState } from '../../store/store.js';
+import { hashVaultKey, matchesAnyApiKey, newKeyId, newVaultKey } from '../../keys/vault-keys.js';
 
 interface KeyParams {
   keyId: string;
@@ -76,7 +76,7 @@ export async function adminRoutes(app: FastifyInstance): Promise<void> {
   });
 
   app.post('/vault/keys', { bodyLimit: 64 * 1024 }, async (request, reply) => {
-    const input = parseIssueKeyInput(request.body, new Set(Object.keys(kb.config.vendorSecrets)));
+    const input = parseIssueKeyInput(request.body, new Set(Object.keys(kb.config.vendorSecrets)), kb.config.vendors);
     const now = kb.now();
     let expiresAt = now + input.ttlSeconds * 1000;
     let tainted = input.tainted;

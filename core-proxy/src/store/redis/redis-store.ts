@@ -1,14 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
-import { GENESIS_HASH, type AuditRecordJson, auditRecordJson, chainHash } from '../audit-chain.js';
-import { canonicalJson } from '../canonical-json.js';
-import { InvalidRequestError, KeyDepthExceededError, KeybrakeError, StoreUnavailableError } from '../errors.js';
-import { MAX_CHAIN_LENGTH, MAX_KEY_DEPTH } from '../key-depth.js';
-import { RELEASE_LOCK_LUA, SEAL_APPEND_LUA } from '../lua/audit-seal.js';
-import { CREATE_KEY_LUA, MARK_SUBTREE_LUA } from '../lua/family.js';
-import { RESERVE_LUA } from '../lua/reserve.js';
-import { SETTLE_LUA } from '../lua/settle.js';
-import { CLAIM_OBJECT_LUA, RECORD_OBJECT_LUA, RELEASE_OBJECT_LUA } from '../lua/objects.js';
+import { GENESIS_HASH, type AuditRecordJson, auditRecordJson, chainHash } from '../../audit/chain.js';
+import { canonicalJson } from '../../audit/canonical-json.js';
+import { InvalidRequestError, KeyDepthExceededError, KeybrakeError, StoreUnavailableError } from '../../errors.js';
+import { MAX_CHAIN_LENGTH, MAX_KEY_DEPTH } from '../../keys/key-depth.js';
+import { RELEASE_LOCK_LUA, SEAL_APPEND_LUA } from './lua/audit-seal.js';
+import { CREATE_KEY_LUA, MARK_SUBTREE_LUA } from './lua/family.js';
+import { RESERVE_LUA } from './lua/reserve.js';
+import { SETTLE_LUA } from './lua/settle.js';
+import { CLAIM_OBJECT_LUA, RECORD_OBJECT_LUA, RELEASE_OBJECT_LUA } from './lua/objects.js';
 import {
   type AuditInput,
   type AuditCheckpoint,
@@ -26,7 +26,7 @@ import {
   type VaultKeyRecord,
   type VaultKeyState,
   utcDay,
-} from './store.js';
+} from '../store.js';
 
 /** Options of the Redis store. */
 export interface RedisStoreOptions {

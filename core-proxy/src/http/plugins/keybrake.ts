@@ -1,12 +1,12 @@
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
-import type { KeybrakeConfig } from '../config.js';
-import { AuditCheckpointer, type TrustedKeys, trustedKeys } from '../audit-checkpoints.js';
-import { DeferredSettlements } from '../deferred-settlements.js';
-import { Forwarder } from '../forwarder.js';
+import type { KeybrakeConfig } from '../../config.js';
+import { AuditCheckpointer, type TrustedKeys, trustedKeys } from '../../audit/checkpoints.js';
+import { DeferredSettlements } from '../../enforcement/deferred-settlements.js';
+import { Forwarder } from '../../enforcement/forwarder.js';
 import { ProxyMetrics } from '../metrics.js';
-import type { Store } from '../store/store.js';
-import { digestApiKeys } from '../vault-keys.js';
+import type { Store } from '../../store/store.js';
+import { digestApiKeys } from '../../keys/vault-keys.js';
 
 /** What the routes share: configuration, the store, the forwarder, metrics and the clock. */
 export interface KeybrakeContext {

@@ -1,15 +1,21 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { METHOD_OVERRIDE_HEADERS, encodePath, isAllowed, normalizePath, parseEndpointPattern } from '../allowlist.js';
-import { isSensitive } from '../cost-rules.js';
-import { type CallPrice, priceCall, settleCall } from '../pricing.js';
+import {
+  METHOD_OVERRIDE_HEADERS,
+  encodePath,
+  isAllowed,
+  normalizePath,
+  parseEndpointPattern,
+} from '../../keys/allowlist.js';
+import { isSensitive } from '../../pricing/cost-rules.js';
+import { type CallPrice, priceCall, settleCall } from '../../pricing/price-call.js';
 import {
   type ClaimedObjectCall,
   type ObjectCallContext,
   claimObjectCall,
   recordObservedObjects,
-} from '../object-calls.js';
+} from '../../enforcement/object-calls.js';
 import {
   CapExhaustedError,
   InvalidRequestError,
@@ -17,14 +23,13 @@ import {
   OutcomeNotRecordedError,
   StoreUnavailableError,
   httpError,
-} from '../errors.js';
+} from '../../errors.js';
 import type { KeybrakeContext } from '../plugins/keybrake.js';
-import type { AuditInput, SettleInput, StoredResponse, VaultKeyRecord } from '../store/store.js';
-import { hashVaultKey } from '../vault-keys.js';
-import type { VendorModule, VendorRequest, VendorResponse, VendorSecrets } from '../vendors/index.js';
-import { countHeader, findMethodOverride } from '../vendors/request-params.js';
-import { VENDORS } from '../vendors/index.js';
-import { type ObjectCall, findObjectCall } from '../vendors/vendor.js';
+import type { AuditInput, SettleInput, StoredResponse, VaultKeyRecord } from '../../store/store.js';
+import { hashVaultKey } from '../../keys/vault-keys.js';
+import type { VendorModule, VendorRequest, VendorResponse, VendorSecrets } from '../../vendors/index.js';
+import { countHeader, findMethodOverride } from '../../vendors/request-params.js';
+import { type ObjectCall, findObjectCall } from '../../vendors/vendor.js';
 import { keyStatus } from './admin.js';
 
 /** Request headers never forwarded: hop-by-hop, credentials we replace, routing overrides, and our own. */
@@ -103,7 +108,7 @@ export async function proxyRoutes(app: FastifyInstance): Promise<void> {
     done(null, body);
   });
 
-  for (const vendor of VENDORS.values()) {
+  for (const vendor of kb.config.vendors) {
     app.all(`/${vendor.name}/*`, (request, reply) => proxyCall(kb, vendor, request, reply));
   }
 }

@@ -1,4 +1,4 @@
-import { InvalidRequestError, httpError } from './errors.js';
+import { InvalidRequestError, httpError } from '../errors.js';
 
 /** Methods an allowlist entry may name. */
 export const ALLOWED_METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD'] as const;

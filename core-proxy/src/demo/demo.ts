@@ -2,10 +2,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { buildApp } from './app.js';
-import { loadConfig } from './config.js';
+import { buildApp } from '../http/app.js';
+import { loadConfig } from '../config.js';
 import { startSandboxStripe } from './sandbox-upstream.js';
-import { SqliteStore } from './store/sqlite-store.js';
+import { SqliteStore } from '../store/sqlite-store.js';
 
 const CAP_USD = 300;
 const CALLS = 500;

@@ -1,4 +1,4 @@
-import { InvalidRequestError } from './errors.js';
+import { InvalidRequestError } from '../errors.js';
 
 /** The longest TTL a vault key may have: 7 days. */
 export const MAX_TTL_SECONDS = 7 * 24 * 60 * 60;

@@ -1,6 +1,6 @@
 import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
-import type { AuditRecordJson } from './audit-chain.js';
+import type { AuditRecordJson } from './chain.js';
 import {
   type AuditVerification,
   type ChainEntry,
@@ -8,8 +8,8 @@ import {
   parseStoredRecord,
   trustedKeys,
   verifyAuditChain,
-} from './audit-checkpoints.js';
-import type { AuditCheckpoint, AuditEntry, AuditHead } from './store/store.js';
+} from './checkpoints.js';
+import type { AuditCheckpoint, AuditEntry, AuditHead } from '../store/store.js';
 
 /**
  * The audit export (`GET /audit/export`, `keybrake audit export`): JSON Lines, so any size streams.

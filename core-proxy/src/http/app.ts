@@ -1,11 +1,11 @@
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyServerOptions } from 'fastify';
-import type { KeybrakeConfig } from './config.js';
+import type { KeybrakeConfig } from '../config.js';
 import { errorsPlugin } from './plugins/errors.js';
 import { keybrakePlugin } from './plugins/keybrake.js';
 import { adminRoutes } from './routes/admin.js';
 import { healthRoutes } from './routes/health.js';
 import { proxyRoutes } from './routes/proxy.js';
-import type { Store } from './store/store.js';
+import type { Store } from '../store/store.js';
 
 /** Options of {@link buildApp}. */
 export interface AppOptions {

@@ -1,5 +1,5 @@
 import type { FastifyBaseLogger } from 'fastify';
-import type { SettleInput, Store } from './store/store.js';
+import type { SettleInput, Store } from '../store/store.js';
 
 /** Options of {@link DeferredSettlements}. */
 export interface DeferredSettlementsOptions {

@@ -7,9 +7,9 @@ import {
   sign,
   verify,
 } from 'node:crypto';
-import { GENESIS_HASH, type AuditRecordJson, chainHash } from './audit-chain.js';
+import { GENESIS_HASH, type AuditRecordJson, chainHash } from './chain.js';
 import { canonicalJson } from './canonical-json.js';
-import type { AuditCheckpoint, AuditEntry, AuditHead, Store } from './store/store.js';
+import type { AuditCheckpoint, AuditEntry, AuditHead, Store } from '../store/store.js';
 
 /**
  * Signed chain checkpoints. The hash chain shows that no record was edited, removed or moved, but

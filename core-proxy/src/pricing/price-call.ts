@@ -1,5 +1,5 @@
 import { type PricingOptions, extraCost } from './cost-rules.js';
-import { RequestNotPriceableError } from './errors.js';
+import { RequestNotPriceableError } from '../errors.js';
 import type { Micros } from './money.js';
 import {
   type MoneyMovingEndpoint,
@@ -8,7 +8,7 @@ import {
   type VendorResponse,
   findMoneyMoving,
   isSuccess,
-} from './vendors/vendor.js';
+} from '../vendors/vendor.js';
 
 /** What a call is reserved at, and why. */
 export interface CallPrice {

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { canonicalJson } from './canonical-json.js';
-import { microsToUsd } from './money.js';
-import type { AuditInput } from './store/store.js';
+import { microsToUsd } from '../pricing/money.js';
+import type { AuditInput } from '../store/store.js';
 
 /** The chain's `hash_0`: the previous hash of the first record. */
 export const GENESIS_HASH = '0'.repeat(64);

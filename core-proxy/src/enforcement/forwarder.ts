@@ -1,5 +1,5 @@
 import { Agent, errors as undiciErrors, request } from 'undici';
-import type { VendorResponse } from './vendors/index.js';
+import type { VendorResponse } from '../vendors/index.js';
 
 /** Options of the upstream forwarder. */
 export interface ForwarderOptions {

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from './app.js';
-import type { KeybrakeConfig } from './config.js';
-import { openStore } from './store/open-store.js';
+import type { KeybrakeConfig } from '../config.js';
+import { openStore } from '../store/open-store.js';
 
 /** Options of {@link startServer}. */
 export interface ServerOptions {

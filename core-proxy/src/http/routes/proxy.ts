@@ -29,7 +29,6 @@ import type { AuditInput, SettleInput, StoredResponse, VaultKeyRecord } from '..
 import { hashVaultKey } from '../../keys/vault-keys.js';
 import type { VendorModule, VendorRequest, VendorResponse, VendorSecrets } from '../../vendors/index.js';
 import { countHeader, findMethodOverride } from '../../vendors/request-params.js';
-import { VENDORS } from '../../vendors/index.js';
 import { type ObjectCall, findObjectCall } from '../../vendors/vendor.js';
 import { keyStatus } from './admin.js';
 
@@ -109,7 +108,7 @@ export async function proxyRoutes(app: FastifyInstance): Promise<void> {
     done(null, body);
   });
 
-  for (const vendor of VENDORS.values()) {
+  for (const vendor of kb.config.vendors) {
     app.all(`/${vendor.name}/*`, (request, reply) => proxyCall(kb, vendor, request, reply));
   }
 }

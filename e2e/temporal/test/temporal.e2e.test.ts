@@ -11,8 +11,8 @@ import {
   keybrakeWorkflowInterceptorsPath,
 } from '@keybrake/temporal';
 import { deriveIdempotencyKey } from '@keybrake/client';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { startProxy, type TestProxy } from '../../../core-proxy/test/helpers.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { stripeMockProxy, type TestProxy } from '../../../core-proxy/test/helpers.js';
 import { startDroppingRelay } from '../../../integrations/client/test/dropping-proxy.js';
 import * as activities from '../src/activities.js';
 import type { BillingInput, BillingSummary, SupportSummary } from '../src/workflows.js';
@@ -62,7 +62,7 @@ async function runOnWorker<T>(
 }
 
 async function stripeProxy(): Promise<TestProxy> {
-  return startProxy({ store: 'embedded', env: { KEYBRAKE_STRIPE_BASE_URL: inject('stripeMockUrl') } });
+  return stripeMockProxy({ store: 'embedded' });
 }
 
 describe('Temporal integration on a real Temporal dev server (stripe-mock upstream)', () => {

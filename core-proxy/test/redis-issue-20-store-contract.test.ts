@@ -14,7 +14,7 @@ import {
   SqliteStore,
 } from '../src/index.js';
 import { MAX_KEY_DEPTH } from '../src/keys/key-depth.js';
-import { freePort } from './redis-server.js';
+import { freePort } from './ports.js';
 
 /**
  * Issue 20: both stores keep one contract. Every scenario below runs, through the `Store`

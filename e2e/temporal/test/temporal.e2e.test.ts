@@ -360,6 +360,35 @@ describe('issue 24: Python workers (temporalio + keybrake.temporal) on the real 
     );
   });
 
+  it('a cancelled Python workflow still revokes its key (with_vault_key revokes in its finally)', async () => {
+    const proxy = await stripeProxy();
+    const workflowId = `py-cancelled-${randomUUID()}`;
+    const error = await runOnPythonWorker(proxy, {}, async (taskQueue) => {
+      const handle = await env.client.workflow.start('pyAwaitingApprovalWorkflow', {
+        taskQueue,
+        workflowId,
+        args: [{ capUsd: 50, customers: customers(1) }],
+      });
+      // Wait until the charge is done and the workflow sleeps on its timer, then cancel it.
+      for (let i = 0; i < 600; i += 1) {
+        const { events } = await handle.fetchHistory();
+        if (events?.some((event) => event.timerStartedEventAttributes)) break;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      await handle.cancel();
+      return handle.result().catch((e: unknown) => e);
+    });
+    expect(error).toBeInstanceOf(WorkflowFailedError);
+    expect((error as WorkflowFailedError).cause?.name).toBe('CancelledFailure');
+    const keyId = /key_[A-Za-z0-9_-]{16}/.exec(
+      historyText(await env.client.workflow.getHandle(workflowId).fetchHistory()),
+    )?.[0];
+    expect(keyId).toBeDefined();
+    const key = (await proxy.admin('GET', `/vault/keys/${keyId}`)).body;
+    expect(key.status).toBe('revoked');
+    expect(key.spent_usd).toBeGreaterThan(0);
+  });
+
   it('a Python activity whose response was dropped is retried by Temporal and replayed by the proxy: one charge upstream', async () => {
     const proxy = await stripeProxy();
     const relay = await startDroppingRelay(proxy.url, 1);

@@ -76,6 +76,24 @@ class BillingWorkflow:
         )
 
 
+@workflow.defn(name="pyAwaitingApprovalWorkflow")
+class AwaitingApprovalWorkflow:
+    """Charges one customer, then waits a day for an approval that never comes: the e2e cancels it."""
+
+    @workflow.run
+    async def run(self, input: Dict[str, Any]) -> None:
+        async def charge_then_wait(key_id: str) -> None:
+            await workflow.execute_activity(
+                "pyChargeCustomer", input["customers"][0], start_to_close_timeout=timedelta(seconds=30)
+            )
+            await asyncio.sleep(86_400)
+
+        await with_vault_key(
+            {"vendor": "stripe", "usd_cap": input["capUsd"], "allowed_endpoints": ["POST /v1/payment_intents"]},
+            charge_then_wait,
+        )
+
+
 async def main() -> None:
     temporal = await Client.connect(os.environ["TEMPORAL_ADDRESS"])
     admin = KeybrakeClient(os.environ["KEYBRAKE_URL"], os.environ["KEYBRAKE_ISSUER_KEY"])
@@ -84,7 +102,7 @@ async def main() -> None:
         worker = Worker(
             temporal,
             task_queue=os.environ["TEMPORAL_TASK_QUEUE"],
-            workflows=[BillingWorkflow],
+            workflows=[BillingWorkflow, AwaitingApprovalWorkflow],
             activities=[*keybrake_activities(admin, seal_secret=seal_secret), charge_customer],
             interceptors=[KeybrakeInterceptor(proxy_url=os.environ["KEYBRAKE_PROXY_URL"], seal_secret=seal_secret)],
             activity_executor=executor,

@@ -282,3 +282,24 @@ def test_stripe_options_send_files_and_connect_calls_to_the_proxy_too() -> None:
     assert proxy.paths[0] == "/stripe/v1/files"
     assert proxy.paths[1] == "/stripe/oauth/token"
     assert proxy.paths[2].startswith("/stripe/v1/customers")
+
+
+# --- 6. the proxy's header decides, not a body that says cap_exhausted --------------------------
+
+
+@pytest.mark.parametrize("headers", [{}, None, {"retry-after": "1"}], ids=["empty", "none", "vendor-headers"])
+def test_a_stripe_error_whose_body_says_cap_exhausted_without_the_header_is_not_a_cap_hit(headers: Any) -> None:
+    import stripe
+
+    from keybrake import is_cap_hit, keybrake_refusal
+
+    body = {"error": {"code": "cap_exhausted", "message": "the vendor's own cap_exhausted"}}
+    vendors = stripe.RateLimitError("cap_exhausted", http_status=429, json_body=body, headers=headers)
+    assert not is_cap_hit(vendors)
+    assert keybrake_refusal(vendors) is None
+    forbidden = stripe.PermissionError(
+        "no", http_status=403, json_body={"error": {"code": "tainted_request_refused"}}, headers=headers
+    )
+    assert keybrake_refusal(forbidden) is None
+    capped = stripe.RateLimitError("cap", http_status=429, json_body=body, headers={"X-Keybrake-Cap-Hit": "true"})
+    assert is_cap_hit(capped) and keybrake_refusal(capped) == "cap_exhausted"

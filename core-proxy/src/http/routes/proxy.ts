@@ -226,6 +226,8 @@ async function reserveAndForward(
 
   const upstream = vendor.prepareUpstream(vendorRequest, secrets);
   const headers = forwardedHeaders(request.headers);
+  // A vault key in a header of its own (a declared vendor's) never reaches the vendor.
+  if (vendor.vaultKeyHeaders) for (const name of vendor.vaultKeyHeaders) delete headers[name];
   Object.assign(headers, upstream.headers, { 'accept-encoding': 'identity' });
   const url = `${kb.config.baseUrls[vendor.name]}${encodePath(upstream.segments)}${facts.query}`;
 

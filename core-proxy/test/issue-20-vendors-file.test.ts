@@ -9,10 +9,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { ConfigError, loadConfig } from '../src/config.js';
+import { BUILT_IN_VENDORS } from '../src/vendors/registry.js';
 import { VendorsFileError } from '../src/vendors/vendors-file.js';
 import { startRelay } from './counting-relay.js';
 import { type GoHttpbin, startGoHttpbin } from './go-httpbin.js';
 import { json, newSecrets, startProxy } from './helpers.js';
+
+const BUILT_IN_NAMES = BUILT_IN_VENDORS.map((vendor) => vendor.name);
 
 function vendorsFile(yaml: string): string {
   const folder = mkdtempSync(join(tmpdir(), 'keybrake-vendors-'));
@@ -154,7 +157,7 @@ describe('issue 20: a bad KEYBRAKE_VENDORS_FILE stops the start with the file an
       KEYBRAKE_VENDORS_FILE: vendorsFile(`vendors:${ACME()}`),
       ACME_KEY_FILE: join(folder, 'acme'),
     });
-    expect(config.vendors.names()).toEqual(['stripe', 'twilio', 'resend', 'acme']);
+    expect(config.vendors.names()).toEqual([...BUILT_IN_NAMES, 'acme']);
     expect(config.vendorSecrets.acme).toEqual({ ACME_KEY: 'from-a-file' });
     expect(config.baseUrls.acme).toBe('https://api.acme.example');
   });
@@ -335,9 +338,7 @@ describe('issue 20: what a declared vendor does (go-httpbin standing in as the v
     const { proxy } = await declaredProxy((url) => GATEWAY(url, '{ scheme: bearer }', 'scheme: bearer'));
     const document = await json(await proxy.call('/openapi.json'));
     expect(document.components.schemas.IssueKeyRequest.properties.vendor.enum).toEqual([
-      'stripe',
-      'twilio',
-      'resend',
+      ...BUILT_IN_NAMES,
       'sms-gateway',
     ]);
     const vendorParameter = document.paths['/{vendor}/{path}'].parameters.find(
@@ -351,6 +352,6 @@ describe('issue 20: what a declared vendor does (go-httpbin standing in as the v
       expires_in: '1h',
     });
     expect(refused.status).toBe(400);
-    expect(refused.body.error.message).toBe('vendor must be one of: stripe, twilio, resend, sms-gateway.');
+    expect(refused.body.error.message).toBe(`vendor must be one of: ${[...BUILT_IN_NAMES, 'sms-gateway'].join(', ')}.`);
   });
 });

@@ -1,19 +1,10 @@
 import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
-import type { AddressInfo } from 'node:net';
+import { freePort } from './ports.js';
 
 /** A running go-httpbin (github.com/mccutchen/go-httpbin): echoes what it was sent as JSON. */
 export interface GoHttpbin {
   readonly url: string;
   stop(): Promise<void>;
-}
-
-async function freeLoopbackPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 /**
@@ -27,7 +18,7 @@ export async function startGoHttpbin(binary = process.env.GO_HTTPBIN_BIN): Promi
   }
   let lastOutput = '';
   for (let attempt = 0; attempt < 5; attempt += 1) {
-    const port = await freeLoopbackPort();
+    const port = await freePort();
     const child = spawn(binary, ['-host', '127.0.0.1', '-port', String(port), '-log-level', 'WARN'], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });

@@ -4,17 +4,17 @@ import { randomBytes } from 'node:crypto';
 import { formatEndpointPattern, isPatternCovered } from './keys/allowlist.js';
 import {
   type CostRule,
-  DEFAULT_PRICING,
   type PricingOptions,
   parseCostRules,
   parseFxRates,
   parseSensitiveEndpoints,
-  parseTwilioContentPrices,
-  parseTwilioSmsPrices,
-  twilioSmsTable,
 } from './pricing/cost-rules.js';
 import { CheckpointSigner } from './audit/checkpoints.js';
-import { VENDORS, type VendorSecrets } from './vendors/index.js';
+import { ConfigError, type Env, flag, positiveInt, readSecret } from './env.js';
+import { VendorRegistry, baseUrlVariable } from './vendors/registry.js';
+import type { VendorSecrets } from './vendors/vendor.js';
+
+export { ConfigError, readSecret } from './env.js';
 
 /** Everything the proxy is configured with, read from the environment by {@link loadConfig}. */
 export interface KeybrakeConfig {
@@ -36,6 +36,11 @@ export interface KeybrakeConfig {
   readonly reservationTtlMs: number;
   /** @default './.keybrake-data' */
   readonly dataDir: string;
+  /**
+   * Every vendor this proxy serves: the built-in ones and those declared in
+   * `KEYBRAKE_VENDORS_FILE`. Every per-vendor list (routes, issuance, OpenAPI) is derived from it.
+   */
+  readonly vendors: VendorRegistry;
   /** Real secrets per vendor; a vendor missing any of its secrets is absent. */
   readonly vendorSecrets: Readonly<Record<string, VendorSecrets>>;
   /** Upstream base URL per vendor. */
@@ -64,64 +69,15 @@ export interface KeybrakeConfig {
   readonly auditCheckpointIntervalMs: number;
 }
 
-/** A configuration value that cannot be used; the server refuses to start with it. */
-export class ConfigError extends Error {
-  override readonly name = 'ConfigError';
-}
-
-type Env = Readonly<Record<string, string | undefined>>;
-
-/** Reads `NAME`, or the file named by `NAME_FILE` (trailing newline dropped). */
-export function readSecret(env: Env, name: string): string | undefined {
-  const file = env[`${name}_FILE`];
-  if (file) {
-    try {
-      return readFileSync(file, 'utf8').replace(/\r?\n$/, '');
-    } catch {
-      throw new ConfigError(`${name}_FILE: cannot read the file it names.`);
-    }
-  }
-  const value = env[name];
-  return value === undefined || value === '' ? undefined : value;
-}
-
-function positiveInt(env: Env, name: string, fallback: number): number {
-  const text = env[name];
-  if (text === undefined || text === '') return fallback;
-  const value = Number(text);
-  if (!Number.isInteger(value) || value <= 0) throw new ConfigError(`${name} must be a positive integer.`);
-  return value;
-}
-
-function positiveNumber(env: Env, name: string, fallback: number): number {
-  const text = env[name];
-  if (text === undefined || text === '') return fallback;
-  const value = Number(text);
-  if (!(value > 0)) throw new ConfigError(`${name} must be a positive number.`);
-  return value;
-}
-
-function flag(env: Env, name: string): boolean {
-  const text = (env[name] ?? '').trim().toLowerCase();
-  if (text === '' || text === '0' || text === 'false') return false;
-  if (text === '1' || text === 'true') return true;
-  throw new ConfigError(`${name} must be 1 or 0.`);
-}
-
-function optionalPositiveNumber(env: Env, name: string): number | null {
-  const text = env[name];
-  return text === undefined || text === '' ? null : positiveNumber(env, name, 0);
-}
-
 /**
  * A flat rule is accepted only where the proxy has no price of its own: on an endpoint priced
  * from the request or the object it acts on, a flat number would replace a real bound with a
  * guess ($99,999 moved under a $100 cap with a flat rule for confirm: issue 17). So a rule for
  * such an endpoint is refused at start; a wider wildcard rule applies only to the others.
  */
-function checkCostRules(rules: Record<string, CostRule[]>): Record<string, CostRule[]> {
+function checkCostRules(rules: Record<string, CostRule[]>, vendors: VendorRegistry): Record<string, CostRule[]> {
   for (const [vendorName, vendorRules] of Object.entries(rules)) {
-    const vendor = VENDORS.get(vendorName);
+    const vendor = vendors.get(vendorName);
     if (!vendor) throw new ConfigError(`KEYBRAKE_COST_RULES: "${vendorName}" is not a vendor.`);
     for (const rule of vendorRules) {
       const priced = vendor.catalogue.find(
@@ -188,49 +144,31 @@ export function loadConfig(env: Env = process.env): KeybrakeConfig {
   const generatedApiKey = apiKeys.length === 0;
   if (generatedApiKey) apiKeys.push(devApiKey(dataDir));
 
+  const vendors = VendorRegistry.withBuiltIns();
   const vendorSecrets: Record<string, VendorSecrets> = {};
   const baseUrls: Record<string, string> = {};
-  for (const vendor of VENDORS.values()) {
+  for (const vendor of vendors) {
     const secrets = Object.fromEntries(vendor.secretNames.map((name) => [name, readSecret(env, name)]));
     if (Object.values(secrets).every((value) => value !== undefined)) {
       vendorSecrets[vendor.name] = secrets as VendorSecrets;
     }
-    const baseUrl = env[`KEYBRAKE_${vendor.name.toUpperCase()}_BASE_URL`] || vendor.defaultBaseUrl;
+    const variable = baseUrlVariable(vendor.name);
+    const baseUrl = env[variable] || vendor.defaultBaseUrl;
     try {
       new URL(baseUrl);
     } catch {
-      throw new ConfigError(`KEYBRAKE_${vendor.name.toUpperCase()}_BASE_URL is not a URL.`);
+      throw new ConfigError(`${variable} is not a URL.`);
     }
     baseUrls[vendor.name] = baseUrl.replace(/\/+$/, '');
   }
 
   let pricing: PricingOptions;
   try {
-    const twilioSegmentUsd = positiveNumber(env, 'KEYBRAKE_TWILIO_SEGMENT_USD', DEFAULT_PRICING.twilioSegmentUsd);
     pricing = {
       fxRates: parseFxRates(env.KEYBRAKE_FX_RATES ?? ''),
-      twilioSegmentUsd,
-      twilioSmsPrices: twilioSmsTable(
-        env.KEYBRAKE_TWILIO_SMS_PRICES ? parseTwilioSmsPrices(env.KEYBRAKE_TWILIO_SMS_PRICES) : [],
-        twilioSegmentUsd,
-      ),
-      twilioUnlistedSegmentUsd:
-        env.KEYBRAKE_TWILIO_UNLISTED_SEGMENT_USD === 'refuse'
-          ? null
-          : positiveNumber(
-              env,
-              'KEYBRAKE_TWILIO_UNLISTED_SEGMENT_USD',
-              DEFAULT_PRICING.twilioUnlistedSegmentUsd as number,
-            ),
-      twilioMmsUsd: positiveNumber(env, 'KEYBRAKE_TWILIO_MMS_USD', DEFAULT_PRICING.twilioMmsUsd),
-      twilioContentUsd: env.KEYBRAKE_TWILIO_CONTENT_USD
-        ? parseTwilioContentPrices(env.KEYBRAKE_TWILIO_CONTENT_USD)
-        : DEFAULT_PRICING.twilioContentUsd,
-      twilioContentMaxUsd: optionalPositiveNumber(env, 'KEYBRAKE_TWILIO_CONTENT_MAX_USD'),
-      twilioCallMinuteUsd: optionalPositiveNumber(env, 'KEYBRAKE_TWILIO_CALL_MINUTE_USD'),
-      resendEmailUsd: positiveNumber(env, 'KEYBRAKE_RESEND_EMAIL_USD', DEFAULT_PRICING.resendEmailUsd),
+      vendorOptions: vendors.readOptions(env),
       readBeforeWrite: flag(env, 'KEYBRAKE_STRIPE_READ_BEFORE_WRITE'),
-      extraCostRules: env.KEYBRAKE_COST_RULES ? checkCostRules(parseCostRules(env.KEYBRAKE_COST_RULES)) : {},
+      extraCostRules: env.KEYBRAKE_COST_RULES ? checkCostRules(parseCostRules(env.KEYBRAKE_COST_RULES), vendors) : {},
       extraSensitiveEndpoints: env.KEYBRAKE_SENSITIVE_ENDPOINTS
         ? parseSensitiveEndpoints(env.KEYBRAKE_SENSITIVE_ENDPOINTS)
         : {},
@@ -252,6 +190,7 @@ export function loadConfig(env: Env = process.env): KeybrakeConfig {
     redisTimeoutMs: positiveInt(env, 'KEYBRAKE_REDIS_TIMEOUT_MS', 2000),
     reservationTtlMs: positiveInt(env, 'KEYBRAKE_RESERVATION_TTL_MS', 600_000),
     dataDir,
+    vendors,
     vendorSecrets,
     baseUrls,
     pricing,

@@ -12,18 +12,24 @@ import { expect, inject, onTestFinished } from 'vitest';
 import { buildApp } from '../src/http/app.js';
 import { REDACTED_LOG_PATHS } from '../src/http/app.js';
 import { loadConfig } from '../src/config.js';
+import { BUILT_IN_VENDORS } from '../src/vendors/registry.js';
 import { RedisStore, type RedisStoreOptions } from '../src/store/redis/redis-store.js';
 import { SqliteStore } from '../src/store/sqlite-store.js';
 import type { Store } from '../src/store/store.js';
 
-/** Real-looking vendor secrets, unique per test so a leak can be traced. stripe-mock wants `sk_test_`. */
+/**
+ * Real-looking secrets for every built-in vendor (from the registry, each in its vendor's shape:
+ * stripe-mock wants `sk_test_`), unique per test so a leak can be traced.
+ */
 export function newSecrets(): Record<string, string> {
-  return {
-    STRIPE_SECRET_KEY: `sk_test_${randomBytes(16).toString('hex')}`,
-    TWILIO_ACCOUNT_SID: `AC${randomBytes(16).toString('hex')}`,
-    TWILIO_AUTH_TOKEN: randomBytes(16).toString('hex'),
-    RESEND_API_KEY: `re_${randomBytes(16).toString('hex')}`,
-  };
+  return Object.fromEntries(
+    BUILT_IN_VENDORS.flatMap((vendor) =>
+      vendor.secretNames.map((name) => [
+        name,
+        `${vendor.testSecretPrefixes?.[name] ?? ''}${randomBytes(16).toString('hex')}`,
+      ]),
+    ),
+  );
 }
 
 export interface TestProxy {

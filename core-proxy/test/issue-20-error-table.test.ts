@@ -29,7 +29,8 @@ import {
   VendorMismatchError,
   VendorNotConfiguredError,
 } from '../src/errors.js';
-import { OPENAPI_DOCUMENT } from '../src/http/openapi.js';
+import { openApiDocument } from '../src/http/openapi.js';
+import { BUILT_IN_REGISTRY } from '../src/vendors/registry.js';
 
 /**
  * The contract's error list (`shared/CONTRACT.md`): every code it names, with the status it fixes.
@@ -91,7 +92,7 @@ function openApiErrors(): Map<string, Set<number>> {
     }
     for (const child of Object.values(node)) walk(child);
   };
-  walk(OPENAPI_DOCUMENT);
+  walk(openApiDocument(BUILT_IN_REGISTRY));
   return found;
 }
 

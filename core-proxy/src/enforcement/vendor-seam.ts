@@ -7,15 +7,14 @@
 import type { KeybrakeContext } from '../http/plugins/keybrake.js';
 import { isSensitive } from '../pricing/cost-rules.js';
 import { type CallPrice, type CallSettlement, priceCall, settleCall } from '../pricing/price-call.js';
-import { VENDORS } from '../vendors/index.js';
 import type { VendorModule, VendorRequest, VendorResponse, VendorSecrets } from '../vendors/index.js';
 import { type ObjectCall, findObjectCall } from '../vendors/vendor.js';
 
 export type { VendorModule, VendorRequest, VendorResponse, VendorSecrets } from '../vendors/index.js';
 
 /** Every vendor the proxy serves at `/{vendor}/*`. */
-export function proxiedVendors(_kb: KeybrakeContext): Iterable<VendorModule> {
-  return VENDORS.values();
+export function proxiedVendors(kb: KeybrakeContext): Iterable<VendorModule> {
+  return kb.config.vendors;
 }
 
 /** The vendor's real secrets, or `undefined` when this proxy has none configured. */

@@ -3,6 +3,7 @@
  * `/openapi.json`. It restates `shared/CONTRACT.md` and writes down what the contract leaves open.
  */
 import { MAX_KEY_DEPTH } from '../keys/key-depth.js';
+import { BUILT_IN_REGISTRY, type VendorRegistry } from '../vendors/registry.js';
 
 const error = (description: string, codes: string[]) => ({
   description: `${description} (error.code: ${codes.join(', ')})`,
@@ -27,492 +28,501 @@ const newestCheckpoint = {
  * How proxied calls are priced and the environment that configures it (issue 17; docs/pricing.md):
  * every catalogued money-moving endpoint is priced, or refused until given a cost rule.
  */
-const PRICING_CONFIGURATION = {
-  description:
-    'Money-moving endpoints are priced from the request (and Stripe PaymentIntents from their tracked state), ' +
-    'or refused with 400 request_not_priceable until given a cost rule. A vendor 5xx keeps the reservation as unknown spend.',
-  environment: {
-    KEYBRAKE_FX_RATES: 'USD per unit of each other currency (Stripe amounts, Twilio price_unit), e.g. eur=1.08',
-    KEYBRAKE_COST_RULES: 'JSON flat USD cost per endpoint the proxy does not price itself',
-    KEYBRAKE_SENSITIVE_ENDPOINTS: 'JSON endpoints refused to tainted requests, besides the catalogue',
-    KEYBRAKE_STRIPE_READ_BEFORE_WRITE:
-      '1: GET a PaymentIntent the proxy has not seen, to price a call on it (default 0: refused)',
-    KEYBRAKE_TWILIO_SEGMENT_USD: 'price of one SMS segment to +1 (default 0.0083)',
-    KEYBRAKE_TWILIO_SMS_PRICES: 'JSON price per segment by E.164 prefix, over the defaults',
-    KEYBRAKE_TWILIO_UNLISTED_SEGMENT_USD: "price per segment to an unlisted destination, or 'refuse' (default 0.5)",
-    KEYBRAKE_TWILIO_MMS_USD: 'price of one MMS (default 0.022)',
-    KEYBRAKE_TWILIO_CONTENT_USD: 'JSON price of one message per Content template SID',
-    KEYBRAKE_TWILIO_CONTENT_MAX_USD: 'price of one message of any other Content template (default: refused)',
-    KEYBRAKE_TWILIO_CALL_MINUTE_USD:
-      'price of one call minute; a call is reserved for its TimeLimit (default: refused)',
-    KEYBRAKE_RESEND_EMAIL_USD: 'price of one email per recipient (default 0.0009)',
-  },
-} as const;
-
-export const OPENAPI_DOCUMENT = {
-  openapi: '3.1.0',
-  info: {
-    title: 'Keybrake',
-    version: '1',
+function pricingConfiguration(vendors: VendorRegistry) {
+  const vendorKnobs = [...vendors].flatMap((vendor) => Object.entries(vendor.options?.environment ?? {}));
+  return {
     description:
-      'Credential-enforcement proxy: scoped, capped, revocable vault keys in front of Stripe, Twilio and Resend. ' +
-      'Money is reserved before a call is forwarded and settled from the vendor response. Every proxied request ' +
-      'appends a record to a SHA-256 hash chain: hash_n = sha256(hex(hash_{n-1}) || canonical_json(record_n)), ' +
-      'hash_0 = 64 zeros, canonical JSON = keys sorted, no whitespace; record_n is the `calls` entry of the record.',
-  },
-  components: {
-    securitySchemes: { issuerKey: { type: 'http', scheme: 'bearer', description: 'One of KEYBRAKE_API_KEYS' } },
-    schemas: {
-      Checkpoint: {
-        type: 'object',
-        description:
-          'Ed25519 signature (base64) over canonical_json({"type":"keybrake.audit.checkpoint/v1","records","head","at","key_id"}); ' +
-          'key_id = first 16 hex digits of sha256(SPKI DER of the public key)',
-        required: ['records', 'head', 'at', 'key_id', 'signature'],
-        properties: {
-          records: { type: 'integer', minimum: 1 },
-          head: { type: 'string' },
-          at: { type: 'string', format: 'date-time' },
-          key_id: { type: 'string' },
-          signature: { type: 'string' },
-        },
-      },
-      Error: {
-        type: 'object',
-        required: ['error'],
-        properties: {
-          error: {
-            type: 'object',
-            required: ['code', 'message'],
-            properties: { code: { type: 'string', pattern: '^[a-z_]+$' }, message: { type: 'string' } },
+      'Money-moving endpoints are priced from the request (and Stripe PaymentIntents from their tracked state), ' +
+      'or refused with 400 request_not_priceable until given a cost rule. A vendor 5xx keeps the reservation as unknown spend.',
+    environment: {
+      KEYBRAKE_FX_RATES: 'USD per unit of each other currency (Stripe amounts, Twilio price_unit), e.g. eur=1.08',
+      KEYBRAKE_COST_RULES: 'JSON flat USD cost per endpoint the proxy does not price itself',
+      KEYBRAKE_SENSITIVE_ENDPOINTS: 'JSON endpoints refused to tainted requests, besides the catalogue',
+      KEYBRAKE_STRIPE_READ_BEFORE_WRITE:
+        '1: GET a PaymentIntent the proxy has not seen, to price a call on it (default 0: refused)',
+      KEYBRAKE_VENDORS_FILE: 'YAML file declaring more vendors with no code (README, "Vendors from configuration")',
+      ...Object.fromEntries(vendorKnobs),
+    },
+  };
+}
+
+/**
+ * The OpenAPI document for the vendors one proxy serves: the `vendor` enums list the built-in
+ * vendors and those declared in `KEYBRAKE_VENDORS_FILE`.
+ */
+export function openApiDocument(vendors: VendorRegistry) {
+  const vendorNames = vendors.names();
+  return {
+    openapi: '3.1.0',
+    info: {
+      title: 'Keybrake',
+      version: '1',
+      description:
+        'Credential-enforcement proxy: scoped, capped, revocable vault keys in front of Stripe, Twilio and Resend. ' +
+        'Money is reserved before a call is forwarded and settled from the vendor response. Every proxied request ' +
+        'appends a record to a SHA-256 hash chain: hash_n = sha256(hex(hash_{n-1}) || canonical_json(record_n)), ' +
+        'hash_0 = 64 zeros, canonical JSON = keys sorted, no whitespace; record_n is the `calls` entry of the record.',
+    },
+    components: {
+      securitySchemes: { issuerKey: { type: 'http', scheme: 'bearer', description: 'One of KEYBRAKE_API_KEYS' } },
+      schemas: {
+        Checkpoint: {
+          type: 'object',
+          description:
+            'Ed25519 signature (base64) over canonical_json({"type":"keybrake.audit.checkpoint/v1","records","head","at","key_id"}); ' +
+            'key_id = first 16 hex digits of sha256(SPKI DER of the public key)',
+          required: ['records', 'head', 'at', 'key_id', 'signature'],
+          properties: {
+            records: { type: 'integer', minimum: 1 },
+            head: { type: 'string' },
+            at: { type: 'string', format: 'date-time' },
+            key_id: { type: 'string' },
+            signature: { type: 'string' },
           },
         },
-      },
-      IssueKeyRequest: {
-        type: 'object',
-        additionalProperties: false,
-        required: ['vendor', 'allowed_endpoints', 'expires_in'],
-        anyOf: [{ required: ['daily_usd_cap'] }, { required: ['usd_cap'] }],
-        description: 'At least one of daily_usd_cap and usd_cap. Unknown fields are refused.',
-        properties: {
-          vendor: { enum: ['stripe', 'twilio', 'resend'] },
-          daily_usd_cap: { type: 'number', minimum: 0.000001, maximum: 1e9, description: 'Resets at 00:00 UTC' },
-          usd_cap: { type: 'number', minimum: 0.000001, maximum: 1e9, description: 'Lifetime cap' },
-          allowed_endpoints: {
-            type: 'array',
-            minItems: 1,
-            maxItems: 100,
-            items: {
-              type: 'string',
-              pattern: '^(GET|POST|PUT|PATCH|DELETE|HEAD) /[^?#\\s]*$',
-              maxLength: 2048,
-              examples: ['POST /v1/charges'],
+        Error: {
+          type: 'object',
+          required: ['error'],
+          properties: {
+            error: {
+              type: 'object',
+              required: ['code', 'message'],
+              properties: { code: { type: 'string', pattern: '^[a-z_]+$' }, message: { type: 'string' } },
             },
-            description: '"*" matches exactly one path segment. A child key may not allow more than its parent.',
           },
-          expires_in: {
-            oneOf: [
-              { type: 'string', pattern: '^[1-9][0-9]*[smhd]$' },
-              { type: 'integer', minimum: 1, maximum: 604800 },
-            ],
-            description: 'At most 7 days. A child key never outlives its parent.',
+        },
+        IssueKeyRequest: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['vendor', 'allowed_endpoints', 'expires_in'],
+          anyOf: [{ required: ['daily_usd_cap'] }, { required: ['usd_cap'] }],
+          description: 'At least one of daily_usd_cap and usd_cap. Unknown fields are refused.',
+          properties: {
+            vendor: { enum: vendorNames },
+            daily_usd_cap: { type: 'number', minimum: 0.000001, maximum: 1e9, description: 'Resets at 00:00 UTC' },
+            usd_cap: { type: 'number', minimum: 0.000001, maximum: 1e9, description: 'Lifetime cap' },
+            allowed_endpoints: {
+              type: 'array',
+              minItems: 1,
+              maxItems: 100,
+              items: {
+                type: 'string',
+                pattern: '^(GET|POST|PUT|PATCH|DELETE|HEAD) /[^?#\\s]*$',
+                maxLength: 2048,
+                examples: ['POST /v1/charges'],
+              },
+              description: '"*" matches exactly one path segment. A child key may not allow more than its parent.',
+            },
+            expires_in: {
+              oneOf: [
+                { type: 'string', pattern: '^[1-9][0-9]*[smhd]$' },
+                { type: 'integer', minimum: 1, maximum: 604800 },
+              ],
+              description: 'At most 7 days. A child key never outlives its parent.',
+            },
+            agent_run_label: { type: 'string', minLength: 1, maxLength: 200 },
+            parent_key_id: {
+              type: ['string', 'null'],
+              minLength: 1,
+              description: `Spend of the child also counts against the parent caps; must name an active key. A key has at most MAX_KEY_DEPTH = ${MAX_KEY_DEPTH} ancestors: a parent that already has ${MAX_KEY_DEPTH} is refused with 400 key_depth_exceeded`,
+            },
+            tainted: { type: 'boolean', default: false },
           },
-          agent_run_label: { type: 'string', minLength: 1, maxLength: 200 },
-          parent_key_id: {
-            type: ['string', 'null'],
-            minLength: 1,
-            description: `Spend of the child also counts against the parent caps; must name an active key. A key has at most MAX_KEY_DEPTH = ${MAX_KEY_DEPTH} ancestors: a parent that already has ${MAX_KEY_DEPTH} is refused with 400 key_depth_exceeded`,
+        },
+        IssuedKey: {
+          type: 'object',
+          required: [
+            'key_id',
+            'vault_key',
+            'vendor',
+            'expires_at',
+            'daily_usd_cap',
+            'usd_cap',
+            'allowed_endpoints',
+            'agent_run_label',
+          ],
+          properties: {
+            key_id: { type: 'string' },
+            vault_key: { type: 'string', description: 'Shown only here; stored as SHA-256' },
+            vendor: { type: 'string' },
+            expires_at: { type: 'string', format: 'date-time' },
+            daily_usd_cap: { type: ['number', 'null'] },
+            usd_cap: { type: ['number', 'null'] },
+            allowed_endpoints: { type: 'array', items: { type: 'string' } },
+            agent_run_label: { type: ['string', 'null'] },
+            parent_key_id: { type: ['string', 'null'] },
+            tainted: { type: 'boolean' },
+            created_at: { type: 'string', format: 'date-time' },
           },
-          tainted: { type: 'boolean', default: false },
         },
-      },
-      IssuedKey: {
-        type: 'object',
-        required: [
-          'key_id',
-          'vault_key',
-          'vendor',
-          'expires_at',
-          'daily_usd_cap',
-          'usd_cap',
-          'allowed_endpoints',
-          'agent_run_label',
-        ],
-        properties: {
-          key_id: { type: 'string' },
-          vault_key: { type: 'string', description: 'Shown only here; stored as SHA-256' },
-          vendor: { type: 'string' },
-          expires_at: { type: 'string', format: 'date-time' },
-          daily_usd_cap: { type: ['number', 'null'] },
-          usd_cap: { type: ['number', 'null'] },
-          allowed_endpoints: { type: 'array', items: { type: 'string' } },
-          agent_run_label: { type: ['string', 'null'] },
-          parent_key_id: { type: ['string', 'null'] },
-          tainted: { type: 'boolean' },
-          created_at: { type: 'string', format: 'date-time' },
+        VaultKey: {
+          type: 'object',
+          properties: {
+            key_id: { type: 'string' },
+            vendor: { type: 'string' },
+            status: { enum: ['active', 'revoked', 'expired'] },
+            spent_usd: {
+              type: 'number',
+              description: 'Settled spend plus spend of unknown outcome, children included',
+            },
+            reserved_usd: { type: 'number', description: 'Held by calls in flight' },
+            remaining_usd: { type: ['number', 'null'], description: 'Least headroom of the key own caps' },
+            spent_today_usd: { type: 'number' },
+            unknown_usd: { type: 'number' },
+            expires_at: { type: 'string', format: 'date-time' },
+            created_at: { type: 'string', format: 'date-time' },
+            revoked_at: { type: ['string', 'null'], format: 'date-time' },
+            agent_run_label: { type: ['string', 'null'] },
+            daily_usd_cap: { type: ['number', 'null'] },
+            usd_cap: { type: ['number', 'null'] },
+            allowed_endpoints: { type: 'array', items: { type: 'string' } },
+            parent_key_id: { type: ['string', 'null'] },
+            tainted: { type: 'boolean' },
+          },
         },
-      },
-      VaultKey: {
-        type: 'object',
-        properties: {
-          key_id: { type: 'string' },
-          vendor: { type: 'string' },
-          status: { enum: ['active', 'revoked', 'expired'] },
-          spent_usd: { type: 'number', description: 'Settled spend plus spend of unknown outcome, children included' },
-          reserved_usd: { type: 'number', description: 'Held by calls in flight' },
-          remaining_usd: { type: ['number', 'null'], description: 'Least headroom of the key own caps' },
-          spent_today_usd: { type: 'number' },
-          unknown_usd: { type: 'number' },
-          expires_at: { type: 'string', format: 'date-time' },
-          created_at: { type: 'string', format: 'date-time' },
-          revoked_at: { type: ['string', 'null'], format: 'date-time' },
-          agent_run_label: { type: ['string', 'null'] },
-          daily_usd_cap: { type: ['number', 'null'] },
-          usd_cap: { type: ['number', 'null'] },
-          allowed_endpoints: { type: 'array', items: { type: 'string' } },
-          parent_key_id: { type: ['string', 'null'] },
-          tainted: { type: 'boolean' },
-        },
-      },
-      Call: {
-        type: 'object',
-        properties: {
-          seq: { type: 'integer', description: 'Position in the global audit chain' },
-          at: { type: 'string', format: 'date-time' },
-          key_id: { type: ['string', 'null'] },
-          vendor: { type: 'string' },
-          method: { type: 'string' },
-          path: { type: 'string', description: 'Normalized path as the client sent it' },
-          outcome: { enum: ['forwarded', 'blocked', 'replayed', 'unknown'] },
-          reason: { type: ['string', 'null'], description: 'The error code when blocked or unknown' },
-          status: { type: ['integer', 'null'] },
-          cost_usd: { type: 'number' },
-          vendor_request_id: { type: ['string', 'null'] },
-          idempotency_key: { type: ['string', 'null'] },
-          agent_run_label: { type: ['string', 'null'] },
-          tainted: { type: 'boolean' },
+        Call: {
+          type: 'object',
+          properties: {
+            seq: { type: 'integer', description: 'Position in the global audit chain' },
+            at: { type: 'string', format: 'date-time' },
+            key_id: { type: ['string', 'null'] },
+            vendor: { type: 'string' },
+            method: { type: 'string' },
+            path: { type: 'string', description: 'Normalized path as the client sent it' },
+            outcome: { enum: ['forwarded', 'blocked', 'replayed', 'unknown'] },
+            reason: { type: ['string', 'null'], description: 'The error code when blocked or unknown' },
+            status: { type: ['integer', 'null'] },
+            cost_usd: { type: 'number' },
+            vendor_request_id: { type: ['string', 'null'] },
+            idempotency_key: { type: ['string', 'null'] },
+            agent_run_label: { type: ['string', 'null'] },
+            tainted: { type: 'boolean' },
+          },
         },
       },
     },
-  },
-  security: [{ issuerKey: [] }],
-  paths: {
-    '/vault/keys': {
-      post: {
-        operationId: 'issueVaultKey',
-        summary: 'Issue a vault key for one execution',
-        requestBody: {
-          required: true,
-          content: { 'application/json': { schema: { $ref: '#/components/schemas/IssueKeyRequest' } } },
-        },
-        responses: {
-          '201': {
-            description: 'Issued',
-            content: { 'application/json': { schema: { $ref: '#/components/schemas/IssuedKey' } } },
-            links: Object.fromEntries(
-              ['getVaultKey', 'revokeVaultKey', 'taintVaultKey', 'listVaultKeyCalls'].map((operationId) => [
-                operationId,
-                { operationId, parameters: { key_id: '$response.body#/key_id' } },
-              ]),
+    security: [{ issuerKey: [] }],
+    paths: {
+      '/vault/keys': {
+        post: {
+          operationId: 'issueVaultKey',
+          summary: 'Issue a vault key for one execution',
+          requestBody: {
+            required: true,
+            content: { 'application/json': { schema: { $ref: '#/components/schemas/IssueKeyRequest' } } },
+          },
+          responses: {
+            '201': {
+              description: 'Issued',
+              content: { 'application/json': { schema: { $ref: '#/components/schemas/IssuedKey' } } },
+              links: Object.fromEntries(
+                ['getVaultKey', 'revokeVaultKey', 'taintVaultKey', 'listVaultKeyCalls'].map((operationId) => [
+                  operationId,
+                  { operationId, parameters: { key_id: '$response.body#/key_id' } },
+                ]),
+              ),
+            },
+            '400': error(
+              `Invalid body, vendor without a configured secret, or a parent that already has MAX_KEY_DEPTH (${MAX_KEY_DEPTH}) ancestors`,
+              ['invalid_request', 'vendor_not_configured', 'key_depth_exceeded'],
             ),
+            '401': unauthorized,
+            '413': error('Body over 64 KiB', ['payload_too_large']),
+            '415': error('Body is not JSON', ['unsupported_media_type']),
+            '503': storeDown,
           },
-          '400': error(
-            `Invalid body, vendor without a configured secret, or a parent that already has MAX_KEY_DEPTH (${MAX_KEY_DEPTH}) ancestors`,
-            ['invalid_request', 'vendor_not_configured', 'key_depth_exceeded'],
-          ),
-          '401': unauthorized,
-          '413': error('Body over 64 KiB', ['payload_too_large']),
-          '415': error('Body is not JSON', ['unsupported_media_type']),
-          '503': storeDown,
         },
       },
-    },
-    '/vault/keys/{key_id}': {
-      parameters: [keyIdParam],
-      get: {
-        operationId: 'getVaultKey',
-        summary: 'Read a key, its status and spend',
-        responses: {
-          '200': {
-            description: 'The key',
-            content: { 'application/json': { schema: { $ref: '#/components/schemas/VaultKey' } } },
-          },
-          '401': unauthorized,
-          '404': error('Unknown key', ['not_found']),
-          '503': storeDown,
-        },
-      },
-      delete: {
-        operationId: 'revokeVaultKey',
-        summary: 'Revoke a key and its children (idempotent, effective on the next call)',
-        responses: {
-          '200': { description: '`{"key_id", "status": "revoked"}`' },
-          '401': unauthorized,
-          '404': error('Unknown key', ['not_found']),
-          '503': storeDown,
-        },
-      },
-    },
-    '/vault/keys/{key_id}/taint': {
-      parameters: [keyIdParam],
-      post: {
-        operationId: 'taintVaultKey',
-        summary: 'Taint a key and its children for good',
-        responses: {
-          '200': { description: '`{"key_id", "tainted": true}`' },
-          '401': unauthorized,
-          '404': error('Unknown key', ['not_found']),
-        },
-      },
-    },
-    '/vault/keys/{key_id}/calls': {
-      parameters: [keyIdParam],
-      get: {
-        operationId: 'listVaultKeyCalls',
-        summary: 'Every proxied request made with this key, oldest first',
-        responses: {
-          '200': {
-            description: 'Calls',
-            content: {
-              'application/json': {
-                schema: {
-                  type: 'object',
-                  properties: { calls: { type: 'array', items: { $ref: '#/components/schemas/Call' } } },
-                },
-              },
+      '/vault/keys/{key_id}': {
+        parameters: [keyIdParam],
+        get: {
+          operationId: 'getVaultKey',
+          summary: 'Read a key, its status and spend',
+          responses: {
+            '200': {
+              description: 'The key',
+              content: { 'application/json': { schema: { $ref: '#/components/schemas/VaultKey' } } },
             },
+            '401': unauthorized,
+            '404': error('Unknown key', ['not_found']),
+            '503': storeDown,
           },
-          '401': unauthorized,
-          '404': error('Unknown key', ['not_found']),
+        },
+        delete: {
+          operationId: 'revokeVaultKey',
+          summary: 'Revoke a key and its children (idempotent, effective on the next call)',
+          responses: {
+            '200': { description: '`{"key_id", "status": "revoked"}`' },
+            '401': unauthorized,
+            '404': error('Unknown key', ['not_found']),
+            '503': storeDown,
+          },
         },
       },
-    },
-    '/audit/verify': {
-      get: {
-        operationId: 'verifyAudit',
-        summary: 'Recompute the audit hash chain and hold it against every signed checkpoint',
-        responses: {
-          '200': {
-            description:
-              "ok: every record chains, and every checkpoint signed by this proxy's key verifies and matches. " +
-              'Otherwise first_bad_seq and reason: chain_broken (a record edited, removed or moved), truncated ' +
-              '(records a checkpoint vouches for are gone), checkpoint_mismatch (the chain was rewritten after the ' +
-              'last matching checkpoint), checkpoint_signature_invalid (a checkpoint was forged or edited), ' +
-              'records_missing (the chain verifies, but the store holds records that are not in it: first_bad_seq ' +
-              'is the seq after the end of the chain, missing_records how many)',
-            content: {
-              'application/json': {
-                schema: {
-                  oneOf: [
-                    {
-                      type: 'object',
-                      required: ['ok', 'records', 'head', 'checkpoints'],
-                      properties: {
-                        ok: { const: true },
-                        records: { type: 'integer', minimum: 0 },
-                        head: { type: 'string' },
-                        checkpoints: { type: 'integer', minimum: 0 },
-                        last_checkpoint_records: { type: 'integer', minimum: 0 },
-                        untrusted_checkpoints: { type: 'integer', minimum: 0 },
-                      },
-                    },
-                    {
-                      type: 'object',
-                      required: ['ok', 'records', 'first_bad_seq', 'reason'],
-                      properties: {
-                        ok: { const: false },
-                        records: { type: 'integer', minimum: 0 },
-                        first_bad_seq: { type: 'integer' },
-                        reason: {
-                          enum: [
-                            'chain_broken',
-                            'truncated',
-                            'checkpoint_mismatch',
-                            'checkpoint_signature_invalid',
-                            'records_missing',
-                          ],
-                        },
-                        missing_records: { type: 'integer', minimum: 1 },
-                      },
-                    },
-                  ],
-                },
-              },
-            },
+      '/vault/keys/{key_id}/taint': {
+        parameters: [keyIdParam],
+        post: {
+          operationId: 'taintVaultKey',
+          summary: 'Taint a key and its children for good',
+          responses: {
+            '200': { description: '`{"key_id", "tainted": true}`' },
+            '401': unauthorized,
+            '404': error('Unknown key', ['not_found']),
           },
-          '401': unauthorized,
-          '503': storeDown,
         },
       },
-    },
-    '/audit/checkpoints': {
-      get: {
-        operationId: 'listAuditCheckpoints',
-        summary: 'The Ed25519 public key that signs checkpoints, and every checkpoint, oldest first',
-        responses: {
-          '200': {
-            description: 'Checkpoints',
-            content: {
-              'application/json': {
-                schema: {
-                  type: 'object',
-                  required: ['public_key', 'checkpoints'],
-                  properties: {
-                    public_key: {
-                      type: 'object',
-                      properties: { key_id: { type: 'string' }, pem: { type: 'string' } },
-                    },
-                    checkpoints: { type: 'array', items: { $ref: '#/components/schemas/Checkpoint' } },
+      '/vault/keys/{key_id}/calls': {
+        parameters: [keyIdParam],
+        get: {
+          operationId: 'listVaultKeyCalls',
+          summary: 'Every proxied request made with this key, oldest first',
+          responses: {
+            '200': {
+              description: 'Calls',
+              content: {
+                'application/json': {
+                  schema: {
+                    type: 'object',
+                    properties: { calls: { type: 'array', items: { $ref: '#/components/schemas/Call' } } },
                   },
                 },
               },
             },
+            '401': unauthorized,
+            '404': error('Unknown key', ['not_found']),
           },
-          '401': unauthorized,
-          '503': storeDown,
         },
       },
-      post: {
-        operationId: 'createAuditCheckpoint',
-        summary: 'Sign the current head now, if records were added since the last checkpoint',
-        responses: {
-          '200': {
-            description: 'Nothing was added since the newest checkpoint: that one (null when the chain is empty)',
-            content: newestCheckpoint,
+      '/audit/verify': {
+        get: {
+          operationId: 'verifyAudit',
+          summary: 'Recompute the audit hash chain and hold it against every signed checkpoint',
+          responses: {
+            '200': {
+              description:
+                "ok: every record chains, and every checkpoint signed by this proxy's key verifies and matches. " +
+                'Otherwise first_bad_seq and reason: chain_broken (a record edited, removed or moved), truncated ' +
+                '(records a checkpoint vouches for are gone), checkpoint_mismatch (the chain was rewritten after the ' +
+                'last matching checkpoint), checkpoint_signature_invalid (a checkpoint was forged or edited), ' +
+                'records_missing (the chain verifies, but the store holds records that are not in it: first_bad_seq ' +
+                'is the seq after the end of the chain, missing_records how many)',
+              content: {
+                'application/json': {
+                  schema: {
+                    oneOf: [
+                      {
+                        type: 'object',
+                        required: ['ok', 'records', 'head', 'checkpoints'],
+                        properties: {
+                          ok: { const: true },
+                          records: { type: 'integer', minimum: 0 },
+                          head: { type: 'string' },
+                          checkpoints: { type: 'integer', minimum: 0 },
+                          last_checkpoint_records: { type: 'integer', minimum: 0 },
+                          untrusted_checkpoints: { type: 'integer', minimum: 0 },
+                        },
+                      },
+                      {
+                        type: 'object',
+                        required: ['ok', 'records', 'first_bad_seq', 'reason'],
+                        properties: {
+                          ok: { const: false },
+                          records: { type: 'integer', minimum: 0 },
+                          first_bad_seq: { type: 'integer' },
+                          reason: {
+                            enum: [
+                              'chain_broken',
+                              'truncated',
+                              'checkpoint_mismatch',
+                              'checkpoint_signature_invalid',
+                              'records_missing',
+                            ],
+                          },
+                          missing_records: { type: 'integer', minimum: 1 },
+                        },
+                      },
+                    ],
+                  },
+                },
+              },
+            },
+            '401': unauthorized,
+            '503': storeDown,
           },
-          '201': { description: 'Signed now: the new checkpoint', content: newestCheckpoint },
-          '401': unauthorized,
-          '503': storeDown,
         },
       },
-    },
-    '/audit/export': {
-      get: {
-        operationId: 'exportAudit',
-        summary: 'The whole audit log as JSON Lines, for `keybrake audit verify-export`',
-        description:
-          'Line 1: {"type":"keybrake.audit.export","version":1,"exported_at","records","head","public_keys"}; ' +
-          'then {"type":"checkpoint",...} lines; then {"type":"record","seq","prev_hash","hash","record"} lines.',
-        responses: {
-          '200': { description: 'The export', content: { 'application/x-ndjson': { schema: { type: 'string' } } } },
-          '401': unauthorized,
-          '503': storeDown,
+      '/audit/checkpoints': {
+        get: {
+          operationId: 'listAuditCheckpoints',
+          summary: 'The Ed25519 public key that signs checkpoints, and every checkpoint, oldest first',
+          responses: {
+            '200': {
+              description: 'Checkpoints',
+              content: {
+                'application/json': {
+                  schema: {
+                    type: 'object',
+                    required: ['public_key', 'checkpoints'],
+                    properties: {
+                      public_key: {
+                        type: 'object',
+                        properties: { key_id: { type: 'string' }, pem: { type: 'string' } },
+                      },
+                      checkpoints: { type: 'array', items: { $ref: '#/components/schemas/Checkpoint' } },
+                    },
+                  },
+                },
+              },
+            },
+            '401': unauthorized,
+            '503': storeDown,
+          },
+        },
+        post: {
+          operationId: 'createAuditCheckpoint',
+          summary: 'Sign the current head now, if records were added since the last checkpoint',
+          responses: {
+            '200': {
+              description: 'Nothing was added since the newest checkpoint: that one (null when the chain is empty)',
+              content: newestCheckpoint,
+            },
+            '201': { description: 'Signed now: the new checkpoint', content: newestCheckpoint },
+            '401': unauthorized,
+            '503': storeDown,
+          },
         },
       },
-    },
-    '/{vendor}/{path}': {
-      parameters: [
-        { name: 'vendor', in: 'path', required: true, schema: { enum: ['stripe', 'twilio', 'resend'] } },
-        { name: 'path', in: 'path', required: true, schema: { type: 'string' } },
-        {
-          name: 'X-Keybrake-Provenance',
-          in: 'header',
-          required: false,
+      '/audit/export': {
+        get: {
+          operationId: 'exportAudit',
+          summary: 'The whole audit log as JSON Lines, for `keybrake audit verify-export`',
           description:
-            'Fails closed: absent or exactly one header saying `trusted` leaves the request untainted; `untrusted`, `untrusted; src=email`, two headers or any other value taint it.',
-          schema: { type: 'string' },
+            'Line 1: {"type":"keybrake.audit.export","version":1,"exported_at","records","head","public_keys"}; ' +
+            'then {"type":"checkpoint",...} lines; then {"type":"record","seq","prev_hash","hash","record"} lines.',
+          responses: {
+            '200': { description: 'The export', content: { 'application/x-ndjson': { schema: { type: 'string' } } } },
+            '401': unauthorized,
+            '503': storeDown,
+          },
         },
-        {
-          name: 'Idempotency-Key',
-          in: 'header',
-          required: false,
-          description: 'At most 255 characters; one header only (two: 400 invalid_request).',
-          schema: { type: 'string', maxLength: 255 },
-        },
-        {
-          name: 'Stripe-Version',
-          in: 'header',
-          required: false,
-          description: 'Stripe only: forwarded when it is one well-formed API version, else 400 invalid_request.',
-          schema: { type: 'string', pattern: '^\\d{4}-\\d{2}-\\d{2}(\\.[a-z]+)?(;\\s*[a-z0-9_]+=v\\d+)*$' },
-        },
-        {
-          name: 'Stripe-Account',
-          in: 'header',
-          required: false,
-          description:
-            'Stripe only: refused (403 endpoint_not_allowed), as is Stripe-Context: a vault key acts only on the proxy account.',
-          schema: { type: 'string' },
-        },
-      ],
-      post: {
-        summary: 'Proxied vendor call (any method)',
-        description:
-          'Vault key as the vendor SDK presents its secret (stripe/resend: Bearer; twilio: Basic, key as username or password). ' +
-          'Idempotency-Key (<= 255 chars) scopes replays per key for at least 24 hours; a replay carries Idempotent-Replayed: true. ' +
-          'Every response carries X-Keybrake-Key-Id once the key is known. A refusal or error of Keybrake itself (not of the vendor) carries X-Keybrake-Error: <error.code>.',
-        security: [],
-        'x-keybrake-pricing': PRICING_CONFIGURATION,
-        responses: {
-          default: { description: "The vendor's response, as it came" },
-          '400': error(
-            "Bad path, bad Idempotency-Key, unsupported currency, reused idempotency key; request_not_priceable: a call to a costed endpoint whose cost cannot be determined with certainty (a body it cannot parse or decode: multipart, Content-Encoding other than identity, a media type other than form or JSON, a charset other than utf-8; a priced parameter repeated, in both body and query, or under another spelling), checked after the allowlist and taint, before the cap; nothing forwarded; vendor_not_configured: the key's vendor has no secret configured on this proxy (a key issued before a restart without it), nothing forwarded; key_depth_exceeded: a key deeper than MAX_KEY_DEPTH (only one issued before the limit), nothing forwarded; a money-moving endpoint with no price is refused as request_not_priceable too (docs/pricing.md)",
-            [
-              'invalid_request',
-              'currency_not_supported',
-              'idempotency_key_reused',
-              'request_not_priceable',
-              'vendor_not_configured',
-              'key_depth_exceeded',
-            ],
-          ),
-          '401': error('Missing, unknown, revoked or expired vault key', [
-            'invalid_vault_key',
-            'vault_key_revoked',
-            'vault_key_expired',
-          ]),
-          '403': error(
-            'Wrong vendor, endpoint not allowed (also: a _method parameter anywhere, Stripe-Account), tainted',
-            ['vendor_mismatch', 'endpoint_not_allowed', 'tainted_request_refused'],
-          ),
-          '408': error(
-            'The request (headers and body) was not received within KEYBRAKE_REQUEST_TIMEOUT_MS (headers: KEYBRAKE_HEADERS_TIMEOUT_MS); nothing forwarded',
-            ['request_timeout'],
-          ),
-          '409': error(
-            'Same Idempotency-Key still in flight, or another call on the same tracked object (a Stripe PaymentIntent)',
-            ['idempotency_key_in_use', 'object_in_use'],
-          ),
-          '413': error('Body over KEYBRAKE_MAX_BODY_BYTES', ['payload_too_large']),
-          '415': error(
-            'A body with a Content-Encoding other than identity to an endpoint with no cost rule (to a costed one: 400 request_not_priceable)',
-            ['unsupported_media_type'],
-          ),
-          '429': {
+      },
+      '/{vendor}/{path}': {
+        parameters: [
+          { name: 'vendor', in: 'path', required: true, schema: { enum: vendorNames } },
+          { name: 'path', in: 'path', required: true, schema: { type: 'string' } },
+          {
+            name: 'X-Keybrake-Provenance',
+            in: 'header',
+            required: false,
             description:
-              'Cap exhausted: header X-Keybrake-Cap-Hit: true, nothing forwarded (error.code: cap_exhausted). A vendor 429 has no such header.',
-            headers: { 'X-Keybrake-Cap-Hit': { schema: { const: 'true' } } },
-            content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
+              'Fails closed: absent or exactly one header saying `trusted` leaves the request untainted; `untrusted`, `untrusted; src=email`, two headers or any other value taint it.',
+            schema: { type: 'string' },
           },
-          '502': error('Vendor unreachable (nothing sent) or failed mid-call (outcome unknown)', [
-            'upstream_unreachable',
-            'upstream_error',
-          ]),
-          '405': error('A method the router does not route on this path (admin paths too), with an Allow header', [
-            'method_not_allowed',
-          ]),
-          '431': error('Request headers over 16 KiB; nothing forwarded', ['headers_too_large']),
-          '500': error('A bug in Keybrake; nothing forwarded unless the message says otherwise', ['internal_error']),
-          '503': error(
-            'Store unreachable before forwarding: nothing forwarded. If the store fails after the vendor was called, also store_unavailable, with a message saying so: the call stays reserved and is counted as unknown spend. shutting_down: the proxy is draining, retry another replica',
-            ['store_unavailable', 'shutting_down'],
-          ),
-          '504': error('Vendor did not answer in time (outcome unknown, reservation kept as spent)', [
-            'upstream_timeout',
-          ]),
+          {
+            name: 'Idempotency-Key',
+            in: 'header',
+            required: false,
+            description: 'At most 255 characters; one header only (two: 400 invalid_request).',
+            schema: { type: 'string', maxLength: 255 },
+          },
+          {
+            name: 'Stripe-Version',
+            in: 'header',
+            required: false,
+            description: 'Stripe only: forwarded when it is one well-formed API version, else 400 invalid_request.',
+            schema: { type: 'string', pattern: '^\\d{4}-\\d{2}-\\d{2}(\\.[a-z]+)?(;\\s*[a-z0-9_]+=v\\d+)*$' },
+          },
+          {
+            name: 'Stripe-Account',
+            in: 'header',
+            required: false,
+            description:
+              'Stripe only: refused (403 endpoint_not_allowed), as is Stripe-Context: a vault key acts only on the proxy account.',
+            schema: { type: 'string' },
+          },
+        ],
+        post: {
+          summary: 'Proxied vendor call (any method)',
+          description:
+            'Vault key as the vendor SDK presents its secret (stripe/resend: Bearer; twilio: Basic, key as username or password). ' +
+            'Idempotency-Key (<= 255 chars) scopes replays per key for at least 24 hours; a replay carries Idempotent-Replayed: true. ' +
+            'Every response carries X-Keybrake-Key-Id once the key is known. A refusal or error of Keybrake itself (not of the vendor) carries X-Keybrake-Error: <error.code>.',
+          security: [],
+          'x-keybrake-pricing': pricingConfiguration(vendors),
+          responses: {
+            default: { description: "The vendor's response, as it came" },
+            '400': error(
+              "Bad path, bad Idempotency-Key, unsupported currency, reused idempotency key; request_not_priceable: a call to a costed endpoint whose cost cannot be determined with certainty (a body it cannot parse or decode: multipart, Content-Encoding other than identity, a media type other than form or JSON, a charset other than utf-8; a priced parameter repeated, in both body and query, or under another spelling), checked after the allowlist and taint, before the cap; nothing forwarded; vendor_not_configured: the key's vendor has no secret configured on this proxy (a key issued before a restart without it), nothing forwarded; key_depth_exceeded: a key deeper than MAX_KEY_DEPTH (only one issued before the limit), nothing forwarded; a money-moving endpoint with no price is refused as request_not_priceable too (docs/pricing.md)",
+              [
+                'invalid_request',
+                'currency_not_supported',
+                'idempotency_key_reused',
+                'request_not_priceable',
+                'vendor_not_configured',
+                'key_depth_exceeded',
+              ],
+            ),
+            '401': error('Missing, unknown, revoked or expired vault key', [
+              'invalid_vault_key',
+              'vault_key_revoked',
+              'vault_key_expired',
+            ]),
+            '403': error(
+              'Wrong vendor, endpoint not allowed (also: a _method parameter anywhere, Stripe-Account), tainted',
+              ['vendor_mismatch', 'endpoint_not_allowed', 'tainted_request_refused'],
+            ),
+            '408': error(
+              'The request (headers and body) was not received within KEYBRAKE_REQUEST_TIMEOUT_MS (headers: KEYBRAKE_HEADERS_TIMEOUT_MS); nothing forwarded',
+              ['request_timeout'],
+            ),
+            '409': error(
+              'Same Idempotency-Key still in flight, or another call on the same tracked object (a Stripe PaymentIntent)',
+              ['idempotency_key_in_use', 'object_in_use'],
+            ),
+            '413': error('Body over KEYBRAKE_MAX_BODY_BYTES', ['payload_too_large']),
+            '415': error(
+              'A body with a Content-Encoding other than identity to an endpoint with no cost rule (to a costed one: 400 request_not_priceable)',
+              ['unsupported_media_type'],
+            ),
+            '429': {
+              description:
+                'Cap exhausted: header X-Keybrake-Cap-Hit: true, nothing forwarded (error.code: cap_exhausted). A vendor 429 has no such header.',
+              headers: { 'X-Keybrake-Cap-Hit': { schema: { const: 'true' } } },
+              content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
+            },
+            '502': error('Vendor unreachable (nothing sent) or failed mid-call (outcome unknown)', [
+              'upstream_unreachable',
+              'upstream_error',
+            ]),
+            '405': error('A method the router does not route on this path (admin paths too), with an Allow header', [
+              'method_not_allowed',
+            ]),
+            '431': error('Request headers over 16 KiB; nothing forwarded', ['headers_too_large']),
+            '500': error('A bug in Keybrake; nothing forwarded unless the message says otherwise', ['internal_error']),
+            '503': error(
+              'Store unreachable before forwarding: nothing forwarded. If the store fails after the vendor was called, also store_unavailable, with a message saying so: the call stays reserved and is counted as unknown spend. shutting_down: the proxy is draining, retry another replica',
+              ['store_unavailable', 'shutting_down'],
+            ),
+            '504': error('Vendor did not answer in time (outcome unknown, reservation kept as spent)', [
+              'upstream_timeout',
+            ]),
+          },
         },
       },
-    },
-    '/healthz': { get: { summary: 'Alive', security: [], responses: { '200': { description: '`{"ok": true}`' } } } },
-    '/readyz': {
-      get: {
-        summary: 'Store reachable',
-        security: [],
-        responses: { '200': { description: 'Ready' }, '503': storeDown },
+      '/healthz': { get: { summary: 'Alive', security: [], responses: { '200': { description: '`{"ok": true}`' } } } },
+      '/readyz': {
+        get: {
+          summary: 'Store reachable',
+          security: [],
+          responses: { '200': { description: 'Ready' }, '503': storeDown },
+        },
+      },
+      '/metrics': {
+        get: { summary: 'Prometheus metrics', security: [], responses: { '200': { description: 'text/plain' } } },
       },
     },
-    '/metrics': {
-      get: { summary: 'Prometheus metrics', security: [], responses: { '200': { description: 'text/plain' } } },
-    },
-  },
-} as const;
+  } as const;
+}
+
+/** The document of a proxy that serves the built-in vendors only. */
+export const OPENAPI_DOCUMENT = openApiDocument(BUILT_IN_REGISTRY);

@@ -2,7 +2,7 @@ import { type EndpointPattern, formatEndpointPattern, isPatternCovered, parseEnd
 import { parseExpiresIn } from './durations.js';
 import { InvalidRequestError, VendorNotConfiguredError } from '../errors.js';
 import { type Micros, usdToMicros } from '../pricing/money.js';
-import { VENDORS } from '../vendors/index.js';
+import { BUILT_IN_REGISTRY, type VendorRegistry } from '../vendors/registry.js';
 
 /** The largest cap accepted: a billion dollars keeps every micro-dollar sum exact in a double. */
 const MAX_CAP_USD = 1_000_000_000;
@@ -47,8 +47,13 @@ function parseCap(body: Record<string, unknown>, field: string): Micros | null {
  * Validates a `POST /vault/keys` body. Unknown fields are refused rather than ignored: a typo in
  * `usd_cap` must not silently issue a key with no lifetime cap.
  * @param configuredVendors vendors whose real secrets are configured.
+ * @param vendors every vendor the proxy serves. @default the built-in ones
  */
-export function parseIssueKeyInput(body: unknown, configuredVendors: ReadonlySet<string>): IssueKeyInput {
+export function parseIssueKeyInput(
+  body: unknown,
+  configuredVendors: ReadonlySet<string>,
+  vendors: VendorRegistry = BUILT_IN_REGISTRY,
+): IssueKeyInput {
   if (!body || typeof body !== 'object' || Array.isArray(body)) {
     throw new InvalidRequestError('The body must be a JSON object.');
   }
@@ -57,8 +62,8 @@ export function parseIssueKeyInput(body: unknown, configuredVendors: ReadonlySet
   if (unknown.length > 0) throw new InvalidRequestError(`Unknown field(s): ${unknown.join(', ')}.`);
 
   const vendor = fields.vendor;
-  if (typeof vendor !== 'string' || !VENDORS.has(vendor)) {
-    throw new InvalidRequestError(`vendor must be one of: ${[...VENDORS.keys()].join(', ')}.`);
+  if (typeof vendor !== 'string' || !vendors.has(vendor)) {
+    throw new InvalidRequestError(`vendor must be one of: ${vendors.names().join(', ')}.`);
   }
 
   const dailyCapMicros = parseCap(fields, 'daily_usd_cap');

@@ -1,6 +1,7 @@
 import { type EndpointPattern, matchesRoute, parseEndpointPattern } from '../keys/allowlist.js';
 import { InvalidRequestError } from '../errors.js';
 import { type Micros, usdToMicros } from './money.js';
+import { VendorOptionValues } from '../vendors/vendor-options.js';
 
 /** Prices and rates the vendor modules use to estimate and settle costs. */
 export interface PricingOptions {
@@ -10,31 +11,15 @@ export interface PricingOptions {
    * @default empty (only USD)
    */
   readonly fxRates: ReadonlyMap<string, number>;
-  /** Upper-bound price of one SMS segment to `+1` (US and Canada, less the listed NANP islands). @default 0.0083 */
-  readonly twilioSegmentUsd: number;
   /**
-   * Upper-bound price of one SMS segment per E.164 prefix (`+44`), longest prefix first, `+1`
-   * included (see {@link twilioSmsTable}). @default `+1` and TWILIO_SMS_PRICES
+   * Each vendor's own knobs (Twilio's SMS prices, Resend's price per email...), read by the
+   * vendor's `options` spec; a module reads its own with `vendorOptions.get(spec)`.
+   * @default every vendor's defaults
    */
-  readonly twilioSmsPrices: readonly TwilioPrefixPrice[];
+  readonly vendorOptions: VendorOptionValues;
   /**
-   * Price of one SMS segment to a destination no prefix lists, or `null` to refuse those
-   * (`request_not_priceable`). @default 0.5 (above every price on Twilio's list we know of)
-   */
-  readonly twilioUnlistedSegmentUsd: number | null;
-  /** Upper-bound price of one MMS message. @default 0.022 */
-  readonly twilioMmsUsd: number;
-  /** Price of one message sent from a Content template (`ContentSid`), per template SID. @default {} */
-  readonly twilioContentUsd: ReadonlyMap<string, number>;
-  /** Price of one message of any Content template not listed, or `null` to refuse them. @default null */
-  readonly twilioContentMaxUsd: number | null;
-  /** Upper-bound price of one minute of an outbound call (`Calls.json`), or `null` to refuse calls. @default null */
-  readonly twilioCallMinuteUsd: number | null;
-  /** Price of one email sent through Resend, charged per recipient (to + cc + bcc). @default 0.0009 */
-  readonly resendEmailUsd: number;
-  /**
-   * A Stripe call on an object the key's family has not seen (a PaymentIntent created elsewhere)
-   * GETs the object with the real secret to price it, instead of being refused. @default false
+   * A call on a tracked object the key's family has not seen (a Stripe PaymentIntent created
+   * elsewhere) GETs the object with the real secret to price it, instead of being refused. @default false
    */
   readonly readBeforeWrite: boolean;
   /** Flat costs for endpoints that have no built-in rule, per vendor. @default {} */
@@ -46,102 +31,20 @@ export interface PricingOptions {
   readonly extraSensitiveEndpoints: Readonly<Record<string, readonly EndpointPattern[]>>;
 }
 
-/** A price per SMS segment for destinations whose E.164 number starts with `prefix` (`+44`). */
-export interface TwilioPrefixPrice {
-  readonly prefix: string;
-  readonly usd: number;
-}
-
 /** A configured flat cost for one endpoint pattern. */
 export interface CostRule {
   readonly pattern: EndpointPattern;
   readonly micros: Micros;
 }
 
-/**
- * Per-segment SMS prices from Twilio's published price list (outbound, USD, at the time of
- * writing; carrier fees, which Twilio bills as separate lines, excluded). Prices change and vary
- * by carrier: an operator who texts other countries lists them in `KEYBRAKE_TWILIO_SMS_PRICES`.
- * `+1` itself comes from `KEYBRAKE_TWILIO_SEGMENT_USD`.
- */
-export const TWILIO_SMS_PRICES: readonly TwilioPrefixPrice[] = [
-  { prefix: '+44', usd: 0.0524 }, // United Kingdom
-  { prefix: '+1787', usd: 0.042 }, // Puerto Rico
-  { prefix: '+1939', usd: 0.042 }, // Puerto Rico
-  { prefix: '+1868', usd: 0.2992 }, // Trinidad and Tobago
-  { prefix: '+977', usd: 0.3022 }, // Nepal
-  { prefix: '+382', usd: 0.1375 }, // Montenegro
-  { prefix: '+244', usd: 0.1789 }, // Angola
-  { prefix: '+230', usd: 0.1896 }, // Mauritius
-  { prefix: '+597', usd: 0.235 }, // Suriname
-];
-
+/** Pricing with nothing configured. */
 export const DEFAULT_PRICING: PricingOptions = {
   fxRates: new Map(),
-  twilioSegmentUsd: 0.0083,
-  twilioSmsPrices: twilioSmsTable([], 0.0083),
-  twilioUnlistedSegmentUsd: 0.5,
-  twilioMmsUsd: 0.022,
-  twilioContentUsd: new Map(),
-  twilioContentMaxUsd: null,
-  twilioCallMinuteUsd: null,
-  resendEmailUsd: 0.0009,
+  vendorOptions: VendorOptionValues.DEFAULTS,
   readBeforeWrite: false,
   extraCostRules: {},
   extraSensitiveEndpoints: {},
 };
-
-/**
- * The SMS price table in force: `+1` at the configured segment price, the defaults, then the
- * configured prefixes over both. Longest prefix first, so the most specific entry wins.
- */
-export function twilioSmsTable(configured: readonly TwilioPrefixPrice[], segmentUsd: number): TwilioPrefixPrice[] {
-  const table = new Map<string, number>([['+1', segmentUsd]]);
-  for (const entry of [...TWILIO_SMS_PRICES, ...configured]) table.set(entry.prefix, entry.usd);
-  return [...table].map(([prefix, usd]) => ({ prefix, usd })).sort((x, y) => y.prefix.length - x.prefix.length);
-}
-
-/** Parses `KEYBRAKE_TWILIO_SMS_PRICES`: JSON `{"+44": 0.0524, "+49": 0.0887}` (USD per segment). */
-export function parseTwilioSmsPrices(json: string): TwilioPrefixPrice[] {
-  const entries = parseJsonObject(json, 'KEYBRAKE_TWILIO_SMS_PRICES');
-  return Object.entries(entries).map(([prefix, usd]) => {
-    if (!/^\+[0-9]{1,7}$/.test(prefix)) {
-      throw new InvalidRequestError(`KEYBRAKE_TWILIO_SMS_PRICES: "${prefix}" must be an E.164 prefix such as "+44".`);
-    }
-    if (typeof usd !== 'number' || !(usd > 0) || !Number.isFinite(usd)) {
-      throw new InvalidRequestError(`KEYBRAKE_TWILIO_SMS_PRICES: the price of "${prefix}" must be a number > 0.`);
-    }
-    return { prefix, usd };
-  });
-}
-
-/** Parses `KEYBRAKE_TWILIO_CONTENT_USD`: JSON `{"HX...": 0.05}` (USD per message of that template). */
-export function parseTwilioContentPrices(json: string): Map<string, number> {
-  const prices = new Map<string, number>();
-  for (const [sid, usd] of Object.entries(parseJsonObject(json, 'KEYBRAKE_TWILIO_CONTENT_USD'))) {
-    if (!/^HX[0-9a-fA-F]{32}$/.test(sid)) {
-      throw new InvalidRequestError(`KEYBRAKE_TWILIO_CONTENT_USD: "${sid}" is not a Content SID (HX + 32 hex digits).`);
-    }
-    if (typeof usd !== 'number' || !(usd > 0) || !Number.isFinite(usd)) {
-      throw new InvalidRequestError(`KEYBRAKE_TWILIO_CONTENT_USD: the price of "${sid}" must be a number > 0.`);
-    }
-    prices.set(sid, usd);
-  }
-  return prices;
-}
-
-function parseJsonObject(json: string, name: string): Record<string, unknown> {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(json);
-  } catch {
-    throw new InvalidRequestError(`${name} must be JSON.`);
-  }
-  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) {
-    throw new InvalidRequestError(`${name} must be a JSON object.`);
-  }
-  return parsed as Record<string, unknown>;
-}
 
 /** The USD rate of a currency, or `undefined`: an own entry of the map only (never `__proto__`). */
 export function usdRate(pricing: PricingOptions, currency: string): number | undefined {

@@ -1,6 +1,8 @@
 import { RequestNotPriceableError } from '../errors.js';
 import { type Micros, usdToMicros } from '../pricing/money.js';
 import type { PricingOptions } from '../pricing/cost-rules.js';
+import { type Env, positiveNumber } from '../env.js';
+import type { VendorOptionsSpec } from './vendor-options.js';
 import { type VendorModule, type VendorRequest, moneyMoving, readBearer, readJson, readParams } from './vendor.js';
 
 /**
@@ -38,15 +40,30 @@ function emailBody(request: VendorRequest): unknown {
 }
 
 function estimateEmail(request: VendorRequest, pricing: PricingOptions): Micros {
-  return usdToMicros(recipients(emailBody(request)) * pricing.resendEmailUsd);
+  return usdToMicros(recipients(emailBody(request)) * pricing.vendorOptions.get(RESEND_PRICING).emailUsd);
 }
 
 function estimateBatch(request: VendorRequest, pricing: PricingOptions): Micros {
   const body = emailBody(request);
   if (!Array.isArray(body)) throw new RequestNotPriceableError('Resend: a batch must be a JSON array of emails.');
   const total = body.reduce((sum: number, email) => sum + recipients(email), 0);
-  return usdToMicros(total * pricing.resendEmailUsd);
+  return usdToMicros(total * pricing.vendorOptions.get(RESEND_PRICING).emailUsd);
 }
+
+/** Resend's prices, as the operator configures them (`KEYBRAKE_RESEND_*`). */
+export interface ResendPricing {
+  /** Price of one email, charged per recipient (to + cc + bcc). @default 0.0009 */
+  readonly emailUsd: number;
+}
+
+const DEFAULT_EMAIL_USD = 0.0009;
+
+/** Resend's knobs: `KEYBRAKE_RESEND_EMAIL_USD`. */
+export const RESEND_PRICING: VendorOptionsSpec<ResendPricing> = {
+  defaults: { emailUsd: DEFAULT_EMAIL_USD },
+  read: (env: Env) => ({ emailUsd: positiveNumber(env, 'KEYBRAKE_RESEND_EMAIL_USD', DEFAULT_EMAIL_USD) }),
+  environment: { KEYBRAKE_RESEND_EMAIL_USD: 'price of one email per recipient (default 0.0009)' },
+};
 
 /** Every Resend endpoint that moves money. Regression: issue 17. */
 const CATALOGUE = [
@@ -63,6 +80,8 @@ export const resend: VendorModule = {
   name: 'resend',
   defaultBaseUrl: 'https://api.resend.com',
   secretNames: ['RESEND_API_KEY'],
+  testSecretPrefixes: { RESEND_API_KEY: 're_' },
+  options: RESEND_PRICING,
   catalogue: CATALOGUE,
   sensitiveEndpoints: [],
 

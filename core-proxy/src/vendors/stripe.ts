@@ -275,6 +275,8 @@ export const stripe: VendorModule = {
   name: 'stripe',
   defaultBaseUrl: 'https://api.stripe.com',
   secretNames: ['STRIPE_SECRET_KEY'],
+  // stripe-mock accepts only test-mode keys.
+  testSecretPrefixes: { STRIPE_SECRET_KEY: 'sk_test_' },
   catalogue: CATALOGUE,
   // An update can raise the amount a later confirm moves.
   sensitiveEndpoints: [parseEndpointPattern('POST /v1/payment_intents/*')],

@@ -1,4 +1,5 @@
 import { type PricingOptions, usdRate } from '../pricing/cost-rules.js';
+import { TWILIO_PRICING, type TwilioPricing } from './twilio-pricing.js';
 import { RequestNotPriceableError } from '../errors.js';
 import { type Micros, usdToMicros } from '../pricing/money.js';
 import { VAULT_KEY_PREFIX } from '../keys/vault-keys.js';
@@ -15,6 +16,7 @@ import {
 } from './vendor.js';
 
 export { smsEncoding, smsSegments } from './twilio-segments.js';
+export { TWILIO_PRICING, type TwilioPricing, type TwilioPrefixPrice } from './twilio-pricing.js';
 
 /**
  * NANP area codes outside the US and Canada: `+1` numbers Twilio prices as other countries, so
@@ -29,22 +31,22 @@ const NANP_ELSEWHERE = new Set([
 const DEFAULT_CALL_SECONDS = 14_400;
 
 /** The per-segment SMS price of a destination, or a refusal when it is not listed and unlisted ones are refused. */
-function segmentPrice(to: string, pricing: PricingOptions): number {
+function segmentPrice(to: string, prices: TwilioPricing): number {
   // A channel address (`whatsapp:+44...`) is billed by that channel: not the country's SMS price.
   const channel = /^[a-z-]+:(\+[0-9]{6,15})$/i.exec(to);
   const number = channel ? undefined : /^\+[0-9]{6,15}$/.test(to) ? to : undefined;
   if (!channel && !number) {
     throw new RequestNotPriceableError('Twilio: `To` must be one E.164 number (+ and digits) to price this message.');
   }
-  const listed = number && pricing.twilioSmsPrices.find((entry) => number.startsWith(entry.prefix));
+  const listed = number && prices.smsPrices.find((entry) => number.startsWith(entry.prefix));
   const island = listed && listed.prefix === '+1' && NANP_ELSEWHERE.has(number.slice(2, 5));
   if (listed && !island) return listed.usd;
-  if (pricing.twilioUnlistedSegmentUsd === null) {
+  if (prices.unlistedSegmentUsd === null) {
     throw new RequestNotPriceableError(
       'Twilio: this destination has no price in KEYBRAKE_TWILIO_SMS_PRICES, and unlisted destinations are refused.',
     );
   }
-  return pricing.twilioUnlistedSegmentUsd;
+  return prices.unlistedSegmentUsd;
 }
 
 /** The one `To` of a message or call. */
@@ -56,26 +58,27 @@ function destination(params: RequestParams): string {
 
 /** The most one message can cost: a template's configured price, an MMS, or its segments at the destination's price. */
 function estimateMessage(request: VendorRequest, pricing: PricingOptions): Micros {
+  const prices = pricing.vendorOptions.get(TWILIO_PRICING);
   const params = readParams(request);
   const contentSids = [...new Set(params.all('ContentSid'))];
   if (contentSids.length > 0) {
     // Regression: issue 17. A template's length is not in the request: only a configured price bounds it.
-    const prices = contentSids.map((sid) => pricing.twilioContentUsd.get(sid) ?? pricing.twilioContentMaxUsd);
-    if (prices.some((price) => price === null || price === undefined)) {
+    const templatePrices = contentSids.map((sid) => prices.contentUsd.get(sid) ?? prices.contentMaxUsd);
+    if (templatePrices.some((price) => price === null || price === undefined)) {
       throw new RequestNotPriceableError(
         'Twilio: a ContentSid message has no configured price (KEYBRAKE_TWILIO_CONTENT_USD or KEYBRAKE_TWILIO_CONTENT_MAX_USD).',
       );
     }
-    return usdToMicros(Math.max(...(prices as number[])));
+    return usdToMicros(Math.max(...(templatePrices as number[])));
   }
-  const perSegment = segmentPrice(destination(params), pricing);
+  const perSegment = segmentPrice(destination(params), prices);
   // One Body: two would leave which one Twilio sends (and how many segments it bills) ambiguous.
   const segments = smsSegments(params.one('Body') ?? '');
   const sms = segments * perSegment;
   const mms =
     params.all('MediaUrl').length > 0 || params.all('SendAsMms').some((value) => value.trim().toLowerCase() === 'true');
   // An MMS Twilio cannot deliver as one is sent as SMS: either may be billed.
-  return usdToMicros(mms ? Math.max(pricing.twilioMmsUsd, sms) : sms);
+  return usdToMicros(mms ? Math.max(prices.mmsUsd, sms) : sms);
 }
 
 /** Twilio's `price` (negative, in `price_unit`) in USD, or `undefined` when it is not known. */
@@ -105,7 +108,10 @@ function settleMessage(
   const segments = Number((readJson(response.body) as { num_segments?: unknown } | undefined)?.num_segments);
   if (!Number.isInteger(segments) || segments <= 0) return estimate;
   try {
-    return Math.max(estimate, usdToMicros(segments * segmentPrice(destination(readParams(request)), pricing)));
+    return Math.max(
+      estimate,
+      usdToMicros(segments * segmentPrice(destination(readParams(request)), pricing.vendorOptions.get(TWILIO_PRICING))),
+    );
   } catch {
     return estimate;
   }
@@ -123,7 +129,8 @@ function settleCall(
 
 /** The most a call can cost: its `TimeLimit` (Twilio's default: 4 hours) at the configured price per minute. */
 function estimateCall(request: VendorRequest, pricing: PricingOptions): Micros {
-  if (pricing.twilioCallMinuteUsd === null) {
+  const minuteUsd = pricing.vendorOptions.get(TWILIO_PRICING).callMinuteUsd;
+  if (minuteUsd === null) {
     throw new RequestNotPriceableError(
       'Twilio: calls are billed per minute; set KEYBRAKE_TWILIO_CALL_MINUTE_USD to allow them.',
     );
@@ -131,7 +138,7 @@ function estimateCall(request: VendorRequest, pricing: PricingOptions): Micros {
   const params = readParams(request);
   destination(params);
   const seconds = params.integer('TimeLimit') ?? DEFAULT_CALL_SECONDS;
-  return usdToMicros(Math.max(1, Math.ceil(seconds / 60)) * pricing.twilioCallMinuteUsd);
+  return usdToMicros(Math.max(1, Math.ceil(seconds / 60)) * minuteUsd);
 }
 
 /** Every Twilio endpoint that moves money. Regression: issue 17. */
@@ -158,6 +165,8 @@ export const twilio: VendorModule = {
   name: 'twilio',
   defaultBaseUrl: 'https://api.twilio.com',
   secretNames: ['TWILIO_ACCOUNT_SID', 'TWILIO_AUTH_TOKEN'],
+  testSecretPrefixes: { TWILIO_ACCOUNT_SID: 'AC' },
+  options: TWILIO_PRICING,
   catalogue: CATALOGUE,
   sensitiveEndpoints: [],
 

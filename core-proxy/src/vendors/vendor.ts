@@ -4,6 +4,7 @@ import type { Micros } from '../pricing/money.js';
 import type { PricingOptions } from '../pricing/cost-rules.js';
 import type { VendorObjectState } from '../store/store.js';
 import { type RequestParams, readRequestParams } from './request-params.js';
+import type { VendorOptionsSpec } from './vendor-options.js';
 
 export { RequestParams, type RequestParam, type BodyKind } from './request-params.js';
 
@@ -71,7 +72,8 @@ export interface MoneyMovingEndpoint {
 
 /**
  * Everything Keybrake knows about one vendor. Adding a vendor is one file implementing this and a
- * line in `vendors/index.ts`.
+ * line in `BUILT_IN_VENDORS` (`vendors/registry.ts`); or, with no code, an entry of
+ * `KEYBRAKE_VENDORS_FILE` (`vendors/declared-vendor.ts`).
  */
 export interface VendorModule {
   /** Path prefix and `vendor` field value, e.g. `stripe`. */
@@ -80,6 +82,16 @@ export interface VendorModule {
   readonly defaultBaseUrl: string;
   /** Environment variables that must all hold a secret before keys can be issued. */
   readonly secretNames: readonly string[];
+  /**
+   * What a test or demo secret of each name starts with, when the vendor (or its mock) checks the
+   * shape (`sk_test_` for stripe-mock); the rest is random. @default none: random text only
+   */
+  readonly testSecretPrefixes?: Readonly<Partial<Record<string, string>>>;
+  /**
+   * The vendor's own pricing knobs and how they are read from the environment; the catalogue's
+   * functions read them with `pricing.vendorOptions.get(spec)`. @default none
+   */
+  readonly options?: VendorOptionsSpec<unknown>;
   /** Every endpoint of this vendor that moves money: priced, or refused until given a cost rule. */
   readonly catalogue: readonly MoneyMovingEndpoint[];
   /**

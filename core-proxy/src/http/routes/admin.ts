@@ -68,7 +68,7 @@ export async function adminRoutes(app: FastifyInstance): Promise<void> {
   });
 
   app.post('/vault/keys', { bodyLimit: 64 * 1024 }, async (request, reply) => {
-    const input = parseIssueKeyInput(request.body, new Set(Object.keys(kb.config.vendorSecrets)));
+    const input = parseIssueKeyInput(request.body, new Set(Object.keys(kb.config.vendorSecrets)), kb.config.vendors);
     const now = kb.now();
     let expiresAt = now + input.ttlSeconds * 1000;
     let tainted = input.tainted;

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { StoreUnavailableError } from '../../errors.js';
-import { OPENAPI_DOCUMENT } from '../openapi.js';
+import { openApiDocument } from '../openapi.js';
 
 /** `/healthz`, `/readyz`, `/metrics` and `/openapi.json`: unauthenticated, for orchestrators and tools. */
 export async function healthRoutes(app: FastifyInstance): Promise<void> {
@@ -22,5 +22,7 @@ export async function healthRoutes(app: FastifyInstance): Promise<void> {
     return reply.header('content-type', kb.metrics.registry.contentType).send(await kb.metrics.registry.metrics());
   });
 
-  app.get('/openapi.json', async () => OPENAPI_DOCUMENT);
+  // Built once: the declared vendors are fixed at start.
+  const document = openApiDocument(kb.config.vendors);
+  app.get('/openapi.json', async () => document);
 }

@@ -236,7 +236,10 @@ export class CurrencyNotSupportedError extends KeybrakeError {
   /** @param currency the currency code as sent, shown only when it looks like one */
   constructor(readonly currency: string) {
     const shown = /^[a-z]{3}$/.test(currency) ? `"${currency}"` : 'this currency';
-    super('currency_not_supported', `Currency ${shown} has no configured USD rate (set KEYBRAKE_FX_RATES, e.g. eur=1.08).`);
+    super(
+      'currency_not_supported',
+      `Currency ${shown} has no configured USD rate (set KEYBRAKE_FX_RATES, e.g. eur=1.08).`,
+    );
   }
 }
 

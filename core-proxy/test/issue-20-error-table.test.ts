@@ -127,6 +127,18 @@ describe('issue 20: one table of error codes (code → status → message)', () 
     expect(Object.keys(ERROR_TABLE).filter((code) => !documented.has(code))).toEqual([]);
   });
 
+  it("the README's error table lists every code with the table's status, and nothing else", () => {
+    const readme = readFileSync(join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'README.md'), 'utf8');
+    const rows = [...readme.matchAll(/^\| `([a-z_]+)` +\| (\d{3}) +\|/gm)].map(([, code, status]) => [
+      code,
+      Number(status),
+    ]);
+    expect(Object.fromEntries(rows)).toEqual(
+      Object.fromEntries(Object.entries(ERROR_TABLE).map(([code, spec]) => [code, spec.status])),
+    );
+    expect(rows).toHaveLength(Object.keys(ERROR_TABLE).length);
+  });
+
   it('every message is one sentence or more of its own, and no two codes share one', () => {
     const messages = Object.values(ERROR_TABLE).map((spec) => spec.message);
     expect(messages.every((message) => /^[A-Z].*\.$/.test(message))).toBe(true);
@@ -150,7 +162,11 @@ describe('issue 20: one table of error codes (code → status → message)', () 
     [new VendorMismatchError('stripe', 'resend'), 'vendor_mismatch', /issued for stripe, not resend/],
     [new EndpointNotAllowedError('POST', '/v1/refunds'), 'endpoint_not_allowed', /^POST \/v1\/refunds is not/],
     [new TaintedRequestRefusedError(), 'tainted_request_refused', 'table'],
-    [new RequestNotPriceableError('The body is not JSON.'), 'request_not_priceable', /^The body is not JSON\. The call/],
+    [
+      new RequestNotPriceableError('The body is not JSON.'),
+      'request_not_priceable',
+      /^The body is not JSON\. The call/,
+    ],
     [new CurrencyNotSupportedError('eur'), 'currency_not_supported', /"eur"/],
     [new CurrencyNotSupportedError('__proto__'), 'currency_not_supported', /^Currency this currency /],
     [new ObjectInUseError('pi_1'), 'object_in_use', 'table'],

@@ -54,7 +54,11 @@ export function auditRecord(
  * A refused or replayed call reserved nothing, so its audit record is written here, durably
  * before the reply; a settled call's record went with its settlement.
  */
-export function answer(kb: KeybrakeContext, outcome: Outcome, reply: FastifyReply): FastifyReply | Promise<FastifyReply> {
+export function answer(
+  kb: KeybrakeContext,
+  outcome: Outcome,
+  reply: FastifyReply,
+): FastifyReply | Promise<FastifyReply> {
   const vendor = outcome.facts.call.vendor.name;
   const keyId = outcome.facts.key?.keyId;
   if (keyId !== undefined) void reply.header('x-keybrake-key-id', keyId);
@@ -132,7 +136,11 @@ function refusalReply(
   error: { statusCode: number; code: string; headers: Readonly<Record<string, string>>; toJSON(): unknown },
 ): FastifyReply {
   // Tells Keybrake's own refusals from the vendor's (a vendor 403 never carries it).
-  return reply.code(error.statusCode).headers(error.headers).header('x-keybrake-error', error.code).send(error.toJSON());
+  return reply
+    .code(error.statusCode)
+    .headers(error.headers)
+    .header('x-keybrake-error', error.code)
+    .send(error.toJSON());
 }
 
 function asStoreUnavailable(error: unknown): StoreUnavailableError {

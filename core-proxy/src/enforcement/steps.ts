@@ -45,14 +45,7 @@ import {
 import { claimObjectCall, recordObservedObjects } from './object-calls.js';
 import { END_TO_END_HEADERS, connectionNamed, forwardedHeaders, overriddenMethod, returnedHeaders } from './headers.js';
 import { findKey, reserve as reserveInStore, settle as settleInStore } from './store-calls.js';
-import {
-  isSensitiveCall,
-  objectCallOf,
-  priceOf,
-  settlementOf,
-  vendorBaseUrl,
-  vendorSecrets,
-} from './vendor-seam.js';
+import { isSensitiveCall, objectCallOf, priceOf, settlementOf, vendorBaseUrl, vendorSecrets } from './vendor-seam.js';
 
 /** One step of the pipeline: `In` is what is known before it, `Out` what it establishes. */
 export interface Step<In, Out> {
@@ -122,7 +115,11 @@ export const checkAllowlist: Step<VendorChecked, Allowed> = {
     const vendorRequest = { method, segments, headers, rawHeaders, query: query.slice(1), body };
     const override = findMethodOverride(vendorRequest);
     if (override === 'found') {
-      const error = new EndpointNotAllowedError(method, path, 'A _method parameter cannot change the method of a proxied call.');
+      const error = new EndpointNotAllowedError(
+        method,
+        path,
+        'A _method parameter cannot change the method of a proxied call.',
+      );
       return refused({ ...facts, segments }, error);
     }
     if (!isAllowed(facts.key.allowedEndpoints.map(parseEndpointPattern), method, segments)) {
@@ -139,7 +136,8 @@ export const checkTaint: Step<Allowed, TaintChecked> = {
   run(kb, facts) {
     const sensitive = isSensitiveCall(kb, facts.call.vendor, facts.call.method, facts.segments);
     // The key's taint is checked again by the store inside the reservation (a cached record lags).
-    if (sensitive && (facts.call.untrusted || facts.key.tainted)) return refused(facts, new TaintedRequestRefusedError());
+    if (sensitive && (facts.call.untrusted || facts.key.tainted))
+      return refused(facts, new TaintedRequestRefusedError());
     return { ...facts, sensitive };
   },
 };
@@ -157,7 +155,10 @@ export const price: Step<TaintChecked, Priced> = {
   run(kb, facts) {
     const { call, vendorRequest } = facts;
     if (call.idempotencyKey !== null && call.idempotencyKey.length > MAX_IDEMPOTENCY_KEY) {
-      return refused(facts, new InvalidRequestError(`Idempotency-Key may be at most ${MAX_IDEMPOTENCY_KEY} characters.`));
+      return refused(
+        facts,
+        new InvalidRequestError(`Idempotency-Key may be at most ${MAX_IDEMPOTENCY_KEY} characters.`),
+      );
     }
     // Regression: issue 16. Node joins repeats into "D1, D2": neither the vendor's key nor ours.
     if (countHeader(call.rawHeaders, 'idempotency-key') > 1) {
@@ -166,7 +167,10 @@ export const price: Step<TaintChecked, Priced> = {
     const hopByHop = connectionNamed(call.headers);
     const protectedName = END_TO_END_HEADERS.find((name) => hopByHop.has(name));
     if (protectedName !== undefined) {
-      return refused(facts, new InvalidRequestError(`Connection may not name ${protectedName}: the vendor must receive it.`));
+      return refused(
+        facts,
+        new InvalidRequestError(`Connection may not name ${protectedName}: the vendor must receive it.`),
+      );
     }
     call.vendor.checkHeaders?.(vendorRequest);
     const objectCall = objectCallOf(call.vendor, vendorRequest);
@@ -176,7 +180,9 @@ export const price: Step<TaintChecked, Priced> = {
       // nothing here checked. To a costed endpoint the price refused it first.
       return refused(
         facts,
-        new UnsupportedMediaTypeError('Keybrake does not forward request bodies with a Content-Encoding other than identity.'),
+        new UnsupportedMediaTypeError(
+          'Keybrake does not forward request bodies with a Content-Encoding other than identity.',
+        ),
       );
     }
     return { ...facts, price: callPrice, objectCall };
@@ -224,7 +230,8 @@ export const reserve: Step<Priced, Reserved> = {
         costMicros: callPrice.micros,
         now: call.at,
         sensitive: facts.sensitive,
-        idempotency: call.idempotencyKey === null ? null : { key: call.idempotencyKey, fingerprint: fingerprint(facts) },
+        idempotency:
+          call.idempotencyKey === null ? null : { key: call.idempotencyKey, fingerprint: fingerprint(facts) },
         pending: pendingRecord(facts),
       });
     } catch (error) {

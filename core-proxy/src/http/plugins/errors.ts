@@ -1,11 +1,6 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
-import {
-  type ErrorCode,
-  KeybrakeError,
-  MethodNotAllowedError,
-  NotFoundError,
-} from '../../errors.js';
+import { type ErrorCode, KeybrakeError, MethodNotAllowedError, NotFoundError } from '../../errors.js';
 
 const FASTIFY_CODES: Readonly<Record<string, ErrorCode>> = {
   FST_ERR_CTP_BODY_TOO_LARGE: 'payload_too_large',

@@ -19,7 +19,9 @@ export async function proxyRoutes(app: FastifyInstance): Promise<void> {
   });
 
   for (const vendor of proxiedVendors(kb)) {
-    app.all(`/${vendor.name}/*`, async (request, reply) => answer(kb, await enforce(kb, arrived(kb, vendor, request)), reply));
+    app.all(`/${vendor.name}/*`, async (request, reply) =>
+      answer(kb, await enforce(kb, arrived(kb, vendor, request)), reply),
+    );
   }
 }
 

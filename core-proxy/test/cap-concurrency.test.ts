@@ -1,9 +1,5 @@
-import { describe, expect, inject, it } from 'vitest';
-import { json, startProxy, stripeCharge } from './helpers.js';
-
-function stripeMockProxy() {
-  return startProxy({ env: { KEYBRAKE_STRIPE_BASE_URL: inject('stripeMockUrl') } });
-}
+import { describe, expect, it } from 'vitest';
+import { json, stripeMockProxy, stripeCharge } from './helpers.js';
 
 /** $1.00 to $5.00 in whole cents, deterministic per call. */
 const amountOf = (i: number) => 100 + ((i * 7919) % 401);
@@ -93,10 +89,7 @@ describe('cap reservations under concurrency (stripe-mock)', () => {
 
 describe('daily cap (stripe-mock)', () => {
   it('resets daily_usd_cap at 00:00 UTC while usd_cap never resets', async () => {
-    const proxy = await startProxy({
-      env: { KEYBRAKE_STRIPE_BASE_URL: inject('stripeMockUrl') },
-      startAt: Date.parse('2026-11-22T23:58:00Z'),
-    });
+    const proxy = await stripeMockProxy({ startAt: Date.parse('2026-11-22T23:58:00Z') });
     const key = await proxy.issueKey({
       vendor: 'stripe',
       daily_usd_cap: 10,

@@ -1,9 +1,15 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { createServer, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
+import {
+  createServer,
+  request as httpRequest,
+  type IncomingMessage,
+  type Server as HttpServer,
+  type ServerResponse,
+} from 'node:http';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Server } from 'node:net';
 import { Writable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { Cluster, Redis } from 'ioredis';
@@ -43,7 +49,7 @@ export interface TestProxy {
   /** Moves the proxy's clock. */
   advance(ms: number): void;
   /** Calls the admin API with the issuer key. */
-  admin(method: string, path: string, body?: unknown): Promise<{ status: number; body: any; headers: Headers }>;
+  readonly admin: AdminClient;
   /** Issues a key (201 asserted) and returns the response body. */
   issueKey(fields: Record<string, unknown>): Promise<{ key_id: string; vault_key: string; [k: string]: any }>;
   /** Calls the proxy. */
@@ -206,21 +212,7 @@ export async function startProxy(options: TestProxyOptions = {}): Promise<TestPr
     }
   });
 
-  const admin: TestProxy['admin'] = async (method, path, body) => {
-    const response = await fetch(
-      `${url}${path}`,
-      withDispatcher({
-        method,
-        headers: {
-          authorization: `Bearer ${apiKey}`,
-          ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-        },
-        body: body === undefined ? undefined : JSON.stringify(body),
-      }),
-    );
-    const text = await response.text();
-    return { status: response.status, body: text ? JSON.parse(text) : undefined, headers: response.headers };
-  };
+  const admin = adminClient(url, apiKey, dispatcher);
 
   return {
     url,
@@ -248,6 +240,42 @@ export async function startProxy(options: TestProxyOptions = {}): Promise<TestPr
   };
 }
 
+/** Starts the proxy in front of stripe-mock (Stripe's own API mock, started by the global setup). */
+export function stripeMockProxy(options: TestProxyOptions = {}): Promise<TestProxy> {
+  return startProxy({ ...options, env: { KEYBRAKE_STRIPE_BASE_URL: inject('stripeMockUrl'), ...options.env } });
+}
+
+/** One answer of the admin API. */
+export interface AdminAnswer {
+  readonly status: number;
+  /** The parsed JSON body, loosely typed for assertions; `undefined` for an empty body. */
+  readonly body: any;
+  readonly headers: Headers;
+}
+
+/** Calls the admin API of one proxy with an issuer key. */
+export type AdminClient = (method: string, path: string, body?: unknown) => Promise<AdminAnswer>;
+
+/**
+ * The admin API over fetch, for a proxy in this process or a spawned `keybrake serve`.
+ * @param dispatcher the undici agent to send through. @default fetch's global one
+ */
+export function adminClient(baseUrl: string, apiKey: string, dispatcher?: Agent): AdminClient {
+  return async (method, path, body) => {
+    const response = await fetch(`${baseUrl}${path}`, {
+      method,
+      headers: {
+        authorization: `Bearer ${apiKey}`,
+        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+      },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      ...(dispatcher === undefined ? {} : { dispatcher }),
+    } as RequestInit);
+    const text = await response.text();
+    return { status: response.status, body: text ? JSON.parse(text) : undefined, headers: response.headers };
+  };
+}
+
 /** Waits for a store to answer (a Redis client connects in the background and fails closed until then). */
 async function waitUntilReachable(store: Store): Promise<void> {
   for (let i = 0; i < 200; i += 1) {
@@ -259,6 +287,22 @@ async function waitUntilReachable(store: Store): Promise<void> {
     }
   }
   throw new Error('the store did not become reachable');
+}
+
+/**
+ * Listens on 127.0.0.1, on a port the OS chooses, and closes the server (and, for an HTTP server,
+ * its open connections) when the test ends. Returns the port.
+ */
+export async function listenOnLoopback(server: Server | HttpServer): Promise<number> {
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  onTestFinished(
+    () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        if ('closeAllConnections' in server) server.closeAllConnections();
+      }),
+  );
+  return (server.address() as AddressInfo).port;
 }
 
 /** One request as the fake vendor received it. */
@@ -295,15 +339,8 @@ export async function startFakeVendor(
       void handler(entry, response);
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  onTestFinished(
-    () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  );
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, received };
+  const port = await listenOnLoopback(server);
+  return { url: `http://127.0.0.1:${port}`, received };
 }
 
 /** Sends JSON from a fake vendor. */

@@ -5,7 +5,16 @@ import { Cluster, Redis } from 'ioredis';
 import { describe, expect, inject, it, onTestFinished } from 'vitest';
 import { MAX_KEY_DEPTH } from '../src/keys/key-depth.js';
 import { hashVaultKey, newVaultKey } from '../src/keys/vault-keys.js';
-import { TEST_STORE, json, sendJson, startFakeVendor, startProxy, stripeCharge, type TestProxy } from './helpers.js';
+import {
+  TEST_STORE,
+  json,
+  sendJson,
+  startFakeVendor,
+  startProxy,
+  stripeMockProxy,
+  stripeCharge,
+  type TestProxy,
+} from './helpers.js';
 
 /**
  * Regression: issue 16 part 1. A root key with `usd_cap: 10` and a chain of 40 children let a $50
@@ -40,8 +49,7 @@ async function issueChain(proxy: TestProxy, depth: number, rootFields: Record<st
 }
 
 describe.each(targets)('issue 16: key depth, on %s', (_name, redisUrl) => {
-  const start = (): Promise<TestProxy> =>
-    startProxy({ redisUrl, env: { KEYBRAKE_STRIPE_BASE_URL: inject('stripeMockUrl') } });
+  const start = (): Promise<TestProxy> => stripeMockProxy({ redisUrl });
 
   it(`issues keys below and at the limit, refuses one ancestor more with 400 key_depth_exceeded`, async () => {
     expect(MAX_KEY_DEPTH).toBeGreaterThanOrEqual(2);

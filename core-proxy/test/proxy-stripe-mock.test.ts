@@ -1,10 +1,5 @@
-import { inject, describe, expect, it } from 'vitest';
-import { json, startProxy, stripeCharge } from './helpers.js';
-
-/** The Stripe path against Stripe's own stripe-mock. */
-function stripeMockProxy(env: Record<string, string> = {}) {
-  return startProxy({ env: { KEYBRAKE_STRIPE_BASE_URL: inject('stripeMockUrl'), ...env } });
-}
+import { describe, expect, it } from 'vitest';
+import { json, stripeMockProxy, stripeCharge } from './helpers.js';
 
 describe('proxy to stripe-mock', () => {
   it('charges with the real secret, settles the cost and audits the call', async () => {
@@ -156,7 +151,7 @@ describe('proxy to stripe-mock', () => {
   });
 
   it('converts currencies: configured rates, zero-decimal JPY, refusing unknown ones', async () => {
-    const proxy = await stripeMockProxy({ KEYBRAKE_FX_RATES: 'eur=1.10,jpy=0.0070' });
+    const proxy = await stripeMockProxy({ env: { KEYBRAKE_FX_RATES: 'eur=1.10,jpy=0.0070' } });
     const key = await proxy.issueKey({ vendor: 'stripe', usd_cap: 100, allowed_endpoints: ['POST /v1/charges'] });
     const charge = (amount: number, currency: string) =>
       proxy.call('/stripe/v1/charges', {

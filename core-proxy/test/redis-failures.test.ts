@@ -1,13 +1,19 @@
-import { mkdtempSync, rmSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { describe, expect, inject, it, onTestFinished } from 'vitest';
-import { json, newSecrets, sendJson, startFakeVendor, startProxy, stripeCharge } from './helpers.js';
+import {
+  adminClient,
+  json,
+  newSecrets,
+  sendJson,
+  startFakeVendor,
+  startProxy,
+  stripeCharge,
+  stripeMockProxy,
+} from './helpers.js';
 import { startRedis } from './redis-server.js';
-import { expectNoLeak, spawnServer } from './server-process.js';
+import { expectNoLeak, serverEnvironment, spawnServer } from './server-process.js';
 
 /** A fake vendor of our own that records when each proxied call (tagged by the test) arrived. */
 async function countingVendor() {
@@ -121,11 +127,7 @@ describe('Redis failures fail closed (real redis-server, fake vendor)', () => {
     ['one Redis', () => inject('redisUrl')],
     ['a 3-master Redis Cluster', () => inject('redisClusterUrl')],
   ])('SCRIPT FLUSH mid-run on %s costs no failed request', async (_name, url) => {
-    const proxy = await startProxy({
-      store: 'redis',
-      redisUrl: url(),
-      env: { KEYBRAKE_STRIPE_BASE_URL: inject('stripeMockUrl') },
-    });
+    const proxy = await stripeMockProxy({ store: 'redis', redisUrl: url() });
     const key = await proxy.issueKey({
       vendor: 'stripe',
       usd_cap: 100_000,
@@ -148,30 +150,17 @@ describe('Redis failures fail closed (real redis-server, fake vendor)', () => {
 
   it('a replica that dies mid-call leaves a reservation that another replica turns into unknown spend', async () => {
     const vendor = await startFakeVendor(() => undefined); // never answers
-    const secrets = newSecrets();
-    const apiKey = `kb_admin_${randomUUID()}`;
-    const dataDir = mkdtempSync(join(tmpdir(), 'keybrake-sweep-'));
-    onTestFinished(() => rmSync(dataDir, { recursive: true, force: true }));
-    const env = {
-      ...secrets,
-      KEYBRAKE_API_KEYS: apiKey,
-      KEYBRAKE_DATA_DIR: dataDir,
+    const { apiKey, secrets, env } = serverEnvironment({
       KEYBRAKE_REDIS_URL: inject('redisUrl'),
       KEYBRAKE_REDIS_PREFIX: `t:${randomUUID()}:`,
       KEYBRAKE_RESERVATION_TTL_MS: '1500',
       KEYBRAKE_STRIPE_BASE_URL: vendor.url,
-    };
+    });
     const dying = await spawnServer(env);
     const survivor = await spawnServer(env);
     onTestFinished(() => void survivor.child.kill('SIGTERM'));
     const admin = async (url: string, method: string, path: string, body?: unknown) =>
-      json(
-        await fetch(`${url}${path}`, {
-          method,
-          headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
-          body: body ? JSON.stringify(body) : undefined,
-        }),
-      );
+      (await adminClient(url, apiKey)(method, path, body)).body;
     const key = await admin(dying.url, 'POST', '/vault/keys', {
       vendor: 'stripe',
       usd_cap: 50,
@@ -200,7 +189,7 @@ describe('Redis failures fail closed (real redis-server, fake vendor)', () => {
   });
 
   it('audit verify on Redis names the first tampered record', async () => {
-    const proxy = await startProxy({ store: 'redis', env: { KEYBRAKE_STRIPE_BASE_URL: inject('stripeMockUrl') } });
+    const proxy = await stripeMockProxy({ store: 'redis' });
     const key = await proxy.issueKey({
       vendor: 'stripe',
       usd_cap: 100,

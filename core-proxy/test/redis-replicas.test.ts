@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { describe, expect, inject, it } from 'vitest';
-import { json, newSecrets, startProxy, stripeCharge, type TestProxy } from './helpers.js';
+import { json, newSecrets, stripeMockProxy, stripeCharge, type TestProxy } from './helpers.js';
 
 /** Three proxy replicas of one deployment: same Redis and prefix, same secrets, separate processes' state. */
 async function startReplicas(redisUrl: string): Promise<TestProxy[]> {
@@ -10,8 +10,7 @@ async function startReplicas(redisUrl: string): Promise<TestProxy[]> {
     secrets: newSecrets(),
     apiKey: `kb_admin_${randomUUID()}`,
   };
-  const env = { KEYBRAKE_STRIPE_BASE_URL: inject('stripeMockUrl') };
-  return Promise.all([1, 2, 3].map(() => startProxy({ ...shared, store: 'redis', env })));
+  return Promise.all([1, 2, 3].map(() => stripeMockProxy({ ...shared, store: 'redis' })));
 }
 
 const amountOf = (i: number) => 100 + ((i * 7919) % 401);

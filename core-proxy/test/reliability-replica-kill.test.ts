@@ -1,13 +1,9 @@
-import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent } from 'undici';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { newSecrets, sendJson, startFakeVendor } from './helpers.js';
+import { adminClient, sendJson, startFakeVendor } from './helpers.js';
 import { startRedis } from './redis-server.js';
-import { expectNoLeak, spawnServer } from './server-process.js';
+import { expectNoLeak, serverEnvironment, spawnServer } from './server-process.js';
 
 describe('SIGKILL of a replica under load (2 real replicas on real Redis, fake vendor logging every charge)', () => {
   it('loses no record: every charge the vendor received is audited once, the dead replica’s calls become unknown spend', async () => {
@@ -21,21 +17,14 @@ describe('SIGKILL of a replica under load (2 real replicas on real Redis, fake v
       await sleep(1 + ((n += 1) % 20));
       sendJson(response, 200, { id: `pi_${n}`, object: 'payment_intent', amount: 100, currency: 'usd' });
     });
-    const secrets = newSecrets();
-    const apiKey = `kb_admin_${randomUUID()}`;
-    const dataDir = mkdtempSync(join(tmpdir(), 'keybrake-kill-'));
-    onTestFinished(() => rmSync(dataDir, { recursive: true, force: true }));
-    const env = {
-      ...secrets,
-      KEYBRAKE_API_KEYS: apiKey,
-      KEYBRAKE_DATA_DIR: dataDir,
+    const { apiKey, secrets, env } = serverEnvironment({
       KEYBRAKE_REDIS_URL: redis.url,
       // A reservation outlives its replica by this much, then a survivor settles it as unknown.
       KEYBRAKE_RESERVATION_TTL_MS: '1500',
       KEYBRAKE_UPSTREAM_TIMEOUT_MS: '1000',
       KEYBRAKE_STRIPE_BASE_URL: vendor.url,
       KEYBRAKE_LOG_LEVEL: 'warn',
-    };
+    });
     const survivor = await spawnServer({ ...env, KEYBRAKE_LOG_LEVEL: 'info' });
     const dying = await spawnServer({ ...env, KEYBRAKE_LOG_LEVEL: 'info' });
     onTestFinished(() => {
@@ -44,16 +33,8 @@ describe('SIGKILL of a replica under load (2 real replicas on real Redis, fake v
     });
     const dispatcher = new Agent({ connections: 16 });
     onTestFinished(() => dispatcher.destroy());
-    const admin = async (method: string, path: string, body?: unknown): Promise<any> =>
-      (
-        await fetch(`${survivor.url}${path}`, {
-          method,
-          headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
-          body: body ? JSON.stringify(body) : undefined,
-          dispatcher,
-        } as unknown as RequestInit)
-      ).json();
-    const key = await admin('POST', '/vault/keys', {
+    const admin = adminClient(survivor.url, apiKey, dispatcher);
+    const { body: key } = await admin('POST', '/vault/keys', {
       vendor: 'stripe',
       usd_cap: 100_000,
       allowed_endpoints: ['POST /v1/payment_intents'],
@@ -98,12 +79,12 @@ describe('SIGKILL of a replica under load (2 real replicas on real Redis, fake v
     await Promise.all(workers);
 
     // The survivor's sweeper settles the dead replica's reservations once they are past their TTL.
-    let state = await admin('GET', `/vault/keys/${key.key_id}`);
+    let state = (await admin('GET', `/vault/keys/${key.key_id}`)).body;
     for (let i = 0; i < 100 && state.reserved_usd !== 0; i += 1) {
       await sleep(100);
-      state = await admin('GET', `/vault/keys/${key.key_id}`);
+      state = (await admin('GET', `/vault/keys/${key.key_id}`)).body;
     }
-    const { calls } = (await admin('GET', `/vault/keys/${key.key_id}/calls`)) as {
+    const { calls } = (await admin('GET', `/vault/keys/${key.key_id}/calls`)).body as {
       calls: { idempotency_key: string; outcome: string; reason: string | null; cost_usd: number }[];
     };
     const forwarded = calls.filter((call) => call.outcome === 'forwarded').map((call) => call.idempotency_key);
@@ -144,7 +125,7 @@ describe('SIGKILL of a replica under load (2 real replicas on real Redis, fake v
       spent_usd: forwarded.length + unknown.length,
       unknown_usd: unknown.length,
     });
-    expect((await admin('GET', '/audit/verify')).ok).toBe(true);
+    expect((await admin('GET', '/audit/verify')).body.ok).toBe(true);
     expectNoLeak(dying.output() + survivor.output(), [...Object.values(secrets), key.vault_key]);
   });
 });

@@ -7,7 +7,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Pool } from 'undici';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { newSecrets, sendJson, startFakeVendor } from './helpers.js';
-import { freePort, startRedis } from './redis-server.js';
+import { freePort } from './ports.js';
+import { startRedis } from './redis-server.js';
 import { CLI } from './server-process.js';
 
 /**

@@ -3,7 +3,8 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { json, sendJson, startFakeVendor, startProxy, stripeCharge } from './helpers.js';
-import { freePort, startRedis } from './redis-server.js';
+import { freePort } from './ports.js';
+import { startRedis } from './redis-server.js';
 
 /** toxiproxy-server (Shopify's TCP fault injector, from the Go module proxy) with one proxy in front of `upstream`. */
 async function startToxiproxy(

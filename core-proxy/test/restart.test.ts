@@ -1,34 +1,10 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { randomUUID } from 'node:crypto';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { json, newSecrets, sendJson, startFakeVendor } from './helpers.js';
-import { expectNoLeak, spawnServer } from './server-process.js';
+import { adminClient, sendJson, startFakeVendor } from './helpers.js';
+import { expectNoLeak, serverEnvironment, spawnServer } from './server-process.js';
 
 /** The real `keybrake serve` process, killed and restarted on the same embedded store. */
 describe('durability of the embedded store (real process, fake vendor for slow answers)', () => {
-  function environment(vendorUrl: string) {
-    const dataDir = mkdtempSync(join(tmpdir(), 'keybrake-restart-'));
-    onTestFinished(() => rmSync(dataDir, { recursive: true, force: true }));
-    const secrets = newSecrets();
-    const apiKey = `kb_admin_${randomUUID()}`;
-    return {
-      apiKey,
-      secrets,
-      env: { KEYBRAKE_API_KEYS: apiKey, KEYBRAKE_DATA_DIR: dataDir, KEYBRAKE_STRIPE_BASE_URL: vendorUrl, ...secrets },
-    };
-  }
-  const adminCall = async (url: string, apiKey: string, method: string, path: string, body?: unknown) => {
-    const response = await fetch(`${url}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${apiKey}`, ...(body ? { 'content-type': 'application/json' } : {}) },
-      body: body ? JSON.stringify(body) : undefined,
-    });
-    return { status: response.status, body: await json(response) };
-  };
-
   it('SIGKILL mid-load loses no key, no spend and no audit record; in-flight calls become unknown spend', async () => {
     let vendorId = 0;
     const vendor = await startFakeVendor(async (request, response) => {
@@ -40,11 +16,12 @@ describe('durability of the embedded store (real process, fake vendor for slow a
         currency: 'usd',
       });
     });
-    const { apiKey, secrets, env } = environment(vendor.url);
+    const { apiKey, secrets, env } = serverEnvironment({ KEYBRAKE_STRIPE_BASE_URL: vendor.url });
     const first = await spawnServer(env);
+    const firstAdmin = adminClient(first.url, apiKey);
     const keys: { key_id: string; vault_key: string }[] = [];
     for (let i = 0; i < 3; i += 1) {
-      const issued = await adminCall(first.url, apiKey, 'POST', '/vault/keys', {
+      const issued = await firstAdmin('POST', '/vault/keys', {
         vendor: 'stripe',
         usd_cap: 100_000,
         allowed_endpoints: ['POST /v1/payment_intents'],
@@ -84,16 +61,17 @@ describe('durability of the embedded store (real process, fake vendor for slow a
     expect(okResponses.length).toBeGreaterThan(50);
 
     const second = await spawnServer(env);
+    const secondAdmin = adminClient(second.url, apiKey);
     onTestFinished(() => void second.child.kill('SIGTERM'));
     let forwarded = 0;
     let unknown = 0;
     let spent = 0;
     for (const key of keys) {
-      const state = await adminCall(second.url, apiKey, 'GET', `/vault/keys/${key.key_id}`);
+      const state = await secondAdmin('GET', `/vault/keys/${key.key_id}`);
       expect(state.status).toBe(200);
       expect(state.body.status).toBe('active');
       expect(state.body.reserved_usd).toBe(0);
-      const { calls } = (await adminCall(second.url, apiKey, 'GET', `/vault/keys/${key.key_id}/calls`)).body as {
+      const { calls } = (await secondAdmin('GET', `/vault/keys/${key.key_id}/calls`)).body as {
         calls: { outcome: string; cost_usd: number }[];
       };
       forwarded += calls.filter((c) => c.outcome === 'forwarded').length;
@@ -112,7 +90,7 @@ describe('durability of the embedded store (real process, fake vendor for slow a
     expect(forwarded + unknown).toBeGreaterThanOrEqual(vendorSaw);
     expect(unknown).toBeGreaterThan(0);
     expect(spent).toBeCloseTo(forwarded + unknown, 6);
-    const verify = await adminCall(second.url, apiKey, 'GET', '/audit/verify');
+    const verify = await secondAdmin('GET', '/audit/verify');
     expect(verify.body).toMatchObject({ ok: true, records: forwarded + unknown });
     console.log(
       `[figures] SIGKILL after 1.5 s of load: ${okResponses.length} answered, ${vendorSaw} reached the vendor, ` +
@@ -126,10 +104,11 @@ describe('durability of the embedded store (real process, fake vendor for slow a
       await sleep(600);
       sendJson(response, 200, { id: 'pi_slow', amount: 700, currency: 'usd' });
     });
-    const { apiKey, env } = environment(vendor.url);
+    const { apiKey, env } = serverEnvironment({ KEYBRAKE_STRIPE_BASE_URL: vendor.url });
     const server = await spawnServer(env);
+    const serverAdmin = adminClient(server.url, apiKey);
     const key = (
-      await adminCall(server.url, apiKey, 'POST', '/vault/keys', {
+      await serverAdmin('POST', '/vault/keys', {
         vendor: 'stripe',
         usd_cap: 100,
         allowed_endpoints: ['POST /v1/payment_intents'],
@@ -148,8 +127,9 @@ describe('durability of the embedded store (real process, fake vendor for slow a
     expect(await server.exited).toBe(0);
 
     const restarted = await spawnServer(env);
+    const restartedAdmin = adminClient(restarted.url, apiKey);
     onTestFinished(() => void restarted.child.kill('SIGTERM'));
-    const state = await adminCall(restarted.url, apiKey, 'GET', `/vault/keys/${key.key_id}`);
+    const state = await restartedAdmin('GET', `/vault/keys/${key.key_id}`);
     expect(state.body).toMatchObject({ spent_usd: 7, reserved_usd: 0, unknown_usd: 0 });
   });
 });

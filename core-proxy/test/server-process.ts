@@ -1,6 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { expect } from 'vitest';
+import { expect, onTestFinished } from 'vitest';
+import { newSecrets } from './helpers.js';
 
 /** The built CLI: `pnpm test` builds before running the suite. */
 export const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
@@ -19,6 +24,32 @@ export interface ServerProcess {
 export interface SpawnOptions {
   readonly command?: readonly [string, ...string[]];
   readonly cwd?: string;
+}
+
+/** What a spawned server of one deployment is started with; replicas of the deployment share it. */
+export interface ServerEnvironment {
+  /** The issuer key (`KEYBRAKE_API_KEYS`). */
+  readonly apiKey: string;
+  /** The vendor secrets, fresh ones, to search the output for. */
+  readonly secrets: Record<string, string>;
+  /** The embedded store's folder, removed after the test. */
+  readonly dataDir: string;
+  /** The whole environment for {@link spawnServer}. */
+  readonly env: Record<string, string>;
+}
+
+/** A fresh issuer key, fresh vendor secrets and a temporary data folder, plus `extra`. */
+export function serverEnvironment(extra: Record<string, string> = {}): ServerEnvironment {
+  const dataDir = mkdtempSync(join(tmpdir(), 'keybrake-server-'));
+  onTestFinished(() => rmSync(dataDir, { recursive: true, force: true }));
+  const secrets = newSecrets();
+  const apiKey = `kb_admin_${randomUUID()}`;
+  return {
+    apiKey,
+    secrets,
+    dataDir,
+    env: { ...secrets, KEYBRAKE_API_KEYS: apiKey, KEYBRAKE_DATA_DIR: dataDir, ...extra },
+  };
 }
 
 /** Starts the server on a free port and waits until it listens. */

@@ -1,9 +1,8 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { subworkflowsSource } from '@keybrake/cloud-workflows';
-import { describe, expect, it, onTestFinished } from 'vitest';
-import { freePort } from '../../../core-proxy/test/redis-server.js';
-import { startProxy } from '../../../core-proxy/test/helpers.js';
+import { describe, expect, it } from 'vitest';
+import { freePort } from '../../../core-proxy/test/ports.js';
+import { listenOnLoopback, startProxy } from '../../../core-proxy/test/helpers.js';
 import { executionEnv, runEmulatorCli, runInEmulator, startEmulatorServe } from './emulator.js';
 
 /**
@@ -24,15 +23,8 @@ async function startServer(
     request.on('data', (chunk: Buffer) => (body += chunk.toString()));
     request.on('end', () => handler(request, response, body));
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  onTestFinished(
-    () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
-  );
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, requests: () => requests };
+  const port = await listenOnLoopback(server);
+  return { url: `http://127.0.0.1:${port}`, requests: () => requests };
 }
 
 const always503 = () =>

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { onTestFinished } from 'vitest';
-import { freePort } from '../../../core-proxy/test/redis-server.js';
+import { freePort } from '../../../core-proxy/test/ports.js';
 
 const RUNNER = fileURLToPath(new URL('./run-workflow.py', import.meta.url));
 const MARK = 'KEYBRAKE_EXECUTION_OUTCOME ';

@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort } from '../../../core-proxy/test/redis-server.js';
+import { freePort } from '../../../core-proxy/test/ports.js';
 
 /** A running Conductor OSS server (the real one, from Maven Central) on a loopback port. */
 export interface ConductorServer {

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { TestProject } from 'vitest/node';
-import { freePort } from '../../../core-proxy/test/redis-server.js';
+import { freePort } from '../../../core-proxy/test/ports.js';
 import { startConductorServer } from './conductor-server.js';
 
 declare module 'vitest' {

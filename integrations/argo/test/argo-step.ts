@@ -2,11 +2,11 @@ import { execFileSync, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:https';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { onTestFinished } from 'vitest';
 import { parseAllDocuments } from 'yaml';
+import { listenOnLoopback } from '../../../core-proxy/test/helpers.js';
 
 const TEMPLATES = join(import.meta.dirname, '..', '..', '..', 'templates', 'argo');
 
@@ -100,15 +100,11 @@ export async function startFakeKubernetes(): Promise<FakeKubernetes> {
       });
     },
   );
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
-  onTestFinished(async () => {
-    server.closeAllConnections();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-    rmSync(dir, { recursive: true, force: true });
-  });
+  onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
+  const port = await listenOnLoopback(server);
   return {
     host: '127.0.0.1',
-    port: (server.address() as AddressInfo).port,
+    port,
     serviceAccountDir: dir,
     secrets,
     requests,

@@ -3,8 +3,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { deriveIdempotencyKey } from '@keybrake/client';
-import { describe, expect, inject, it } from 'vitest';
-import { startProxy, type TestProxy } from '../../../core-proxy/test/helpers.js';
+import { describe, expect, it } from 'vitest';
+import { stripeMockProxy, type TestProxy } from '../../../core-proxy/test/helpers.js';
 import {
   committedTemplate,
   newWorkflow,
@@ -30,7 +30,7 @@ interface Setup {
 }
 
 async function setup(): Promise<Setup> {
-  const proxy = await startProxy({ env: { KEYBRAKE_STRIPE_BASE_URL: inject('stripeMockUrl') } });
+  const proxy = await stripeMockProxy();
   const kubernetes = await startFakeKubernetes();
   const workflow = newWorkflow();
   return { proxy, kubernetes, workflow, secretRefs: { 'keybrake-issuer/api-key': proxy.apiKey } };
@@ -298,7 +298,7 @@ except urllib.error.HTTPError as error:
 
 describe('script-level: keybrake-exec (a program that knows nothing of the convention)', () => {
   it('script-level: keybrake-exec gives the program the vault key, proxy and idempotency key, and maps its cap hit to 75', async () => {
-    const proxy = await startProxy({ env: { KEYBRAKE_STRIPE_BASE_URL: inject('stripeMockUrl') } });
+    const proxy = await stripeMockProxy();
     const key = await proxy.issueKey({
       vendor: 'stripe',
       usd_cap: 30,
@@ -332,7 +332,7 @@ describe('script-level: keybrake-exec (a program that knows nothing of the conve
   });
 
   it('script-level: keybrake-exec maps a tainted refusal to 76 and a revoked key to 79; no program is 127', async () => {
-    const proxy = await startProxy({ env: { KEYBRAKE_STRIPE_BASE_URL: inject('stripeMockUrl') } });
+    const proxy = await stripeMockProxy();
     const key = await proxy.issueKey({
       vendor: 'stripe',
       usd_cap: 30,

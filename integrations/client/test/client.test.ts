@@ -1,10 +1,10 @@
-import { describe, expect, inject, it } from 'vitest';
-import { startProxy, stripeCharge } from '../../../core-proxy/test/helpers.js';
+import { describe, expect, it } from 'vitest';
+import { stripeMockProxy, stripeCharge } from '../../../core-proxy/test/helpers.js';
 import { CapExhaustedError, KeybrakeApiError, KeybrakeClient, deriveIdempotencyKey, isCapHit } from '../src/index.js';
 
 describe('KeybrakeClient against the real proxy (stripe-mock)', () => {
   async function setup() {
-    const proxy = await startProxy({ env: { KEYBRAKE_STRIPE_BASE_URL: inject('stripeMockUrl') } });
+    const proxy = await stripeMockProxy();
     return { proxy, client: new KeybrakeClient({ baseUrl: proxy.url, apiKey: proxy.apiKey }) };
   }
 

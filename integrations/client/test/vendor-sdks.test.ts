@@ -1,8 +1,8 @@
 import Stripe from 'stripe';
 import twilio from 'twilio';
 import { Resend } from 'resend';
-import { describe, expect, inject, it } from 'vitest';
-import { sendJson, startFakeVendor, startProxy } from '../../../core-proxy/test/helpers.js';
+import { describe, expect, it } from 'vitest';
+import { sendJson, startFakeVendor, startProxy, stripeMockProxy } from '../../../core-proxy/test/helpers.js';
 import { CapExhaustedError, KeybrakeApiError, isCapHit, keybrakeRefusal } from '../src/index.js';
 import { resendOptions } from '../src/resend.js';
 import { stripeOptions } from '../src/stripe.js';
@@ -12,8 +12,6 @@ import { startDroppingRelay } from './dropping-proxy.js';
 const paymentIntents = ['POST /v1/payment_intents'];
 
 describe('the official stripe SDK through the proxy (stripe-mock)', () => {
-  const stripeMockProxy = () => startProxy({ env: { KEYBRAKE_STRIPE_BASE_URL: inject('stripeMockUrl') } });
-
   it('charges with only the key and the base URL changed', async () => {
     const proxy = await stripeMockProxy();
     const key = await proxy.issueKey({ vendor: 'stripe', usd_cap: 50, allowed_endpoints: paymentIntents });

@@ -2,8 +2,8 @@ import { randomUUID } from 'node:crypto';
 import Stripe from 'stripe';
 import { NonRetryableException, type Task } from '@io-orkes/conductor-javascript';
 import { stripeOptions } from '@keybrake/client/stripe';
-import { describe, expect, inject, it } from 'vitest';
-import { startProxy, type TestProxy } from '../../../core-proxy/test/helpers.js';
+import { describe, expect, it } from 'vitest';
+import { stripeMockProxy, type TestProxy } from '../../../core-proxy/test/helpers.js';
 import { keybrakeWorker, VAULT_KEY_REDACTED, type KeybrakeTaskContext } from '../src/index.js';
 
 // The wrapper is exercised as the SDK's TaskRunner calls it (execute(task)), against the real
@@ -40,7 +40,7 @@ async function charge(input: Task['inputData'], keybrake: KeybrakeTaskContext) {
 }
 
 describe('keybrakeWorker (real proxy, stripe-mock)', () => {
-  const setup = () => startProxy({ env: { KEYBRAKE_STRIPE_BASE_URL: inject('stripeMockUrl') } });
+  const setup = () => stripeMockProxy();
 
   it('gives execute the vault key, and the task input without it', async () => {
     const proxy = await setup();

@@ -19,6 +19,7 @@ const SHARED_SUITE = [
   'issue-17-pricing',
   'issue-17-stripe-state',
   'issue-20-vendor-enforcement',
+  'issue-20-refusals',
 ].map((name) => `core-proxy/test/${name}.test.ts`);
 
 export default defineConfig({

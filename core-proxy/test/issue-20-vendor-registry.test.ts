@@ -123,8 +123,9 @@ const NOT_SCANNED = /(^|\/)(node_modules|dist|\.git)(\/|$)|^templates\/kubernete
 function handKeptLists(text: string, vendors: readonly VendorModule[]): string[] {
   const names = vendors.map((vendor) => vendor.name).join('|');
   const patterns = [
-    // 'stripe', 'twilio'  or  'stripe' | 'twilio'
-    new RegExp(`(['"\`])(${names})\\1\\s*[,|]\\s*(['"\`])(?!\\2\\3)(${names})\\3`, 'g'),
+    // ['stripe', 'twilio', ...]  or  'stripe' | 'twilio' (two names as a call's arguments are not a list)
+    new RegExp(`\\[\\s*(['"\`])(${names})\\1\\s*,\\s*(['"\`])(?!\\2\\3)(${names})\\3`, 'g'),
+    new RegExp(`(['"\`])(${names})\\1\\s*\\|\\s*(['"\`])(?!\\2\\3)(${names})\\3`, 'g'),
     // [stripe, twilio, ...] of modules
     new RegExp(`\\[\\s*(${names})\\s*,\\s*(?!\\1\\b)(${names})\\b`, 'g'),
     // 'stripe, twilio or resend' as a whole string or YAML value (not a sentence naming their SDKs)
@@ -163,6 +164,7 @@ describe('issue 20: every list of vendors is derived from the registry', () => {
   it('the detector finds the shapes a hand-kept list takes', () => {
     const samples = [
       "readonly vendor: 'stripe' | 'twilio' | 'resend';",
+      "new Set(['twilio', 'stripe'])",
       "vendor: { enum: ['stripe', 'twilio', 'resend'] },",
       '[stripe, twilio, resend].map((vendor) => [vendor.name, vendor])',
       "param('vendor', undefined, 'stripe, twilio or resend')",
@@ -172,6 +174,7 @@ describe('issue 20: every list of vendors is derived from the registry', () => {
     for (const sample of samples) expect(handKeptLists(sample, BUILT_IN_VENDORS), sample).not.toEqual([]);
     for (const fine of [
       "vendor: 'stripe',",
+      "new VendorMismatchError('stripe', 'resend')",
       'github.com/stripe/stripe-mock',
       'Stripe, Twilio and Resend bill',
       '# the official stripe, twilio and resend SDKs',

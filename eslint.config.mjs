@@ -4,7 +4,7 @@ import importX from 'eslint-plugin-import-x';
 import globals from 'globals';
 
 export default tseslint.config(
-  { ignores: ['**/dist/**', '**/node_modules/**', '**/.keybrake-data/**'] },
+  { ignores: ['**/dist/**', '**/node_modules/**', '**/.keybrake-data/**', '**/.venv/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

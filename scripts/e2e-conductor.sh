@@ -13,5 +13,8 @@ if [ -z "${CONDUCTOR_SERVER_URL:-}" ]; then
   eval "$(bash scripts/install-conductor.sh)"
   export CONDUCTOR_JAR CONDUCTOR_JAVA
 fi
+# The Python workers' virtualenv (integrations/python/.venv).
+KEYBRAKE_PYTHON="$(bash scripts/install-python.sh)"
+export KEYBRAKE_PYTHON
 pnpm run build
 pnpm exec vitest run --project e2e-conductor "$@"

@@ -8,5 +8,8 @@ ensure_deps
 STRIPE_MOCK_BIN="$(bash scripts/install-stripe-mock.sh)"
 TEMPORAL_CLI_BIN="$(bash scripts/install-temporal.sh)"
 export STRIPE_MOCK_BIN TEMPORAL_CLI_BIN
+# The Python workers' virtualenv (integrations/python/.venv).
+KEYBRAKE_PYTHON="$(bash scripts/install-python.sh)"
+export KEYBRAKE_PYTHON
 pnpm run build
 pnpm exec vitest run --project e2e-temporal "$@"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the tests need (pnpm, dependencies, stripe-mock, redis-server, the Temporal
-# CLI, the argo CLI, the Conductor server, Helm, kustomize, workflows-emulator), then runs them all: typecheck, lint, and the vitest projects
+# CLI, the argo CLI, the Conductor server, Helm, kustomize, workflows-emulator, the Python package's
+# virtualenv), then runs them all: typecheck, lint, and the vitest projects
 # (embedded store, Redis store, and e2e on the real engines) against real stripe-mock, Redis,
 # Temporal and Conductor.
 set -euo pipefail
@@ -26,6 +27,10 @@ export WORKFLOWS_EMULATOR_BIN
 TOXIPROXY_BIN="$(bash scripts/install-toxiproxy.sh)"
 export SCHEMATHESIS_BIN TOXIPROXY_BIN
 bash scripts/install-litellm.sh >/dev/null
+# The Python package's virtualenv (integrations/python/.venv: the official stripe, twilio, resend,
+# conductor-python and temporalio SDKs, pytest); its tests run from vitest (integrations/python/test).
+KEYBRAKE_PYTHON="$(bash scripts/install-python.sh)"
+export KEYBRAKE_PYTHON
 HELM_BIN="$(bash scripts/install-helm.sh)"
 KUSTOMIZE_BIN="$(bash scripts/install-kustomize.sh)"
 export HELM_BIN KUSTOMIZE_BIN

@@ -7,7 +7,8 @@ import {
   sign,
   verify,
 } from 'node:crypto';
-import { GENESIS_HASH, type AuditRecordJson, chainHash } from './chain.js';
+import { GENESIS_HASH, chainHash } from './chain.js';
+import type { AuditRecordJson } from './record.js';
 import { canonicalJson } from './canonical-json.js';
 import type { AuditCheckpoint, AuditEntry, AuditHead, Store } from '../store/store.js';
 
@@ -271,7 +272,7 @@ export async function* storeEntries(store: Store, records: number): AsyncGenerat
  */
 export async function auditSnapshot(store: Store): Promise<{ checkpoints: AuditCheckpoint[]; head: AuditHead }> {
   const checkpoints = await store.listCheckpoints();
-  return { checkpoints, head: await store.auditHead({ sealAll: true }) };
+  return { checkpoints, head: await store.completeAuditHead() };
 }
 
 /**
@@ -344,7 +345,7 @@ export class AuditCheckpointer {
       const newest = (await this.store.listCheckpoints()).reduce((a, b) => (b.records > a ? b.records : a), 0);
       this.last = { records: newest, at: now };
     }
-    const head = await this.store.auditHead({ sealAll: false });
+    const head = await this.store.auditHead();
     const added = head.records - this.last.records;
     if (added <= 0) return;
     if (!force && added < this.options.everyRecords && now - this.last.at < this.options.everyMs) return;

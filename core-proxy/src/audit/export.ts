@@ -1,6 +1,6 @@
 import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
-import type { AuditRecordJson } from './chain.js';
+import type { AuditRecordJson } from './record.js';
 import {
   type AuditVerification,
   type ChainEntry,

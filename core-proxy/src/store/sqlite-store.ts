@@ -1,12 +1,21 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { GENESIS_HASH, type AuditRecordJson, auditRecordJson, chainHash } from '../audit/chain.js';
-import { canonicalJson } from '../audit/canonical-json.js';
-import { InvalidRequestError, KeyDepthExceededError, KeybrakeError, StoreUnavailableError } from '../errors.js';
-import { MAX_CHAIN_LENGTH, MAX_KEY_DEPTH } from '../keys/key-depth.js';
+import { GENESIS_HASH, chainEntry } from '../audit/chain.js';
+import { type AuditRecordJson, auditRecordJson, interruptedAuditInput } from '../audit/record.js';
+import { StoreUnavailableError } from '../errors.js';
+import { MAX_CHAIN_LENGTH } from '../keys/key-depth.js';
 import type { Micros } from '../pricing/money.js';
 import {
+  ANCESTRY_WALK_LIMIT,
+  childExpiresAt,
+  keyDepthExceededError,
+  parentHasRoom,
+  parentInactiveError,
+  parentMissingError,
+} from './key-family.js';
+import {
+  DEFAULT_IDEMPOTENCY_RETENTION_MS,
   type AuditInput,
   type AuditCheckpoint,
   type ObjectClaimInput,
@@ -23,6 +32,7 @@ import {
   type StoredResponse,
   type VaultKeyRecord,
   type VaultKeyState,
+  toStoreError,
   utcDay,
 } from './store.js';
 
@@ -30,7 +40,7 @@ import {
 export interface SqliteStoreOptions {
   /** Folder of the database file; created if missing. @default './.keybrake-data' */
   readonly dataDir: string;
-  /** How long kept idempotent responses live. @default 24h (the contract's minimum) */
+  /** How long kept idempotent responses live. @default DEFAULT_IDEMPOTENCY_RETENTION_MS (24h, the contract's minimum) */
   readonly idempotencyRetentionMs?: number;
   /** Epoch milliseconds, for recovery records. @default Date.now */
   readonly now?: () => number;
@@ -171,7 +181,7 @@ export class SqliteStore implements Store {
     const atomic = this.db.transaction((operation: () => unknown) => operation());
     this.atomic = <T>(operation: () => T): T => atomic(operation) as T;
     this.commitBatch = this.db.transaction((body: () => void) => body());
-    this.retentionMs = options.idempotencyRetentionMs ?? 24 * 60 * 60 * 1000;
+    this.retentionMs = options.idempotencyRetentionMs ?? DEFAULT_IDEMPOTENCY_RETENTION_MS;
     this.recoverOrphanedReservations((options.now ?? Date.now)());
     this.purgeTimer = setInterval(() => this.purgeIdempotency(Date.now()), 10 * 60 * 1000);
     this.purgeTimer.unref();
@@ -187,16 +197,14 @@ export class SqliteStore implements Store {
         if (record.parentKeyId !== null) {
           const parentChain = this.ancestry(record.parentKeyId);
           const parent = parentChain[0];
-          if (!parent) throw new InvalidRequestError('parent_key_id names no vault key.');
-          if (parent.revoked_at !== null || parent.expires_at <= record.createdAt) {
-            throw new InvalidRequestError('The parent key is not active.');
-          }
+          if (!parent) throw parentMissingError();
+          if (parent.revoked_at !== null || parent.expires_at <= record.createdAt) throw parentInactiveError();
           // The parent's chain is the new key's ancestry.
-          if (parentChain.length > MAX_KEY_DEPTH) throw new KeyDepthExceededError(MAX_KEY_DEPTH);
+          if (!parentHasRoom(parentChain.length)) throw keyDepthExceededError();
           stored = {
             ...record,
             tainted: record.tainted || parent.tainted === 1,
-            expiresAt: Math.min(record.expiresAt, parent.expires_at),
+            expiresAt: childExpiresAt(record.expiresAt, parent.expires_at),
           };
         }
         this.statement(
@@ -253,6 +261,7 @@ export class SqliteStore implements Store {
       this.atomic(() => {
         if (!this.keyRow(keyId)) return false;
         // Revoking a parent revokes the whole subtree; already-revoked keys keep their first time.
+        // The Redis store walks the same subtree in `MARK_SUBTREE_LUA`.
         this.statement(
           `WITH RECURSIVE subtree(id) AS (
                SELECT ? UNION SELECT k.key_id FROM vault_keys k JOIN subtree s ON k.parent_key_id = s.id)
@@ -280,20 +289,24 @@ export class SqliteStore implements Store {
   reserve(input: ReserveInput): Promise<ReserveOutput> {
     return this.write(() =>
       this.atomic((): ReserveOutput => {
+        // The steps are numbered after `Store.reserve`, as in `lua/reserve.ts`.
+        // 1. The key exists.
         const chain = this.ancestry(input.keyId);
         if (chain.length === 0) return { kind: 'refused', code: 'invalid_vault_key' };
-        // Regression: issue 16. Only a chain written before the depth limit can be longer; its
+        // 2. Regression: issue 16. Only a chain written before the depth limit can be longer; its
         // furthest caps would go unchecked, so it cannot be used at all.
         if (chain.length > MAX_CHAIN_LENGTH) return { kind: 'refused', code: 'key_depth_exceeded' };
+        // 3. Revocation and expiry, key by key, nearest first.
         for (const key of chain) {
           if (key.revoked_at !== null) return { kind: 'refused', code: 'vault_key_revoked' };
           if (key.expires_at <= input.now) return { kind: 'refused', code: 'vault_key_expired' };
         }
+        // 4. Taint.
         const tainted = chain.some((key) => key.tainted === 1);
         if (input.sensitive && tainted) {
           return { kind: 'refused', code: 'tainted_request_refused' };
         }
-
+        // 5. The idempotency claim.
         if (input.idempotency) {
           const claim = this.statement(
             'SELECT fingerprint, response FROM idempotency WHERE key_id = ? AND idempotency_key = ?',
@@ -307,6 +320,7 @@ export class SqliteStore implements Store {
           }
         }
 
+        // 6. Every cap, key by key, nearest first: lifetime, then daily.
         const day = utcDay(input.now);
         for (const key of chain) {
           if (key.cap !== null && key.spent + key.reserved + input.costMicros > key.cap) {
@@ -391,6 +405,11 @@ export class SqliteStore implements Store {
     });
   }
 
+  completeAuditHead(): Promise<AuditHead> {
+    // Every record is chained in the transaction that writes it: the head is always complete.
+    return this.auditHead();
+  }
+
   auditMissing(): Promise<number> {
     // Each record is inserted as its chain row (seq, prev_hash, hash) in the transaction that
     // writes it: there is no record outside the chain to miss. A row deleted from the chain is
@@ -440,7 +459,6 @@ export class SqliteStore implements Store {
     return statement;
   }
 
-  /** Runs a store operation, turning any storage failure into a fail-closed `StoreUnavailableError`. */
   /** Queues a write for the next group commit (see the class comment). */
   private write<T>(operation: () => T): Promise<T> {
     return new Promise<T>((resolve, reject) => {
@@ -466,24 +484,24 @@ export class SqliteStore implements Store {
         }
       });
     } catch (error) {
-      // The commit itself failed (disk full, I/O error): nothing in the batch is durable.
+      // The commit itself failed (disk full, I/O error): nothing in the batch is durable, and a
+      // refusal in it may rest on a write that was rolled back, so every write is unavailable.
       for (const write of batch) write.reject(new StoreUnavailableError(error));
       return;
     }
     batch.forEach((write, i) => {
       const outcome = outcomes[i]!;
       if (outcome.ok) write.resolve(outcome.value);
-      // A refusal of the request itself (a parent revoked meanwhile) is the caller's answer, not an outage.
-      else
-        write.reject(outcome.error instanceof KeybrakeError ? outcome.error : new StoreUnavailableError(outcome.error));
+      else write.reject(toStoreError(outcome.error));
     });
   }
 
+  /** Runs a read now, its failure typed as every store types it (`toStoreError`). */
   private run<T>(operation: () => T): Promise<T> {
     try {
       return Promise.resolve(operation());
     } catch (error) {
-      return Promise.reject(new StoreUnavailableError(error));
+      return Promise.reject(toStoreError(error));
     }
   }
 
@@ -498,7 +516,7 @@ export class SqliteStore implements Store {
   private ancestry(keyId: string): KeyRow[] {
     const chain: KeyRow[] = [];
     let next: string | null = keyId;
-    while (next !== null && chain.length <= MAX_CHAIN_LENGTH) {
+    while (next !== null && chain.length < ANCESTRY_WALK_LIMIT) {
       const row = this.keyRow(next);
       if (!row) break;
       chain.push(row);
@@ -555,14 +573,13 @@ export class SqliteStore implements Store {
       { seq: number; hash: string } | undefined;
     const seq = (head?.seq ?? 0) + 1;
     const prevHash = head?.hash ?? GENESIS_HASH;
-    const record = auditRecordJson(seq, input);
-    const hash = chainHash(prevHash, record);
+    const entry = chainEntry(prevHash, auditRecordJson(seq, input));
     this.statement('INSERT INTO audit (seq, key_id, record, prev_hash, hash) VALUES (?, ?, ?, ?, ?)').run(
       seq,
       input.keyId,
-      canonicalJson(record),
+      entry.text,
       prevHash,
-      hash,
+      entry.hash,
     );
   }
 
@@ -582,15 +599,7 @@ export class SqliteStore implements Store {
             this.resolveIdempotency(reservation.key_id, reservation.idempotency_key, null);
           }
           const pending = JSON.parse(reservation.pending) as ReserveInput['pending'];
-          this.append({
-            ...pending,
-            at: new Date(now).toISOString(),
-            outcome: 'unknown',
-            reason: 'interrupted',
-            status: null,
-            costMicros: reservation.amount,
-            vendorRequestId: null,
-          });
+          this.append(interruptedAuditInput(pending, new Date(now).toISOString(), reservation.amount));
         }
       })
       .immediate();

@@ -1,5 +1,11 @@
-import type { AuditRecordJson } from '../audit/chain.js';
+import type { AuditInput, AuditRecordJson, PendingAudit } from '../audit/record.js';
+import { KeybrakeError, StoreUnavailableError } from '../errors.js';
 import type { Micros } from '../pricing/money.js';
+
+export type { AuditInput, CallOutcome, PendingAudit } from '../audit/record.js';
+
+/** How long both stores keep a response for idempotent replay: the contract's minimum, 24 hours. */
+export const DEFAULT_IDEMPOTENCY_RETENTION_MS = 24 * 60 * 60 * 1000;
 
 /** A vault key as stored. The vault key itself is never stored, only its SHA-256. */
 export interface VaultKeyRecord {
@@ -32,28 +38,6 @@ export interface VaultKeyState extends VaultKeyRecord {
   readonly reservedTodayMicros: Micros;
 }
 
-/** How a proxied call ended, as the contract names it. */
-export type CallOutcome = 'forwarded' | 'blocked' | 'replayed' | 'unknown';
-
-/** What an audit record says, before the store gives it a place in the chain. */
-export interface AuditInput {
-  /** ISO-8601 time. */
-  readonly at: string;
-  readonly keyId: string | null;
-  readonly vendor: string;
-  readonly method: string;
-  readonly path: string;
-  readonly outcome: CallOutcome;
-  /** The error code when blocked or unknown. */
-  readonly reason: string | null;
-  readonly status: number | null;
-  readonly costMicros: Micros;
-  readonly vendorRequestId: string | null;
-  readonly idempotencyKey: string | null;
-  readonly agentRunLabel: string | null;
-  readonly tainted: boolean;
-}
-
 /** A vendor response kept for idempotent replay. */
 export interface StoredResponse {
   readonly status: number;
@@ -75,7 +59,7 @@ export interface ReserveInput {
   /** The endpoint moves money: refuse it if the key or an ancestor is tainted. */
   readonly sensitive: boolean;
   /** What to audit if this reservation is found orphaned (its process died mid-call). */
-  readonly pending: Omit<AuditInput, 'at' | 'outcome' | 'reason' | 'status' | 'costMicros' | 'vendorRequestId'>;
+  readonly pending: PendingAudit;
 }
 
 /** Result of {@link Store.reserve}. */
@@ -85,19 +69,25 @@ export type ReserveOutput =
   | { readonly kind: 'replay'; readonly response: StoredResponse }
   | {
       readonly kind: 'refused';
-      readonly code:
-        | 'vault_key_revoked'
-        | 'vault_key_expired'
-        | 'cap_exhausted'
-        | 'idempotency_key_reused'
-        | 'idempotency_key_in_use'
-        | 'tainted_request_refused'
-        | 'invalid_vault_key'
-        /** A chain longer than `MAX_KEY_DEPTH` allows (written before the limit): not every cap could be checked. */
-        | 'key_depth_exceeded';
+      readonly code: ReserveRefusalCode;
       /** The key whose cap was hit (the key itself or an ancestor). */
       readonly capKeyId?: string;
     };
+
+/**
+ * Why `reserve` refused, in the order both stores check (see {@link Store.reserve}): when several
+ * apply, the first one checked is the answer.
+ */
+export type ReserveRefusalCode =
+  | 'invalid_vault_key'
+  /** A chain longer than `MAX_KEY_DEPTH` allows (written before the limit): not every cap could be checked. */
+  | 'key_depth_exceeded'
+  | 'vault_key_revoked'
+  | 'vault_key_expired'
+  | 'tainted_request_refused'
+  | 'idempotency_key_reused'
+  | 'idempotency_key_in_use'
+  | 'cap_exhausted';
 
 /** Input of {@link Store.settle}. */
 export interface SettleInput {
@@ -142,8 +132,10 @@ export interface AuditCheckpoint {
  * interchangeable and pass the same test suite. Every method is atomic on its own; `reserve` and
  * `settle` are the two calls on a proxied request's hot path.
  *
- * Implementations throw `StoreUnavailableError` when they cannot reach their storage; callers
- * forward nothing in that case.
+ * Errors, the same on every store (see {@link toStoreError}): a `KeybrakeError` raised inside an
+ * operation (a refusal of the request itself, such as a parent key revoked meanwhile) reaches the
+ * caller as it is; any other failure (storage unreachable, full, corrupt) is a
+ * `StoreUnavailableError` (503), and callers forward nothing.
  */
 export interface Store {
   /**
@@ -151,7 +143,9 @@ export interface Store {
    * atomic step as the insert, so a parent revoked or tainted concurrently (on any replica) is
    * never missed: the parent must exist, be neither revoked nor expired at `createdAt`, and have
    * fewer than `MAX_KEY_DEPTH` ancestors; the child inherits the parent's taint as it is then.
-   * Throws `InvalidRequestError` (parent missing or inactive) or `KeyDepthExceededError`.
+   * Checked in this order: the parent exists, it is active, its ancestry leaves room for a child.
+   * Throws `InvalidRequestError` (parent missing or inactive) or `KeyDepthExceededError`; see
+   * `key-family.ts`.
    */
   createKey(record: VaultKeyRecord): Promise<VaultKeyRecord>;
   /**
@@ -167,9 +161,20 @@ export interface Store {
   /** Taints a key and all its descendants for good. Returns false for an unknown key. Idempotent. */
   taintKey(keyId: string): Promise<boolean>;
   /**
-   * Atomically: re-checks revocation and expiry of the key and its ancestors, claims the
-   * idempotency key (or finds a replay or a conflict), checks the cost against every cap of the key
-   * and its ancestors, and reserves it on all of them.
+   * Atomically checks, then reserves the cost on the key and every ancestor. The checks, in this
+   * order (the first that fails is the refusal; `ReserveRefusalCode` lists them in the same order):
+   * 1. the key exists (`invalid_vault_key`);
+   * 2. its chain is within `MAX_CHAIN_LENGTH` (`key_depth_exceeded`);
+   * 3. for each key of the chain, nearest first: not revoked (`vault_key_revoked`), then not
+   *    expired (`vault_key_expired`);
+   * 4. a `sensitive` call when any key of the chain is tainted (`tainted_request_refused`);
+   * 5. the idempotency claim: another fingerprint (`idempotency_key_reused`), a call still in
+   *    flight (`idempotency_key_in_use`), or a kept response (`replay`, not a refusal);
+   * 6. for each key of the chain, nearest first: its lifetime cap, then its daily cap
+   *    (`cap_exhausted`, `capKeyId` naming that key).
+   * The embedded store runs these steps in TypeScript, the Redis store in `lua/reserve.ts`; both
+   * are numbered after this list, and `redis-issue-20-store-contract.test.ts` runs the same
+   * scenarios against both and compares the answers.
    */
   reserve(input: ReserveInput): Promise<ReserveOutput>;
   /**
@@ -185,13 +190,18 @@ export interface Store {
   /** Sealed audit records with `seq > afterSeq`, oldest first, at most `limit`. */
   readAudit(afterSeq: number, limit: number): Promise<AuditEntry[]>;
   /**
-   * The chain's head. `sealAll`: a store that seals records into the chain later (Redis) first
-   * seals every record written so far, not only those it knows are new.
+   * The chain's head as it stands: cheap, for timers (the checkpointer). A store that chains
+   * records some time after writing them (Redis) may not count the last moment's records yet.
    */
-  auditHead(options: { readonly sealAll: boolean }): Promise<AuditHead>;
+  auditHead(): Promise<AuditHead>;
+  /**
+   * The head of a chain that holds every audit record written before this call: the store first
+   * chains any it has not yet. For the export and verification, which must cover everything.
+   */
+  completeAuditHead(): Promise<AuditHead>;
   /**
    * How many audit records written before this call are not in the chain once everything written
-   * so far is sealed. A chain must never silently omit a record: verification fails on any. A
+   * so far is chained. A chain must never silently omit a record: verification fails on any. A
    * store that writes each record as its chain entry, in one transaction (embedded), has none by
    * construction.
    */
@@ -260,4 +270,13 @@ export interface ObjectRecordInput {
 /** The UTC day (`YYYY-MM-DD`) a daily cap counts in. */
 export function utcDay(epochMs: number): string {
   return new Date(epochMs).toISOString().slice(0, 10);
+}
+
+/**
+ * The one rule by which every store turns a failure into the error its caller sees: a
+ * `KeybrakeError` (a refusal raised inside the operation, or a store error already typed) as it
+ * is; anything else as a fail-closed `StoreUnavailableError`.
+ */
+export function toStoreError(error: unknown): KeybrakeError {
+  return error instanceof KeybrakeError ? error : new StoreUnavailableError(error);
 }

@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import {
   MetadataClient,
@@ -10,7 +11,7 @@ import {
   type Task,
   type Workflow,
 } from '@io-orkes/conductor-javascript';
-import { KeybrakeClient } from '@keybrake/client';
+import { KeybrakeClient, deriveIdempotencyKey } from '@keybrake/client';
 import {
   VAULT_KEY_REDACTED,
   keybrakeWorker,
@@ -410,5 +411,138 @@ describe('Conductor integration on a real Conductor server (stripe-mock upstream
     expect(calls.filter((call) => call.outcome === 'replayed').length).toBe(1);
     expect(calls.filter((call) => call.outcome === 'forwarded').length).toBe(directory.length);
     expect((await admin.getVaultKey(keyIdOf(workflow))).status).toBe('revoked');
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// issue 24: the same billing example with its charge_customer worker in Python (conductor-python
+// and the keybrake package's @keybrake_worker), polling the same real Conductor server.
+
+const PYTHON_WORKER = fileURLToPath(
+  new URL('../../../integrations/python/e2e/conductor_billing_worker.py', import.meta.url),
+);
+
+/** The Python package's virtualenv (scripts/install-python.sh). */
+function pythonBin(): string {
+  const python =
+    process.env.KEYBRAKE_PYTHON ??
+    fileURLToPath(new URL('../../../integrations/python/.venv/bin/python', import.meta.url));
+  if (!existsSync(python)) throw new Error('no Python environment: run `bash scripts/install-python.sh`');
+  return python;
+}
+
+/** Starts the Python `charge_customer` worker process (killed when the test ends). */
+function startPythonWorker(proxyUrl: string, env: Record<string, string> = {}) {
+  const child = spawn(pythonBin(), [PYTHON_WORKER], {
+    env: {
+      PATH: process.env.PATH ?? '',
+      HOME: process.env.HOME ?? '',
+      CONDUCTOR_SERVER_URL: inject('conductorApiUrl'),
+      KEYBRAKE_PROXY_URL: proxyUrl,
+      // One process, workers on threads: a SIGKILL of it kills the worker mid-task.
+      CONDUCTOR_WORKER_ISOLATION: 'thread',
+      ...env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  onTestFinished(() => {
+    child.kill('SIGKILL');
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const exited = new Promise<NodeJS.Signals | number | null>((resolve) =>
+    child.once('exit', (code, signal) => resolve(signal ?? code)),
+  );
+  return { stdout: () => stdout, stderr: () => stderr, exited };
+}
+
+describe('issue 24: Python workers (conductor-python + keybrake.conductor) on the real Conductor server', () => {
+  it('the dynamic fork charged by a Python worker under a $100 cap: cap hits end FAILED_WITH_TERMINAL_ERROR (cap_exhausted), never retried; spend stays under the cap', async () => {
+    const { proxy, admin, upstreamCharges } = await startKeybrake();
+    await startWorkers(proxy.url, customers(60), { charge: false });
+    const worker = startPythonWorker(proxy.url);
+    const workflowId = await startBilling({ budgetUsd: 100, segment: 'all' });
+
+    const workflow = await waitForEnd(workflowId);
+    expect(workflow.status, worker.stderr()).toBe('FAILED');
+    const tasks = chargeTasks(workflow);
+    expect(tasks.length).toBe(60);
+    // One task per branch: nothing was retried, a cap hit included.
+    expect(new Set(tasks.map((task) => task.referenceTaskName)).size).toBe(tasks.length);
+    const capHits = tasks.filter((task) => task.status === 'FAILED_WITH_TERMINAL_ERROR');
+    expect(capHits.length).toBeGreaterThan(0);
+    for (const task of capHits) {
+      expect(task.retryCount).toBe(0);
+      expect(task.reasonForIncompletion).toMatch(/cap exhausted/i);
+      expect(task.outputData?.error).toMatchObject({ code: 'cap_exhausted' });
+    }
+    const completed = tasks.filter((task) => task.status === 'COMPLETED');
+    // The Python worker did the charging.
+    expect(completed.length).toBeGreaterThan(0);
+    expect(completed.every((task) => task.outputData?.worker === 'python')).toBe(true);
+    const completedCents = completed.reduce((sum, task) => sum + Number(task.outputData?.amountCents), 0);
+    expect(completedCents).toBeLessThanOrEqual(10_000);
+    expect(tasks.every((task) => ['COMPLETED', 'FAILED_WITH_TERMINAL_ERROR', 'CANCELED'].includes(task.status!))).toBe(
+      true,
+    );
+
+    const key = await admin.getVaultKey(keyIdOf(workflow));
+    expect(key.spent_usd).toBeLessThanOrEqual(100);
+    const calls = await admin.listCalls(keyIdOf(workflow));
+    expect(calls.filter((call) => call.outcome === 'forwarded').length).toBe(upstreamCharges());
+    // A branch the fork cancelled while its worker was calling may still have charged or hit the cap.
+    expect(upstreamCharges()).toBeGreaterThanOrEqual(completed.length);
+    expect(calls.filter((call) => call.reason === 'cap_exhausted').length).toBeGreaterThanOrEqual(capHits.length);
+    // The Python worker's idempotency keys are the TypeScript worker's: conductor + instance + reference + parts.
+    const first = completed[0]!;
+    expect(calls.map((call) => call.idempotency_key)).toContain(
+      deriveIdempotencyKey([
+        'conductor',
+        workflowId,
+        first.referenceTaskName!,
+        'charge',
+        String(first.inputData?.customerId),
+      ]),
+    );
+    expect(await workerReports(tasks)).not.toContain(vaultKeyOf(workflow));
+    console.info(
+      `[figures] Python Conductor worker, 60-branch fork under $100: ${completed.length} charged ($${(completedCents / 100).toFixed(2)}), ${capHits.length} cap hits (retryCount 0), upstream charges ${upstreamCharges()}`,
+    );
+  });
+
+  it('a Python worker killed after its charge went through: Conductor retries the task and the proxy replays it (one charge upstream)', async () => {
+    const { proxy, admin, upstreamCharges } = await startKeybrake();
+    const directory = customers(3);
+    await startWorkers(proxy.url, directory, { charge: false });
+    const crashing = startPythonWorker(proxy.url, { KEYBRAKE_E2E_CRASH_AFTER_CHARGE: '1' });
+    const workflowId = await startBilling({ budgetUsd: 300, segment: 'all' });
+
+    expect(await crashing.exited, crashing.stderr()).toBe('SIGKILL');
+    const report = crashing
+      .stdout()
+      .split('\n')
+      .find((line) => line.startsWith('{"charged"'));
+    const crashed = JSON.parse(report!) as { charged: { paymentIntentId: string }; referenceTaskName: string };
+    expect(upstreamCharges()).toBe(1);
+
+    // A healthy Python worker runs the other branches, and the crashed one once Conductor times it out.
+    startPythonWorker(proxy.url);
+    const workflow = await waitForEnd(workflowId);
+    expect(workflow.status).toBe('COMPLETED');
+    const attempts = chargeTasks(workflow).filter((task) => task.referenceTaskName === crashed.referenceTaskName);
+    expect(attempts.map((task) => [task.status, task.retryCount])).toEqual([
+      ['TIMED_OUT', 0],
+      ['COMPLETED', 1],
+    ]);
+    expect(attempts[1]!.outputData?.paymentIntentId).toBe(crashed.charged.paymentIntentId);
+    expect(upstreamCharges()).toBe(directory.length);
+    const calls = await admin.listCalls(keyIdOf(workflow));
+    expect(calls.filter((call) => call.outcome === 'replayed').length).toBe(1);
+    expect(calls.filter((call) => call.outcome === 'forwarded').length).toBe(directory.length);
+    console.info(
+      `[figures] Python Conductor worker killed after charging: retried (TIMED_OUT -> COMPLETED), replayed 1, upstream charges ${upstreamCharges()} for ${directory.length} customers`,
+    );
   });
 });

@@ -1,4 +1,6 @@
+import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
@@ -8,6 +10,7 @@ import {
   keybrakeActivityInterceptors,
   keybrakeWorkflowInterceptorsPath,
 } from '@keybrake/temporal';
+import { deriveIdempotencyKey } from '@keybrake/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stripeMockProxy, type TestProxy } from '../../../core-proxy/test/helpers.js';
 import { startDroppingRelay } from '../../../integrations/client/test/dropping-proxy.js';
@@ -246,5 +249,165 @@ describe('Temporal integration on a real Temporal dev server (stripe-mock upstre
     const [vaultKey] = proxy.issuedVaultKeys();
     expect(vaultKey).toBeDefined();
     expect(text).toContain(vaultKey);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// issue 24: a Python worker (temporalio + keybrake.temporal) on the same dev server: a Python
+// workflow fanning out Python charge activities under one vault key.
+
+const PYTHON_WORKER = fileURLToPath(
+  new URL('../../../integrations/python/e2e/temporal_billing_worker.py', import.meta.url),
+);
+
+interface PythonBillingSummary {
+  keyId: string;
+  charged: number;
+  capped: number;
+  failed: number;
+  chargedCents: number;
+  paymentIntents: string[];
+}
+
+/** Runs the Python worker on its own task queue while `run` runs, then stops it. */
+async function runOnPythonWorker<T>(
+  proxy: TestProxy,
+  options: { proxyUrl?: string },
+  run: (taskQueue: string) => Promise<T>,
+): Promise<T> {
+  const python =
+    process.env.KEYBRAKE_PYTHON ??
+    fileURLToPath(new URL('../../../integrations/python/.venv/bin/python', import.meta.url));
+  if (!existsSync(python)) throw new Error('no Python environment: run `bash scripts/install-python.sh`');
+  const taskQueue = `keybrake-py-${randomUUID()}`;
+  const child = spawn(python, [PYTHON_WORKER], {
+    env: {
+      PATH: process.env.PATH ?? '',
+      HOME: process.env.HOME ?? '',
+      TEMPORAL_ADDRESS: env.address,
+      TEMPORAL_TASK_QUEUE: taskQueue,
+      KEYBRAKE_URL: proxy.url,
+      KEYBRAKE_ISSUER_KEY: proxy.apiKey,
+      KEYBRAKE_PROXY_URL: options.proxyUrl ?? proxy.url,
+      KEYBRAKE_SEAL_SECRET: SEAL_SECRET,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  try {
+    return await Promise.race([
+      run(taskQueue),
+      exited.then(() => Promise.reject(new Error(`the Python worker exited early:\n${output}`))),
+    ]);
+  } finally {
+    child.kill('SIGTERM');
+    await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 10_000))]);
+    child.kill('SIGKILL');
+  }
+}
+
+describe('issue 24: Python workers (temporalio + keybrake.temporal) on the real Temporal dev server', () => {
+  it('a Python fan-out of 40 charges under a $60 cap: cap hits are non-retryable KeybrakeCapExhausted on attempt 1; the key is revoked; no vault key in history', async () => {
+    const proxy = await stripeProxy();
+    const workflowId = `py-billing-${randomUUID()}`;
+    const summary = await runOnPythonWorker(proxy, {}, (taskQueue) =>
+      env.client.workflow.execute<(input: unknown) => Promise<PythonBillingSummary>>('pyBillingWorkflow', {
+        taskQueue,
+        workflowId,
+        args: [{ capUsd: 60, customers: customers(40) }],
+      }),
+    );
+    expect(summary.charged + summary.capped).toBe(40);
+    expect(summary.failed).toBe(0);
+    expect(summary.capped).toBeGreaterThan(0);
+    expect(summary.chargedCents).toBeLessThanOrEqual(6_000);
+
+    const key = (await proxy.admin('GET', `/vault/keys/${summary.keyId}`)).body;
+    expect(key.status).toBe('revoked');
+    expect(key.spent_usd).toBeCloseTo(summary.chargedCents / 100, 6);
+    expect(key.agent_run_label).toBe(`temporal/${workflowId}`);
+
+    const history = await env.client.workflow.getHandle(workflowId).fetchHistory();
+    const { attempts, failures } = activityOutcomes(history);
+    const capFailures = failures.filter((f) => f.type === 'KeybrakeCapExhausted');
+    expect(capFailures).toHaveLength(summary.capped);
+    expect(capFailures.every((f) => f.nonRetryable)).toBe(true);
+    // Never retried: every activity (issue, charges, revoke) started once.
+    expect(attempts.every((attempt) => attempt === 1)).toBe(true);
+    expect(attempts).toHaveLength(40 + 2);
+    const text = historyText(history);
+    expect(text).toContain(summary.keyId);
+    for (const vaultKey of proxy.issuedVaultKeys()) expect(text).not.toContain(vaultKey);
+    // The Python activities' idempotency keys are the TypeScript ones: workflow id + activity id + parts.
+    const { calls } = (await proxy.admin('GET', `/vault/keys/${summary.keyId}/calls`)).body;
+    const forwarded = calls.filter((c: { outcome: string }) => c.outcome === 'forwarded');
+    expect(forwarded).toHaveLength(summary.charged);
+    const activityIds = (history.events ?? [])
+      .map((event) => event.activityTaskScheduledEventAttributes)
+      .filter((scheduled) => scheduled?.activityType?.name === 'pyChargeCustomer')
+      .map((scheduled) => String(scheduled!.activityId));
+    const customerOf = (id: string): string => `cus_${activityIds.indexOf(id)}`;
+    const expectedKeys = new Set(
+      activityIds.map((id) => deriveIdempotencyKey([workflowId, id, 'charge', customerOf(id)])),
+    );
+    expect(forwarded.every((c: { idempotency_key: string }) => expectedKeys.has(c.idempotency_key))).toBe(true);
+    console.log(
+      `[figures] Python Temporal fan-out: 40 charge activities under $60: ${summary.charged} charged ($${(summary.chargedCents / 100).toFixed(2)}), ` +
+        `${summary.capped} KeybrakeCapExhausted (non-retryable, attempt 1), key revoked`,
+    );
+  });
+
+  it('a cancelled Python workflow still revokes its key (with_vault_key revokes in its finally)', async () => {
+    const proxy = await stripeProxy();
+    const workflowId = `py-cancelled-${randomUUID()}`;
+    const error = await runOnPythonWorker(proxy, {}, async (taskQueue) => {
+      const handle = await env.client.workflow.start('pyAwaitingApprovalWorkflow', {
+        taskQueue,
+        workflowId,
+        args: [{ capUsd: 50, customers: customers(1) }],
+      });
+      // Wait until the charge is done and the workflow sleeps on its timer, then cancel it.
+      for (let i = 0; i < 600; i += 1) {
+        const { events } = await handle.fetchHistory();
+        if (events?.some((event) => event.timerStartedEventAttributes)) break;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      await handle.cancel();
+      return handle.result().catch((e: unknown) => e);
+    });
+    expect(error).toBeInstanceOf(WorkflowFailedError);
+    expect((error as WorkflowFailedError).cause?.name).toBe('CancelledFailure');
+    const keyId = /key_[A-Za-z0-9_-]{16}/.exec(
+      historyText(await env.client.workflow.getHandle(workflowId).fetchHistory()),
+    )?.[0];
+    expect(keyId).toBeDefined();
+    const key = (await proxy.admin('GET', `/vault/keys/${keyId}`)).body;
+    expect(key.status).toBe('revoked');
+    expect(key.spent_usd).toBeGreaterThan(0);
+  });
+
+  it('a Python activity whose response was dropped is retried by Temporal and replayed by the proxy: one charge upstream', async () => {
+    const proxy = await stripeProxy();
+    const relay = await startDroppingRelay(proxy.url, 1);
+    const workflowId = `py-flaky-${randomUUID()}`;
+    const summary = await runOnPythonWorker(proxy, { proxyUrl: relay.url }, (taskQueue) =>
+      env.client.workflow.execute<(input: unknown) => Promise<PythonBillingSummary>>('pyBillingWorkflow', {
+        taskQueue,
+        workflowId,
+        args: [{ capUsd: 50, customers: [{ customerId: 'cus_flaky', amountCents: 1234 }] }],
+      }),
+    );
+    expect(summary).toMatchObject({ charged: 1, capped: 0, failed: 0, chargedCents: 1234 });
+    expect(relay.dropped()).toBe(1);
+    const { calls } = (await proxy.admin('GET', `/vault/keys/${summary.keyId}/calls`)).body;
+    expect(calls.map((c: { outcome: string }) => c.outcome)).toEqual(['forwarded', 'replayed']);
+    expect(calls[1].idempotency_key).toBe(calls[0].idempotency_key);
+    expect((await proxy.admin('GET', `/vault/keys/${summary.keyId}`)).body.spent_usd).toBe(12.34);
+    const { attempts } = activityOutcomes(await env.client.workflow.getHandle(workflowId).fetchHistory());
+    // History records each activity's last attempt: issue 1, the charge 2 (the first was dropped), revoke 1.
+    expect(attempts).toEqual([1, 2, 1]);
   });
 });

@@ -1,21 +1,31 @@
 import { randomUUID } from 'node:crypto';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
-import { GENESIS_HASH, type AuditRecordJson, auditRecordJson, chainHash } from '../../audit/chain.js';
-import { canonicalJson } from '../../audit/canonical-json.js';
-import { InvalidRequestError, KeyDepthExceededError, KeybrakeError, StoreUnavailableError } from '../../errors.js';
-import { MAX_CHAIN_LENGTH, MAX_KEY_DEPTH } from '../../keys/key-depth.js';
+import { GENESIS_HASH, chainEntry } from '../../audit/chain.js';
+import { type AuditRecordJson, auditRecordJson, interruptedAuditInput } from '../../audit/record.js';
+import { StoreUnavailableError } from '../../errors.js';
+import { MAX_CHAIN_LENGTH } from '../../keys/key-depth.js';
+import {
+  ANCESTRY_WALK_LIMIT,
+  childExpiresAt,
+  keyDepthExceededError,
+  parentHasRoom,
+  parentInactiveError,
+  parentMissingError,
+} from '../key-family.js';
 import { RELEASE_LOCK_LUA, SEAL_APPEND_LUA } from './lua/audit-seal.js';
 import { CREATE_KEY_LUA, MARK_SUBTREE_LUA } from './lua/family.js';
 import { RESERVE_LUA } from './lua/reserve.js';
 import { SETTLE_LUA } from './lua/settle.js';
 import { CLAIM_OBJECT_LUA, RECORD_OBJECT_LUA, RELEASE_OBJECT_LUA } from './lua/objects.js';
 import {
+  DEFAULT_IDEMPOTENCY_RETENTION_MS,
   type AuditInput,
   type AuditCheckpoint,
   type ObjectClaimInput,
   type ObjectClaimOutput,
   type ObjectRecordInput,
   type ObjectReleaseInput,
+  type PendingAudit,
   type AuditEntry,
   type AuditHead,
   type ReserveInput,
@@ -25,6 +35,7 @@ import {
   type StoredResponse,
   type VaultKeyRecord,
   type VaultKeyState,
+  toStoreError,
   utcDay,
 } from '../store.js';
 
@@ -45,7 +56,7 @@ export interface RedisStoreOptions {
    * @default 600000 (10 minutes)
    */
   readonly reservationTtlMs?: number;
-  /** How long kept idempotent responses live. @default 24h (the contract's minimum) */
+  /** How long kept idempotent responses live. @default DEFAULT_IDEMPOTENCY_RETENTION_MS (24h, the contract's minimum) */
   readonly idempotencyRetentionMs?: number;
   /** How often this replica looks for expired reservations. @default half the reservation TTL, at most 30000 */
   readonly sweepIntervalMs?: number;
@@ -83,6 +94,19 @@ interface PendingReservation {
  * the record itself and an id, to recognise it if it is sealed twice.
  */
 type FamilyAuditRecord = AuditInput & { readonly rid: string };
+
+/** A reservation as kept in its family's reservations hash until settled or swept. */
+interface ReservationEntry {
+  readonly amount: number;
+  readonly day: string;
+  readonly chain: readonly string[];
+  /** Whether the call holds an idempotency claim (read by the settle script). */
+  readonly idem: boolean;
+  readonly idem_key: string | null;
+  /** Epoch ms after which any replica's sweeper may resolve it as unknown. */
+  readonly deadline: number;
+  readonly pending: PendingAudit;
+}
 
 interface ScriptCommands {
   kbReserve(...args: (string | number)[]): Promise<[string, string?, string?]>;
@@ -216,7 +240,7 @@ export class RedisStore implements Store {
     this.redis.defineCommand('kbRecordObject', { numberOfKeys: 1, lua: RECORD_OBJECT_LUA });
     this.reservationTtlMs = options.reservationTtlMs ?? 600_000;
     this.sealLockTtlMs = options.sealLockTtlMs ?? 2000;
-    this.retentionMs = options.idempotencyRetentionMs ?? 24 * 3600 * 1000;
+    this.retentionMs = options.idempotencyRetentionMs ?? DEFAULT_IDEMPOTENCY_RETENTION_MS;
     const every = (ms: number, task: () => Promise<unknown>): void => {
       const timer = setInterval(() => void task().catch(() => undefined), ms);
       timer.unref();
@@ -231,12 +255,13 @@ export class RedisStore implements Store {
   createKey(record: VaultKeyRecord): Promise<VaultKeyRecord> {
     return this.run(async () => {
       const parent = record.parentKeyId === null ? undefined : await this.family(record.parentKeyId);
-      if (record.parentKeyId !== null && !parent) throw new InvalidRequestError('parent_key_id names no vault key.');
+      if (record.parentKeyId !== null && !parent) throw parentMissingError();
       // Regression: issue 16. A family's ancestry never changes, so the depth is exact here; the
-      // parent's state, which does change, is checked inside the script.
-      if (parent && parent.chain.length > MAX_KEY_DEPTH) throw new KeyDepthExceededError(MAX_KEY_DEPTH);
+      // parent's state, which does change, is checked inside the script, which refuses a parent
+      // with no room only once it found it active (the order of `Store.createKey`).
+      const roomless = parent !== undefined && !parentHasRoom(parent.chain.length);
       const root = parent?.root ?? record.keyId;
-      const expiresAt = parent ? Math.min(record.expiresAt, parent.record.expiresAt) : record.expiresAt;
+      const expiresAt = parent ? childExpiresAt(record.expiresAt, parent.record.expiresAt) : record.expiresAt;
       const fields: (string | number)[] = [
         'key_id', record.keyId,
         'key_hash', record.keyHash,
@@ -261,12 +286,15 @@ export class RedisStore implements Store {
         keyHashKey(root, record.keyId),
         membersKey(root),
         parentHash,
-        record.parentKeyId === null ? '0' : '1',
+        record.parentKeyId === null ? '0' : roomless ? '2' : '1',
         record.createdAt,
         ...fields,
       );
-      if (created === 'parent_missing') throw new InvalidRequestError('parent_key_id names no vault key.');
-      if (created !== 'ok') throw new InvalidRequestError('The parent key is not active.');
+      if (created === 'parent_missing') throw parentMissingError();
+      if (created === 'parent_inactive') throw parentInactiveError();
+      if (created === 'parent_roomless') throw keyDepthExceededError();
+      if (created !== 'ok')
+        throw new StoreUnavailableError(new Error(`unexpected answer of the create script: ${created}`));
       // Indexes after the family data, so a lookup never finds a key that is not there.
       await Promise.all([
         this.redis.set(`h:${record.keyHash}`, `${record.keyId} ${root}`),
@@ -320,6 +348,7 @@ export class RedisStore implements Store {
 
   reserve(input: ReserveInput): Promise<ReserveOutput> {
     return this.run(async () => {
+      // Steps 1 and 2 of `Store.reserve` here, on the cached immutable ancestry; 3 to 6 in the script.
       const family = await this.family(input.keyId);
       if (!family) return { kind: 'refused', code: 'invalid_vault_key' };
       const { root, chain } = family;
@@ -328,7 +357,7 @@ export class RedisStore implements Store {
       if (chain.length > MAX_CHAIN_LENGTH) return { kind: 'refused', code: 'key_depth_exceeded' };
       const day = utcDay(input.now);
       const idem = input.idempotency;
-      const reservation = {
+      const reservation: ReservationEntry = {
         amount: input.costMicros,
         day,
         chain,
@@ -436,12 +465,21 @@ export class RedisStore implements Store {
     });
   }
 
-  auditHead(options: { readonly sealAll: boolean }): Promise<AuditHead> {
-    return this.run(async () => {
-      await this.seal(options.sealAll ? await this.redis.smembers(SHARDS) : undefined);
-      const [seq, hash] = await this.redis.hmget(CHAIN_HEAD, 'seq', 'hash');
-      return { records: Number(seq ?? 0), head: hash || GENESIS_HASH };
-    });
+  auditHead(): Promise<AuditHead> {
+    // The shards marked dirty: what the periodic sealer would seal next.
+    return this.run(async () => this.sealedHead(undefined));
+  }
+
+  completeAuditHead(): Promise<AuditHead> {
+    // Every shard, not only those marked dirty: a mark can be lost (it is set after the record
+    // lands, by a separate command), a record cannot.
+    return this.run(async () => this.sealedHead(await this.redis.smembers(SHARDS)));
+  }
+
+  private async sealedHead(shards: readonly string[] | undefined): Promise<AuditHead> {
+    await this.seal(shards);
+    const [seq, hash] = await this.redis.hmget(CHAIN_HEAD, 'seq', 'hash');
+    return { records: Number(seq ?? 0), head: hash || GENESIS_HASH };
   }
 
   auditMissing(): Promise<number> {
@@ -515,20 +553,18 @@ export class RedisStore implements Store {
       if (root === NO_KEY_SHARD) continue;
       const reservations = await this.redis.hgetall(reservationsKey(root));
       for (const [reservationId, raw] of Object.entries(reservations)) {
-        const reservation = JSON.parse(raw) as {
-          deadline: number;
-          chain: string[];
-          day: string;
-          idem_key: string | null;
-        };
+        const reservation = JSON.parse(raw) as ReservationEntry;
         if (reservation.deadline > now) continue;
+        // The record id is the reservation's: replicas sweeping at once build the same record,
+        // and the script lets only one of them land.
+        const record = interruptedAuditInput(reservation.pending, new Date(now).toISOString(), reservation.amount);
         const length = await this.settleScript(
           reservationId,
           { root, chain: reservation.chain, day: reservation.day, idempotencyKey: reservation.idem_key },
           '',
           true,
           '',
-          new Date(now).toISOString(),
+          JSON.stringify({ ...record, rid: reservationId } satisfies FamilyAuditRecord),
           now,
         );
         if (length >= 0) {
@@ -611,7 +647,7 @@ export class RedisStore implements Store {
     const record = toRecord(fields);
     const parent = record.parentKeyId === null ? undefined : await this.family(record.parentKeyId);
     // One key beyond the permitted chain is enough to tell that a chain is too long.
-    const entry = { record, root, chain: [keyId, ...(parent?.chain ?? [])].slice(0, MAX_CHAIN_LENGTH + 1) };
+    const entry = { record, root, chain: [keyId, ...(parent?.chain ?? [])].slice(0, ANCESTRY_WALK_LIMIT) };
     remember(this.families, keyId, entry);
     return entry;
   }
@@ -734,13 +770,13 @@ export class RedisStore implements Store {
           return;
         }
         seq += 1;
-        const wire = auditRecordJson(seq, record);
         const prev = hash === '' ? GENESIS_HASH : hash;
-        hash = chainHash(prev, wire);
+        const entry = chainEntry(prev, auditRecordJson(seq, record));
+        hash = entry.hash;
         quadruples.push(
           record.rid,
           seq,
-          JSON.stringify({ seq, rid: record.rid, record: canonicalJson(wire), prev, hash }),
+          JSON.stringify({ seq, rid: record.rid, record: entry.text, prev, hash }),
           hash,
         );
       });
@@ -776,15 +812,15 @@ export class RedisStore implements Store {
     return lengths;
   }
 
-  /** Runs a store operation, turning any Redis failure into a fail-closed `StoreUnavailableError`. */
+  /** Runs a store operation, its failure typed as every store types it (`toStoreError`). */
   private async run<T>(operation: () => Promise<T>): Promise<T> {
     try {
       return await operation();
     } catch (error) {
-      if (error instanceof KeybrakeError) throw error;
-      throw new StoreUnavailableError(error);
+      throw toStoreError(error);
     }
   }
+
   claimObject(input: ObjectClaimInput): Promise<ObjectClaimOutput> {
     return this.run(async () => {
       const { root } = await this.familyOrThrow(input.keyId);

@@ -1,23 +1,26 @@
 /**
  * Create a vault key inside its family, refusing it if the parent is gone, revoked or expired, and
  * giving it the parent's taint as it is now (checked atomically with the insert, so a revoke or
- * taint racing a child's creation, on any replica, cannot be missed). The depth limit needs no
- * check here: a family's ancestry never changes, so the caller knows it exactly.
+ * taint racing a child's creation, on any replica, cannot be missed). The depth is not computed
+ * here: a family's ancestry never changes, so the caller knows it exactly and passes ARGV[1] '2'
+ * for a parent with no room; the script refuses it after the checks that come first, in the
+ * order of `Store.createKey` (missing, inactive, no room), as the embedded store does.
  *
  * KEYS[1]  the new key's hash                {vk:<root>}:k:<id>
  * KEYS[2]  the family's member set           {vk:<root>}:members
  * KEYS[3]  the parent's hash, or KEYS[1] when there is no parent
- * ARGV[1]  '1' when there is a parent
+ * ARGV[1]  '0' no parent, '1' a parent, '2' a parent whose ancestry leaves no room for a child
  * ARGV[2]  now, epoch ms
  * ARGV[3..] field, value pairs of the new key
- * Returns {'ok', tainted '1'|'0'}, or {error word}: 'parent_missing', 'parent_inactive'.
+ * Returns {'ok', tainted '1'|'0'}, or {error word}: 'parent_missing', 'parent_inactive', 'parent_roomless'.
  */
 export const CREATE_KEY_LUA = `
 local inherit = false
-if ARGV[1] == '1' then
+if ARGV[1] ~= '0' then
   local p = redis.call('HMGET', KEYS[3], 'expires_at', 'revoked_at', 'tainted')
   if not p[1] then return {'parent_missing'} end
   if (p[2] and p[2] ~= '') or tonumber(p[1]) <= tonumber(ARGV[2]) then return {'parent_inactive'} end
+  if ARGV[1] == '2' then return {'parent_roomless'} end
   inherit = p[3] == '1'
 end
 local fields = {}
@@ -36,6 +39,8 @@ return {'ok', redis.call('HGET', KEYS[1], 'tainted')}
  * the member set still has exactly that many members (it only ever grows), so a child created on
  * another replica in between is never left out: the caller re-reads and runs it again.
  * Regression: issue 17 (a child issued while its parent was revoked elsewhere stayed `active`).
+ * The embedded store marks the same subtree with a recursive CTE (`SqliteStore.revokeKey`,
+ * `taintKey`); `redis-issue-20-store-contract.test.ts` holds the two to the same answers.
  *
  * KEYS[1]   the family's member set          {vk:<root>}:members
  * KEYS[2..] every member hash of the family, as read from KEYS[1]

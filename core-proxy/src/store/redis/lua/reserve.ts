@@ -1,7 +1,10 @@
 /**
  * Reserve a call's cost on a vault key and every ancestor, atomically, in one round trip.
- * Re-checks revocation, expiry and taint of the whole chain, then the idempotency claim, then
- * every cap, and only then reserves. All keys belong to one family and share its hash tag.
+ * Steps 3 to 6 of `Store.reserve` (store.ts), in that order and numbered after it (1 and 2, the
+ * key and its depth, are checked by the caller on the key's immutable ancestry): revocation and
+ * expiry of the whole chain, taint, the idempotency claim, every cap; only then it reserves. The
+ * embedded store runs the same steps in `SqliteStore.reserve`. All keys belong to one family and
+ * share its hash tag.
  *
  * KEYS[1]   the family's reservations hash                       {vk:<root>}:res
  * KEYS[2]   the idempotency claim of this call (unused if ARGV[5] = '0')  {vk:<root>}:i:<key_id>:<idem>
@@ -25,6 +28,7 @@ local cost = tonumber(ARGV[2])
 local now = tonumber(ARGV[3])
 local n = tonumber(ARGV[4])
 local tainted = false
+-- 3. Revocation and expiry, key by key, nearest first (a missing hash: the key is gone).
 for i = 1, n do
   local f = redis.call('HMGET', KEYS[1 + 2 * i], 'revoked_at', 'expires_at', 'tainted')
   if not f[2] then return {'refused', 'invalid_vault_key'} end
@@ -32,7 +36,9 @@ for i = 1, n do
   if tonumber(f[2]) <= now then return {'refused', 'vault_key_expired'} end
   if f[3] == '1' then tainted = true end
 end
+-- 4. Taint.
 if ARGV[7] == '1' and tainted then return {'refused', 'tainted_request_refused'} end
+-- 5. The idempotency claim.
 if ARGV[5] == '1' then
   local claim = redis.call('HMGET', KEYS[2], 'fingerprint', 'response')
   if claim[1] then
@@ -41,6 +47,7 @@ if ARGV[5] == '1' then
     return {'replay', claim[2]}
   end
 end
+-- 6. Every cap, key by key, nearest first: lifetime, then daily.
 for i = 1, n do
   local key = KEYS[1 + 2 * i]
   local f = redis.call('HMGET', key, 'cap', 'daily_cap', 'spent', 'reserved', 'key_id')

@@ -3,7 +3,9 @@
  * reservation leaves every chain member's `reserved` and the actual cost joins `spent` (and
  * `unknown` when the outcome is unknown); the idempotency claim is kept with its response or
  * released; the audit record is appended to the family's audit list, durable with the spend.
- * Also used by the sweeper (ARGV[7] > 0): then it acts only on a reservation past its deadline.
+ * Also used by the sweeper (ARGV[7] > 0): then it acts only on a reservation past its deadline,
+ * and appends the 'interrupted' record the sweeper built (`interruptedAuditInput`, the same
+ * function the embedded store's recovery uses) from the reservation it read.
  *
  * KEYS[1]   the family's reservations hash                       {vk:<root>}:res
  * KEYS[2]   the idempotency claim (unused if the reservation has none)  {vk:<root>}:i:<key_id>:<idem>
@@ -14,7 +16,7 @@
  * ARGV[3]   '1' when the outcome is unknown
  * ARGV[4]   response JSON to keep for idempotent replay ('' = release the claim)
  * ARGV[5]   TTL of a kept response, ms
- * ARGV[6]   audit record JSON; in sweep mode, the ISO time of the 'unknown' record built from the reservation
+ * ARGV[6]   audit record JSON
  * ARGV[7]   sweep mode: now, epoch ms (only reservations whose deadline is before it); '0' otherwise
  * ARGV[8]   chain length n
  * Returns the audit list length, or -1 when the reservation is gone (or, sweeping, not yet due).
@@ -25,44 +27,29 @@ local function int(x) return string.format('%d', x) end
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 -- Already settled (a retried settlement) or swept: settling twice would audit twice.
 if not raw then return -1 end
-local sweeping = tonumber(ARGV[7]) > 0
-if sweeping and cjson.decode(raw).deadline > tonumber(ARGV[7]) then return -1 end
-local record = ARGV[6]
-if raw then
-  local reservation = cjson.decode(raw)
-  local amount = reservation.amount
-  local actual = amount
-  if ARGV[2] ~= '' then actual = tonumber(ARGV[2]) end
-  local n = tonumber(ARGV[8])
-  for i = 1, n do
-    local key = KEYS[2 + 2 * i]
-    local day = KEYS[3 + 2 * i]
-    redis.call('HINCRBY', key, 'reserved', int(-amount))
-    redis.call('HINCRBY', key, 'spent', int(actual))
-    redis.call('HINCRBY', day, 'reserved', int(-amount))
-    redis.call('HINCRBY', day, 'spent', int(actual))
-    if ARGV[3] == '1' then redis.call('HINCRBY', key, 'unknown', int(actual)) end
-  end
-  redis.call('HDEL', KEYS[1], ARGV[1])
-  if reservation.idem then
-    if ARGV[4] ~= '' then
-      redis.call('HSET', KEYS[2], 'response', ARGV[4])
-      redis.call('PEXPIRE', KEYS[2], ARGV[5])
-    else
-      redis.call('DEL', KEYS[2])
-    end
-  end
-  if sweeping then
-    local p = reservation.pending
-    p.at = ARGV[6]
-    p.outcome = 'unknown'
-    p.reason = 'interrupted'
-    p.status = cjson.null
-    p.costMicros = amount
-    p.rid = ARGV[1]
-    p.vendorRequestId = cjson.null
-    record = cjson.encode(p)
+local reservation = cjson.decode(raw)
+if tonumber(ARGV[7]) > 0 and reservation.deadline > tonumber(ARGV[7]) then return -1 end
+local amount = reservation.amount
+local actual = amount
+if ARGV[2] ~= '' then actual = tonumber(ARGV[2]) end
+local n = tonumber(ARGV[8])
+for i = 1, n do
+  local key = KEYS[2 + 2 * i]
+  local day = KEYS[3 + 2 * i]
+  redis.call('HINCRBY', key, 'reserved', int(-amount))
+  redis.call('HINCRBY', key, 'spent', int(actual))
+  redis.call('HINCRBY', day, 'reserved', int(-amount))
+  redis.call('HINCRBY', day, 'spent', int(actual))
+  if ARGV[3] == '1' then redis.call('HINCRBY', key, 'unknown', int(actual)) end
+end
+redis.call('HDEL', KEYS[1], ARGV[1])
+if reservation.idem then
+  if ARGV[4] ~= '' then
+    redis.call('HSET', KEYS[2], 'response', ARGV[4])
+    redis.call('PEXPIRE', KEYS[2], ARGV[5])
+  else
+    redis.call('DEL', KEYS[2])
   end
 end
-return redis.call('RPUSH', KEYS[3], record)
+return redis.call('RPUSH', KEYS[3], ARGV[6])
 `;

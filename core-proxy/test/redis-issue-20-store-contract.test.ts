@@ -1,0 +1,557 @@
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, inject, it } from 'vitest';
+import {
+  type AuditInput,
+  type ReserveInput,
+  type ReserveOutput,
+  type Store,
+  type VaultKeyRecord,
+  KeybrakeError,
+  RedisStore,
+  SqliteStore,
+} from '../src/index.js';
+import { MAX_KEY_DEPTH } from '../src/keys/key-depth.js';
+import { freePort } from './ports.js';
+
+/**
+ * Issue 20: both stores keep one contract. Every scenario below runs, through the `Store`
+ * interface the package exports, against the embedded store, one Redis and a Redis Cluster, and
+ * the answers must be the same on all three, and the one the contract's order gives
+ * (`Store.reserve`, `Store.createKey`). The embedded store checks in TypeScript, the Redis store
+ * in Lua: this is what keeps the two in step.
+ */
+
+const HOUR = 3_600_000;
+const T0 = Date.parse('2026-06-01T12:00:00.000Z');
+
+interface Backend {
+  readonly name: string;
+  open(): Promise<Store>;
+}
+
+const opened: Store[] = [];
+afterEach(async () => {
+  await Promise.all(opened.splice(0).map((store) => store.close()));
+});
+
+async function reachable(store: Store): Promise<Store> {
+  opened.push(store);
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      await store.ping();
+      return store;
+    } catch (error) {
+      if (attempt > 200) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+  }
+}
+
+const BACKENDS: readonly Backend[] = [
+  {
+    name: 'embedded',
+    open: () => reachable(new SqliteStore({ dataDir: mkdtempSync(join(tmpdir(), 'keybrake-i20-')) })),
+  },
+  {
+    name: 'redis',
+    open: () => reachable(new RedisStore({ url: inject('redisUrl'), prefix: `t:${randomUUID()}:` })),
+  },
+  {
+    name: 'redis cluster',
+    open: () => reachable(new RedisStore({ url: inject('redisClusterUrl'), prefix: `t:${randomUUID()}:` })),
+  },
+];
+
+function keyRecord(keyId: string, overrides: Partial<VaultKeyRecord> = {}): VaultKeyRecord {
+  return {
+    keyId,
+    keyHash: `hash-${keyId}`,
+    vendor: 'stripe',
+    dailyCapMicros: null,
+    capMicros: null,
+    allowedEndpoints: ['POST /v1/payment_intents'],
+    agentRunLabel: null,
+    parentKeyId: null,
+    tainted: false,
+    createdAt: T0,
+    expiresAt: T0 + 24 * HOUR,
+    revokedAt: null,
+    ...overrides,
+  };
+}
+
+function reserveInput(keyId: string, overrides: Partial<ReserveInput> = {}): ReserveInput {
+  return {
+    keyId,
+    reservationId: randomUUID(),
+    costMicros: 1_000_000,
+    now: T0 + HOUR,
+    idempotency: null,
+    sensitive: false,
+    pending: {
+      keyId,
+      vendor: 'stripe',
+      method: 'POST',
+      path: '/v1/payment_intents',
+      idempotencyKey: overrides.idempotency?.key ?? null,
+      agentRunLabel: null,
+      tainted: false,
+    },
+    ...overrides,
+  };
+}
+
+function auditInput(keyId: string | null, overrides: Partial<AuditInput> = {}): AuditInput {
+  return {
+    at: new Date(T0 + HOUR).toISOString(),
+    keyId,
+    vendor: 'stripe',
+    method: 'POST',
+    path: '/v1/payment_intents',
+    outcome: 'forwarded',
+    reason: null,
+    status: 200,
+    costMicros: 1_000_000,
+    vendorRequestId: 'req_1',
+    idempotencyKey: null,
+    agentRunLabel: null,
+    tainted: false,
+    ...overrides,
+  };
+}
+
+/** Reserves and settles `micros` of spend on a key. */
+async function spend(store: Store, keyId: string, micros: number, now = T0 + HOUR): Promise<void> {
+  const input = reserveInput(keyId, { costMicros: micros, now });
+  expect((await store.reserve(input)).kind).toBe('reserved');
+  expect(
+    await store.settle({
+      keyId,
+      reservationId: input.reservationId,
+      actualMicros: micros,
+      idempotentResponse: null,
+      audit: auditInput(keyId, { costMicros: micros }),
+    }),
+  ).toBe(true);
+}
+
+/** A parent P ($10 cap) and its child C ($5 cap, $3 a day): the call is made with C. */
+interface Family {
+  readonly parent: string;
+  readonly child: string;
+}
+
+async function family(store: Store, ids: Family, child: Partial<VaultKeyRecord> = {}): Promise<void> {
+  await store.createKey(keyRecord(ids.parent, { capMicros: 10_000_000 }));
+  await store.createKey(
+    keyRecord(ids.child, { parentKeyId: ids.parent, capMicros: 5_000_000, dailyCapMicros: 3_000_000, ...child }),
+  );
+}
+
+const idem = (key: string, fingerprint: string) => ({ key, fingerprint });
+
+interface ReserveScenario {
+  readonly name: string;
+  /** Brings the store into the scenario's state; returns the call to reserve. */
+  readonly arrange: (store: Store, ids: Family) => Promise<ReserveInput>;
+  /** The answer the order of `Store.reserve` gives; `capKeyId` as 'parent' or 'child'. */
+  readonly expected:
+    | { readonly kind: 'reserved'; readonly tainted: boolean }
+    | { readonly kind: 'replay' }
+    | { readonly kind: 'refused'; readonly code: string; readonly capKey?: 'parent' | 'child' };
+}
+
+/** Every condition the scenario adds is one a later step would also refuse: the earliest must win. */
+const RESERVE_SCENARIOS: readonly ReserveScenario[] = [
+  {
+    name: 'nothing in the way',
+    arrange: async (store, ids) => (await family(store, ids), reserveInput(ids.child)),
+    expected: { kind: 'reserved', tainted: false },
+  },
+  {
+    name: 'an unknown key',
+    arrange: async (store, ids) => (await family(store, ids), reserveInput(randomUUID(), { sensitive: true })),
+    expected: { kind: 'refused', code: 'invalid_vault_key' },
+  },
+  {
+    name: 'revoked + expired + tainted + idempotency key reused + over every cap: revoked',
+    arrange: async (store, ids) => {
+      await family(store, ids, { expiresAt: T0 + 2 * HOUR });
+      await spend(store, ids.child, 2_000_000);
+      await store.reserve(reserveInput(ids.child, { costMicros: 500_000, idempotency: idem('k1', 'f1') }));
+      await store.taintKey(ids.child);
+      await store.revokeKey(ids.parent, T0 + HOUR);
+      return reserveInput(ids.child, {
+        now: T0 + 3 * HOUR,
+        sensitive: true,
+        costMicros: 9_000_000,
+        idempotency: idem('k1', 'f2'),
+      });
+    },
+    expected: { kind: 'refused', code: 'vault_key_revoked' },
+  },
+  {
+    name: 'expired + tainted + idempotency key in use + over every cap: expired',
+    arrange: async (store, ids) => {
+      await family(store, ids, { expiresAt: T0 + 2 * HOUR });
+      await store.reserve(reserveInput(ids.child, { costMicros: 500_000, idempotency: idem('k1', 'f1') }));
+      await store.taintKey(ids.parent);
+      return reserveInput(ids.child, {
+        now: T0 + 3 * HOUR,
+        sensitive: true,
+        costMicros: 9_000_000,
+        idempotency: idem('k1', 'f1'),
+      });
+    },
+    expected: { kind: 'refused', code: 'vault_key_expired' },
+  },
+  {
+    name: 'tainted (through the parent) + idempotency key reused + over every cap: tainted',
+    arrange: async (store, ids) => {
+      await family(store, ids);
+      await store.reserve(reserveInput(ids.child, { costMicros: 500_000, idempotency: idem('k1', 'f1') }));
+      await store.taintKey(ids.parent);
+      return reserveInput(ids.child, { sensitive: true, costMicros: 9_000_000, idempotency: idem('k1', 'f2') });
+    },
+    expected: { kind: 'refused', code: 'tainted_request_refused' },
+  },
+  {
+    name: 'tainted on an endpoint that moves no money + over the daily cap: the cap',
+    arrange: async (store, ids) => {
+      await family(store, ids);
+      await store.taintKey(ids.child);
+      return reserveInput(ids.child, { sensitive: false, costMicros: 4_000_000 });
+    },
+    expected: { kind: 'refused', code: 'cap_exhausted', capKey: 'child' },
+  },
+  {
+    name: 'tainted on an endpoint that moves no money, within the caps: reserved, and says tainted',
+    arrange: async (store, ids) => {
+      await family(store, ids);
+      await store.taintKey(ids.parent);
+      return reserveInput(ids.child, { sensitive: false });
+    },
+    expected: { kind: 'reserved', tainted: true },
+  },
+  {
+    name: 'idempotency key reused + in use + over every cap: reused',
+    arrange: async (store, ids) => {
+      await family(store, ids);
+      await store.reserve(reserveInput(ids.child, { costMicros: 2_500_000, idempotency: idem('k1', 'f1') }));
+      return reserveInput(ids.child, { costMicros: 9_000_000, idempotency: idem('k1', 'f2') });
+    },
+    expected: { kind: 'refused', code: 'idempotency_key_reused' },
+  },
+  {
+    name: 'idempotency key in use + over every cap: in use',
+    arrange: async (store, ids) => {
+      await family(store, ids);
+      await store.reserve(reserveInput(ids.child, { costMicros: 2_500_000, idempotency: idem('k1', 'f1') }));
+      return reserveInput(ids.child, { costMicros: 9_000_000, idempotency: idem('k1', 'f1') });
+    },
+    expected: { kind: 'refused', code: 'idempotency_key_in_use' },
+  },
+  {
+    name: 'a kept response + over every cap: the replay',
+    arrange: async (store, ids) => {
+      await family(store, ids);
+      const first = reserveInput(ids.child, { costMicros: 2_500_000, idempotency: idem('k1', 'f1') });
+      await store.reserve(first);
+      await store.settle({
+        keyId: ids.child,
+        reservationId: first.reservationId,
+        actualMicros: 2_500_000,
+        idempotentResponse: { status: 200, headers: {}, body: '', vendorRequestId: null },
+        audit: auditInput(ids.child, { costMicros: 2_500_000, idempotencyKey: 'k1' }),
+      });
+      return reserveInput(ids.child, { costMicros: 9_000_000, idempotency: idem('k1', 'f1') });
+    },
+    expected: { kind: 'replay' },
+  },
+  {
+    name: "the child's daily cap before the parent's lifetime cap (nearest key first)",
+    arrange: async (store, ids) => {
+      await family(store, ids);
+      await spend(store, ids.parent, 8_000_000);
+      return reserveInput(ids.child, { costMicros: 3_500_000 });
+    },
+    expected: { kind: 'refused', code: 'cap_exhausted', capKey: 'child' },
+  },
+  {
+    name: "the child's lifetime cap counts every day's spend",
+    arrange: async (store, ids) => {
+      await family(store, ids);
+      await spend(store, ids.child, 2_500_000, T0 - 44 * HOUR);
+      await spend(store, ids.child, 2_000_000, T0 - 20 * HOUR);
+      // Within today's $3, over the lifetime $5.
+      return reserveInput(ids.child, { costMicros: 1_000_000 });
+    },
+    expected: { kind: 'refused', code: 'cap_exhausted', capKey: 'child' },
+  },
+  {
+    name: "only the parent's lifetime cap",
+    arrange: async (store, ids) => {
+      await family(store, ids);
+      await spend(store, ids.parent, 8_000_000);
+      return reserveInput(ids.child, { costMicros: 2_500_000 });
+    },
+    expected: { kind: 'refused', code: 'cap_exhausted', capKey: 'parent' },
+  },
+  {
+    name: 'a reservation in flight counts against the cap',
+    arrange: async (store, ids) => {
+      await family(store, ids);
+      await store.reserve(reserveInput(ids.child, { costMicros: 2_000_000 }));
+      return reserveInput(ids.child, { costMicros: 1_500_000 });
+    },
+    expected: { kind: 'refused', code: 'cap_exhausted', capKey: 'child' },
+  },
+];
+
+function comparable(output: ReserveOutput, ids: Family): unknown {
+  if (output.kind === 'replay') return { kind: 'replay' };
+  if (output.kind === 'reserved') return output;
+  const capKey = output.capKeyId === ids.parent ? 'parent' : output.capKeyId === ids.child ? 'child' : output.capKeyId;
+  return { kind: 'refused', code: output.code, ...(capKey === undefined ? {} : { capKey }) };
+}
+
+describe('issue 20: reserve answers the same on every store, in the order of Store.reserve', () => {
+  it.each(RESERVE_SCENARIOS.map((scenario) => [scenario.name, scenario] as const))('%s', async (_name, scenario) => {
+    const answers: Record<string, unknown> = {};
+    for (const backend of BACKENDS) {
+      const store = await backend.open();
+      const ids = { parent: randomUUID(), child: randomUUID() };
+      answers[backend.name] = comparable(await store.reserve(await scenario.arrange(store, ids)), ids);
+    }
+    expect(answers).toEqual(Object.fromEntries(BACKENDS.map((backend) => [backend.name, scenario.expected])));
+  });
+});
+
+/** The error as a caller sees it: its class, contract code, HTTP status and message. */
+async function failure(promise: Promise<unknown>): Promise<unknown> {
+  try {
+    await promise;
+  } catch (error) {
+    if (!(error instanceof KeybrakeError)) return { untyped: String(error) };
+    return { type: error.constructor.name, code: error.code, status: error.statusCode, message: error.message };
+  }
+  return 'no error';
+}
+
+/** A chain of `length` keys, root first; returns the ids. */
+async function chain(store: Store, length: number): Promise<string[]> {
+  const ids: string[] = [];
+  for (let i = 0; i < length; i += 1) {
+    const keyId = randomUUID();
+    await store.createKey(keyRecord(keyId, { parentKeyId: ids.at(-1) ?? null }));
+    ids.push(keyId);
+  }
+  return ids;
+}
+
+const INACTIVE = {
+  type: 'InvalidRequestError',
+  code: 'invalid_request',
+  status: 400,
+  message: 'The parent key is not active.',
+};
+const TOO_DEEP = {
+  type: 'KeyDepthExceededError',
+  code: 'key_depth_exceeded',
+  status: 400,
+  message: `A vault key may have at most ${MAX_KEY_DEPTH} ancestors; this parent_key_id would make it deeper.`,
+};
+
+const CREATE_SCENARIOS: readonly {
+  readonly name: string;
+  readonly attempt: (store: Store) => Promise<unknown>;
+  readonly expected: unknown;
+}[] = [
+  {
+    name: 'a parent that does not exist',
+    attempt: (store) => failure(store.createKey(keyRecord(randomUUID(), { parentKeyId: randomUUID() }))),
+    expected: { ...INACTIVE, message: 'parent_key_id names no vault key.' },
+  },
+  {
+    name: 'a revoked parent',
+    attempt: async (store) => {
+      const [parent] = await chain(store, 1);
+      await store.revokeKey(parent!, T0);
+      return failure(store.createKey(keyRecord(randomUUID(), { parentKeyId: parent! })));
+    },
+    expected: INACTIVE,
+  },
+  {
+    name: 'a parent expired when the child is created',
+    attempt: async (store) => {
+      const [parent] = await chain(store, 1);
+      return failure(store.createKey(keyRecord(randomUUID(), { parentKeyId: parent!, createdAt: T0 + 25 * HOUR })));
+    },
+    expected: INACTIVE,
+  },
+  {
+    name: 'a parent with no room left',
+    attempt: async (store) => {
+      const ids = await chain(store, MAX_KEY_DEPTH + 1);
+      return failure(store.createKey(keyRecord(randomUUID(), { parentKeyId: ids.at(-1)! })));
+    },
+    expected: TOO_DEEP,
+  },
+  {
+    // Regression: issue 20. The Redis store refused this as too deep before it looked at the
+    // parent's state; the embedded store (and the admin route) said the parent is not active.
+    name: 'a revoked parent with no room left: inactive comes first',
+    attempt: async (store) => {
+      const ids = await chain(store, MAX_KEY_DEPTH + 1);
+      await store.revokeKey(ids.at(-1)!, T0);
+      return failure(store.createKey(keyRecord(randomUUID(), { parentKeyId: ids.at(-1)! })));
+    },
+    expected: INACTIVE,
+  },
+  {
+    name: 'a tainted parent expiring before the child asks: the child as stored',
+    attempt: async (store) => {
+      const parent = randomUUID();
+      await store.createKey(keyRecord(parent, { expiresAt: T0 + 2 * HOUR }));
+      await store.taintKey(parent);
+      const child = randomUUID();
+      const stored = await store.createKey(keyRecord(child, { parentKeyId: parent }));
+      const read = await store.getKey(child, T0);
+      return {
+        stored: { tainted: stored.tainted, expiresAt: stored.expiresAt },
+        read: { tainted: read?.tainted, expiresAt: read?.expiresAt },
+      };
+    },
+    expected: {
+      stored: { tainted: true, expiresAt: T0 + 2 * HOUR },
+      read: { tainted: true, expiresAt: T0 + 2 * HOUR },
+    },
+  },
+];
+
+describe('issue 20: createKey refuses with the same typed error on every store, in the order of Store.createKey', () => {
+  it.each(CREATE_SCENARIOS.map((scenario) => [scenario.name, scenario] as const))('%s', async (_name, scenario) => {
+    const answers: Record<string, unknown> = {};
+    for (const backend of BACKENDS) answers[backend.name] = await scenario.attempt(await backend.open());
+    expect(answers).toEqual(Object.fromEntries(BACKENDS.map((backend) => [backend.name, scenario.expected])));
+  });
+});
+
+describe('issue 20: a store that cannot be reached fails every operation closed, typed the same way', () => {
+  it('is store_unavailable (503) on a closed embedded store and on a Redis nobody listens on', async () => {
+    const closed = new SqliteStore({ dataDir: mkdtempSync(join(tmpdir(), 'keybrake-i20-')) });
+    await closed.close();
+    const unreachable = new RedisStore({ url: `redis://127.0.0.1:${await freePort()}`, commandTimeoutMs: 500 });
+    opened.push(unreachable);
+    const unavailable = {
+      type: 'StoreUnavailableError',
+      code: 'store_unavailable',
+      status: 503,
+      message: 'The spend store cannot be reached; nothing was forwarded.',
+    };
+    for (const store of [closed, unreachable]) {
+      const keyId = randomUUID();
+      expect(await failure(store.createKey(keyRecord(keyId)))).toEqual(unavailable);
+      expect(await failure(store.reserve(reserveInput(keyId)))).toEqual(unavailable);
+      expect(await failure(store.appendAudit(auditInput(keyId)))).toEqual(unavailable);
+      expect(await failure(store.getKey(keyId, T0))).toEqual(unavailable);
+      expect(await failure(store.completeAuditHead())).toEqual(unavailable);
+    }
+  });
+});
+
+describe('issue 20: one audit record shape and one chain, whichever store writes it', () => {
+  it('chains the same records to the same head on every store, and counts every record written', async () => {
+    const heads: Record<string, unknown> = {};
+    // One key id in every store (each store is its own deployment): the records are then equal.
+    const keyId = randomUUID();
+    for (const backend of BACKENDS) {
+      const store = await backend.open();
+      await store.createKey(keyRecord(keyId));
+      // Written one after another, so every store gives them the same order.
+      await store.appendAudit(auditInput(keyId, { outcome: 'blocked', reason: 'cap_exhausted', status: 402 }));
+      await store.appendAudit(auditInput(keyId, { outcome: 'replayed', idempotencyKey: 'k1', tainted: true }));
+      await store.appendAudit(auditInput(keyId, { costMicros: 1_234_567, vendorRequestId: 'req_2' }));
+      const head = await store.completeAuditHead();
+      expect(await store.auditMissing()).toBe(0);
+      const chain = (await store.readAudit(0, 10)).map((entry) => ({ ...entry, record: JSON.parse(entry.record) }));
+      heads[backend.name] = { head, chain, calls: await store.listCalls(keyId) };
+    }
+    const embedded = heads.embedded as { head: { records: number }; chain: { record: unknown }[]; calls: unknown[] };
+    expect(embedded.head.records).toBe(3);
+    expect(embedded.calls).toEqual(embedded.chain.map((entry) => entry.record));
+    expect(embedded.calls).toMatchObject([
+      { seq: 1, key_id: keyId, outcome: 'blocked', reason: 'cap_exhausted', status: 402, cost_usd: 1 },
+      { seq: 2, outcome: 'replayed', idempotency_key: 'k1', tainted: true },
+      { seq: 3, outcome: 'forwarded', cost_usd: 1.234567, vendor_request_id: 'req_2' },
+    ]);
+    for (const backend of BACKENDS) expect(heads[backend.name]).toEqual(heads.embedded);
+  });
+
+  it('records an interrupted call (its process died mid-call) the same way on every store', async () => {
+    const recoveredAt = T0 + 2 * HOUR;
+    const records: Record<string, unknown> = {};
+    for (const backend of BACKENDS) {
+      const keyId = randomUUID();
+      const input = reserveInput(keyId, { costMicros: 1_500_000, idempotency: idem('k1', 'f1') });
+      if (backend.name === 'embedded') {
+        const dataDir = mkdtempSync(join(tmpdir(), 'keybrake-i20-'));
+        const before = new SqliteStore({ dataDir });
+        await before.createKey(keyRecord(keyId, { capMicros: 2_000_000 }));
+        expect((await before.reserve(input)).kind).toBe('reserved');
+        await before.close();
+        // The next start finds the reservation of a call that never settled.
+        const after = await reachable(new SqliteStore({ dataDir, now: () => recoveredAt }));
+        records[backend.name] = await interrupted(after, keyId, input);
+      } else {
+        const store = (await backend.open()) as RedisStore;
+        await store.createKey(keyRecord(keyId, { capMicros: 2_000_000 }));
+        expect((await store.reserve(input)).kind).toBe('reserved');
+        // Another replica's sweeper, once the reservation's deadline has passed.
+        expect(await store.sweepExpiredReservations(recoveredAt)).toBe(1);
+        records[backend.name] = await interrupted(store, keyId, input);
+      }
+    }
+    expect(records.embedded).toEqual({
+      calls: [
+        {
+          seq: 1,
+          at: new Date(recoveredAt).toISOString(),
+          vendor: 'stripe',
+          method: 'POST',
+          path: '/v1/payment_intents',
+          outcome: 'unknown',
+          reason: 'interrupted',
+          status: null,
+          cost_usd: 1.5,
+          vendor_request_id: null,
+          idempotency_key: 'k1',
+          agent_run_label: null,
+          tainted: false,
+        },
+      ],
+      spent: 1_500_000,
+      unknown: 1_500_000,
+      reserved: 0,
+      // The claim is released: a retry with the same key reaches the cap check, not `in use`.
+      retry: { kind: 'refused', code: 'cap_exhausted', capKeyId: 'the key' },
+    });
+    for (const backend of BACKENDS) expect(records[backend.name]).toEqual(records.embedded);
+  });
+});
+
+async function interrupted(store: Store, keyId: string, input: ReserveInput): Promise<unknown> {
+  const calls = (await store.listCalls(keyId)).map(({ key_id: _keyId, ...rest }) => rest);
+  const state = await store.getKey(keyId, input.now);
+  const retry = await store.reserve({ ...input, reservationId: randomUUID() });
+  return {
+    calls,
+    spent: state?.spentMicros,
+    unknown: state?.unknownMicros,
+    reserved: state?.reservedMicros,
+    retry: retry.kind === 'refused' && retry.capKeyId === keyId ? { ...retry, capKeyId: 'the key' } : retry,
+  };
+}

@@ -1,0 +1,112 @@
+"""Telling Keybrake's own refusals from everything else (a vendor's own 429 included).
+
+The proxy marks what it refuses: a cap hit is a 429 with ``X-Keybrake-Cap-Hit: true``, and every
+refusal and error of its own carries ``X-Keybrake-Error: <error.code>``. A vendor's response never
+carries either, so a vendor's 429 is never mistaken for a cap hit, whatever its text says.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Tuple
+
+from .errors import KeybrakeApiError
+
+#: The header the proxy sets on its own cap-hit 429 (a vendor's own 429 never carries it).
+CAP_HIT_HEADER = "x-keybrake-cap-hit"
+#: The header the proxy sets on its own refusals and errors, with the ``error.code``.
+ERROR_HEADER = "x-keybrake-error"
+
+#: Refusals a retry cannot change: the same call with the same key meets the same answer.
+TERMINAL_REFUSALS: Tuple[str, ...] = (
+    "cap_exhausted",
+    "tainted_request_refused",
+    "endpoint_not_allowed",
+    "vendor_mismatch",
+    "vault_key_revoked",
+    "vault_key_expired",
+    "invalid_vault_key",
+)
+
+
+def header_value(headers: Any, name: str) -> Optional[str]:
+    """A header of an httpx/requests/urllib3 headers object or a plain mapping, by lower-case name."""
+    if headers is None:
+        return None
+    if not isinstance(headers, Mapping) and not hasattr(headers, "items"):
+        return None
+    try:
+        items = list(headers.items())
+    except Exception:  # pragma: no cover - an exotic headers object
+        return None
+    for key, value in items:
+        if isinstance(key, bytes):
+            key = key.decode("latin-1")
+        if str(key).lower() == name:
+            if isinstance(value, (list, tuple)):
+                value = value[0] if value else ""
+            if isinstance(value, bytes):
+                value = value.decode("latin-1")
+            return str(value)
+    return None
+
+
+def _status_of(value: Any) -> Optional[int]:
+    for attribute in ("status_code", "http_status", "status"):
+        status = getattr(value, attribute, None)
+        if isinstance(status, int) and not isinstance(status, bool):
+            return status
+    return None
+
+
+def _headers_of(value: Any) -> Any:
+    # httpx/requests responses: .headers; stripe errors: .headers; resend errors: .headers;
+    # twilio's TwilioHttpClient responses: .headers; an httpx/requests error: its .response.
+    headers = getattr(value, "headers", None)
+    if headers is None:
+        response = getattr(value, "response", None)
+        if response is not None and response is not value:
+            headers = getattr(response, "headers", None)
+    return headers
+
+
+def _body_code(value: Any) -> Optional[str]:
+    """The ``error.code`` of a parsed Keybrake error body held by an SDK error (stripe's
+    ``json_body``), or None."""
+    body = getattr(value, "json_body", None)
+    if isinstance(body, Mapping):
+        error = body.get("error")
+        if isinstance(error, Mapping) and isinstance(error.get("code"), str):
+            return str(error["code"])
+    return None
+
+
+def is_cap_hit(value: Any) -> bool:
+    """Whether a response or error is Keybrake's cap hit, as opposed to any other failure (a
+    vendor's own 429 included). Recognises ``httpx``/``requests`` responses (and their
+    ``HTTPStatusError``/``HTTPError``), this package's errors, and the errors of the official
+    ``stripe``, ``resend`` and ``twilio`` SDKs (the latter through :mod:`keybrake.twilio`)."""
+    if value is None:
+        return False
+    if isinstance(value, KeybrakeApiError):
+        return value.code == "cap_exhausted"
+    if header_value(_headers_of(value), CAP_HIT_HEADER) == "true":
+        return True
+    # A stripe error whose headers were lost still has our body: 429 + code cap_exhausted.
+    return _status_of(value) == 429 and _body_code(value) == "cap_exhausted"
+
+
+def keybrake_refusal(value: Any) -> Optional[str]:
+    """The code of a Keybrake refusal that retrying cannot change (see :data:`TERMINAL_REFUSALS`),
+    or None for anything else: a vendor's own error, a network failure, a 503 the store will
+    recover from. Recognises what :func:`is_cap_hit` does, by the proxy's ``X-Keybrake-Error``
+    header or its error body."""
+    if value is None:
+        return None
+    if is_cap_hit(value):
+        return "cap_exhausted"
+    if isinstance(value, KeybrakeApiError):
+        return value.code if value.code in TERMINAL_REFUSALS else None
+    code = header_value(_headers_of(value), ERROR_HEADER)
+    if code is None:
+        code = _body_code(value) if _status_of(value) in (401, 403) else None
+    return code if code in TERMINAL_REFUSALS else None

@@ -494,9 +494,14 @@ export function openApiDocument(vendors: VendorRegistry) {
               'upstream_unreachable',
               'upstream_error',
             ]),
+            '405': error('A method the router does not route on this path (admin paths too), with an Allow header', [
+              'method_not_allowed',
+            ]),
+            '431': error('Request headers over 16 KiB; nothing forwarded', ['headers_too_large']),
+            '500': error('A bug in Keybrake; nothing forwarded unless the message says otherwise', ['internal_error']),
             '503': error(
-              'Store unreachable before forwarding: nothing forwarded. If the store fails after the vendor was called, also store_unavailable, with a message saying so: the call stays reserved and is counted as unknown spend',
-              ['store_unavailable'],
+              'Store unreachable before forwarding: nothing forwarded. If the store fails after the vendor was called, also store_unavailable, with a message saying so: the call stays reserved and is counted as unknown spend. shutting_down: the proxy is draining, retry another replica',
+              ['store_unavailable', 'shutting_down'],
             ),
             '504': error('Vendor did not answer in time (outcome unknown, reservation kept as spent)', [
               'upstream_timeout',

@@ -242,18 +242,26 @@ describe("issue 24: the proxy's header decides a cap hit, not a body that says c
   });
 
   it('a Stripe error with a Keybrake body code but headers without ours is neither a cap hit nor a refusal', () => {
-    const body = { error: { type: 'invalid_request_error', code: 'cap_exhausted', message: 'cap_exhausted' } };
-    const vendors = Stripe.errors.StripeError.generate({ ...body.error, statusCode: 429, headers: { 'retry-after': '1' } });
+    const body = { error: { type: 'invalid_request_error' as const, code: 'cap_exhausted', message: 'cap_exhausted' } };
+    const vendors = Stripe.errors.StripeError.generate({
+      ...body.error,
+      statusCode: 429,
+      headers: { 'retry-after': '1' },
+    });
     expect(isCapHit(vendors)).toBe(false);
     const tainted = Stripe.errors.StripeError.generate({
-      type: 'invalid_request_error',
+      type: 'invalid_request_error' as const,
       code: 'tainted_request_refused',
       message: 'x',
       statusCode: 403,
       headers: {},
     });
     expect(keybrakeRefusal(tainted)).toBeUndefined();
-    const capped = Stripe.errors.StripeError.generate({ ...body.error, statusCode: 429, headers: { 'x-keybrake-cap-hit': 'true' } });
+    const capped = Stripe.errors.StripeError.generate({
+      ...body.error,
+      statusCode: 429,
+      headers: { 'x-keybrake-cap-hit': 'true' },
+    });
     expect(isCapHit(capped)).toBe(true);
   });
 });

@@ -173,7 +173,7 @@ describe('issue 24: the Python package (pytest, integrations/python/tests)', () 
     expect(code, output).toBe(0);
   });
 
-  it('the package is typed: mypy --strict over src and the decorators\' typing checks (pyproject.toml [tool.mypy])', async () => {
+  it("the package is typed: mypy --strict over src and the decorators' typing checks (pyproject.toml [tool.mypy])", async () => {
     const { code, output } = await run(['-m', 'mypy'], {});
     expect(code, output).toBe(0);
     expect(output).toMatch(/^Success: no issues found in \d+ source files/m);

@@ -1,61 +1,159 @@
 /**
- * Typed errors of the core proxy. Every HTTP error the proxy returns is one of these, and its
- * `code` is the binding `error.code` of the wire contract (`shared/CONTRACT.md`).
+ * Typed errors of the core proxy. Every HTTP error the proxy (admin API and vendor proxy alike)
+ * returns is one of these; its `code` is the binding `error.code` of the wire contract
+ * (`shared/CONTRACT.md`), and {@link ERROR_TABLE} gives each code its one status and its one
+ * message. A refusal's context (the vendor, the key, the path) is a readonly field of its class,
+ * and adds detail to the message only where it helps the caller.
  */
 
-/** Stable error codes of the wire contract, plus the few the contract leaves to us. */
-export type ErrorCode =
-  | 'unauthorized'
-  | 'invalid_request'
-  | 'vendor_not_configured'
-  | 'key_depth_exceeded'
-  | 'not_found'
-  | 'invalid_vault_key'
-  | 'vault_key_revoked'
-  | 'vault_key_expired'
-  | 'vendor_mismatch'
-  | 'endpoint_not_allowed'
-  | 'tainted_request_refused'
-  | 'cap_exhausted'
-  | 'currency_not_supported'
-  | 'request_not_priceable'
-  | 'object_in_use'
-  | 'request_timeout'
-  | 'idempotency_key_reused'
-  | 'idempotency_key_in_use'
-  | 'store_unavailable'
-  | 'payload_too_large'
-  | 'headers_too_large'
-  | 'unsupported_media_type'
-  | 'method_not_allowed'
-  | 'upstream_unreachable'
-  | 'upstream_timeout'
-  | 'upstream_error'
-  | 'shutting_down'
-  | 'internal_error';
+/** One row of {@link ERROR_TABLE}. */
+export interface ErrorSpec {
+  /** The HTTP status, the same wherever the code is answered. */
+  readonly status: number;
+  /** The message, when the error's context adds no detail. */
+  readonly message: string;
+}
 
-/** Base class: an error with an HTTP status and a stable contract code. */
+/**
+ * Every error code Keybrake answers with: code → status → message. The contract fixes the status
+ * of the codes it names; the others are ours, documented in OpenAPI. A test checks this table
+ * against the contract's error list and against every code OpenAPI documents.
+ */
+export const ERROR_TABLE = {
+  // Admin API and shared.
+  unauthorized: { status: 401, message: 'A valid issuer key is required: Authorization: Bearer <key>.' },
+  invalid_request: { status: 400, message: 'The request does not match the API.' },
+  /**
+   * 400 at issuance and on the proxy (issue 16): no retry can succeed until an operator
+   * configures the secret, and a 5xx would invite every vendor SDK's automatic retries.
+   */
+  vendor_not_configured: {
+    status: 400,
+    message: 'No secret is configured for this vendor on this proxy: its vault keys can be neither issued nor used.',
+  },
+  key_depth_exceeded: { status: 400, message: 'A vault key may have at most MAX_KEY_DEPTH ancestors.' },
+  not_found: { status: 404, message: 'Nothing exists at this path.' },
+  method_not_allowed: { status: 405, message: 'This path does not accept this method.' },
+  payload_too_large: { status: 413, message: 'The request body is too large.' },
+  unsupported_media_type: { status: 415, message: 'The request body has a media type this endpoint does not accept.' },
+  headers_too_large: { status: 431, message: 'Request headers exceed 16 KiB.' },
+  request_timeout: { status: 408, message: 'The request was not received in time; nothing was forwarded.' },
+  store_unavailable: { status: 503, message: 'The store cannot be reached; nothing was forwarded or changed.' },
+  shutting_down: { status: 503, message: 'The proxy is shutting down.' },
+  internal_error: { status: 500, message: 'Internal error.' },
+
+  // The proxy's checks, in the contract's order.
+  invalid_vault_key: { status: 401, message: 'No vault key was presented, or it is not known.' },
+  vault_key_revoked: { status: 401, message: 'The vault key has been revoked.' },
+  vault_key_expired: { status: 401, message: 'The vault key has expired.' },
+  vendor_mismatch: { status: 403, message: 'This vault key was issued for another vendor.' },
+  endpoint_not_allowed: { status: 403, message: "This call is not in the vault key's allowed_endpoints." },
+  tainted_request_refused: {
+    status: 403,
+    message:
+      'A tainted request (a tainted key, or X-Keybrake-Provenance other than trusted) may not call a sensitive endpoint; nothing was forwarded.',
+  },
+  request_not_priceable: { status: 400, message: 'The call was not priced, so nothing was forwarded.' },
+  currency_not_supported: {
+    status: 400,
+    message: 'This currency has no configured USD rate (set KEYBRAKE_FX_RATES, e.g. eur=1.08).',
+  },
+  object_in_use: { status: 409, message: 'Another call on this object is in flight; retry once it has finished.' },
+  idempotency_key_reused: {
+    status: 400,
+    message: 'This Idempotency-Key was used with a different method, path or body.',
+  },
+  idempotency_key_in_use: { status: 409, message: 'A request with this Idempotency-Key is still in flight.' },
+  cap_exhausted: { status: 429, message: 'This call would take spend past the vault key cap; nothing was forwarded.' },
+
+  // The vendor call itself.
+  upstream_unreachable: { status: 502, message: 'The vendor could not be reached; nothing was sent.' },
+  upstream_error: { status: 502, message: 'The vendor call may have been made, but no answer came back.' },
+  upstream_timeout: { status: 504, message: 'The vendor call may have been made, but no answer came back in time.' },
+} as const satisfies Readonly<Record<string, ErrorSpec>>;
+
+/** Stable error codes: the wire contract's, plus the few it leaves to us (see {@link ERROR_TABLE}). */
+export type ErrorCode = keyof typeof ERROR_TABLE;
+
+/** The contract's error body: `{"error": {"code", "message"}}`. */
+export interface ErrorBody {
+  readonly error: { readonly code: ErrorCode; readonly message: string };
+}
+
+/** Base class: an error with a stable contract code; its status comes from {@link ERROR_TABLE}. */
 export class KeybrakeError extends Error {
+  /** The code's one HTTP status. */
+  readonly statusCode: number;
+
+  /**
+   * @param message what the context adds; @default the table's message for `code`
+   * @param headers response headers the error carries (the cap-hit header)
+   */
   constructor(
-    readonly statusCode: number,
     readonly code: ErrorCode,
-    message: string,
+    message: string = ERROR_TABLE[code].message,
     readonly headers: Readonly<Record<string, string>> = {},
   ) {
     super(message);
     this.name = new.target.name;
+    this.statusCode = ERROR_TABLE[code].status;
   }
 
   /** The contract's error body: `{"error": {"code", "message"}}`. */
-  toJSON(): { error: { code: ErrorCode; message: string } } {
+  toJSON(): ErrorBody {
     return { error: { code: this.code, message: this.message } };
+  }
+}
+
+/** No issuer key, or one not in `KEYBRAKE_API_KEYS` (admin API). */
+export class UnauthorizedError extends KeybrakeError {
+  constructor() {
+    super('unauthorized');
   }
 }
 
 /** A request body, header or parameter that does not match the API. */
 export class InvalidRequestError extends KeybrakeError {
   constructor(message: string) {
-    super(400, 'invalid_request', message);
+    super('invalid_request', message);
+  }
+}
+
+/** Nothing is routed at the path, or no vault key has the id (admin API). */
+export class NotFoundError extends KeybrakeError {
+  constructor(message: string = ERROR_TABLE.not_found.message) {
+    super('not_found', message);
+  }
+}
+
+/** The path is routed, not for this method. `allow` lists the methods it accepts. */
+export class MethodNotAllowedError extends KeybrakeError {
+  constructor(
+    readonly path: string,
+    readonly method: string,
+    readonly allow: readonly string[],
+  ) {
+    super('method_not_allowed', `${path} does not accept ${method}.`, { allow: allow.join(', ') });
+  }
+}
+
+/** A body with a media type or encoding the endpoint does not take. */
+export class UnsupportedMediaTypeError extends KeybrakeError {
+  constructor(message: string = ERROR_TABLE.unsupported_media_type.message) {
+    super('unsupported_media_type', message);
+  }
+}
+
+/**
+ * The vendor has no secret on this proxy: at issuance, and on the proxy for a key issued before a
+ * restart without it. Regression: issue 16 (it was 503 on the proxy). 400 on both.
+ */
+export class VendorNotConfiguredError extends KeybrakeError {
+  constructor(readonly vendor: string) {
+    super(
+      'vendor_not_configured',
+      `No secret is configured for ${vendor} on this proxy: its vault keys can be neither issued nor used.`,
+    );
   }
 }
 
@@ -64,11 +162,60 @@ export class InvalidRequestError extends KeybrakeError {
  * before the limit existed, refused on the proxy (its caps could not all be checked).
  */
 export class KeyDepthExceededError extends KeybrakeError {
+  constructor(readonly maxDepth: number) {
+    super('key_depth_exceeded', `A vault key may have at most ${maxDepth} ancestors; this chain of keys is deeper.`);
+  }
+}
+
+/** No vault key presented, or one the store does not know. */
+export class InvalidVaultKeyError extends KeybrakeError {
+  constructor(readonly presented: boolean) {
+    super('invalid_vault_key', presented ? 'The vault key is not known.' : 'No vault key was presented.');
+  }
+}
+
+/** The vault key (or an ancestor) was revoked. */
+export class VaultKeyRevokedError extends KeybrakeError {
+  constructor(readonly keyId: string) {
+    super('vault_key_revoked');
+  }
+}
+
+/** The vault key is past its `expires_at`. */
+export class VaultKeyExpiredError extends KeybrakeError {
+  constructor(readonly keyId: string) {
+    super('vault_key_expired');
+  }
+}
+
+/** The key was issued for another vendor than the one the path names. */
+export class VendorMismatchError extends KeybrakeError {
   constructor(
-    readonly maxDepth: number,
-    message = `A vault key may have at most ${maxDepth} ancestors; this parent_key_id would make it deeper.`,
+    readonly keyVendor: string,
+    readonly vendor: string,
   ) {
-    super(400, 'key_depth_exceeded', message);
+    super('vendor_mismatch', `This vault key was issued for ${keyVendor}, not ${vendor}.`);
+  }
+}
+
+/**
+ * The method and path are not in the key's `allowed_endpoints`, or the request tries to change
+ * them past the check (a method override, a vendor header acting elsewhere): `why` says which.
+ */
+export class EndpointNotAllowedError extends KeybrakeError {
+  constructor(
+    readonly method: string,
+    readonly path: string,
+    why: string = `${method} ${path} is not in this key's allowed_endpoints.`,
+  ) {
+    super('endpoint_not_allowed', why);
+  }
+}
+
+/** A tainted request (key, ancestor or provenance header) to a sensitive endpoint. */
+export class TaintedRequestRefusedError extends KeybrakeError {
+  constructor() {
+    super('tainted_request_refused');
   }
 }
 
@@ -79,8 +226,52 @@ export class KeyDepthExceededError extends KeybrakeError {
  * money-moving endpoint with no price (issue 17: catalogued endpoints were forwarded at $0).
  */
 export class RequestNotPriceableError extends KeybrakeError {
-  constructor(message: string) {
-    super(400, 'request_not_priceable', `${message} The call was not priced, so nothing was forwarded.`);
+  constructor(readonly why: string) {
+    super('request_not_priceable', `${why} ${ERROR_TABLE.request_not_priceable.message}`);
+  }
+}
+
+/** A priced amount in a currency with no configured USD rate. */
+export class CurrencyNotSupportedError extends KeybrakeError {
+  /** @param currency the currency code as sent, shown only when it looks like one */
+  constructor(readonly currency: string) {
+    const shown = /^[a-z]{3}$/.test(currency) ? `"${currency}"` : 'this currency';
+    super(
+      'currency_not_supported',
+      `Currency ${shown} has no configured USD rate (set KEYBRAKE_FX_RATES, e.g. eur=1.08).`,
+    );
+  }
+}
+
+/** Another call on the same tracked object (a Stripe PaymentIntent) is in flight. */
+export class ObjectInUseError extends KeybrakeError {
+  constructor(readonly objectId: string) {
+    super('object_in_use');
+  }
+}
+
+/** The Idempotency-Key was used with another method, path or body. */
+export class IdempotencyKeyReusedError extends KeybrakeError {
+  constructor() {
+    super('idempotency_key_reused');
+  }
+}
+
+/** The first call with this Idempotency-Key has not finished. */
+export class IdempotencyKeyInUseError extends KeybrakeError {
+  constructor() {
+    super('idempotency_key_in_use');
+  }
+}
+
+/** The call's cost would take spend past the key's cap, or an ancestor's. */
+export class CapExhaustedError extends KeybrakeError {
+  constructor(readonly capKeyId: string) {
+    super('cap_exhausted', ERROR_TABLE.cap_exhausted.message, {
+      'x-keybrake-cap-hit': 'true',
+      // The Stripe SDK honours this: a cap hit is never worth a retry.
+      'stripe-should-retry': 'false',
+    });
   }
 }
 
@@ -88,9 +279,9 @@ export class RequestNotPriceableError extends KeybrakeError {
 export class StoreUnavailableError extends KeybrakeError {
   constructor(
     override readonly cause?: unknown,
-    message = 'The spend store cannot be reached; nothing was forwarded.',
+    message: string = ERROR_TABLE.store_unavailable.message,
   ) {
-    super(503, 'store_unavailable', message);
+    super('store_unavailable', message);
   }
 }
 
@@ -108,18 +299,20 @@ export class OutcomeNotRecordedError extends StoreUnavailableError {
   }
 }
 
-/** The call's cost would take spend past the key's cap, or a parent's. */
-export class CapExhaustedError extends KeybrakeError {
-  constructor(readonly capKeyId: string) {
-    super(429, 'cap_exhausted', 'This call would take spend past the vault key cap; nothing was forwarded.', {
-      'x-keybrake-cap-hit': 'true',
-      // The Stripe SDK honours this: a cap hit is never worth a retry.
-      'stripe-should-retry': 'false',
-    });
+/**
+ * The vendor call failed: not sent (`upstream_unreachable`, nothing can have been charged), or
+ * sent with no answer (`upstream_error`, `upstream_timeout`: the outcome is unknown).
+ */
+export class UpstreamError extends KeybrakeError {
+  constructor(
+    readonly vendor: string,
+    code: 'upstream_unreachable' | 'upstream_error' | 'upstream_timeout',
+  ) {
+    super(code);
   }
 }
 
-/** Shorthand for the errors that only need a status, a code and a message. */
-export function httpError(statusCode: number, code: ErrorCode, message: string): KeybrakeError {
-  return new KeybrakeError(statusCode, code, message);
+/** The error body for a code with its table message: for replies built outside fastify. */
+export function errorBody(code: ErrorCode): ErrorBody {
+  return { error: { code, message: ERROR_TABLE[code].message } };
 }

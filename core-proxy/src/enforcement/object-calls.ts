@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { encodePath } from '../keys/allowlist.js';
 import type { PricingOptions } from '../pricing/cost-rules.js';
-import { RequestNotPriceableError, httpError } from '../errors.js';
+import { ObjectInUseError, RequestNotPriceableError } from '../errors.js';
 import type { Forwarder } from './forwarder.js';
 import type { CallPrice, CallSettlement } from '../pricing/price-call.js';
 import type { Store, VendorObjectState } from '../store/store.js';
@@ -63,7 +63,7 @@ export async function claimObjectCall(
   const claimId = randomUUID();
   const claim = await context.store.claimObject({ keyId, objectId, claimId, now, until: now + context.claimMs });
   if (claim.kind === 'busy') {
-    throw httpError(409, 'object_in_use', 'Another call on this object is in flight; retry once it has finished.');
+    throw new ObjectInUseError(objectId);
   }
   let done = false;
   const end = async (state: VendorObjectState | null | undefined): Promise<void> => {

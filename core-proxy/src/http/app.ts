@@ -1,4 +1,6 @@
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyServerOptions } from 'fastify';
+import { STATUS_CODES } from 'node:http';
+import { ERROR_TABLE, type ErrorCode, InvalidRequestError, errorBody } from '../errors.js';
 import type { KeybrakeConfig } from '../config.js';
 import { errorsPlugin } from './plugins/errors.js';
 import { keybrakePlugin } from './plugins/keybrake.js';
@@ -44,21 +46,16 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       const code = (error as NodeJS.ErrnoException).code;
       const tooLarge = code === 'HPE_HEADER_OVERFLOW';
       const timedOut = code === 'ERR_HTTP_REQUEST_TIMEOUT';
-      const status = tooLarge
-        ? '431 Request Header Fields Too Large'
-        : timedOut
-          ? '408 Request Timeout'
-          : '400 Bad Request';
-      const body = JSON.stringify({
-        error: tooLarge
-          ? { code: 'headers_too_large', message: 'Request headers exceed 16 KiB.' }
-          : timedOut
-            ? { code: 'request_timeout', message: 'The request was not received in time; nothing was forwarded.' }
-            : { code: 'invalid_request', message: 'Malformed HTTP request.' },
-      });
+      const refusal: ErrorCode = tooLarge ? 'headers_too_large' : timedOut ? 'request_timeout' : 'invalid_request';
+      const { status } = ERROR_TABLE[refusal];
+      const body = JSON.stringify(
+        refusal === 'invalid_request'
+          ? { error: { code: refusal, message: 'Malformed HTTP request.' } }
+          : errorBody(refusal),
+      );
       if (socket.writable) {
         socket.end(
-          `HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+          `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
         );
       }
     },
@@ -67,7 +64,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     return503OnClosing: true,
     // The router's own refusals (a URL it cannot decode) get the contract's shape too.
     frameworkErrors: (error, _request, reply) => {
-      void (reply as FastifyReply).code(400).send({ error: { code: 'invalid_request', message: error.message } });
+      void (reply as FastifyReply).code(400).send(new InvalidRequestError(error.message).toJSON());
     },
   });
   await app.register(errorsPlugin);

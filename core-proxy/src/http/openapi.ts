@@ -444,7 +444,7 @@ export function openApiDocument(vendors: VendorRegistry) {
         post: {
           summary: 'Proxied vendor call (any method)',
           description:
-            'Vault key as the vendor SDK presents its secret (stripe/resend: Bearer; twilio: Basic, key as username or password). ' +
+            'Vault key as the vendor SDK presents its secret (each vendor module, or its KEYBRAKE_VENDORS_FILE entry, says how: Bearer, Basic or a named header). ' +
             'Idempotency-Key (<= 255 chars) scopes replays per key for at least 24 hours; a replay carries Idempotent-Replayed: true. ' +
             'Every response carries X-Keybrake-Key-Id once the key is known. A refusal or error of Keybrake itself (not of the vendor) carries X-Keybrake-Error: <error.code>.',
           security: [],
@@ -494,9 +494,14 @@ export function openApiDocument(vendors: VendorRegistry) {
               'upstream_unreachable',
               'upstream_error',
             ]),
+            '405': error('A method the router does not route on this path (admin paths too), with an Allow header', [
+              'method_not_allowed',
+            ]),
+            '431': error('Request headers over 16 KiB; nothing forwarded', ['headers_too_large']),
+            '500': error('A bug in Keybrake; nothing forwarded unless the message says otherwise', ['internal_error']),
             '503': error(
-              'Store unreachable before forwarding: nothing forwarded. If the store fails after the vendor was called, also store_unavailable, with a message saying so: the call stays reserved and is counted as unknown spend',
-              ['store_unavailable'],
+              'Store unreachable before forwarding: nothing forwarded. If the store fails after the vendor was called, also store_unavailable, with a message saying so: the call stays reserved and is counted as unknown spend. shutting_down: the proxy is draining, retry another replica',
+              ['store_unavailable', 'shutting_down'],
             ),
             '504': error('Vendor did not answer in time (outcome unknown, reservation kept as spent)', [
               'upstream_timeout',

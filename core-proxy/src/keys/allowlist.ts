@@ -1,4 +1,4 @@
-import { InvalidRequestError, httpError } from '../errors.js';
+import { InvalidRequestError } from '../errors.js';
 
 /** Methods an allowlist entry may name. */
 export const ALLOWED_METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD'] as const;
@@ -80,7 +80,7 @@ export function normalizePath(rawPath: string, fail: (message: string) => Error 
 }
 
 function pathError(message: string): Error {
-  return httpError(400, 'invalid_request', `Request path refused: ${message}`);
+  return new InvalidRequestError(`Request path refused: ${message}`);
 }
 
 /** Re-encodes normalized segments into the exact path that is forwarded upstream. */

@@ -1,6 +1,6 @@
 import { type EndpointPattern, formatEndpointPattern, isPatternCovered, parseEndpointPattern } from './allowlist.js';
 import { parseExpiresIn } from './durations.js';
-import { InvalidRequestError, httpError } from '../errors.js';
+import { InvalidRequestError, VendorNotConfiguredError } from '../errors.js';
 import { type Micros, usdToMicros } from '../pricing/money.js';
 import { BUILT_IN_REGISTRY, type VendorRegistry } from '../vendors/registry.js';
 
@@ -105,11 +105,7 @@ export function parseIssueKeyInput(
 
   // Validation first, configuration second: a malformed body is the caller's bug either way.
   if (!configuredVendors.has(vendor)) {
-    throw httpError(
-      400,
-      'vendor_not_configured',
-      `No secret is configured for ${vendor}; keys cannot be issued for it.`,
-    );
+    throw new VendorNotConfiguredError(vendor);
   }
 
   return {

@@ -1,5 +1,10 @@
 import { matchesRoute, parseEndpointPattern } from '../keys/allowlist.js';
-import { InvalidRequestError, RequestNotPriceableError, httpError } from '../errors.js';
+import {
+  CurrencyNotSupportedError,
+  EndpointNotAllowedError,
+  InvalidRequestError,
+  RequestNotPriceableError,
+} from '../errors.js';
 import { type Micros, usdToMicros } from '../pricing/money.js';
 import { type PricingOptions, usdRate } from '../pricing/cost-rules.js';
 import type { VendorObjectState } from '../store/store.js';
@@ -50,12 +55,7 @@ export function stripeAmountToMicros(amount: number, currency: string, pricing: 
   // Regression: issue 17. `currency=__proto__` found Object.prototype as its "rate" (503, no audit).
   const rate = usdRate(pricing, code);
   if (rate === undefined) {
-    const shown = /^[a-z]{3}$/.test(code) ? `"${code}"` : 'this currency';
-    throw httpError(
-      400,
-      'currency_not_supported',
-      `Currency ${shown} has no configured USD rate (set KEYBRAKE_FX_RATES, e.g. eur=1.08).`,
-    );
+    throw new CurrencyNotSupportedError(code);
   }
   const decimals = ZERO_DECIMAL.has(code) ? 0 : THREE_DECIMAL.has(code) ? 3 : 2;
   return usdToMicros((amount / 10 ** decimals) * rate);
@@ -291,9 +291,9 @@ export const stripe: VendorModule = {
     // vault key is scoped to the proxy's own account, so a key could otherwise reach them all.
     for (const name of ACCOUNT_HEADERS) {
       if (request.headers[name] !== undefined) {
-        throw httpError(
-          403,
-          'endpoint_not_allowed',
+        throw new EndpointNotAllowedError(
+          request.method,
+          `/${request.segments.join('/')}`,
           `The ${name} header (acting on a connected account) is not allowed with a vault key.`,
         );
       }

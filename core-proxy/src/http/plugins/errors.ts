@@ -1,30 +1,44 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
-import { type ErrorCode, KeybrakeError } from '../../errors.js';
+import { type ErrorCode, KeybrakeError, MethodNotAllowedError, NotFoundError } from '../../errors.js';
 
-const FASTIFY_CODES: Record<string, [number, ErrorCode]> = {
-  FST_ERR_CTP_BODY_TOO_LARGE: [413, 'payload_too_large'],
-  FST_ERR_CTP_INVALID_MEDIA_TYPE: [415, 'unsupported_media_type'],
-  FST_ERR_CTP_INVALID_CONTENT_LENGTH: [400, 'invalid_request'],
-  FST_ERR_CTP_EMPTY_JSON_BODY: [400, 'invalid_request'],
-  FST_ERR_CTP_INVALID_JSON_BODY: [400, 'invalid_request'],
+const FASTIFY_CODES: Readonly<Record<string, ErrorCode>> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: 'payload_too_large',
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'unsupported_media_type',
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'invalid_request',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'invalid_request',
+  FST_ERR_CTP_INVALID_JSON_BODY: 'invalid_request',
 };
 
-/** Maps any thrown error to the contract's `{"error": {"code", "message"}}` body. */
+/** The framework's other 4xx statuses that have a code of their own; any other 4xx is 400 `invalid_request`. */
+const CLIENT_STATUS_CODES: Readonly<Record<number, ErrorCode>> = {
+  404: 'not_found',
+  405: 'method_not_allowed',
+  408: 'request_timeout',
+  413: 'payload_too_large',
+  415: 'unsupported_media_type',
+  431: 'headers_too_large',
+};
+
+/**
+ * Maps any thrown error to the contract's `{"error": {"code", "message"}}` body, with the status
+ * the error table gives its code (one status per code: a framework 4xx without a code of its own
+ * is 400 `invalid_request`, never `invalid_request` with another status).
+ */
 export function toKeybrakeError(error: FastifyError | Error): KeybrakeError {
   if (error instanceof KeybrakeError) return error;
   const fastifyError = error as FastifyError;
   const mapped = fastifyError.code ? FASTIFY_CODES[fastifyError.code] : undefined;
-  if (mapped) return new KeybrakeError(mapped[0], mapped[1], fastifyError.message);
+  if (mapped) return new KeybrakeError(mapped, fastifyError.message);
   if (error instanceof SyntaxError || fastifyError.validation) {
-    return new KeybrakeError(400, 'invalid_request', 'The request body is not valid JSON for this endpoint.');
+    return new KeybrakeError('invalid_request', 'The request body is not valid JSON for this endpoint.');
   }
   const status = fastifyError.statusCode;
   if (status !== undefined && status >= 400 && status < 500) {
-    return new KeybrakeError(status, 'invalid_request', fastifyError.message);
+    return new KeybrakeError(CLIENT_STATUS_CODES[status] ?? 'invalid_request', fastifyError.message);
   }
-  if (status === 503) return new KeybrakeError(503, 'shutting_down', 'The proxy is shutting down.');
-  return new KeybrakeError(500, 'internal_error', 'Internal error.');
+  if (status === 503) return new KeybrakeError('shutting_down');
+  return new KeybrakeError('internal_error');
 }
 
 /** A route's path as a pattern: `:param` matches one segment, `*` the rest. */
@@ -53,15 +67,12 @@ export const errorsPlugin = fp(
         ...new Set(routes.filter((route) => route.pattern.test(path)).flatMap((route) => route.methods)),
       ];
       if (allowed.length > 0) {
-        void reply
-          .code(405)
-          .header('allow', allowed.sort().join(', '))
-          .send(new KeybrakeError(405, 'method_not_allowed', `${path} does not accept ${request.method}.`).toJSON());
+        const error = new MethodNotAllowedError(path, request.method, allowed.sort());
+        void reply.code(error.statusCode).headers(error.headers).send(error.toJSON());
         return;
       }
-      void reply
-        .code(404)
-        .send(new KeybrakeError(404, 'not_found', `No route for ${request.method} ${path}.`).toJSON());
+      const error = new NotFoundError(`No route for ${request.method} ${path}.`);
+      void reply.code(error.statusCode).send(error.toJSON());
     };
     app.setErrorHandler((error, request, reply) => {
       // An unrouted request whose body could not be parsed (e.g. an unknown method with a body

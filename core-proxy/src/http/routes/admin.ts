@@ -3,23 +3,15 @@ import { Readable } from 'node:stream';
 import { formatEndpointPattern } from '../../keys/allowlist.js';
 import { auditSnapshot, storedAuditPages, verificationJson, verifyStore } from '../../audit/checkpoints.js';
 import { auditExportHeader, exportRecordLine } from '../../audit/export.js';
-import { type KeybrakeError, httpError } from '../../errors.js';
+import { InvalidRequestError, NotFoundError, UnauthorizedError } from '../../errors.js';
 import { assertWithinParent, parseIssueKeyInput } from '../../keys/key-issuance.js';
 import { type Micros, microsToUsd } from '../../pricing/money.js';
 import type { VaultKeyState } from '../../store/store.js';
+import { keyStatus } from '../../keys/key-status.js';
 import { hashVaultKey, matchesAnyApiKey, newKeyId, newVaultKey } from '../../keys/vault-keys.js';
 
 interface KeyParams {
   keyId: string;
-}
-
-/** `active`, `revoked` or `expired`, as the contract names a key's state. */
-export function keyStatus(
-  key: { revokedAt: number | null; expiresAt: number },
-  now: number,
-): 'active' | 'revoked' | 'expired' {
-  if (key.revokedAt !== null) return 'revoked';
-  return key.expiresAt <= now ? 'expired' : 'active';
 }
 
 function remainingMicros(key: VaultKeyState): Micros | null {
@@ -70,8 +62,8 @@ export async function adminRoutes(app: FastifyInstance): Promise<void> {
   app.addHook('onRequest', async (request: FastifyRequest, reply: FastifyReply) => {
     const match = /^Bearer\s+(\S+)\s*$/i.exec(request.headers.authorization ?? '');
     if (!match || !matchesAnyApiKey(match[1] as string, kb.apiKeyDigests)) {
-      const error = httpError(401, 'unauthorized', 'A valid issuer key is required: Authorization: Bearer <key>.');
-      return reply.code(401).send(error.toJSON());
+      const error = new UnauthorizedError();
+      return reply.code(error.statusCode).send(error.toJSON());
     }
   });
 
@@ -84,10 +76,9 @@ export async function adminRoutes(app: FastifyInstance): Promise<void> {
       // The parent's vendor, allowlist and expiry never change; its state (revoked, expired,
       // tainted) and depth are checked again by the store, atomically with the insert.
       const parent = await kb.store.getKey(input.parentKeyId, now);
-      if (!parent) throw httpError(400, 'invalid_request', 'parent_key_id names no vault key.');
-      if (keyStatus(parent, now) !== 'active') throw httpError(400, 'invalid_request', 'The parent key is not active.');
-      if (parent.vendor !== input.vendor)
-        throw httpError(400, 'invalid_request', 'A child key must be for its parent vendor.');
+      if (!parent) throw new InvalidRequestError('parent_key_id names no vault key.');
+      if (keyStatus(parent, now) !== 'active') throw new InvalidRequestError('The parent key is not active.');
+      if (parent.vendor !== input.vendor) throw new InvalidRequestError('A child key must be for its parent vendor.');
       assertWithinParent(input.allowedEndpoints, parent.allowedEndpoints);
       // A child never outlives its parent, and a child of a tainted key is tainted.
       expiresAt = Math.min(expiresAt, parent.expiresAt);
@@ -179,6 +170,6 @@ export async function adminRoutes(app: FastifyInstance): Promise<void> {
   });
 }
 
-function notFound(): KeybrakeError {
-  return httpError(404, 'not_found', 'No vault key has this id.');
+function notFound(): NotFoundError {
+  return new NotFoundError('No vault key has this id.');
 }

@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import { httpError } from '../../errors.js';
+import { StoreUnavailableError } from '../../errors.js';
 import { openApiDocument } from '../openapi.js';
 
 /** `/healthz`, `/readyz`, `/metrics` and `/openapi.json`: unauthenticated, for orchestrators and tools. */
@@ -13,8 +13,8 @@ export async function healthRoutes(app: FastifyInstance): Promise<void> {
       await kb.store.ping();
       return { ok: true };
     } catch {
-      const error = httpError(503, 'store_unavailable', 'The store cannot be reached.');
-      return reply.code(503).send(error.toJSON());
+      const error = new StoreUnavailableError();
+      return reply.code(error.statusCode).send(error.toJSON());
     }
   });
 

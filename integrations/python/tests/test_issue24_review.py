@@ -303,3 +303,107 @@ def test_a_stripe_error_whose_body_says_cap_exhausted_without_the_header_is_not_
     assert keybrake_refusal(forbidden) is None
     capped = stripe.RateLimitError("cap", http_status=429, json_body=body, headers={"X-Keybrake-Cap-Hit": "true"})
     assert is_cap_hit(capped) and keybrake_refusal(capped) == "cap_exhausted"
+
+
+# --- 7. keybrake-exec's relay: chunked bodies, repeated headers, a non-HTTP answer ---------------
+
+
+class _RawUpstream:
+    """A loopback TCP server playing the proxy: records each request's raw head and body, and
+    answers ``answer`` (raw bytes: a valid response, or garbage that is not HTTP)."""
+
+    def __init__(self, answer: bytes) -> None:
+        import socket
+        import threading
+
+        self.requests: List[bytes] = []
+        self._answer = answer
+        self._socket = socket.socket()
+        self._socket.bind(("127.0.0.1", 0))
+        self._socket.listen()
+        self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self._socket.accept()
+            except OSError:
+                return
+            with connection:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = connection.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                head, _, rest = data.partition(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value.strip())
+                while len(rest) < length:
+                    rest += connection.recv(65536)
+                self.requests.append(head + b"\r\n\r\n" + rest)
+                connection.sendall(self._answer)
+
+    def close(self) -> None:
+        self._socket.close()
+
+
+PROGRAM = """
+import http.client, os, sys
+from urllib.parse import urlsplit
+target = urlsplit(os.environ["KEYBRAKE_PROXY_URL"])
+connection = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
+connection.putrequest("POST", "/stripe/v1/files")
+connection.putheader("Transfer-Encoding", "chunked")
+connection.putheader("X-Repeated", "one")
+connection.putheader("X-Repeated", "two")
+connection.endheaders()
+for piece in (b"purpose=", b"dispute_evidence", b"&x=1"):
+    connection.send(b"%x\\r\\n%s\\r\\n" % (len(piece), piece))
+connection.send(b"0\\r\\n\\r\\n")
+answer = connection.getresponse()
+print(answer.status, answer.read().decode(), answer.getheader("set-cookie"), len(answer.msg.get_all("set-cookie") or []))
+"""
+
+
+def test_exec_relay_forwards_chunked_bodies_and_repeated_headers(capfd: pytest.CaptureFixture[str]) -> None:
+    from keybrake.exec import run_exec
+
+    body = b'{"id":"file_1"}'
+    upstream = _RawUpstream(
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nset-cookie: a=1\r\nset-cookie: b=2\r\n"
+        + b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+        + body
+    )
+    try:
+        outcome = run_exec([sys.executable, "-c", PROGRAM], upstream.url, report=lambda line: None)
+    finally:
+        upstream.close()
+    assert outcome.exit_code == 0
+    # What the program got back: the answer, both set-cookie lines.
+    assert capfd.readouterr().out.split() == ["200", '{"id":"file_1"}', "a=1,", "b=2", "2"]
+    # What reached the upstream: the de-chunked body with its length, both X-Repeated lines.
+    [request] = upstream.requests
+    head, _, sent_body = request.partition(b"\r\n\r\n")
+    lines = [line.lower() for line in head.split(b"\r\n")]
+    assert lines[0] == b"post /stripe/v1/files http/1.1"
+    assert sent_body == b"purpose=dispute_evidence&x=1"
+    assert b"content-length: 28" in lines and not any(line.startswith(b"transfer-encoding") for line in lines)
+    assert [line for line in lines if line.startswith(b"x-repeated")] == [b"x-repeated: one", b"x-repeated: two"]
+
+
+def test_exec_relay_answers_502_when_the_upstream_answer_is_not_http(capfd: pytest.CaptureFixture[str]) -> None:
+    from keybrake.exec import run_exec
+
+    upstream = _RawUpstream(b"NOT HTTP AT ALL\r\n\r\n")
+    try:
+        outcome = run_exec([sys.executable, "-c", PROGRAM], upstream.url, report=lambda line: None)
+    finally:
+        upstream.close()
+    out = capfd.readouterr().out
+    assert out.startswith("502 ") and "proxy_unreachable" in out
+    assert outcome.exit_code == 0

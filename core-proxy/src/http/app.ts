@@ -2,6 +2,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyServerOpt
 import { STATUS_CODES } from 'node:http';
 import { ERROR_TABLE, type ErrorCode, InvalidRequestError, errorBody } from '../errors.js';
 import type { KeybrakeConfig } from '../config.js';
+import { installClientTimeouts } from './client-timeouts.js';
 import { errorsPlugin } from './plugins/errors.js';
 import { keybrakePlugin } from './plugins/keybrake.js';
 import { adminRoutes } from './routes/admin.js';
@@ -32,15 +33,6 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     logger: options.logger ?? { level: options.config.logLevel, redact: REDACTED_LOG_PATHS },
     // Large enough for an email batch; the proxy route sets its own limit from the config.
     bodyLimit: options.config.maxBodyBytes,
-    // Regression: issue 16. A body trickled a byte at a time held its connection forever (fastify's
-    // requestTimeout is 0). Node checks these every connectionsCheckingInterval. No idle socket
-    // timeout: it would also cut a client off while its vendor call is in flight.
-    requestTimeout: options.config.requestTimeoutMs,
-    http: {
-      requestTimeout: options.config.requestTimeoutMs,
-      headersTimeout: options.config.headersTimeoutMs,
-      connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(options.config.headersTimeoutMs / 4))),
-    },
     // Client-side protocol errors (oversized headers, garbage) still get the contract's JSON shape.
     clientErrorHandler: (error, socket) => {
       const code = (error as NodeJS.ErrnoException).code;
@@ -66,6 +58,13 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     frameworkErrors: (error, _request, reply) => {
       void (reply as FastifyReply).code(400).send(new InvalidRequestError(error.message).toJSON());
     },
+  });
+  // Regression: issue 16. A body trickled a byte at a time held its connection forever (fastify's
+  // requestTimeout is 0). No idle socket timeout: it would also cut a client off while its vendor
+  // call is in flight. Load-fair, not Node's own: see installClientTimeouts.
+  installClientTimeouts(app.server, {
+    headersTimeoutMs: options.config.headersTimeoutMs,
+    requestTimeoutMs: options.config.requestTimeoutMs,
   });
   await app.register(errorsPlugin);
   await app.register(keybrakePlugin, { config: options.config, store: options.store, now: options.now });

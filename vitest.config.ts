@@ -18,6 +18,7 @@ const SHARED_SUITE = [
   'issue-16-request-fuzz',
   'issue-17-pricing',
   'issue-17-stripe-state',
+  'issue-20-vendor-enforcement',
   'issue-20-refusals',
 ].map((name) => `core-proxy/test/${name}.test.ts`);
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs everything the tests need (pnpm, dependencies, stripe-mock, redis-server, the Temporal
+# Installs everything the tests need (pnpm, dependencies, stripe-mock, redis-server, go-httpbin, the Temporal
 # CLI, the argo CLI, the Conductor server, Helm, kustomize, workflows-emulator, the Python package's
 # virtualenv), then runs them all: typecheck, lint, and the vitest projects
 # (embedded store, Redis store, and e2e on the real engines) against real stripe-mock, Redis,
@@ -11,6 +11,9 @@ ensure_deps
 STRIPE_MOCK_BIN="$(bash scripts/install-stripe-mock.sh)"
 export STRIPE_MOCK_BIN
 bash scripts/install-redis.sh
+# go-httpbin: a real third-party server standing in for a vendor declared in KEYBRAKE_VENDORS_FILE.
+GO_HTTPBIN_BIN="$(bash scripts/install-httpbin.sh)"
+export GO_HTTPBIN_BIN
 TEMPORAL_CLI_BIN="$(bash scripts/install-temporal.sh)"
 export TEMPORAL_CLI_BIN
 # Argo's own CLI, built from the Go module proxy, used only as an offline linter of templates/argo,

@@ -1,3 +1,4 @@
+import type { Comparison, Ratio } from './against.js';
 import type { CapRaceResult } from './cap-race.js';
 import type { LoadResult } from './load.js';
 
@@ -7,7 +8,11 @@ export interface VariantReport {
   readonly description: string;
   /** Why it did not run, when it did not. */
   readonly skipped?: string;
-  readonly runs: Partial<Record<'sequential' | 'rate500' | 'rate2000' | 'peak', LoadResult>>;
+  /**
+   * `peak`: the highest req/s with p99 under 50 ms. `throughput` (side by side only): the highest
+   * req/s of the peak runs whatever their p99, which a busy machine pushes past 50 ms for both.
+   */
+  readonly runs: Partial<Record<'sequential' | 'rate500' | 'rate2000' | 'peak' | 'throughput', LoadResult>>;
   readonly cpuSecondsPer1000: number | null;
   readonly peakRssMb: number | null;
 }
@@ -19,6 +24,8 @@ export interface BenchReport {
   readonly settings: Record<string, unknown>;
   readonly variants: VariantReport[];
   readonly capRace: { readonly embedded: CapRaceResult; readonly redis: CapRaceResult };
+  /** With `--against`: the working tree's proxy against the previous commit's, side by side. */
+  readonly comparison?: Comparison;
 }
 
 const fixed = (value: number | undefined, digits = 2): string => (value === undefined ? '–' : value.toFixed(digits));
@@ -69,6 +76,25 @@ function raceRow(name: string, race: CapRaceResult): string {
   return `| ${name} | ${race.calls} | $${race.capUsd.toFixed(2)} | ${race.forwarded} | $${race.forwardedUsd.toFixed(2)} | $${race.overshootUsd.toFixed(2)} | $${race.underUseUsd.toFixed(2)} | ${race.smallestRefusedUsd === null ? '–' : `$${race.smallestRefusedUsd.toFixed(2)}`} | ${race.seconds.toFixed(1)} s |`;
 }
 
+function ratioCell(figure: Ratio, digits: number): string {
+  const value = (x: number | null): string => (x === null ? '–' : x.toFixed(digits));
+  return `${value(figure.current)} / ${value(figure.previous)} / ${figure.ratio === null ? '–' : `${figure.ratio.toFixed(2)}×`}`;
+}
+
+/** The `--against` table: each store's figures for the working tree and the previous commit. */
+export function comparisonLines(comparison: Comparison): string[] {
+  return [
+    `Side by side with ${comparison.ref} (${comparison.commit}): same upstream and load generator, runs interleaved, each figure the median of ${comparison.rounds} round${comparison.rounds > 1 ? 's' : ''}. Ratio = working tree / previous: under 1× is faster for added latency, over 1× is faster for peak req/s.`,
+    '',
+    '| store | variants | added p50, sequential (ms): current / previous / ratio | peak req/s (any p99): current / previous / ratio |',
+    '| --- | --- | --- | --- |',
+    ...comparison.stores.map(
+      (store) =>
+        `| ${store.store} | ${store.current} vs ${store.previous} | ${ratioCell(store.addedP50SequentialMs, 3)} | ${ratioCell(store.peakRequestsPerSecond, 0)} |`,
+    ),
+  ];
+}
+
 /** The generated section of docs/benchmarks.md: run facts and the two tables. */
 export function renderMarkdown(report: BenchReport): string {
   const lines = [
@@ -86,6 +112,7 @@ export function renderMarkdown(report: BenchReport): string {
     '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
     raceRow('embedded', report.capRace.embedded),
     raceRow('Redis, 2 replicas', report.capRace.redis),
+    ...(report.comparison ? ['', ...comparisonLines(report.comparison)] : []),
   ];
   return lines.join('\n');
 }

@@ -168,14 +168,19 @@ async function startRedis(dir: string): Promise<{ service: Service; url: string 
   return { service, url: `redis://127.0.0.1:${port}` };
 }
 
+/** The working tree's `keybrake` CLI. */
+const CURRENT_CLI = join(ROOT, 'core-proxy/dist/cli.js');
+
+/** Starts `keybrake serve` on a free port. @param cli which build to run. @default the working tree's */
 async function startKeybrake(
   upstream: string,
   dataDir: string,
   redisUrl?: string,
+  cli = CURRENT_CLI,
 ): Promise<{ service: Service; url: string }> {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
-  const service = await startService('keybrake', process.execPath, [join(ROOT, 'core-proxy/dist/cli.js'), 'serve'], {
+  const service = await startService('keybrake', process.execPath, [cli, 'serve'], {
     env: {
       KEYBRAKE_HOST: '127.0.0.1',
       KEYBRAKE_PORT: String(port),
@@ -208,13 +213,23 @@ export async function issueBenchKey(proxyUrl: string, usdCap = 1_000_000): Promi
   return ((await response.json()) as { vault_key: string }).vault_key;
 }
 
-const keybrake = (name: string, store: 'embedded' | 'redis', replicas: number): Variant => ({
+/**
+ * Keybrake on one store. @param build another build to run (`--against`), with what to say of it.
+ * @default the working tree's
+ */
+export const keybrake = (
+  name: string,
+  store: 'embedded' | 'redis',
+  replicas: number,
+  build?: { readonly cli: string; readonly label: string },
+): Variant => ({
   name,
   route: 'payment_intents',
-  description:
+  description: `${
     store === 'embedded'
       ? 'Keybrake, embedded SQLite store (WAL, synchronous=FULL), every check on'
-      : `Keybrake, ${replicas} replica${replicas > 1 ? 's' : ''} on one Redis (AOF, appendfsync always), every check on${replicas > 1 ? ', load split evenly' : ''}`,
+      : `Keybrake, ${replicas} replica${replicas > 1 ? 's' : ''} on one Redis (AOF, appendfsync always), every check on${replicas > 1 ? ', load split evenly' : ''}`
+  }${build ? `; ${build.label}` : ''}`,
   start: async (upstream) => {
     const dir = mkdtempSync(join(tmpdir(), 'bench-keybrake-'));
     const services: Service[] = [];
@@ -227,7 +242,7 @@ const keybrake = (name: string, store: 'embedded' | 'redis', replicas: number): 
       }
       const urls: string[] = [];
       for (let i = 0; i < replicas; i += 1) {
-        const replica = await startKeybrake(upstream, join(dir, `data-${i}`), redisUrl);
+        const replica = await startKeybrake(upstream, join(dir, `data-${i}`), redisUrl, build?.cli);
         services.push(replica.service);
         urls.push(replica.url);
       }

@@ -11,8 +11,9 @@ import {
 } from './pricing/cost-rules.js';
 import { CheckpointSigner } from './audit/checkpoints.js';
 import { ConfigError, type Env, flag, positiveInt, readSecret } from './env.js';
-import { VendorRegistry, baseUrlVariable } from './vendors/registry.js';
-import type { VendorSecrets } from './vendors/vendor.js';
+import { BUILT_IN_VENDORS, VendorRegistry, baseUrlVariable } from './vendors/registry.js';
+import { loadDeclaredVendors } from './vendors/vendors-file.js';
+import type { VendorModule, VendorSecrets } from './vendors/vendor.js';
 
 export { ConfigError, readSecret } from './env.js';
 
@@ -134,8 +135,18 @@ function auditSigner(env: Env, dataDir: string): { signer: CheckpointSigner; gen
   return { signer: CheckpointSigner.fromPem(readFileSync(file, 'utf8')), generated: true };
 }
 
+/** Options of {@link loadConfig}. */
+export interface LoadConfigOptions {
+  /**
+   * The vendors built into this proxy, before those `KEYBRAKE_VENDORS_FILE` declares (a test adds
+   * a vendor module here as a new line of `BUILT_IN_VENDORS` would). @default BUILT_IN_VENDORS
+   */
+  readonly builtInVendors?: readonly VendorModule[];
+}
+
 /** Builds the configuration from environment variables (see the README's configuration table). */
-export function loadConfig(env: Env = process.env): KeybrakeConfig {
+export function loadConfig(env: Env = process.env, options: LoadConfigOptions = {}): KeybrakeConfig {
+  const builtIns = options.builtInVendors ?? BUILT_IN_VENDORS;
   const apiKeys = (readSecret(env, 'KEYBRAKE_API_KEYS') ?? '')
     .split(',')
     .map((key) => key.trim())
@@ -144,7 +155,14 @@ export function loadConfig(env: Env = process.env): KeybrakeConfig {
   const generatedApiKey = apiKeys.length === 0;
   if (generatedApiKey) apiKeys.push(devApiKey(dataDir));
 
-  const vendors = VendorRegistry.withBuiltIns();
+  // Declared vendors are checked against the built-in names here, so the registry cannot refuse them.
+  const vendors = new VendorRegistry([
+    ...builtIns,
+    ...loadDeclaredVendors(
+      env,
+      builtIns.map((vendor) => vendor.name),
+    ),
+  ]);
   const vendorSecrets: Record<string, VendorSecrets> = {};
   const baseUrls: Record<string, string> = {};
   for (const vendor of vendors) {

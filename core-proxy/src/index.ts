@@ -1,6 +1,6 @@
 export { buildApp, type AppOptions } from './http/app.js';
 export { startServer, type ServerOptions } from './http/server.js';
-export { loadConfig, ConfigError, type KeybrakeConfig } from './config.js';
+export { loadConfig, ConfigError, type KeybrakeConfig, type LoadConfigOptions } from './config.js';
 export { SqliteStore, type SqliteStoreOptions } from './store/sqlite-store.js';
 export { openStore } from './store/open-store.js';
 export { RedisStore, type RedisStoreOptions } from './store/redis/redis-store.js';
@@ -37,5 +37,6 @@ export {
   type AuditFailureReason,
   type ChainEntry,
 } from './audit/checkpoints.js';
-export { VENDORS } from './vendors/index.js';
+export { VENDORS, BUILT_IN_VENDORS, VendorRegistry, VendorRegistryError } from './vendors/index.js';
 export type { VendorModule } from './vendors/vendor.js';
+export { VendorsFileError } from './vendors/vendors-file.js';

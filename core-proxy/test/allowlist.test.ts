@@ -29,18 +29,19 @@ describe('allowlist on the normalized path (fake vendor)', () => {
     expect(received?.headers['x-keybrake-provenance']).toBeUndefined();
   });
 
+  // A `..` (plain or encoded) is resolved, and the path it leads to is checked: not allowed, 403.
+  // What could make the vendor see another path than the one checked is refused outright: 400.
   it.each([
-    ['dot-dot out of an allowed prefix', '/stripe/v1/customers/../charges'],
-    ['encoded dot-dot', '/stripe/v1/customers/%2e%2e/charges'],
-    ['encoded slash inside a segment', '/stripe/v1/customers%2F..%2Fcharges'],
-    ['double encoding', '/stripe/v1/customers/%252e%252e/charges'],
-    ['encoded backslash', '/stripe/v1/customers/..%5Ccharges'],
-    ['climbing above the root', '/stripe/../v1/customers'],
-  ])('does not let %s reach the vendor', async (_name, path) => {
+    ['dot-dot out of an allowed prefix', '/stripe/v1/customers/../charges', 403, 'endpoint_not_allowed'],
+    ['encoded dot-dot', '/stripe/v1/customers/%2e%2e/charges', 403, 'endpoint_not_allowed'],
+    ['encoded slash inside a segment', '/stripe/v1/customers%2F..%2Fcharges', 400, 'invalid_request'],
+    ['double encoding', '/stripe/v1/customers/%252e%252e/charges', 400, 'invalid_request'],
+    ['encoded backslash', '/stripe/v1/customers/..%5Ccharges', 400, 'invalid_request'],
+    ['climbing above the root', '/stripe/../v1/customers', 400, 'invalid_request'],
+  ])('does not let %s reach the vendor', async (_name, path, status, code) => {
     const { vendor, proxy, key } = await setup(['GET /v1/customers/*', 'GET /v1/customers']);
     const response = await rawRequest(proxy.url, 'GET', path, { authorization: `Bearer ${key.vault_key}` });
-    expect([400, 403]).toContain(response.status);
-    expect(['invalid_request', 'endpoint_not_allowed']).toContain(JSON.parse(response.body).error.code);
+    expect({ status: response.status, code: JSON.parse(response.body).error.code }).toEqual({ status, code });
     expect(vendor.received).toHaveLength(0);
   });
 

@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -133,6 +134,13 @@ function rechain(entries: Entry[]): Entry[] {
   });
 }
 
+/**
+ * The one home of the tampering tests, run on both stores (see vitest.config.ts): an attacker with
+ * write access to the store edits, removes, moves, cuts or re-chains records and checkpoints, and
+ * `GET /audit/verify` (or `keybrake audit verify-export`) names the first bad record. The pure
+ * verifier's own table is verify-audit-chain.test.ts.
+ */
+
 /** A proxy with `count` records in its chain and a signed checkpoint at every `checkpointAt`. */
 async function proxyWithRecords(count: number, checkpointAt: number[] = [count], env: Record<string, string> = {}) {
   const vendor = await startFakeVendor((_request, response) =>
@@ -159,6 +167,58 @@ async function proxyWithRecords(count: number, checkpointAt: number[] = [count],
 const verify = async (proxy: TestProxy) => (await proxy.admin('GET', '/audit/verify')).body;
 
 describe(`audit tampering is detected (${TEST_STORE} store)`, () => {
+  /** A chain of every outcome: forwarded, replayed (same Idempotency-Key), blocked (cap hit, unknown key). */
+  async function proxyWithEveryOutcome() {
+    const vendor = await startFakeVendor((_request, response) =>
+      sendJson(response, 200, { id: 'pi_1', amount: 100, currency: 'usd' }),
+    );
+    const proxy = await startProxy({ env: { KEYBRAKE_STRIPE_BASE_URL: vendor.url } });
+    const key = await proxy.issueKey({ vendor: 'stripe', usd_cap: 2, allowed_endpoints: ['POST /v1/payment_intents'] });
+    for (let i = 0; i < 4; i += 1) await stripeCharge(proxy, key.vault_key, 100, { 'idempotency-key': `k${i % 3}` });
+    expect((await stripeCharge(proxy, key.vault_key, 100)).status).toBe(429);
+    expect((await stripeCharge(proxy, 'kb_vk_nope', 100)).status).toBe(401);
+    const access = TEST_STORE === 'redis' ? redisAccess(proxy) : sqliteAccess(proxy);
+    return { proxy, key, access };
+  }
+
+  it('a chain of every outcome verifies, then an edited record in it is named by seq', async () => {
+    const { proxy, access } = await proxyWithEveryOutcome();
+    expect(await verify(proxy)).toMatchObject({ ok: true, records: 6 });
+    const entries = await access.read();
+    // $1 each under a $2 cap: k0 and k1 forwarded, k2 over the cap, k0 again replayed, then the cap
+    // hit and the unknown key. Sorted: Redis seals records in the background, so a record without
+    // a vault key (the unknown one) may take its seq before or after the others.
+    expect(entries.map((entry) => entry.record.outcome).sort()).toEqual([
+      'blocked',
+      'blocked',
+      'blocked',
+      'forwarded',
+      'forwarded',
+      'replayed',
+    ]);
+    (entries[1] as Entry).record.path = '/v1/refunds';
+    await access.write(entries);
+    expect(await verify(proxy)).toEqual({ ok: false, records: 1, first_bad_seq: 2, reason: 'chain_broken' });
+  });
+
+  it('chains hash_n = sha256(hash_{n-1} || canonical_json(record_n)) from 64 zeros, checkable from outside', async () => {
+    const { proxy, key, access } = await proxyWithEveryOutcome();
+    // Verifying first also seals every record into the chain (Redis seals in the background).
+    const verified = await verify(proxy);
+    const entries = await access.read();
+    let head = '0'.repeat(64);
+    for (const entry of entries) {
+      expect(entry.prevHash).toBe(head);
+      head = createHash('sha256').update(head).update(canonicalJson(entry.record)).digest('hex');
+      expect(entry.hash).toBe(head);
+    }
+    expect(verified).toMatchObject({ ok: true, records: 6, head });
+    // What the API serves of a key's calls is exactly what was hashed.
+    const { calls } = (await proxy.admin('GET', `/vault/keys/${key.key_id}/calls`)).body;
+    expect(calls).toEqual(entries.filter((entry) => entry.record.key_id === key.key_id).map((entry) => entry.record));
+    expect(calls).toHaveLength(5);
+  });
+
   it('an untouched chain verifies against its checkpoints', async () => {
     const { proxy } = await proxyWithRecords(8, [4, 8]);
     expect(await verify(proxy)).toMatchObject({ ok: true, records: 8, checkpoints: 2, last_checkpoint_records: 8 });
@@ -180,9 +240,17 @@ describe(`audit tampering is detected (${TEST_STORE} store)`, () => {
     const { proxy, access } = await proxyWithRecords(6);
     const entries = await access.read();
     await access.write(entries.filter((_, i) => i !== 3));
-    expect(await verify(proxy)).toMatchObject({ ok: false, first_bad_seq: 4, reason: 'chain_broken' });
+    expect(await verify(proxy)).toEqual({ ok: false, records: 3, first_bad_seq: 4, reason: 'chain_broken' });
     await access.write([entries[0], entries[2], entries[1], ...entries.slice(3)] as Entry[]);
-    expect(await verify(proxy)).toMatchObject({ ok: false, first_bad_seq: 2, reason: 'chain_broken' });
+    expect(await verify(proxy)).toEqual({ ok: false, records: 1, first_bad_seq: 2, reason: 'chain_broken' });
+  });
+
+  it('a record re-hashed without re-chaining the next one is named by seq', async () => {
+    const { proxy, access } = await proxyWithRecords(4);
+    const entries = await access.read();
+    (entries[1] as Entry).hash = 'a'.repeat(64);
+    await access.write(entries);
+    expect(await verify(proxy)).toEqual({ ok: false, records: 1, first_bad_seq: 2, reason: 'chain_broken' });
   });
 
   it('a cut tail is caught against the last checkpoint, though what is left chains', async () => {
@@ -207,7 +275,12 @@ describe(`audit tampering is detected (${TEST_STORE} store)`, () => {
     await access.write(entries);
     const [checkpoint] = await access.checkpoints();
     await access.writeCheckpoints([{ ...checkpoint, head: (entries.at(-1) as Entry).hash }]);
-    expect(await verify(proxy)).toMatchObject({ ok: false, first_bad_seq: 6, reason: 'checkpoint_signature_invalid' });
+    expect(await verify(proxy)).toEqual({
+      ok: false,
+      records: 0,
+      first_bad_seq: 6,
+      reason: 'checkpoint_signature_invalid',
+    });
   });
 
   it('signs checkpoints by itself every N records, or after the interval, and logs each one', async () => {

@@ -1,4 +1,4 @@
-import { createServer, request, type IncomingMessage } from 'node:http';
+import { createServer, request, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import { listenOnLoopback } from './helpers.js';
 
 /** What reached the relay, per `METHOD /path`. */
@@ -8,6 +8,8 @@ export interface CountingRelay {
   forwarded(line: string): number;
   /** Requests it answered itself with a 503, never passing them on. */
   refused(line: string): number;
+  /** Every request passed on, in order, with the headers the vendor received. */
+  readonly passedOn: readonly { readonly line: string; readonly headers: IncomingHttpHeaders }[];
 }
 
 /**
@@ -23,6 +25,7 @@ export async function startRelay(
   const upstream = new URL(target);
   const forwarded = new Map<string, number>();
   const refused = new Map<string, number>();
+  const passedOn: { line: string; headers: IncomingHttpHeaders }[] = [];
   const server = createServer((incoming: IncomingMessage, outgoing) => {
     const line = `${incoming.method} ${incoming.url?.split('?')[0]}`;
     const failures = refused.get(line) ?? 0;
@@ -34,6 +37,7 @@ export async function startRelay(
       return;
     }
     forwarded.set(line, (forwarded.get(line) ?? 0) + 1);
+    passedOn.push({ line, headers: incoming.headers });
     const onward = request(
       {
         host: upstream.hostname,
@@ -55,5 +59,6 @@ export async function startRelay(
     url: `http://127.0.0.1:${port}`,
     forwarded: (line) => forwarded.get(line) ?? 0,
     refused: (line) => refused.get(line) ?? 0,
+    passedOn,
   };
 }

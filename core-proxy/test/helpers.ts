@@ -19,6 +19,7 @@ import { buildApp } from '../src/http/app.js';
 import { REDACTED_LOG_PATHS } from '../src/http/app.js';
 import { loadConfig } from '../src/config.js';
 import { BUILT_IN_VENDORS } from '../src/vendors/registry.js';
+import type { VendorModule } from '../src/vendors/vendor.js';
 import { RedisStore, type RedisStoreOptions } from '../src/store/redis/redis-store.js';
 import { SqliteStore } from '../src/store/sqlite-store.js';
 import type { Store } from '../src/store/store.js';
@@ -81,6 +82,8 @@ export interface TestProxyOptions {
   readonly redisStore?: Partial<Omit<RedisStoreOptions, 'url' | 'prefix'>>;
   /** The embedded store's folder (kept after the test). @default a fresh temporary folder, removed after */
   readonly dataDir?: string;
+  /** The built-in vendors, as if `BUILT_IN_VENDORS` listed these. @default BUILT_IN_VENDORS */
+  readonly builtInVendors?: readonly VendorModule[];
   /** Where to listen, for an engine told the proxy's URL in advance. @default 127.0.0.1, a free port */
   readonly listen?: { readonly host: string; readonly port: number };
 }
@@ -132,12 +135,15 @@ export async function startProxy(options: TestProxyOptions = {}): Promise<TestPr
   const redisUrl = options.redisUrl ?? (storeKind === 'redis' ? inject('redisUrl') : '');
   const redisPrefix = options.redisPrefix ?? `t:${randomUUID()}:`;
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'keybrake-test-'));
-  const config = loadConfig({
-    KEYBRAKE_API_KEYS: apiKey,
-    KEYBRAKE_DATA_DIR: dataDir,
-    ...secrets,
-    ...options.env,
-  });
+  const config = loadConfig(
+    {
+      KEYBRAKE_API_KEYS: apiKey,
+      KEYBRAKE_DATA_DIR: dataDir,
+      ...secrets,
+      ...options.env,
+    },
+    { builtInVendors: options.builtInVendors },
+  );
   let offset = options.startAt === undefined ? 0 : options.startAt - Date.now();
   const logLines: string[] = [];
   const logStream = new Writable({

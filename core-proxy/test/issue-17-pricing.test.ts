@@ -77,6 +77,25 @@ describe('issue 17: the catalogue of money-moving endpoints (fake vendor that an
     }
   });
 
+  /**
+   * The catalogued endpoints whose plausible call (above) the proxy prices from the request alone:
+   * refused for the cap. Every other one is refused as not priceable: its price depends on an
+   * object the proxy has not seen (a refund, a capture, a subscription) or on what the vendor will
+   * bill (a phone number, a participant, a broadcast). A new catalogue entry is expected to be the
+   * latter until it is added here.
+   */
+  const PRICED_FROM_REQUEST = new Set([
+    'resend POST /emails',
+    'resend POST /emails/batch',
+    'stripe POST /v1/charges',
+    'stripe POST /v1/payment_intents',
+    'stripe POST /v1/payouts',
+    'stripe POST /v1/topups',
+    'stripe POST /v1/transfers',
+    'twilio POST /2010-04-01/Accounts/*/Calls.json',
+    'twilio POST /2010-04-01/Accounts/*/Messages.json',
+  ]);
+
   it('no catalogued endpoint is free by default: under a one-micro-dollar cap none reaches the vendor', async () => {
     const upstream = await startFakeVendor((_request, response) => sendJson(response, 200, { id: 'x', price: null }));
     const proxy = await startProxy({
@@ -95,8 +114,10 @@ describe('issue 17: the catalogue of money-moving endpoints (fake vendor that an
         const { path, init } = plausibleCall(vendor.name, endpoint, key.vault_key);
         const response = await proxy.call(path, init);
         const code = (await json(response)).error?.code;
-        expect([400, 429], `${endpoint}: ${response.status} ${code}`).toContain(response.status);
-        expect(['request_not_priceable', 'cap_exhausted'], endpoint).toContain(code);
+        const expected = PRICED_FROM_REQUEST.has(`${vendor.name} ${endpoint}`)
+          ? { status: 429, code: 'cap_exhausted' }
+          : { status: 400, code: 'request_not_priceable' };
+        expect({ status: response.status, code }, `${vendor.name} ${endpoint}`).toEqual(expected);
       }
     }
     expect(upstream.received).toHaveLength(0);
@@ -233,7 +254,11 @@ describe('issue 17: Stripe (stand-in Stripe that bills as Stripe documents)', ()
     const created = await json(await post('/v1/payment_intents', { amount: '50', currency: 'usd' }));
     await post(`/v1/payment_intents/${created.id}`, { amount: '500000' });
     const confirm = await post(`/v1/payment_intents/${created.id}/confirm`, {});
-    expect([400, 429]).toContain(confirm.status);
+    // The proxy saw the amount raised to $5,000: the confirm is priced at that, over the $1 cap.
+    expect({ status: confirm.status, code: (await json(confirm)).error.code }).toEqual({
+      status: 429,
+      code: 'cap_exhausted',
+    });
     expect(stripe.ledger.totalUsd).toBeLessThanOrEqual(1);
     expect((await spend(proxy, key.key_id)).spent_usd).toBeGreaterThanOrEqual(stripe.ledger.totalUsd);
   });
@@ -281,6 +306,8 @@ describe('issue 17: Twilio (stand-in Twilio that bills segments as Twilio publis
     const answers = await Promise.all(Array.from({ length: 80 }, () => send({ To: '+14155550100', Body: body })));
     const sent = answers.filter((answer) => answer.status === 201).length;
     expect(sent).toBeGreaterThan(0);
+    // One of two by design: which concurrent call wins a reservation depends on timing; every one is
+    // sent or refused for the cap, and the ledger below bounds what was sent.
     expect(answers.every((answer) => answer.status === 201 || answer.status === 429)).toBe(true);
     expect(twilio.ledger.totalUsd).toBeLessThanOrEqual(0.5);
     // Twilio answered price: null: the reservation (an upper bound) stays booked.
@@ -422,6 +449,7 @@ describe('issue 17: Resend (stand-in Resend that bills every recipient)', () => 
     for (const body of [email(50), email(50, 50, 50)]) {
       const { resend, proxy, key, post } = await setup(0.01);
       const answers = await Promise.all(Array.from({ length: 60 }, () => post('/emails', body)));
+      // One of two by design: which concurrent call wins a reservation depends on timing.
       expect(answers.every((answer) => answer.status === 200 || answer.status === 429)).toBe(true);
       expect(resend.ledger.totalUsd).toBeLessThanOrEqual(0.01);
       expect((await spend(proxy, key.key_id)).spent_usd).toBeGreaterThanOrEqual(resend.ledger.totalUsd);

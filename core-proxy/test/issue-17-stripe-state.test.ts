@@ -74,7 +74,9 @@ describe('issue 17: Stripe object state (stand-in Stripe that bills as Stripe do
       ),
     );
     const statuses = answers.map((answer) => answer.status);
-    // Calls on one object are serialized: a second one in flight is 409 object_in_use.
+    // Calls on one object are serialized: a second one in flight is 409 object_in_use. Which answer
+    // each call gets depends on which one holds the object when it arrives (by design): a winning
+    // update 200, a confirm over the cap 429, one the proxy cannot price 400, the others 409.
     expect(statuses.every((status) => [200, 400, 409, 429].includes(status))).toBe(true);
     expect(stripe.ledger.totalUsd).toBeLessThanOrEqual(1);
     expect(await spent()).toBeGreaterThanOrEqual(stripe.ledger.totalUsd);

@@ -187,22 +187,4 @@ describe('Redis failures fail closed (real redis-server, fake vendor)', () => {
     expect((await admin(survivor.url, 'GET', '/audit/verify')).ok).toBe(true);
     expectNoLeak(dying.output() + survivor.output(), [...Object.values(secrets), key.vault_key]);
   });
-
-  it('audit verify on Redis names the first tampered record', async () => {
-    const proxy = await stripeMockProxy({ store: 'redis' });
-    const key = await proxy.issueKey({
-      vendor: 'stripe',
-      usd_cap: 100,
-      allowed_endpoints: ['POST /v1/payment_intents'],
-    });
-    for (let i = 0; i < 4; i += 1) await stripeCharge(proxy, key.vault_key, 100);
-    expect((await proxy.admin('GET', '/audit/verify')).body).toMatchObject({ ok: true, records: 4 });
-    const raw = new Redis(inject('redisUrl'));
-    onTestFinished(() => raw.disconnect());
-    const chain = `${proxy.redisPrefix}{audit}:chain`;
-    const entry = JSON.parse((await raw.lindex(chain, 2)) as string);
-    entry.record = entry.record.replace('"cost_usd":1', '"cost_usd":0.01');
-    await raw.lset(chain, 2, JSON.stringify(entry));
-    expect((await proxy.admin('GET', '/audit/verify')).body).toMatchObject({ ok: false, first_bad_seq: 3 });
-  });
 });

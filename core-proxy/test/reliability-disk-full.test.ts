@@ -107,6 +107,8 @@ async function reconcile(proxy: TestProxy, keyId: string, received: string[], an
   );
   expect(refusedBeforeForwarding.filter((answer) => receivedSet.has(answer.idempotencyKey))).toEqual([]);
   expect(calledButNotRecorded.every((answer) => receivedSet.has(answer.idempotencyKey))).toBe(true);
+  // One of two by design: a call succeeds before the disk is full and is refused after; the lines
+  // above pin which calls may and may not have reached the vendor.
   expect(answers.every((answer) => answer.status === 200 || answer.code === 'store_unavailable')).toBe(true);
   expect(
     answers.filter((answer) => answer.status === 200).every((answer) => receivedSet.has(answer.idempotencyKey)),

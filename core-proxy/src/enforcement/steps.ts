@@ -256,6 +256,8 @@ export const forward: Step<Reserved, Forwarded> = {
     const { call } = facts;
     const upstream = call.vendor.prepareUpstream(facts.vendorRequest, facts.secrets);
     const headers = forwardedHeaders(call.headers);
+    // A vault key in a header of its own (a declared vendor's) never reaches the vendor.
+    if (call.vendor.vaultKeyHeaders) for (const name of call.vendor.vaultKeyHeaders) delete headers[name];
     Object.assign(headers, upstream.headers, { 'accept-encoding': 'identity' });
     const url = `${facts.baseUrl}${encodePath(upstream.segments)}${call.query}`;
     const started = process.hrtime.bigint();

@@ -444,7 +444,7 @@ export function openApiDocument(vendors: VendorRegistry) {
         post: {
           summary: 'Proxied vendor call (any method)',
           description:
-            'Vault key as the vendor SDK presents its secret (stripe/resend: Bearer; twilio: Basic, key as username or password). ' +
+            'Vault key as the vendor SDK presents its secret (each vendor module, or its KEYBRAKE_VENDORS_FILE entry, says how: Bearer, Basic or a named header). ' +
             'Idempotency-Key (<= 255 chars) scopes replays per key for at least 24 hours; a replay carries Idempotent-Replayed: true. ' +
             'Every response carries X-Keybrake-Key-Id once the key is known. A refusal or error of Keybrake itself (not of the vendor) carries X-Keybrake-Error: <error.code>.',
           security: [],

@@ -102,6 +102,11 @@ export interface VendorModule {
   /** Reads the vault key from the request, presented the way the vendor's own SDK presents its secret. */
   readVaultKey(headers: IncomingHttpHeaders): string | undefined;
   /**
+   * Request headers (lower-case) that carry the vault key besides `Authorization`: never
+   * forwarded, so the vendor never sees the key. @default none
+   */
+  readonly vaultKeyHeaders?: readonly string[];
+  /**
    * Vendor-specific header rules, checked after the allowlist and taint, before pricing (e.g.
    * Stripe's `Stripe-Account`); throws a `KeybrakeError` to refuse.
    */

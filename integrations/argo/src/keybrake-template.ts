@@ -84,7 +84,7 @@ function outputPath(name: string, globalName?: string) {
 /** Parameters every issue template takes. */
 function issueParameters(label: string, secret: string) {
   return [
-    param('vendor', undefined, 'stripe, twilio or resend'),
+    param('vendor', undefined, 'a vendor the proxy serves (its GET /openapi.json lists them)'),
     param('usd-cap', '', 'lifetime cap in USD ("" for none; at least one cap is required)'),
     param('daily-usd-cap', '', 'cap per UTC day in USD ("" for none)'),
     param('allowed-endpoints', undefined, 'JSON array of "METHOD /path", e.g. ["POST /v1/payment_intents"]'),

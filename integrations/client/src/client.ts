@@ -1,4 +1,5 @@
 import { CapExhaustedError, KeybrakeApiError } from './errors.js';
+import type { VendorName } from './vendors.js';
 
 /** Options of {@link KeybrakeClient}. */
 export interface KeybrakeClientOptions {
@@ -20,7 +21,8 @@ export interface KeybrakeClientOptions {
 
 /** Input of {@link KeybrakeClient.issueVaultKey}: the proxy's `POST /vault/keys` body. */
 export interface IssueVaultKeyInput {
-  readonly vendor: 'stripe' | 'twilio' | 'resend';
+  /** A built-in vendor, or one declared in the proxy's `KEYBRAKE_VENDORS_FILE`. */
+  readonly vendor: VendorName;
   readonly daily_usd_cap?: number;
   readonly usd_cap?: number;
   readonly allowed_endpoints: readonly string[];

@@ -7,6 +7,7 @@ export {
   type VaultKeyCall,
 } from './client.js';
 export { KeybrakeApiError, CapExhaustedError } from './errors.js';
+export { BUILT_IN_VENDORS, type BuiltInVendor, type VendorName } from './vendors.js';
 export { isCapHit, CAP_HIT_HEADER } from './cap-hit.js';
 export { keybrakeRefusal, ERROR_HEADER, TERMINAL_REFUSALS, type TerminalRefusal } from './refusal.js';
 export { deriveIdempotencyKey } from './idempotency.js';

@@ -1,4 +1,5 @@
 import { type ActivityOptions, CancellationScope, proxyActivities, workflowInfo } from '@temporalio/workflow';
+import type { VendorName } from '@keybrake/client';
 import type { KeybrakeActivities } from './activities.js';
 import type { VaultKeyRef } from './constants.js';
 import { workflowKeyState } from './workflow-state.js';
@@ -12,7 +13,8 @@ export {
 
 /** The key to issue for this execution: the proxy's `POST /vault/keys` body. */
 export interface WithVaultKeyInput {
-  readonly vendor: 'stripe' | 'twilio' | 'resend';
+  /** A built-in vendor, or one declared in the proxy's `KEYBRAKE_VENDORS_FILE`. */
+  readonly vendor: VendorName;
   readonly daily_usd_cap?: number;
   readonly usd_cap?: number;
   readonly allowed_endpoints: readonly string[];

@@ -12,8 +12,9 @@ import {
   KeybrakeError,
   RedisStore,
   SqliteStore,
+  StoreUnavailableError,
 } from '../src/index.js';
-import { ERROR_TABLE, KeyDepthExceededError } from '../src/errors.js';
+import { KeyDepthExceededError } from '../src/errors.js';
 import { MAX_KEY_DEPTH } from '../src/keys/key-depth.js';
 import { freePort } from './ports.js';
 
@@ -363,7 +364,6 @@ const TOO_DEEP = {
   type: 'KeyDepthExceededError',
   code: 'key_depth_exceeded',
   status: 400,
-  // The one message of the error table's key_depth_exceeded (issue 20: one message per code).
   message: new KeyDepthExceededError(MAX_KEY_DEPTH).message,
 };
 
@@ -452,7 +452,7 @@ describe('issue 20: a store that cannot be reached fails every operation closed,
       type: 'StoreUnavailableError',
       code: 'store_unavailable',
       status: 503,
-      message: ERROR_TABLE.store_unavailable.message,
+      message: new StoreUnavailableError().message,
     };
     for (const store of [closed, unreachable]) {
       const keyId = randomUUID();

@@ -12,7 +12,9 @@ import {
   KeybrakeError,
   RedisStore,
   SqliteStore,
+  StoreUnavailableError,
 } from '../src/index.js';
+import { KeyDepthExceededError } from '../src/errors.js';
 import { MAX_KEY_DEPTH } from '../src/keys/key-depth.js';
 import { freePort } from './ports.js';
 
@@ -362,7 +364,7 @@ const TOO_DEEP = {
   type: 'KeyDepthExceededError',
   code: 'key_depth_exceeded',
   status: 400,
-  message: `A vault key may have at most ${MAX_KEY_DEPTH} ancestors; this parent_key_id would make it deeper.`,
+  message: new KeyDepthExceededError(MAX_KEY_DEPTH).message,
 };
 
 const CREATE_SCENARIOS: readonly {
@@ -450,7 +452,7 @@ describe('issue 20: a store that cannot be reached fails every operation closed,
       type: 'StoreUnavailableError',
       code: 'store_unavailable',
       status: 503,
-      message: 'The spend store cannot be reached; nothing was forwarded.',
+      message: new StoreUnavailableError().message,
     };
     for (const store of [closed, unreachable]) {
       const keyId = randomUUID();

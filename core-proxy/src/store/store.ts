@@ -135,7 +135,9 @@ export interface AuditCheckpoint {
  * Errors, the same on every store (see {@link toStoreError}): a `KeybrakeError` raised inside an
  * operation (a refusal of the request itself, such as a parent key revoked meanwhile) reaches the
  * caller as it is; any other failure (storage unreachable, full, corrupt) is a
- * `StoreUnavailableError` (503), and callers forward nothing.
+ * `StoreUnavailableError` (503), and callers forward nothing. When a write's commit itself fails
+ * (the embedded store commits a turn's writes together), every write of it is unavailable,
+ * refusals included: a refusal may rest on a write that was rolled back.
  */
 export interface Store {
   /**

@@ -246,6 +246,21 @@ export async function startProxy(options: TestProxyOptions = {}): Promise<TestPr
   };
 }
 
+/**
+ * What the replicas of one deployment share: one Redis and key prefix (a fresh one), the same
+ * vendor secrets and issuer key. Each `startProxy` with it is another replica with its own store
+ * client.
+ */
+export function redisDeployment(redisUrl: string): TestProxyOptions {
+  return {
+    store: 'redis',
+    redisUrl,
+    redisPrefix: `t:${randomUUID()}:`,
+    secrets: newSecrets(),
+    apiKey: `kb_admin_${randomUUID()}`,
+  };
+}
+
 /** Starts the proxy in front of stripe-mock (Stripe's own API mock, started by the global setup). */
 export function stripeMockProxy(options: TestProxyOptions = {}): Promise<TestProxy> {
   return startProxy({ ...options, env: { KEYBRAKE_STRIPE_BASE_URL: inject('stripeMockUrl'), ...options.env } });

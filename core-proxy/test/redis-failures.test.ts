@@ -5,7 +5,7 @@ import { describe, expect, inject, it, onTestFinished } from 'vitest';
 import {
   adminClient,
   json,
-  newSecrets,
+  redisDeployment,
   sendJson,
   startFakeVendor,
   startProxy,
@@ -31,14 +31,7 @@ describe('Redis failures fail closed (real redis-server, fake vendor)', () => {
     const redis = await startRedis();
     onTestFinished(() => redis.stop());
     const vendor = await countingVendor();
-    const shared = {
-      store: 'redis' as const,
-      redisUrl: redis.url,
-      redisPrefix: `t:${randomUUID()}:`,
-      secrets: newSecrets(),
-      apiKey: `kb_admin_${randomUUID()}`,
-      redisTimeoutMs: 500,
-    };
+    const shared = { ...redisDeployment(redis.url), redisTimeoutMs: 500 };
     const replicas = await Promise.all(
       [1, 2].map(() => startProxy({ ...shared, env: { KEYBRAKE_STRIPE_BASE_URL: vendor.url } })),
     );

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Cluster, Redis } from 'ioredis';
 import { describe, expect, inject, it, onTestFinished } from 'vitest';
-import { newSecrets, sendJson, startFakeVendor, startProxy, stripeCharge, type TestProxy } from './helpers.js';
+import { redisDeployment, sendJson, startFakeVendor, startProxy, stripeCharge, type TestProxy } from './helpers.js';
 
 /** Blocks this process's event loop, as a machine starved of CPU does to a replica. */
 function busyWait(ms: number): void {
@@ -27,11 +27,7 @@ describe.each([
       sendJson(response, 200, { id: `pi_${randomUUID()}`, object: 'payment_intent', amount: 100, currency: 'usd' }),
     );
     const shared = {
-      redisUrl: url(),
-      redisPrefix: `t:${randomUUID()}:`,
-      secrets: newSecrets(),
-      apiKey: `kb_admin_${randomUUID()}`,
-      store: 'redis' as const,
+      ...redisDeployment(url()),
       env: { KEYBRAKE_STRIPE_BASE_URL: vendor.url },
       redisStore: { sealLockTtlMs: 3, sealIntervalMs: 2 },
     };

@@ -1,19 +1,13 @@
-import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, inject, it } from 'vitest';
-import { newSecrets, startProxy, type TestProxy } from './helpers.js';
+import { redisDeployment, startProxy, type TestProxy } from './helpers.js';
 
 const allowed = ['POST /v1/payment_intents'];
 
 /** Two replicas of one deployment: same Redis and prefix, same secrets and issuer key, each its own store client. */
 async function startReplicas(redisUrl: string): Promise<[TestProxy, TestProxy]> {
-  const shared = {
-    redisUrl,
-    redisPrefix: `t:${randomUUID()}:`,
-    secrets: newSecrets(),
-    apiKey: `kb_admin_${randomUUID()}`,
-  };
-  return [await startProxy({ ...shared, store: 'redis' }), await startProxy({ ...shared, store: 'redis' })];
+  const shared = redisDeployment(redisUrl);
+  return [await startProxy(shared), await startProxy(shared)];
 }
 
 function issueChild(proxy: TestProxy, parentId: string) {

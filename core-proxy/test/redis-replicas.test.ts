@@ -1,16 +1,10 @@
-import { randomUUID } from 'node:crypto';
 import { describe, expect, inject, it } from 'vitest';
-import { json, newSecrets, stripeMockProxy, stripeCharge, type TestProxy } from './helpers.js';
+import { json, redisDeployment, stripeMockProxy, stripeCharge, type TestProxy } from './helpers.js';
 
 /** Three proxy replicas of one deployment: same Redis and prefix, same secrets, separate processes' state. */
 async function startReplicas(redisUrl: string): Promise<TestProxy[]> {
-  const shared = {
-    redisUrl,
-    redisPrefix: `t:${randomUUID()}:`,
-    secrets: newSecrets(),
-    apiKey: `kb_admin_${randomUUID()}`,
-  };
-  return Promise.all([1, 2, 3].map(() => stripeMockProxy({ ...shared, store: 'redis' })));
+  const shared = redisDeployment(redisUrl);
+  return Promise.all([1, 2, 3].map(() => stripeMockProxy(shared)));
 }
 
 const amountOf = (i: number) => 100 + ((i * 7919) % 401);

@@ -24,8 +24,9 @@ function errorCode(body: unknown): unknown {
  * own 429 included). Recognises:
  * - a fetch `Response` (status 429 with `X-Keybrake-Cap-Hit: true`);
  * - this package's `CapExhaustedError` and any `KeybrakeApiError` with code `cap_exhausted`;
- * - errors of the official `stripe` SDK (`statusCode` 429 with the header, or code `cap_exhausted`);
- * - the `{ data, error, headers }` result of the official `resend` SDK;
+ * - errors of the official `stripe` SDK (by the header they carry: a body code alone is not enough);
+ * - the `{ data, error, headers }` result of the official `resend` SDK (by its headers), and its
+ *   bare `error`, which has none (by the proxy's error body);
  * - errors of the official `twilio` SDK made through `twilioOptions` (which throws `CapExhaustedError`).
  */
 export function isCapHit(value: unknown): boolean {
@@ -42,9 +43,13 @@ export function isCapHit(value: unknown): boolean {
     raw?: unknown;
     error?: unknown;
   };
-  if (headerValue(candidate.headers, CAP_HIT_HEADER) === 'true') return true;
-  // Stripe: `code` from our error body; Resend: the parsed error body itself.
-  if (candidate.code === 'cap_exhausted' && (candidate.statusCode === 429 || candidate.status === 429)) return true;
+  // The header decides (the contract): a vendor's own 429 body can say cap_exhausted too. Stripe
+  // errors and Resend's `{ data, error, headers }` result carry the response's headers.
+  if (candidate.headers !== undefined && candidate.headers !== null) {
+    return headerValue(candidate.headers, CAP_HIT_HEADER) === 'true';
+  }
+  // Only a value without any headers falls back to our body: Resend's `error` on its own (the SDK
+  // returns the headers beside it; pass the whole result to be judged by them).
   if (errorCode(candidate.raw) === 'cap_exhausted' || errorCode(candidate.error) === 'cap_exhausted') return true;
   return errorCode(candidate) === 'cap_exhausted';
 }

@@ -32,7 +32,7 @@ function codeOf(body: unknown): unknown {
  * The code of a Keybrake refusal that retrying cannot change (see {@link TERMINAL_REFUSALS}), or
  * `undefined` for anything else (a vendor's own error, a network failure, a 503 the store will
  * recover from). Recognises what {@link isCapHit} does, and errors carrying the proxy's
- * `X-Keybrake-Error` header or its error body: this package's `KeybrakeApiError`, fetch `Response`s,
+ * `X-Keybrake-Error` header (or, for a value with no headers at all, its error body): this package's `KeybrakeApiError`, fetch `Response`s,
  * the official `stripe` SDK's errors and the `resend` SDK's results.
  */
 export function keybrakeRefusal(value: unknown): TerminalRefusal | undefined {
@@ -40,10 +40,13 @@ export function keybrakeRefusal(value: unknown): TerminalRefusal | undefined {
   if (isCapHit(value)) return 'cap_exhausted';
   if (value instanceof KeybrakeApiError) return isTerminal(value.code) ? value.code : undefined;
   const candidate = value as { headers?: unknown; code?: unknown; raw?: unknown; error?: unknown };
-  const fromHeader = headerValue(candidate.headers, ERROR_HEADER);
-  if (fromHeader !== undefined) return isTerminal(fromHeader) ? fromHeader : undefined;
-  if (typeof Response !== 'undefined' && value instanceof Response) return undefined;
-  // Stripe: `code` is our error.code, `raw` the parsed error; Resend: `error` is the parsed body.
+  if (candidate.headers !== undefined && candidate.headers !== null) {
+    // The header decides, as for a cap hit: a vendor's own body can carry the same code.
+    const fromHeader = headerValue(candidate.headers, ERROR_HEADER);
+    return fromHeader !== undefined && isTerminal(fromHeader) ? fromHeader : undefined;
+  }
+  // No headers at all (Resend's bare `error`): our body. Stripe: `code` is our error.code, `raw`
+  // the parsed error; Resend: `error` is the parsed body.
   for (const code of [
     candidate.code,
     codeOf(candidate.raw),

@@ -217,3 +217,51 @@ describe('the official resend SDK through the proxy (fake vendor)', () => {
     expect(vendor.received).toHaveLength(0);
   });
 });
+
+describe("issue 24: the proxy's header decides a cap hit, not a body that says cap_exhausted", () => {
+  it("a Stripe SDK error from the vendor's own 429 whose body code is cap_exhausted is not a cap hit (fake vendor)", async () => {
+    // Stripe's own answer (a fake vendor of ours: stripe-mock never answers 429), with the same body code as ours.
+    const vendor = await startFakeVendor((_request, response) =>
+      sendJson(
+        response,
+        429,
+        { error: { type: 'invalid_request_error', code: 'cap_exhausted', message: 'cap_exhausted' } },
+        { 'stripe-should-retry': 'false' },
+      ),
+    );
+    const proxy = await startProxy({ env: { KEYBRAKE_STRIPE_BASE_URL: vendor.url } });
+    const key = await proxy.issueKey({ vendor: 'stripe', usd_cap: 50, allowed_endpoints: paymentIntents });
+    const stripe = new Stripe(key.vault_key, stripeOptions(proxy.url, { maxNetworkRetries: 0 }));
+    const error = await stripe.paymentIntents.create({ amount: 100, currency: 'usd' }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(Stripe.errors.StripeError);
+    expect((error as Stripe.errors.StripeError).statusCode).toBe(429);
+    expect((error as Stripe.errors.StripeError).code).toBe('cap_exhausted');
+    expect(vendor.received).toHaveLength(1);
+    expect(isCapHit(error)).toBe(false);
+    expect(keybrakeRefusal(error)).toBeUndefined();
+  });
+
+  it('a Stripe error with a Keybrake body code but headers without ours is neither a cap hit nor a refusal', () => {
+    const body = { error: { type: 'invalid_request_error' as const, code: 'cap_exhausted', message: 'cap_exhausted' } };
+    const vendors = Stripe.errors.StripeError.generate({
+      ...body.error,
+      statusCode: 429,
+      headers: { 'retry-after': '1' },
+    });
+    expect(isCapHit(vendors)).toBe(false);
+    const tainted = Stripe.errors.StripeError.generate({
+      type: 'invalid_request_error' as const,
+      code: 'tainted_request_refused',
+      message: 'x',
+      statusCode: 403,
+      headers: {},
+    });
+    expect(keybrakeRefusal(tainted)).toBeUndefined();
+    const capped = Stripe.errors.StripeError.generate({
+      ...body.error,
+      statusCode: 429,
+      headers: { 'x-keybrake-cap-hit': 'true' },
+    });
+    expect(isCapHit(capped)).toBe(true);
+  });
+});

@@ -30,11 +30,13 @@ function python(): string {
 }
 
 /** Runs pytest on some modules of integrations/python/tests with `env` added; resolves with its exit code and output. */
-async function pytest(
-  modules: readonly string[],
-  env: Record<string, string>,
-): Promise<{ code: number; output: string }> {
-  const child = spawn(python(), ['-m', 'pytest', '-q', '-rfE', ...modules.map((module) => `tests/${module}`)], {
+function pytest(modules: readonly string[], env: Record<string, string>): Promise<{ code: number; output: string }> {
+  return run(['-m', 'pytest', '-q', '-rfE', ...modules.map((module) => `tests/${module}`)], env);
+}
+
+/** Runs the venv's python with `args` in integrations/python, `env` added; resolves with its exit code and output. */
+async function run(args: readonly string[], env: Record<string, string>): Promise<{ code: number; output: string }> {
+  const child = spawn(python(), args, {
     cwd: PACKAGE_DIR,
     env: {
       PATH: process.env.PATH ?? '',
@@ -57,7 +59,7 @@ async function pytest(
   child.stderr.on('data', collect);
   const code = await new Promise<number>((resolve) => child.once('exit', (status) => resolve(status ?? -1)));
   const summary = output.trim().split('\n').at(-1) ?? '';
-  console.info(`[figures] pytest ${modules.join(' ')}: ${summary}`);
+  console.info(`[figures] python ${args.join(' ')}: ${summary}`);
   return { code, output };
 }
 
@@ -164,8 +166,17 @@ async function startVendorProxies() {
 
 describe('issue 24: the Python package (pytest, integrations/python/tests)', () => {
   it('derive_idempotency_key matches the shared vectors; is_cap_hit, keybrake_refusal, exit codes, the Conductor decorator and the Temporal failure mapping on unit inputs', async () => {
-    const { code, output } = await pytest(['test_idempotency_vectors.py', 'test_refusal.py', 'test_engines.py'], {});
+    const { code, output } = await pytest(
+      ['test_idempotency_vectors.py', 'test_refusal.py', 'test_engines.py', 'test_issue24_review.py'],
+      {},
+    );
     expect(code, output).toBe(0);
+  });
+
+  it("the package is typed: mypy --strict over src and the decorators' typing checks (pyproject.toml [tool.mypy])", async () => {
+    const { code, output } = await run(['-m', 'mypy'], {});
+    expect(code, output).toBe(0);
+    expect(output).toMatch(/^Success: no issues found in \d+ source files/m);
   });
 
   it('the official stripe, twilio and resend Python SDKs through the proxy: happy path, cap hit, revocation, retry-replay, vendor 429 (stripe-mock; Twilio and Resend stand-ins)', async () => {

@@ -18,7 +18,7 @@ _RETRYABLE_STATUSES = frozenset({502, 503, 504})
 
 def _backoff_seconds(attempt: int) -> float:
     """Exponential backoff with jitter: 0.5 s, 1 s, 2 s... at most 8 s, as the Stripe SDK."""
-    base = min(0.5 * 2**attempt, 8.0)
+    base = min(0.5 * 2.0**attempt, 8.0)
     return base / 2 + random.random() * (base / 2)
 
 

@@ -54,25 +54,55 @@ def _start_relay(proxy_url: str, on_refusal: Callable[[str], None]) -> Threading
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the stdlib's name
             pass  # the relay stays quiet: URLs may carry identifiers, never log them
 
-        def _relay(self) -> None:
+        def _read_body(self) -> Optional[bytes]:
+            if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
+                # A chunked upload (what an SDK streaming a body sends): de-chunked, then sent on
+                # with a content-length.
+                chunks: List[bytes] = []
+                while True:
+                    size_line = self.rfile.readline(65537)
+                    size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
+                    if size == 0:
+                        while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                            pass  # trailers
+                        return b"".join(chunks)
+                    chunks.append(self.rfile.read(size))
+                    self.rfile.readline(65537)  # the CRLF after the chunk
             length = int(self.headers.get("content-length") or 0)
-            body = self.rfile.read(length) if length else None
-            headers = {name: value for name, value in self.headers.items() if name.lower() not in _HOP_BY_HOP}
+            return self.rfile.read(length) if length else None
+
+        def _refuse(self) -> None:
+            # Not the proxy's refusal: the program sees a 502, which its own retry logic may retry.
+            payload = b'{"error":{"code":"proxy_unreachable","message":"keybrake-exec could not reach the proxy"}}'
+            self.send_response(502)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def _relay(self) -> None:
+            try:
+                body = self._read_body()
+            except ValueError:  # a malformed chunk size
+                self.send_error(400)
+                return
             connection: http.client.HTTPConnection = (
                 http.client.HTTPSConnection(host, port, timeout=300) if https else http.client.HTTPConnection(host, port, timeout=300)
             )
             try:
-                connection.request(self.command, f"{base_path}{self.path}", body=body, headers=headers)
+                connection.putrequest(self.command, f"{base_path}{self.path}", skip_accept_encoding=True)
+                # Every header line as it came (a repeated header stays repeated).
+                for name, value in self.headers.items():
+                    if name.lower() not in _HOP_BY_HOP:
+                        connection.putheader(name, value)
+                if body is not None:
+                    connection.putheader("Content-Length", str(len(body)))
+                connection.endheaders(body)
                 answer = connection.getresponse()
                 data = answer.read()
-            except OSError:
-                # Not the proxy's refusal: the program sees a 502, which its own retry logic may retry.
-                payload = b'{"error":{"code":"proxy_unreachable","message":"keybrake-exec could not reach the proxy"}}'
-                self.send_response(502)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+            except (OSError, http.client.HTTPException):
+                # The proxy is unreachable, or what came back is not HTTP (HTTPException is no OSError).
+                self._refuse()
                 return
             finally:
                 connection.close()

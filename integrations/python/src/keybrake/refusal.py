@@ -2,7 +2,9 @@
 
 The proxy marks what it refuses: a cap hit is a 429 with ``X-Keybrake-Cap-Hit: true``, and every
 refusal and error of its own carries ``X-Keybrake-Error: <error.code>``. A vendor's response never
-carries either, so a vendor's 429 is never mistaken for a cap hit, whatever its text says.
+carries either, so a vendor's 429 is never mistaken for a cap hit, whatever its text says. A value
+with headers is judged by them alone; only one without any (no SDK this package supports drops
+them: stripe, resend >= 2.23, httpx and requests all keep them) falls back to the proxy's body.
 """
 
 from __future__ import annotations
@@ -89,9 +91,11 @@ def is_cap_hit(value: Any) -> bool:
         return False
     if isinstance(value, KeybrakeApiError):
         return value.code == "cap_exhausted"
-    if header_value(_headers_of(value), CAP_HIT_HEADER) == "true":
-        return True
-    # A stripe error whose headers were lost still has our body: 429 + code cap_exhausted.
+    headers = _headers_of(value)
+    if headers is not None:
+        # The header decides (the contract): a vendor's own 429 body can say cap_exhausted too.
+        return header_value(headers, CAP_HIT_HEADER) == "true"
+    # Only a value that carries no headers at all (none of the SDKs above) falls back to our body.
     return _status_of(value) == 429 and _body_code(value) == "cap_exhausted"
 
 
@@ -106,7 +110,9 @@ def keybrake_refusal(value: Any) -> Optional[str]:
         return "cap_exhausted"
     if isinstance(value, KeybrakeApiError):
         return value.code if value.code in TERMINAL_REFUSALS else None
-    code = header_value(_headers_of(value), ERROR_HEADER)
-    if code is None:
+    headers = _headers_of(value)
+    if headers is not None:
+        code = header_value(headers, ERROR_HEADER)
+    else:
         code = _body_code(value) if _status_of(value) in (401, 403) else None
     return code if code in TERMINAL_REFUSALS else None

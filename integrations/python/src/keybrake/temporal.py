@@ -45,7 +45,7 @@ import base64
 import contextvars
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Type, TypeVar
 
@@ -194,8 +194,8 @@ class _WorkflowInbound(WorkflowInboundInterceptor):
 class KeybrakeActivityContext:
     """What an activity running under a Keybrake vault key can use."""
 
-    #: The execution's vault key, unsealed: use it as the vendor SDK's secret.
-    vault_key: str
+    #: The execution's vault key, unsealed: use it as the vendor SDK's secret. Not in ``repr``.
+    vault_key: str = field(repr=False)
     key_id: str
     #: The proxy's base URL, for the SDK helpers.
     proxy_url: str

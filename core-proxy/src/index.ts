@@ -19,11 +19,13 @@ export type {
   CallOutcome,
 } from './store/store.js';
 export {
+  ERROR_TABLE,
   KeybrakeError,
   CapExhaustedError,
   StoreUnavailableError,
   InvalidRequestError,
   type ErrorCode,
+  type ErrorSpec,
 } from './errors.js';
 export { canonicalJson } from './audit/canonical-json.js';
 export { chainHash, GENESIS_HASH, type AuditRecordJson } from './audit/chain.js';

@@ -30,6 +30,7 @@ import {
   VendorNotConfiguredError,
 } from '../src/errors.js';
 import { openApiDocument } from '../src/http/openapi.js';
+import { toKeybrakeError } from '../src/http/plugins/errors.js';
 import { BUILT_IN_REGISTRY } from '../src/vendors/registry.js';
 
 /**
@@ -192,5 +193,25 @@ describe('issue 20: one table of error codes (code → status → message)', () 
     const error = new CapExhaustedError('vk_parent');
     expect(error.headers['x-keybrake-cap-hit']).toBe('true');
     expect(error.capKeyId).toBe('vk_parent');
+  });
+
+  // Regression: issue 20. A framework 4xx without a code of its own was answered as
+  // `invalid_request` with the framework's status (406, 404...): one code, several statuses.
+  const frameworkErrors: [string, Error, ErrorCode][] = [
+    ['a 406', Object.assign(new Error('Not acceptable'), { statusCode: 406 }), 'invalid_request'],
+    ['a 404', Object.assign(new Error('Not found'), { statusCode: 404 }), 'not_found'],
+    ['a 413', Object.assign(new Error('Too large'), { statusCode: 413 }), 'payload_too_large'],
+    ['a 400', Object.assign(new Error('Bad'), { statusCode: 400 }), 'invalid_request'],
+    [
+      'an empty JSON body',
+      Object.assign(new Error('Empty'), { code: 'FST_ERR_CTP_EMPTY_JSON_BODY' }),
+      'invalid_request',
+    ],
+    ['a 503 while closing', Object.assign(new Error('Closing'), { statusCode: 503 }), 'shutting_down'],
+    ['anything else', new Error('boom'), 'internal_error'],
+  ];
+  it.each(frameworkErrors)('%s from the framework gets its code and the table status for it', (_name, error, code) => {
+    const mapped = toKeybrakeError(error);
+    expect([mapped.code, mapped.statusCode]).toEqual([code, ERROR_TABLE[code].status]);
   });
 });

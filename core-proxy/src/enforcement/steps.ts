@@ -101,11 +101,10 @@ export const checkAllowlist: Step<VendorChecked, Allowed> = {
   run(_kb, facts) {
     const { method, headers, rawHeaders, query, body } = facts.call;
     const segments = normalizePath(facts.call.rawPath);
-    const path = `/${segments.join('/')}`;
     if (overriddenMethod(headers, method)) {
       const error = new EndpointNotAllowedError(
         method,
-        path,
+        `/${segments.join('/')}`,
         'Method override headers cannot change the method of a proxied call.',
       );
       return refused({ ...facts, segments }, error);
@@ -117,13 +116,13 @@ export const checkAllowlist: Step<VendorChecked, Allowed> = {
     if (override === 'found') {
       const error = new EndpointNotAllowedError(
         method,
-        path,
+        `/${segments.join('/')}`,
         'A _method parameter cannot change the method of a proxied call.',
       );
       return refused({ ...facts, segments }, error);
     }
     if (!isAllowed(facts.key.allowedEndpoints.map(parseEndpointPattern), method, segments)) {
-      return refused({ ...facts, segments }, new EndpointNotAllowedError(method, path));
+      return refused({ ...facts, segments }, new EndpointNotAllowedError(method, `/${segments.join('/')}`));
     }
     return { ...facts, segments, vendorRequest, bodyUnreadable: override === 'unreadable' };
   },
@@ -238,15 +237,14 @@ export const reserve: Step<Priced, Reserved> = {
       await claim?.release().catch(() => undefined);
       throw error;
     }
+    if (reserved.kind === 'reserved')
+      return { ...facts, price: callPrice, claim, reservationId, keyTainted: reserved.tainted };
     const claimed = { ...facts, price: callPrice, claim };
     if (reserved.kind === 'replay') return { kind: 'replayed', facts: claimed, stored: reserved.response };
-    if (reserved.kind === 'refused') {
-      return refused(
-        reserved.code === 'tainted_request_refused' ? { ...claimed, keyTainted: true } : claimed,
-        reserveRefusal(reserved, key.keyId),
-      );
-    }
-    return { ...claimed, reservationId, keyTainted: reserved.tainted };
+    return refused(
+      reserved.code === 'tainted_request_refused' ? { ...claimed, keyTainted: true } : claimed,
+      reserveRefusal(reserved, key.keyId),
+    );
   },
 };
 

@@ -125,7 +125,11 @@ def unseal_vault_key(sealed: str, secret: str) -> str:
 
 
 def keybrake_activities(client: KeybrakeClient, *, seal_secret: Optional[str] = None) -> List[Callable[..., Any]]:
-    """The issue and revoke activities ``with_vault_key`` calls; register them beside your own."""
+    """The issue and revoke activities ``with_vault_key`` calls; register them beside your own.
+
+    Pass the same ``seal_secret`` as :class:`KeybrakeInterceptor`'s. Without one (``None``) the
+    vault key enters workflow history unsealed, readable by anyone who can read history: only for
+    tests."""
 
     @temporalio.activity.defn(name=ISSUE_ACTIVITY)
     def issue_vault_key(issue: Dict[str, Any]) -> Dict[str, Any]:
@@ -212,7 +216,9 @@ _context: contextvars.ContextVar[Optional[KeybrakeActivityContext]] = contextvar
 
 def keybrake() -> KeybrakeActivityContext:
     """The Keybrake context of the running activity; raises outside an activity scheduled inside
-    ``with_vault_key`` on a worker with :class:`KeybrakeInterceptor`."""
+    ``with_vault_key`` on a worker with :class:`KeybrakeInterceptor`. A context variable: it
+    reaches ``async def`` activities and sync ones on a ``ThreadPoolExecutor`` (temporalio copies
+    the context into the thread), not activities run in another process."""
     context = _context.get()
     if context is None:
         raise RuntimeError(

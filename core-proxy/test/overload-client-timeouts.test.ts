@@ -30,16 +30,20 @@ function stall(ms: number): void {
 
 describe('client timeouts under overload (regression: 2,000-call bursts were answered with resets)', () => {
   it('requests that arrived before the event loop stalled past the headers timeout are answered, not cut', async () => {
-    const proxy = await startProxy({ env: TIMEOUTS });
+    // A timeout long enough for a busy machine to open the connections well within it (Node's own
+    // timeout failed this on any machine; the fair clock credits the stall at most one check, 375 ms).
+    const proxy = await startProxy({
+      env: { KEYBRAKE_HEADERS_TIMEOUT_MS: '1500', KEYBRAKE_REQUEST_TIMEOUT_MS: '3000' },
+    });
     const clients = await Promise.all(Array.from({ length: 20 }, () => open(proxy.url)));
-    await pause(100); // every connection accepted by the server
+    await pause(20); // every connection accepted by the server
     // In the check phase, as a burst of I/O callbacks would: the timers phase comes next, before
     // the poll phase that reads the bytes now waiting in the proxy's socket buffers.
     await new Promise<void>((resolve) =>
       setImmediate(() => {
         for (const client of clients)
           client.socket.write('GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
-        stall(1500); // the proxy too busy to read them for 5x the headers timeout
+        stall(5000); // the proxy too busy to read them for over 3x the headers timeout
         resolve();
       }),
     );

@@ -32,7 +32,7 @@ interface Tracked {
  * everything at once.
  *
  * Here time counts on a load-fair clock: each check advances it by the time since the last check,
- * but by at most two check intervals. A stall of the proxy's own making therefore never counts
+ * but by at most one check interval (a late check means a busy loop, not a slow client). A stall of the proxy's own making therefore never counts
  * against a client, while between two checks the loop has polled every socket, so a client still
  * missing bytes after `headersTimeoutMs` of fair time really has not sent them. A timed-out
  * connection gets what Node's own timeout gives it: a `clientError` with code
@@ -70,7 +70,7 @@ export function installClientTimeouts(server: Server, options: ClientTimeoutOpti
 
   const timer = setInterval(() => {
     const now = performance.now();
-    fair += Math.min(now - lastCheck, 2 * every);
+    fair += Math.min(now - lastCheck, every);
     lastCheck = now;
     for (const [socket, tracked] of connections) {
       if (tracked.phase === 'waiting') {

@@ -83,6 +83,8 @@ async function runOha(oha: string, target: Target, options: LoadOptions, share: 
     '--output-format',
     'json',
     '--latency-correction',
+    // Requests still in flight at the end are waited for, not counted as errors.
+    '--wait-ongoing-requests-after-deadline',
     '-z',
     `${options.durationSeconds}s`,
     '-c',

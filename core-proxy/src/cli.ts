@@ -176,7 +176,12 @@ async function main(argv: string[]): Promise<number> {
   const [command, sub, ...rest] = argv;
   switch (`${command ?? ''} ${command === 'keys' || command === 'audit' ? (sub ?? '') : ''}`.trim()) {
     case 'serve': {
-      const { values } = parseArgs({ args: argv.slice(1), options: { workers: { type: 'string' } } });
+      let values: { workers?: string };
+      try {
+        ({ values } = parseArgs({ args: argv.slice(1), options: { workers: { type: 'string' } } }));
+      } catch (error) {
+        throw new UsageError((error as Error).message);
+      }
       const env = values.workers === undefined ? process.env : { ...process.env, KEYBRAKE_WORKERS: values.workers };
       await serve(loadConfig(env));
       return -1; // keeps running until a signal

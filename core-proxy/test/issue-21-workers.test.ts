@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, fetch as undiciFetch } from 'undici';
 import { describe, expect, inject, it, onTestFinished } from 'vitest';
@@ -191,5 +192,18 @@ describe('issue 21: keybrake serve --workers (several processes on one embedded 
     server.child.kill('SIGTERM');
     expect(await server.exited).toBe(0);
     for (const pid of next) expect(() => process.kill(pid, 0)).toThrow();
+  });
+
+  it('serve --workers takes a positive whole number (exit 2 with the reason otherwise)', () => {
+    const { env } = serverEnvironment();
+    for (const workers of ['0', 'two', '1.5']) {
+      const result = spawnSync(process.execPath, [CLI, 'serve', '--workers', workers], { env, encoding: 'utf8' });
+      expect([result.status, result.stderr]).toEqual([
+        2,
+        expect.stringContaining('KEYBRAKE_WORKERS must be a positive integer'),
+      ]);
+    }
+    const unknown = spawnSync(process.execPath, [CLI, 'serve', '--worker', '2'], { env, encoding: 'utf8' });
+    expect(unknown.status).toBe(2);
   });
 });

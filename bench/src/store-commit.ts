@@ -1,23 +1,27 @@
 /**
  * The embedded store's cost per commit, outside the HTTP harness and outside vitest (issue 21).
  *
- * `node bench/dist/store-commit.js [--calls=N] [--rounds=R] [--dir=PATH] [--variants=a,b]`
+ * `node bench/dist/store-commit.js [--calls=N] [--rounds=R] [--dir=PATH] [--against=CHECKOUT]`
  *
- * Each variant opens the real `SqliteStore` (from `core-proxy/dist`, so build first) in a fresh
- * folder under `--dir` and makes `--calls` calls in sequence, as the proxy makes them: `reserve`,
- * then `settle` with its audit record, each one durable commit. It prints µs per commit for the
- * first commits of a fresh file (while the WAL grows) and for the rest (the steady state), and
- * beside it the floor: a bare 4 KiB write + fsync in the same folder, overwriting and appending.
- * Rounds alternate the variants so that the other load of a shared machine hits them alike; the
- * figures are medians over the rounds. Run it under `strace -f -c -e trace=fsync,fdatasync,pwrite64`
- * to see what each commit does.
+ * Opens the real `SqliteStore` (from `core-proxy/dist`, so build first; with `--against`, also the
+ * one built in another checkout, e.g. `~/.cache/keybrake/bench-against/<commit>`) in a fresh
+ * folder under `--dir` and makes `--calls` calls in sequence, as the proxy makes them:
+ * `findKeyByHash`, `reserve`, then `settle` with its audit record (two durable commits). It
+ * prints µs per commit for the first commits of a fresh file (while the WAL would grow) and for
+ * the rest, CPU per call, and the SQL statements each call runs (every `run`/`get`/`all` of a
+ * prepared statement, transaction and savepoint statements included). Beside it, the floor: a bare
+ * 4 KiB write + fsync in the same folder, overwriting one block and appending to a growing file.
+ * Rounds alternate the variants so that a shared machine's other load hits them alike; figures are
+ * medians over rounds. Run it under `strace -f -T -e trace=fsync,pwrite64` to see each commit.
  */
 import { closeSync, fsyncSync, mkdirSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
 interface StoreUnderTest {
+  findKeyByHash(keyHash: string): Promise<unknown>;
   createKey(record: Record<string, unknown>): Promise<unknown>;
   reserve(input: Record<string, unknown>): Promise<{ kind: string }>;
   settle(input: Record<string, unknown>): Promise<boolean>;
@@ -25,6 +29,17 @@ interface StoreUnderTest {
 }
 
 type StoreClass = new (options: { dataDir: string }) => StoreUnderTest;
+
+interface RunFigures {
+  /** µs per commit, mean, of the first `FRESH_COMMITS`. */
+  readonly fresh: number;
+  /** µs per commit after them, mean and median. */
+  readonly steady: number;
+  readonly steadyMedian: number;
+  /** CPU µs (user + system) per call. */
+  readonly cpu: number;
+  readonly statements: number;
+}
 
 const args = new Map(
   process.argv
@@ -35,16 +50,41 @@ const args = new Map(
 const calls = Number(args.get('calls') ?? 1500);
 const rounds = Number(args.get('rounds') ?? 5);
 const baseDir = args.get('dir') ?? join(tmpdir(), 'keybrake-store-commit');
-/** Commits counted as "fresh file": about where the WAL first reaches its checkpoint size. */
+/** Commits counted as "fresh file": about where a growing WAL first reaches its checkpoint size. */
 const FRESH_COMMITS = 400;
+const KEY_HASH = 'h'.repeat(64);
 
-const repoRoot = new URL('../../', import.meta.url);
-const { SqliteStore } = (await import(
-  pathToFileURL(join(repoRoot.pathname, 'core-proxy/dist/store/sqlite-store.js')).href
-)) as { SqliteStore: StoreClass };
+/** Statements run so far, by every store loaded (see `loadStore`). */
+let statements = 0;
+
+/** The store built in a checkout, with the statements it runs counted. */
+async function loadStore(checkout: string): Promise<StoreClass> {
+  const Better = createRequire(join(checkout, 'core-proxy/package.json'))('better-sqlite3') as new (path: string) => {
+    prepare(sql: string): object;
+    close(): void;
+  };
+  const probe = new Better(':memory:');
+  const statementPrototype = Object.getPrototypeOf(probe.prepare('SELECT 1')) as Record<string, unknown>;
+  probe.close();
+  for (const method of ['run', 'get', 'all', 'iterate']) {
+    const original = statementPrototype[method] as ((...args: unknown[]) => unknown) & { counted?: boolean };
+    if (original.counted) continue;
+    const counted = Object.assign(
+      function (this: unknown, ...callArgs: unknown[]): unknown {
+        statements += 1;
+        return original.apply(this, callArgs);
+      },
+      { counted: true },
+    );
+    statementPrototype[method] = counted;
+  }
+  const module = (await import(pathToFileURL(join(checkout, 'core-proxy/dist/store/sqlite-store.js')).href)) as {
+    SqliteStore: StoreClass;
+  };
+  return module.SqliteStore;
+}
 
 const PENDING = {
-  keyId: '',
   vendor: 'openai',
   method: 'POST',
   path: '/v1/chat/completions',
@@ -53,16 +93,13 @@ const PENDING = {
   tainted: false,
 };
 
-/** µs per commit of one run: the fresh file's first commits, then the rest. */
-async function storeRun(
-  dataDir: string,
-): Promise<{ fresh: number; steady: number; median: number; cpu: number; user: number }> {
+async function storeRun(SqliteStore: StoreClass, dataDir: string): Promise<RunFigures> {
   const store = new SqliteStore({ dataDir });
   const keyId = 'vk_bench';
   const now = Date.now();
   await store.createKey({
     keyId,
-    keyHash: 'h'.repeat(64),
+    keyHash: KEY_HASH,
     vendor: 'openai',
     dailyCapMicros: null,
     capMicros: 1e15,
@@ -76,8 +113,10 @@ async function storeRun(
   });
   const times: number[] = [];
   const cpuStart = process.cpuUsage();
+  const statementsBefore = statements;
   for (let i = 0; i < calls; i++) {
     const reservationId = `r${i}`;
+    if (!(await store.findKeyByHash(KEY_HASH))) throw new Error('key not found');
     let start = process.hrtime.bigint();
     const reserved = await store.reserve({
       keyId,
@@ -111,13 +150,14 @@ async function storeRun(
     times.push(Number(process.hrtime.bigint() - start) / 1e3);
   }
   const cpu = process.cpuUsage(cpuStart);
+  const callStatements = (statements - statementsBefore) / calls;
   await store.close();
   return {
     fresh: mean(times.slice(0, FRESH_COMMITS)),
     steady: mean(times.slice(FRESH_COMMITS)),
-    median: median(times.slice(FRESH_COMMITS)),
-    cpu: (cpu.user + cpu.system) / times.length,
-    user: cpu.user / times.length,
+    steadyMedian: median(times.slice(FRESH_COMMITS)),
+    cpu: (cpu.user + cpu.system) / calls,
+    statements: callStatements,
   };
 }
 
@@ -125,8 +165,7 @@ async function storeRun(
 function bareFsync(dir: string): { overwrite: number; append: number } {
   const block = Buffer.alloc(4096, 1);
   const measure = (append: boolean): number => {
-    const path = join(dir, append ? 'append' : 'overwrite');
-    const fd = openSync(path, 'w+');
+    const fd = openSync(join(dir, append ? 'append' : 'overwrite'), 'w+');
     writeSync(fd, block, 0, block.length, 0);
     fsyncSync(fd);
     const start = process.hrtime.bigint();
@@ -150,39 +189,68 @@ function median(values: number[]): number {
   return sorted[Math.floor(sorted.length / 2)] ?? NaN;
 }
 
+const variants: { name: string; SqliteStore: StoreClass }[] = [
+  { name: 'this tree', SqliteStore: await loadStore(new URL('../../', import.meta.url).pathname) },
+];
+const against = args.get('against');
+if (against !== undefined) variants.push({ name: `against ${against}`, SqliteStore: await loadStore(against) });
+
 mkdirSync(baseDir, { recursive: true });
-const results = {
-  storeFresh: [] as number[],
-  storeSteady: [] as number[],
-  storeMedian: [] as number[],
-  storeCpu: [] as number[],
-  storeUser: [] as number[],
-  overwrite: [] as number[],
-  append: [] as number[],
-};
+const bare = { overwrite: [] as number[], append: [] as number[] };
+const figures = variants.map(() => [] as RunFigures[]);
 for (let round = 0; round < rounds; round++) {
   const dir = mkdtempSync(join(baseDir, 'run-'));
   try {
-    const bare = bareFsync(dir);
-    results.overwrite.push(bare.overwrite);
-    results.append.push(bare.append);
-    const store = await storeRun(join(dir, 'data'));
-    results.storeFresh.push(store.fresh);
-    results.storeSteady.push(store.steady);
-    results.storeMedian.push(store.median);
-    results.storeCpu.push(store.cpu);
-    results.storeUser.push(store.user);
+    const floor = bareFsync(dir);
+    bare.overwrite.push(floor.overwrite);
+    bare.append.push(floor.append);
+    // Alternate which variant goes first, so that neither always follows the floor's fsyncs.
+    const order = variants.map((_, i) => i);
+    if (round % 2 === 1) order.reverse();
+    for (const i of order) figures[i]!.push(await storeRun(variants[i]!.SqliteStore, join(dir, `data-${i}`)));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 }
-const line = (name: string, values: number[]): string =>
-  `${name.padEnd(44)} ${median(values).toFixed(1).padStart(8)} µs  (${(1e6 / median(values)).toFixed(0)}/s; rounds: ${values.map((v) => v.toFixed(0)).join(' ')})`;
-console.log(`${calls} calls in sequence (${calls * 2} commits), ${rounds} rounds, in ${baseDir}`);
-console.log(line('bare 4 KiB overwrite + fsync', results.overwrite));
-console.log(line('bare 4 KiB append + fsync (file grows)', results.append));
-console.log(line(`store commit, first ${FRESH_COMMITS} of a fresh file`, results.storeFresh));
-console.log(line('store commit, steady state (mean)', results.storeSteady));
-console.log(line('store commit, steady state (median)', results.storeMedian));
-console.log(line('store commit, CPU (user+system) per commit', results.storeCpu));
-console.log(line('store commit, user CPU per commit', results.storeUser));
+
+const line = (name: string, values: number[], unit = 'µs'): string =>
+  `  ${name.padEnd(44)} ${median(values).toFixed(1).padStart(8)} ${unit.padEnd(2)}  (rounds: ${values.map((v) => v.toFixed(0)).join(' ')})`;
+console.log(`${calls} calls in sequence (${calls * 2} commits), ${rounds} rounds, in ${baseDir}; medians over rounds`);
+console.log('floor');
+console.log(line('bare 4 KiB overwrite + fsync', bare.overwrite));
+console.log(line('bare 4 KiB append + fsync (file grows)', bare.append));
+variants.forEach((variant, i) => {
+  const runs = figures[i]!;
+  console.log(variant.name);
+  console.log(
+    line(
+      `commit, first ${FRESH_COMMITS} of a fresh file (mean)`,
+      runs.map((run) => run.fresh),
+    ),
+  );
+  console.log(
+    line(
+      'commit, after them (mean)',
+      runs.map((run) => run.steady),
+    ),
+  );
+  console.log(
+    line(
+      'commit, after them (median)',
+      runs.map((run) => run.steadyMedian),
+    ),
+  );
+  console.log(
+    line(
+      'CPU per call (user + system)',
+      runs.map((run) => run.cpu),
+    ),
+  );
+  console.log(
+    line(
+      'SQL statements per call',
+      runs.map((run) => run.statements),
+      '',
+    ),
+  );
+});

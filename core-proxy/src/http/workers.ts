@@ -1,4 +1,5 @@
 import cluster, { type Worker } from 'node:cluster';
+import type { FastifyInstance } from 'fastify';
 import type { KeybrakeConfig } from '../config.js';
 import { startServer } from './server.js';
 
@@ -33,14 +34,14 @@ function log(level: 30 | 40 | 50, message: string, fields: Record<string, unknow
  * (node:cluster) that share one port and one data directory, and keeps them running.
  *
  * What runs once and what per worker:
- * - Start-up recovery runs once per generation of workers: the embedded store turns every
- *   reservation left in its file into unknown spend when it opens, which is right only while no
- *   other process is making calls. So every worker opens its store first, and only once all of
- *   them have (their recovery done) do they start listening.
- * - A worker that crashes has left its in-flight calls reserved, as a crashed single process does.
- *   Recovering them is what a start does, and a start must not run beside live workers, so the
- *   primary drains the other workers (their in-flight calls finish and settle) and starts a new
- *   generation; the port refuses connections for that moment, as a restarting process's does.
+ * - Recovery of a dead process's reservations is the store's: each embedded-store process owns
+ *   its reservations under a lock file the kernel drops when it dies, and the store recovers a
+ *   dead owner's (never a live one's) as unknown spend when it opens and every 30 s after.
+ * - The first workers listen together, once every one of them has opened the store: the port opens
+ *   when all are ready, so the first connections are spread over all of them.
+ * - A worker that crashes is replaced at once; the others keep serving. Its in-flight calls mean
+ *   what a crashed process's do: reserved, then recovered as unknown spend (by its replacement,
+ *   which opens the store). After `maxCrashes` crashes within `crashWindowMs` the primary stops.
  * - Everything else is per worker and safe to be: each worker signs audit checkpoints of the one
  *   chain as replicas do (the store keeps one checkpoint per head), holds its own deferred
  *   settlements, and its own `/metrics` (a scrape sees the worker that answered it).
@@ -53,41 +54,39 @@ export function startWorkers(config: KeybrakeConfig, options: WorkersOptions = {
   const maxCrashes = options.maxCrashes ?? 5;
   const crashWindowMs = options.crashWindowMs ?? 60_000;
   const crashes: number[] = [];
-  let generation = 0;
-  let current = new Set<Worker>();
   /** Workers the primary asked to stop: their exit is no crash. */
   const stopping = new WeakSet<Worker>();
   let shuttingDown = false;
   let exitCode = 0;
-  // With KEYBRAKE_PORT=0 the first generation's port is kept for the next ones.
-  let port = config.port;
-  cluster.on('listening', (_worker, address) => {
-    if (port === 0) port = address.port;
-  });
+  /** The first workers, until they all listen; a worker forked after that listens once it has opened the store. */
+  const starting = new Set<Worker>();
+  const opened = new Set<Worker>();
+  let started = false;
 
-  const startGeneration = (): void => {
-    generation += 1;
-    const workers = new Set<Worker>();
-    current = workers;
-    const opened = new Set<Worker>();
-    for (let index = 0; index < config.workers; index += 1) {
-      const worker = cluster.fork({
-        KEYBRAKE_WORKER_INDEX: String(index),
-        ...(port === 0 ? {} : { KEYBRAKE_PORT: String(port) }),
-      });
-      workers.add(worker);
-      worker.on('message', (message: unknown) => {
-        if (isWorkerMessage(message, 'keybrake:opened')) {
-          opened.add(worker);
-          // Nobody listens before every worker of the generation has opened (and recovered) its store.
-          if (opened.size === workers.size && !shuttingDown)
-            for (const each of workers) each.send({ type: 'keybrake:listen' } satisfies WorkerMessage);
-        } else if (isWorkerMessage(message, 'keybrake:listening')) {
-          log(30, 'worker listening', { worker: index, workerPid: worker.process.pid, generation });
+  /** Forks worker `index`; the first ones listen together once all have opened the store, a replacement at once. */
+  const fork = (index: number, replacement: boolean): void => {
+    // With KEYBRAKE_PORT=0 a replacement still gets the others' port: node:cluster shares one
+    // handle per address among the workers' first listen(0).
+    const worker = cluster.fork({ KEYBRAKE_WORKER_INDEX: String(index) });
+    if (!replacement) starting.add(worker);
+    opened.delete(worker);
+    worker.on('message', (message: unknown) => {
+      if (isWorkerMessage(message, 'keybrake:opened')) {
+        if (shuttingDown) return;
+        if (replacement) {
+          worker.send({ type: 'keybrake:listen' } satisfies WorkerMessage);
+          return;
         }
-      });
-    }
-    log(30, 'workers starting', { workers: config.workers, generation });
+        opened.add(worker);
+        if (opened.size === starting.size) {
+          started = true;
+          for (const each of starting) each.send({ type: 'keybrake:listen' } satisfies WorkerMessage);
+        }
+      } else if (isWorkerMessage(message, 'keybrake:listening')) {
+        log(30, 'worker listening', { worker: index, workerPid: worker.process.pid, replacement });
+      }
+    });
+    worker.on('exit', (code, signal) => onExit(worker, index, code, signal));
   };
 
   const drain = (worker: Worker): void => {
@@ -96,26 +95,30 @@ export function startWorkers(config: KeybrakeConfig, options: WorkersOptions = {
     else worker.process.kill('SIGTERM');
   };
 
+  const alive = (): Worker[] =>
+    Object.values(cluster.workers ?? {}).filter((each): each is Worker => each !== undefined && !each.isDead());
+
   const shutdown = (signal: NodeJS.Signals): void => {
     if (shuttingDown) {
       log(40, 'second signal: killing the workers', { signal });
-      for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill('SIGKILL');
+      for (const worker of alive()) worker.process.kill('SIGKILL');
       process.exit(1);
     }
     shuttingDown = true;
     log(30, 'draining every worker', { signal });
-    for (const worker of Object.values(cluster.workers ?? {})) if (worker) drain(worker);
-    if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(exitCode);
+    for (const worker of alive()) drain(worker);
+    if (alive().length === 0) process.exit(exitCode);
   };
   process.on('SIGTERM', shutdown);
   process.on('SIGINT', shutdown);
 
-  cluster.on('exit', (worker, code, signal) => {
-    const alive = Object.values(cluster.workers ?? {}).filter((each) => each && !each.isDead()).length;
+  const onExit = (worker: Worker, index: number, code: number | null, signal: string | null): void => {
     if (shuttingDown || stopping.has(worker)) {
       if (code !== 0) exitCode = 1;
-      if (shuttingDown && alive === 0) process.exit(exitCode);
-      if (!shuttingDown && alive === 0) startGeneration();
+      if (alive().length === 0) {
+        log(30, 'every worker stopped', { exitCode });
+        process.exit(exitCode);
+      }
       return;
     }
     if (code === 0 && signal === null) {
@@ -127,24 +130,21 @@ export function startWorkers(config: KeybrakeConfig, options: WorkersOptions = {
     const now = Date.now();
     crashes.push(now);
     while (crashes.length > 0 && crashes[0]! < now - crashWindowMs) crashes.shift();
-    log(50, 'worker crashed: restarting every worker (in-flight calls of the others finish first)', {
-      workerPid: worker.process.pid,
-      code,
-      signal,
-      generation,
-    });
+    log(50, 'worker crashed: starting another', { worker: index, workerPid: worker.process.pid, code, signal });
     if (crashes.length > maxCrashes) {
       log(50, `workers crashed ${crashes.length} times within ${crashWindowMs} ms: giving up`);
       exitCode = 1;
       shutdown('SIGTERM');
       return;
     }
-    const survivors = [...current].filter((each) => each !== worker && !each.isDead());
-    for (const survivor of survivors) drain(survivor);
-    if (alive === 0) startGeneration();
-  });
+    // A first worker that died before they all listened is replaced among them (the others wait).
+    starting.delete(worker);
+    opened.delete(worker);
+    fork(index, started);
+  };
 
-  startGeneration();
+  for (let index = 0; index < config.workers; index += 1) fork(index, false);
+  log(30, 'workers starting', { workers: config.workers });
 }
 
 /**
@@ -166,13 +166,20 @@ export async function runWorker(config: KeybrakeConfig): Promise<void> {
   process.on('disconnect', drain);
   process.on('SIGTERM', drain);
   process.on('SIGINT', drain);
-  const app = await startServer(config, {
-    handleSignals: false,
-    beforeListen: async () => {
-      process.send?.({ type: 'keybrake:opened' } satisfies WorkerMessage);
-      await mayListen;
-    },
-  });
+  let app: FastifyInstance;
+  try {
+    app = await startServer(config, {
+      handleSignals: false,
+      beforeListen: async () => {
+        process.send?.({ type: 'keybrake:opened' } satisfies WorkerMessage);
+        await mayListen;
+      },
+    });
+  } catch (error) {
+    // A worker that cannot listen (or open its store) exits, so that the primary sees it fail.
+    process.stderr.write(`keybrake worker: ${(error as Error).message}\n`);
+    process.exit(1);
+  }
   process.send?.({ type: 'keybrake:listening' } satisfies WorkerMessage);
   let closing = false;
   drainNow = () => {

@@ -94,6 +94,8 @@ export function matchesPattern(pattern: EndpointPattern, method: string, segment
   return pattern.segments.every((expected, i) => expected === '*' || expected === segments[i]);
 }
 
+const CANONICAL_SEGMENT = /^[a-z0-9_-]*$/;
+
 /**
  * One path segment as a lenient vendor router may see it: Unicode-compatibility folded, lower-cased,
  * a `;matrix` suffix, surrounding spaces and a trailing `.json`-style extension or dot dropped.
@@ -101,6 +103,8 @@ export function matchesPattern(pattern: EndpointPattern, method: string, segment
  * segment. Regression: issue 16 (a wildcard allowlist let `/v1/PAYMENT_INTENTS` through unpriced).
  */
 export function routeSegment(segment: string): string {
+  // Lower-case ASCII letters, digits, `_` and `-` fold to themselves: the common case skips the folding.
+  if (CANONICAL_SEGMENT.test(segment)) return segment;
   return segment
     .normalize('NFKC')
     .toLowerCase()
@@ -120,6 +124,27 @@ export function matchesRoute(pattern: EndpointPattern, method: string, segments:
   return pattern.segments.every(
     (expected, i) => expected === '*' || routeSegment(expected) === routeSegment(segments[i] as string),
   );
+}
+
+/** Parsed allowlist entries by their text: a key's entries are parsed once, not on every call. */
+const parsedEntries = new Map<string, EndpointPattern>();
+const MAX_PARSED_ENTRIES = 10_000;
+
+/** One allowlist entry, parsed (from a cache: a pattern is a pure function of its entry's text). */
+function parsedEntry(entry: string): EndpointPattern {
+  let pattern = parsedEntries.get(entry);
+  if (pattern === undefined) {
+    pattern = parseEndpointPattern(entry);
+    if (parsedEntries.size >= MAX_PARSED_ENTRIES) parsedEntries.clear();
+    parsedEntries.set(entry, pattern);
+  }
+  return pattern;
+}
+
+/** Whether a key's `allowed_endpoints` (as stored) allow a method and normalized path. */
+export function allowsCall(entries: readonly string[], method: string, segments: readonly string[]): boolean {
+  for (const entry of entries) if (matchesPattern(parsedEntry(entry), method, segments)) return true;
+  return false;
 }
 
 /** Whether a method and normalized path are allowed by any of the patterns. */

@@ -60,7 +60,8 @@ export function normalizePath(rawPath: string, fail: (message: string) => Error 
   for (const rawSegment of rawPath.split('/')) {
     let segment: string;
     try {
-      segment = decodeURIComponent(rawSegment);
+      // Only a `%` sequence decodes to anything else (or fails to decode).
+      segment = rawSegment.includes('%') ? decodeURIComponent(rawSegment) : rawSegment;
     } catch {
       throw fail('the path has a malformed percent-encoding.');
     }
@@ -85,8 +86,17 @@ function pathError(message: string): Error {
 
 /** Re-encodes normalized segments into the exact path that is forwarded upstream. */
 export function encodePath(segments: readonly string[]): string {
-  return `/${segments.map((segment) => encodeURIComponent(segment).replace(/%40/g, '@').replace(/%3A/g, ':')).join('/')}`;
+  // A call's segments are encoded for its fingerprint, its audit records and its upstream URL: once.
+  let path = encodedPaths.get(segments);
+  if (path === undefined) {
+    path = `/${segments.map((segment) => encodeURIComponent(segment).replace(/%40/g, '@').replace(/%3A/g, ':')).join('/')}`;
+    encodedPaths.set(segments, path);
+  }
+  return path;
 }
+
+/** Segment lists are never changed once normalized (they are `readonly`): their encoding is kept with them. */
+const encodedPaths = new WeakMap<readonly string[], string>();
 
 /** Whether a method and normalized path match one pattern. */
 export function matchesPattern(pattern: EndpointPattern, method: string, segments: readonly string[]): boolean {

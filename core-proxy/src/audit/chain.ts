@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, hash } from 'node:crypto';
 import { canonicalJson } from './canonical-json.js';
 import type { AuditRecordJson } from './record.js';
 
@@ -22,7 +22,8 @@ export function chainEntry(
   record: AuditRecordJson,
 ): { readonly text: string; readonly hash: string } {
   const text = auditRecordText(record);
-  return { text, hash: createHash('sha256').update(prevHash).update(text).digest('hex') };
+  // One-shot over the joined text (the same bytes: the previous hash is ASCII hex).
+  return { text, hash: hash('sha256', prevHash + text, 'hex') };
 }
 
 const AUDIT_FIELDS = 14;

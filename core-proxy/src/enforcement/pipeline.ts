@@ -64,7 +64,7 @@ export async function enforce(kb: KeybrakeContext, call: ArrivedCall): Promise<O
     if (!outcome) throw new Error(`the enforcement pipeline ended without an outcome after ${step?.name}`);
   } catch (error) {
     if (!(error instanceof KeybrakeError)) {
-      await endClaim(facts, false);
+      if (facts.claim) await endClaim(facts, false);
       throw error;
     }
     outcome =
@@ -73,7 +73,8 @@ export async function enforce(kb: KeybrakeContext, call: ArrivedCall): Promise<O
         : { kind: 'refused', facts, error };
   }
   if (outcome.kind === 'refused' && step?.readsCachedKey) outcome = await confirmRefusal(kb, outcome);
-  await endClaim(outcome.facts, outcome.kind !== 'store_failed');
+  // Most calls claim no object: no turn spent awaiting nothing.
+  if (outcome.facts.claim) await endClaim(outcome.facts, outcome.kind !== 'store_failed');
   return outcome;
 }
 

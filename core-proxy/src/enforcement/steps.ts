@@ -310,9 +310,11 @@ export const settle: Step<Forwarded, never> = {
       keyId: key.keyId,
       reservationId: facts.reservationId,
       actualMicros: settled.micros,
-      idempotentResponse: keepsForReplay(response.status)
-        ? { status: response.status, headers, body: body.toString('base64'), vendorRequestId }
-        : null,
+      // Only a call with an idempotency key has a claim to keep it in (the stores ignore it otherwise).
+      idempotentResponse:
+        call.idempotencyKey !== null && keepsForReplay(response.status)
+          ? { status: response.status, headers, body: body.toString('base64'), vendorRequestId }
+          : null,
       audit: auditRecord(
         facts,
         settled.unknown ? 'unknown' : 'forwarded',

@@ -106,3 +106,137 @@ describe('issue 20: the Helm chart follows the vendor registry with no chart edi
     expect(() => chartVendors([{ ...acmePay, secretNames: ['OTHER_API_KEY'] }])).toThrow(/OTHER_API_KEY/);
   });
 });
+
+/** A KEYBRAKE_VENDORS_FILE with one vendor, whose secret is ACME_SMS_TOKEN. */
+const DECLARED_FILE = `vendors:
+  - name: acme-sms
+    base_url: https://api.acme-sms.example
+    vault_key: { scheme: bearer }
+    secret: { env: ACME_SMS_TOKEN, scheme: header, header: X-Acme-Token }
+    costs: [{ endpoint: POST /v1/sms, usd: 0.05 }]
+`;
+
+describe('issue 20: declared vendors in the Helm chart (KEYBRAKE_VENDORS_FILE from a ConfigMap, secrets from a Secret)', () => {
+  function valuesFile(values: unknown): string {
+    const file = join(mkdtempSync(join(tmpdir(), 'keybrake-declared-')), 'values.yaml');
+    writeFileSync(file, JSON.stringify(values));
+    return file;
+  }
+
+  it('the file in a ConfigMap the chart makes, mounted where KEYBRAKE_VENDORS_FILE points; its secrets mounted from your Secret', async () => {
+    const output = await template(
+      CHART_DIR,
+      '--values',
+      valuesFile({
+        declaredVendors: { file: DECLARED_FILE, existingSecret: 'acme-secrets', secretKeys: ['ACME_SMS_TOKEN'] },
+      }),
+    );
+    expect(output.stderr).toBe('');
+    const manifests = parseManifests(output.stdout);
+    expect(one(manifests, 'ConfigMap', 'keybrake-vendors-file').data).toEqual({ 'vendors.yaml': DECLARED_FILE });
+    const config = one(manifests, 'ConfigMap', 'keybrake').data;
+    expect(config.KEYBRAKE_VENDORS_FILE).toBe('/etc/keybrake/vendors/vendors.yaml');
+    const pod = one(manifests, 'Deployment').spec.template.spec;
+    const container = pod.containers[0];
+    const mount = container.volumeMounts.find((m: any) => m.name === 'vendors-file');
+    expect(mount).toEqual({ name: 'vendors-file', mountPath: '/etc/keybrake/vendors', readOnly: true });
+    expect(pod.volumes.find((v: any) => v.name === 'vendors-file').configMap).toEqual({
+      name: 'keybrake-vendors-file',
+      items: [{ key: 'vendors.yaml', path: 'vendors.yaml' }],
+    });
+    const env = Object.fromEntries(container.env.map((e: any) => [e.name, e.value]));
+    expect(env.ACME_SMS_TOKEN_FILE).toBe('/etc/keybrake/secrets/ACME_SMS_TOKEN');
+    const sources = pod.volumes.find((v: any) => v.name === 'secrets').projected.sources;
+    expect(sources).toContainEqual({
+      secret: { name: 'acme-secrets', items: [{ key: 'ACME_SMS_TOKEN', path: 'ACME_SMS_TOKEN' }] },
+    });
+    // The file changing rolls the pods (the checksum covers the file's ConfigMap).
+    const changed = parseManifests(
+      (
+        await template(
+          CHART_DIR,
+          '--values',
+          valuesFile({
+            declaredVendors: {
+              file: DECLARED_FILE.replace('0.05', '0.06'),
+              existingSecret: 'acme-secrets',
+              secretKeys: ['ACME_SMS_TOKEN'],
+            },
+          }),
+        )
+      ).stdout,
+    );
+    const checksum = (m: typeof manifests) =>
+      one(m, 'Deployment').spec.template.metadata.annotations['checksum/config'] as string;
+    expect(checksum(changed)).not.toBe(checksum(manifests));
+  });
+
+  it('or a ConfigMap you made', async () => {
+    const output = await template(
+      CHART_DIR,
+      '--set',
+      'declaredVendors.existingConfigMap=my-vendors,declaredVendors.existingSecret=s,declaredVendors.secretKeys[0]=ACME_SMS_TOKEN',
+    );
+    expect(output.stderr).toBe('');
+    const manifests = parseManifests(output.stdout);
+    expect(manifests.filter((m) => m.kind === 'ConfigMap').map((m) => m.metadata.name)).not.toContain(
+      'keybrake-vendors-file',
+    );
+    expect(one(manifests, 'ConfigMap', 'keybrake').data.KEYBRAKE_VENDORS_FILE).toBe(
+      '/etc/keybrake/vendors/vendors.yaml',
+    );
+    const pod = one(manifests, 'Deployment').spec.template.spec;
+    expect(pod.volumes.find((v: any) => v.name === 'vendors-file').configMap.name).toBe('my-vendors');
+  });
+
+  it('nothing of it without declaredVendors', async () => {
+    const manifests = parseManifests((await template(CHART_DIR)).stdout);
+    expect(one(manifests, 'ConfigMap', 'keybrake').data.KEYBRAKE_VENDORS_FILE).toBeUndefined();
+    const pod = one(manifests, 'Deployment').spec.template.spec;
+    expect(pod.volumes.map((v: any) => v.name)).not.toContain('vendors-file');
+  });
+
+  it.each([
+    [
+      'both a file and a ConfigMap',
+      'declaredVendors.file=vendors: [],declaredVendors.existingConfigMap=x',
+      'set file or existingConfigMap, not both',
+    ],
+    [
+      'secret keys with no Secret',
+      'declaredVendors.file=vendors: [],declaredVendors.secretKeys[0]=A',
+      'set declaredVendors.existingSecret',
+    ],
+    [
+      'a Secret with no keys',
+      'declaredVendors.file=vendors: [],declaredVendors.existingSecret=s',
+      'declaredVendors.secretKeys',
+    ],
+    [
+      'secrets with no vendors',
+      'declaredVendors.existingSecret=s,declaredVendors.secretKeys[0]=A',
+      'set declaredVendors.file or declaredVendors.existingConfigMap',
+    ],
+    [
+      'a key the chart already mounts',
+      'declaredVendors.file=vendors: [],declaredVendors.existingSecret=s,declaredVendors.secretKeys[0]=KEYBRAKE_API_KEYS',
+      'KEYBRAKE_API_KEYS is already a secret of the chart',
+    ],
+    ['a path instead of the file', 'declaredVendors.file=./vendors.yaml', "'/declaredVendors/file'"],
+    ['a key that is no variable name', 'declaredVendors.secretKeys[0]=not-a-name', "'/declaredVendors/secretKeys/0'"],
+  ])('refuses %s', async (_what, set, message) => {
+    const output = await template(CHART_DIR, '--set', set);
+    expect(output.code).not.toBe(0);
+    expect(output.stderr).toContain(message);
+  });
+
+  it('refuses a declared secret named like an enabled built-in vendor’s', async () => {
+    const builtIn = chartVendors(BUILT_IN_VENDORS)[0]!;
+    const output = await template(
+      CHART_DIR,
+      '--set',
+      `vendors.existingSecret=v,vendors.${builtIn.name}.enabled=true,declaredVendors.file=vendors: [],declaredVendors.existingSecret=s,declaredVendors.secretKeys[0]=${builtIn.secrets[0]!.env}`,
+    );
+    expect(output.stderr).toContain(`${builtIn.secrets[0]!.env} is already a secret of the chart`);
+  });
+});

@@ -133,6 +133,15 @@ its secrets, each a Secret key named `<NAME>_<FIELD>` (apiKey of acme-pay: ACME_
 {{- printf "%sBaseUrl" $key }}
 {{- end }}
 
+{{/* The ConfigMap holding the declared vendors' file (KEYBRAKE_VENDORS_FILE), or nothing when none is declared. */}}
+{{- define "keybrake.vendorsFileConfigMap" -}}
+{{- with .Values.declaredVendors }}
+{{- if .existingConfigMap }}{{ .existingConfigMap }}
+{{- else if .file }}{{ printf "%s-vendors-file" (include "keybrake.fullname" $) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/*
 A value kept across upgrades: the one already in the cluster's Secret (lookup), else a generated
 one. `helm template` has no cluster, so it generates every time; use existingSecret for GitOps.
@@ -173,6 +182,26 @@ one. `helm template` has no cluster, so it generates every time; use existingSec
 {{- if $missing }}
 {{- fail (printf "vendors.%s.enabled: set %s (e.g. --set-file) or vendors.existingSecret." $vendor (join " and " $fields)) }}
 {{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- with .Values.declaredVendors }}
+{{- if and .file .existingConfigMap }}
+{{- fail "declaredVendors: set file or existingConfigMap, not both." }}
+{{- end }}
+{{- if and .secretKeys (not .existingSecret) }}
+{{- fail "declaredVendors.secretKeys: set declaredVendors.existingSecret, the Secret that holds them." }}
+{{- end }}
+{{- if and .existingSecret (not .secretKeys) }}
+{{- fail "declaredVendors.existingSecret: list its keys the declared vendors read in declaredVendors.secretKeys." }}
+{{- end }}
+{{- if and .secretKeys (not (or .file .existingConfigMap)) }}
+{{- fail "declaredVendors.secretKeys: set declaredVendors.file or declaredVendors.existingConfigMap, the vendors that use them." }}
+{{- end }}
+{{- $taken := include "keybrake.vendorKeys" $ | fromJsonArray }}
+{{- range .secretKeys }}
+{{- if or (has . $taken) (hasPrefix "KEYBRAKE_" .) }}
+{{- fail (printf "declaredVendors.secretKeys: %s is already a secret of the chart (an enabled built-in vendor's, or KEYBRAKE_*): name the declared vendor's secret.env differently." .) }}
 {{- end }}
 {{- end }}
 {{- end }}

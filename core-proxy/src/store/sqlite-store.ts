@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { GENESIS_HASH, chainEntry } from '../audit/chain.js';
 import { type AuditRecordJson, auditRecordJson, interruptedAuditInput } from '../audit/record.js';
-import { StoreUnavailableError } from '../errors.js';
+import { InvalidVaultKeyError, StoreUnavailableError } from '../errors.js';
 import { MAX_CHAIN_LENGTH } from '../keys/key-depth.js';
 import type { Micros } from '../pricing/money.js';
 import {
@@ -42,7 +42,7 @@ export interface SqliteStoreOptions {
   readonly dataDir: string;
   /** How long kept idempotent responses live. @default DEFAULT_IDEMPOTENCY_RETENTION_MS (24h, the contract's minimum) */
   readonly idempotencyRetentionMs?: number;
-  /** Epoch milliseconds, for recovery records. @default Date.now */
+  /** The clock (epoch ms) of recovery records and of kept responses' retention. @default Date.now */
   readonly now?: () => number;
 }
 
@@ -157,6 +157,7 @@ CREATE TABLE IF NOT EXISTS vendor_objects (
 export class SqliteStore implements Store {
   private readonly db: Database.Database;
   private readonly retentionMs: number;
+  private readonly now: () => number;
   private readonly purgeTimer: NodeJS.Timeout;
   private readonly statements = new Map<string, Database.Statement>();
   /** Runs its argument atomically: a savepoint inside a group commit, a transaction outside one. */
@@ -182,8 +183,9 @@ export class SqliteStore implements Store {
     this.atomic = <T>(operation: () => T): T => atomic(operation) as T;
     this.commitBatch = this.db.transaction((body: () => void) => body());
     this.retentionMs = options.idempotencyRetentionMs ?? DEFAULT_IDEMPOTENCY_RETENTION_MS;
-    this.recoverOrphanedReservations((options.now ?? Date.now)());
-    this.purgeTimer = setInterval(() => this.purgeIdempotency(Date.now()), 10 * 60 * 1000);
+    this.now = options.now ?? Date.now;
+    this.recoverOrphanedReservations(this.now());
+    this.purgeTimer = setInterval(() => this.purgeIdempotency(this.now()), 10 * 60 * 1000);
     this.purgeTimer.unref();
   }
 
@@ -560,11 +562,12 @@ export class SqliteStore implements Store {
     if (response === null) {
       this.statement('DELETE FROM idempotency WHERE key_id = ? AND idempotency_key = ?').run(keyId, idempotencyKey);
     } else {
-      this.statement('UPDATE idempotency SET response = ? WHERE key_id = ? AND idempotency_key = ?').run(
-        JSON.stringify(response),
-        keyId,
-        idempotencyKey,
-      );
+      // Regression: issue 20. Retention counts from when the response is kept, as on Redis (the
+      // contract keeps it at least 24 hours): `created_at` was left at the claim, so a response
+      // was purged the length of its call early.
+      this.statement(
+        'UPDATE idempotency SET response = ?, created_at = ? WHERE key_id = ? AND idempotency_key = ?',
+      ).run(JSON.stringify(response), this.now(), keyId, idempotencyKey);
     }
   }
 
@@ -670,8 +673,11 @@ export class SqliteStore implements Store {
 
   /** The family a key belongs to: its root key's id. */
   private familyOf(keyId: string): string {
-    const chain = this.ancestry(keyId);
-    return chain[chain.length - 1]?.key_id ?? keyId;
+    const root = this.ancestry(keyId).at(-1);
+    // Regression: issue 20. An unknown key was its own family here (objects claimed and recorded
+    // for a key that does not exist) while Redis failed it as a 503; both refuse it now.
+    if (!root) throw new InvalidVaultKeyError(true);
+    return root.key_id;
   }
 
   private objectRow(family: string, objectId: string): ObjectRow | undefined {

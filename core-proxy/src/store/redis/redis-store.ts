@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { GENESIS_HASH, chainEntry } from '../../audit/chain.js';
 import { type AuditRecordJson, auditRecordJson, interruptedAuditInput } from '../../audit/record.js';
-import { StoreUnavailableError } from '../../errors.js';
+import { InvalidVaultKeyError, StoreUnavailableError } from '../../errors.js';
 import { MAX_CHAIN_LENGTH } from '../../keys/key-depth.js';
 import {
   ANCESTRY_WALK_LIMIT,
@@ -154,9 +154,10 @@ const DIRTY_SHARDS = 'audit-dirty';
  *
  * Keys: every key of one vault-key *family* (a root key and its descendants) shares the hash tag
  * `{vk:<root>}`, so one Lua script can check and reserve across a key and all its ancestors
- * atomically, even on Cluster. On the hot path a proxied call costs two scripts: `reserve` before
- * forwarding (revocation, expiry, taint, idempotency and every cap, read inside the script) and
- * `settle` after (spend, idempotent response and the audit record, in one step).
+ * atomically, even on Cluster. On the hot path a proxied call costs two scripts, each one round
+ * trip and one AOF fsync: `reserve` before forwarding (revocation, expiry, taint, idempotency and
+ * every cap, read inside the script) and `settle` after (spend, idempotent response, the audit
+ * record and, on one Redis, its shard's mark for the sealer, in one step).
  *
  * Local caching: only what never changes is cached (which key a vault-key hash names, its vendor,
  * allowlist, caps and ancestors). Revocation, expiry and taint are always read inside `reserve`,
@@ -179,6 +180,8 @@ const DIRTY_SHARDS = 'audit-dirty';
  */
 export class RedisStore implements Store {
   private readonly redis: Client;
+  /** Redis Cluster: keys of different families and of the audit chain live in different slots. */
+  private readonly cluster: boolean;
   private readonly families = new Map<string, FamilyEntry>();
   private readonly byHash = new Map<string, string>();
   private readonly pending = new Map<string, PendingReservation>();
@@ -204,6 +207,7 @@ export class RedisStore implements Store {
       retryStrategy: (attempt) => Math.min(50 * attempt, 500),
     };
     const cluster = /^rediss?\+cluster:\/\/(?:([^:@]*):?([^@]*)@)?(.+)$/.exec(options.url);
+    this.cluster = cluster !== null;
     if (cluster) {
       const [, username, password, seeds] = cluster;
       const nodes = (seeds as string).split(',').map((hostPort) => {
@@ -417,7 +421,7 @@ export class RedisStore implements Store {
       // Kept until the script ran, so a settlement retried after a store failure settles the same keys.
       this.pending.delete(input.reservationId);
       if (length < 0) return false;
-      void this.redis.sadd(DIRTY_SHARDS, family.root).catch(() => undefined);
+      this.markDirtyOnCluster(family.root);
       return true;
     });
   }
@@ -427,8 +431,11 @@ export class RedisStore implements Store {
       const shard = input.keyId === null ? NO_KEY_SHARD : ((await this.rootOf(input.keyId)) ?? NO_KEY_SHARD);
       // Listed before its first record lands, so a full seal (and verify's check) never misses a shard.
       if (shard === NO_KEY_SHARD) await this.redis.sadd(SHARDS, shard);
-      await this.redis.rpush(auditListKey(shard), JSON.stringify({ ...input, rid: randomUUID() }));
-      void this.redis.sadd(DIRTY_SHARDS, shard).catch(() => undefined);
+      const appending = this.redis.rpush(auditListKey(shard), JSON.stringify({ ...input, rid: randomUUID() }));
+      // One Redis: the mark goes in the same pipeline, behind the record on the one connection.
+      if (!this.cluster) void this.redis.sadd(DIRTY_SHARDS, shard).catch(() => undefined);
+      await appending;
+      this.markDirtyOnCluster(shard);
     });
   }
 
@@ -569,7 +576,7 @@ export class RedisStore implements Store {
         );
         if (length >= 0) {
           swept += 1;
-          await this.redis.sadd(DIRTY_SHARDS, root);
+          if (this.cluster) await this.redis.sadd(DIRTY_SHARDS, root);
         }
       }
     }
@@ -593,6 +600,7 @@ export class RedisStore implements Store {
         : idempotencyKey(root, chain[0] as string, reservation.idempotencyKey),
       auditListKey(root),
       ...chain.flatMap((id) => [keyHashKey(root, id), dayKey(root, id, day)]),
+      ...(this.cluster ? [] : [DIRTY_SHARDS]),
     ];
     return this.redis.kbSettle(
       keys.length,
@@ -605,7 +613,17 @@ export class RedisStore implements Store {
       record,
       sweepNow,
       chain.length,
+      this.cluster ? '' : root,
     );
+  }
+
+  /**
+   * Marks a shard for the sealer after its record landed, on Redis Cluster (on one Redis the
+   * settle script marks it). Not awaited: a lost mark delays sealing, never loses a record
+   * (`completeAuditHead` seals every shard).
+   */
+  private markDirtyOnCluster(root: string): void {
+    if (this.cluster) void this.redis.sadd(DIRTY_SHARDS, root).catch(() => undefined);
   }
 
   private markSubtree(keyId: string, field: string, value: string): Promise<boolean> {
@@ -650,6 +668,17 @@ export class RedisStore implements Store {
     const entry = { record, root, chain: [keyId, ...(parent?.chain ?? [])].slice(0, ANCESTRY_WALK_LIMIT) };
     remember(this.families, keyId, entry);
     return entry;
+  }
+
+  /**
+   * The family whose objects a key's call tracks. Regression: issue 20: an unknown key failed
+   * here as a 503 (store unavailable) while the embedded store made it a family of its own; both
+   * refuse it as `invalid_vault_key` now.
+   */
+  private async objectFamily(keyId: string): Promise<string> {
+    const family = await this.family(keyId);
+    if (!family) throw new InvalidVaultKeyError(true);
+    return family.root;
   }
 
   private async familyOrThrow(keyId: string): Promise<FamilyEntry> {
@@ -729,7 +758,7 @@ export class RedisStore implements Store {
         if ((written[i] as number) <= (sealed[i] as number)) continue;
         let done: boolean;
         try {
-          done = await this.sealShard(shard, token, sealed[i] as number);
+          done = await this.sealShard(shard, token, sealed[i] as number, written[i] as number);
         } catch (error) {
           await this.redis.sadd(DIRTY_SHARDS, ...chunk.slice(i)).catch(() => undefined);
           throw error;
@@ -744,14 +773,21 @@ export class RedisStore implements Store {
   }
 
   /**
-   * Appends a shard's records from position `sealed` on, a batch per script. Records the chain
-   * already has (sealed by a version that kept the shard's bookkeeping in the shard's own slot)
-   * are recognised by their record id and only recorded for the shard.
+   * Appends a shard's records from position `sealed` up to `written` (its length when this seal
+   * started), a batch per script. Records the chain already has (sealed by a version that kept the
+   * shard's bookkeeping in the shard's own slot) are recognised by their record id and only
+   * recorded for the shard.
+   *
+   * Regression: issue 21. A seal used to read on until the shard's list was empty; under steady
+   * traffic each batch found the one or two records written meanwhile, so the sealer ran
+   * back-to-back (four commands and an AOF fsync for every record or two, on the connection the
+   * hot path shares) instead of once per interval. Records written after the seal started are
+   * marked dirty again by their writers and sealed by the next one.
    * @returns false when the lock was lost (the batch then wrote nothing).
    */
-  private async sealShard(shard: string, token: string, sealed: number): Promise<boolean> {
-    for (;;) {
-      const raws = await this.redis.lrange(auditListKey(shard), sealed, sealed + SEAL_BATCH - 1);
+  private async sealShard(shard: string, token: string, sealed: number, written: number): Promise<boolean> {
+    while (sealed < written) {
+      const raws = await this.redis.lrange(auditListKey(shard), sealed, Math.min(sealed + SEAL_BATCH, written) - 1);
       if (raws.length === 0) return true;
       const records = raws.map((raw) => JSON.parse(raw) as FamilyAuditRecord);
       const [head, known] = await Promise.all([
@@ -799,6 +835,7 @@ export class RedisStore implements Store {
         throw new StoreUnavailableError(new Error(`audit chain changed under the sealer lock (${appended})`));
       sealed += records.length;
     }
+    return true;
   }
 
   /** `LLEN` of one list per shard, a chunk of shards at a time. */
@@ -823,7 +860,7 @@ export class RedisStore implements Store {
 
   claimObject(input: ObjectClaimInput): Promise<ObjectClaimOutput> {
     return this.run(async () => {
-      const { root } = await this.familyOrThrow(input.keyId);
+      const root = await this.objectFamily(input.keyId);
       const result = await this.redis.kbClaimObject(
         objectKey(root, input.objectId),
         input.claimId,
@@ -842,7 +879,7 @@ export class RedisStore implements Store {
 
   releaseObject(input: ObjectReleaseInput): Promise<void> {
     return this.run(async () => {
-      const { root } = await this.familyOrThrow(input.keyId);
+      const root = await this.objectFamily(input.keyId);
       const { state } = input;
       await this.redis.kbReleaseObject(
         objectKey(root, input.objectId),
@@ -858,7 +895,7 @@ export class RedisStore implements Store {
 
   recordObject(input: ObjectRecordInput): Promise<void> {
     return this.run(async () => {
-      const { root } = await this.familyOrThrow(input.keyId);
+      const root = await this.objectFamily(input.keyId);
       await this.redis.kbRecordObject(
         objectKey(root, input.objectId),
         input.state.amount,

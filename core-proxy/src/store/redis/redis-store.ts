@@ -180,6 +180,13 @@ const DIRTY_SHARDS = 'audit-dirty';
  */
 export class RedisStore implements Store {
   private readonly redis: Client;
+  /**
+   * The sealer's and the sweeper's connection: on one Redis a second one, so that a seal's large
+   * batches (hundreds of records each way) never hold the hot path's commands back in the
+   * auto-pipeline, which sends nothing more until the batch in flight is answered. On Cluster,
+   * which does not auto-pipeline, the same client.
+   */
+  private readonly background: Client;
   /** Redis Cluster: keys of different families and of the audit chain live in different slots. */
   private readonly cluster: boolean;
   private readonly families = new Map<string, FamilyEntry>();
@@ -214,34 +221,29 @@ export class RedisStore implements Store {
         const [host, port] = hostPort.split(':');
         return { host: host as string, port: Number(port ?? 6379) };
       });
-      this.redis = new Cluster(nodes, {
-        keyPrefix: prefix,
-        // Cluster connects lazily: queue until it is ready. The command timeout still bounds every
-        // wait, so a call fails closed rather than hang.
-        enableOfflineQueue: true,
-        // Auto-pipelining batches commands of different slots together, which Cluster refuses.
-        enableAutoPipelining: false,
-        clusterRetryStrategy: (attempt) => Math.min(100 * attempt, 2000),
-        redisOptions: {
-          ...connection,
-          username: username ? decodeURIComponent(username) : undefined,
-          password: password ? decodeURIComponent(password) : undefined,
-        },
-      }) as Client;
+      this.redis = defineScripts(
+        new Cluster(nodes, {
+          keyPrefix: prefix,
+          // Cluster connects lazily: queue until it is ready. The command timeout still bounds every
+          // wait, so a call fails closed rather than hang.
+          enableOfflineQueue: true,
+          // Auto-pipelining batches commands of different slots together, which Cluster refuses.
+          enableAutoPipelining: false,
+          clusterRetryStrategy: (attempt) => Math.min(100 * attempt, 2000),
+          redisOptions: {
+            ...connection,
+            username: username ? decodeURIComponent(username) : undefined,
+            password: password ? decodeURIComponent(password) : undefined,
+          },
+        }),
+      );
+      this.background = this.redis;
     } else {
-      this.redis = new Redis(options.url, { ...connection, keyPrefix: prefix, enableAutoPipelining: true }) as Client;
+      const open = (): Client =>
+        defineScripts(new Redis(options.url, { ...connection, keyPrefix: prefix, enableAutoPipelining: true }));
+      this.redis = open();
+      this.background = open();
     }
-    // ioredis reports connection errors as events; the commands themselves fail closed.
-    this.redis.on('error', () => undefined);
-    this.redis.defineCommand('kbReserve', { lua: RESERVE_LUA });
-    this.redis.defineCommand('kbSettle', { lua: SETTLE_LUA });
-    this.redis.defineCommand('kbCreateKey', { lua: CREATE_KEY_LUA });
-    this.redis.defineCommand('kbMarkSubtree', { lua: MARK_SUBTREE_LUA });
-    this.redis.defineCommand('kbSealAppend', { numberOfKeys: 5, lua: SEAL_APPEND_LUA });
-    this.redis.defineCommand('kbReleaseLock', { numberOfKeys: 1, lua: RELEASE_LOCK_LUA });
-    this.redis.defineCommand('kbClaimObject', { numberOfKeys: 1, lua: CLAIM_OBJECT_LUA });
-    this.redis.defineCommand('kbReleaseObject', { numberOfKeys: 1, lua: RELEASE_OBJECT_LUA });
-    this.redis.defineCommand('kbRecordObject', { numberOfKeys: 1, lua: RECORD_OBJECT_LUA });
     this.reservationTtlMs = options.reservationTtlMs ?? 600_000;
     this.sealLockTtlMs = options.sealLockTtlMs ?? 2000;
     this.retentionMs = options.idempotencyRetentionMs ?? DEFAULT_IDEMPOTENCY_RETENTION_MS;
@@ -534,18 +536,24 @@ export class RedisStore implements Store {
   }
 
   ping(): Promise<void> {
+    // Both connections: `calls` and `verify` seal on the background one first.
     return this.run(async () => {
-      await this.redis.ping();
+      await Promise.all([this.redis.ping(), this.background === this.redis ? undefined : this.background.ping()]);
     });
   }
 
   async close(): Promise<void> {
     for (const timer of this.timers) clearInterval(timer);
-    try {
-      await this.redis.quit();
-    } catch {
-      this.redis.disconnect();
-    }
+    const clients = this.background === this.redis ? [this.redis] : [this.redis, this.background];
+    await Promise.all(
+      clients.map(async (client) => {
+        try {
+          await client.quit();
+        } catch {
+          client.disconnect();
+        }
+      }),
+    );
   }
 
   /**
@@ -556,9 +564,9 @@ export class RedisStore implements Store {
    */
   async sweepExpiredReservations(now: number): Promise<number> {
     let swept = 0;
-    for (const root of await this.redis.smembers(SHARDS)) {
+    for (const root of await this.background.smembers(SHARDS)) {
       if (root === NO_KEY_SHARD) continue;
-      const reservations = await this.redis.hgetall(reservationsKey(root));
+      const reservations = await this.background.hgetall(reservationsKey(root));
       for (const [reservationId, raw] of Object.entries(reservations)) {
         const reservation = JSON.parse(raw) as ReservationEntry;
         if (reservation.deadline > now) continue;
@@ -573,10 +581,11 @@ export class RedisStore implements Store {
           '',
           JSON.stringify({ ...record, rid: reservationId } satisfies FamilyAuditRecord),
           now,
+          this.background,
         );
         if (length >= 0) {
           swept += 1;
-          if (this.cluster) await this.redis.sadd(DIRTY_SHARDS, root);
+          if (this.cluster) await this.background.sadd(DIRTY_SHARDS, root);
         }
       }
     }
@@ -591,6 +600,7 @@ export class RedisStore implements Store {
     response: string,
     record: string,
     sweepNow: number,
+    client: Client = this.redis,
   ): Promise<number> {
     const { root, chain, day } = reservation;
     const keys = [
@@ -602,7 +612,7 @@ export class RedisStore implements Store {
       ...chain.flatMap((id) => [keyHashKey(root, id), dayKey(root, id, day)]),
       ...(this.cluster ? [] : [DIRTY_SHARDS]),
     ];
-    return this.redis.kbSettle(
+    return client.kbSettle(
       keys.length,
       ...keys,
       reservationId,
@@ -703,7 +713,7 @@ export class RedisStore implements Store {
   private seal(shards: readonly string[] | undefined): Promise<void> {
     const run = this.sealQueue
       .catch(() => undefined)
-      .then(async () => this.sealNow(shards ?? (await this.redis.smembers(DIRTY_SHARDS))));
+      .then(async () => this.sealNow(shards ?? (await this.background.smembers(DIRTY_SHARDS))));
     this.sealQueue = run;
     return run;
   }
@@ -720,11 +730,11 @@ export class RedisStore implements Store {
       try {
         pending = await this.sealShards(pending, token);
       } finally {
-        await this.redis.kbReleaseLock(SEAL_LOCK, token).catch(() => undefined);
+        await this.background.kbReleaseLock(SEAL_LOCK, token).catch(() => undefined);
       }
       if (pending.length === 0) return;
       if (Date.now() > deadline) {
-        await this.redis.sadd(DIRTY_SHARDS, ...pending).catch(() => undefined);
+        await this.background.sadd(DIRTY_SHARDS, ...pending).catch(() => undefined);
         throw new StoreUnavailableError(new Error('audit sealer lock lost before every record was sealed'));
       }
     }
@@ -737,7 +747,7 @@ export class RedisStore implements Store {
    */
   private async acquireSealLock(deadline: number): Promise<string> {
     const token = randomUUID();
-    while ((await this.redis.set(SEAL_LOCK, token, 'PX', this.sealLockTtlMs, 'NX')) !== 'OK') {
+    while ((await this.background.set(SEAL_LOCK, token, 'PX', this.sealLockTtlMs, 'NX')) !== 'OK') {
       if (Date.now() > deadline) throw new StoreUnavailableError(new Error('audit sealer lock not acquired'));
       await new Promise((resolve) => setTimeout(resolve, Math.min(10, this.sealLockTtlMs)));
     }
@@ -749,7 +759,7 @@ export class RedisStore implements Store {
     for (let from = 0; from < shards.length; from += SHARD_CHUNK) {
       const chunk = shards.slice(from, from + SHARD_CHUNK);
       // Unmarked before reading: a record written after this is marked again by its writer.
-      await this.redis.srem(DIRTY_SHARDS, ...chunk);
+      await this.background.srem(DIRTY_SHARDS, ...chunk);
       const [sealed, written] = await Promise.all([
         this.shardLengths(chunk, sealedSeqsKey),
         this.shardLengths(chunk, auditListKey),
@@ -760,11 +770,11 @@ export class RedisStore implements Store {
         try {
           done = await this.sealShard(shard, token, sealed[i] as number, written[i] as number);
         } catch (error) {
-          await this.redis.sadd(DIRTY_SHARDS, ...chunk.slice(i)).catch(() => undefined);
+          await this.background.sadd(DIRTY_SHARDS, ...chunk.slice(i)).catch(() => undefined);
           throw error;
         }
         if (!done) {
-          await this.redis.sadd(DIRTY_SHARDS, ...chunk.slice(i));
+          await this.background.sadd(DIRTY_SHARDS, ...chunk.slice(i));
           return [...chunk.slice(i), ...shards.slice(from + SHARD_CHUNK)];
         }
       }
@@ -787,12 +797,16 @@ export class RedisStore implements Store {
    */
   private async sealShard(shard: string, token: string, sealed: number, written: number): Promise<boolean> {
     while (sealed < written) {
-      const raws = await this.redis.lrange(auditListKey(shard), sealed, Math.min(sealed + SEAL_BATCH, written) - 1);
+      const raws = await this.background.lrange(
+        auditListKey(shard),
+        sealed,
+        Math.min(sealed + SEAL_BATCH, written) - 1,
+      );
       if (raws.length === 0) return true;
       const records = raws.map((raw) => JSON.parse(raw) as FamilyAuditRecord);
       const [head, known] = await Promise.all([
-        this.redis.hmget(CHAIN_HEAD, 'seq', 'hash'),
-        this.redis.hmget(CHAIN_RIDS, ...records.map((record) => record.rid)),
+        this.background.hmget(CHAIN_HEAD, 'seq', 'hash'),
+        this.background.hmget(CHAIN_RIDS, ...records.map((record) => record.rid)),
       ]);
       const expectedSeq = Number(head[0] ?? 0);
       const expectedHash = head[1] ?? '';
@@ -816,7 +830,7 @@ export class RedisStore implements Store {
           hash,
         );
       });
-      const appended = await this.redis.kbSealAppend(
+      const appended = await this.background.kbSealAppend(
         CHAIN_HEAD,
         CHAIN,
         CHAIN_RIDS,
@@ -843,7 +857,7 @@ export class RedisStore implements Store {
     const lengths: number[] = [];
     for (let from = 0; from < shards.length; from += SHARD_CHUNK) {
       lengths.push(
-        ...(await Promise.all(shards.slice(from, from + SHARD_CHUNK).map((shard) => this.redis.llen(key(shard))))),
+        ...(await Promise.all(shards.slice(from, from + SHARD_CHUNK).map((shard) => this.background.llen(key(shard))))),
       );
     }
     return lengths;
@@ -935,4 +949,20 @@ function toRecord(fields: Record<string, string>): VaultKeyRecord {
     expiresAt: Number(fields.expires_at),
     revokedAt: optionalNumber(fields.revoked_at),
   };
+}
+
+/** Registers every script of the store on a client, and keeps its connection errors as events. */
+function defineScripts(redis: Redis | Cluster): Client {
+  // ioredis reports connection errors as events; the commands themselves fail closed.
+  redis.on('error', () => undefined);
+  redis.defineCommand('kbReserve', { lua: RESERVE_LUA });
+  redis.defineCommand('kbSettle', { lua: SETTLE_LUA });
+  redis.defineCommand('kbCreateKey', { lua: CREATE_KEY_LUA });
+  redis.defineCommand('kbMarkSubtree', { lua: MARK_SUBTREE_LUA });
+  redis.defineCommand('kbSealAppend', { numberOfKeys: 5, lua: SEAL_APPEND_LUA });
+  redis.defineCommand('kbReleaseLock', { numberOfKeys: 1, lua: RELEASE_LOCK_LUA });
+  redis.defineCommand('kbClaimObject', { numberOfKeys: 1, lua: CLAIM_OBJECT_LUA });
+  redis.defineCommand('kbReleaseObject', { numberOfKeys: 1, lua: RELEASE_OBJECT_LUA });
+  redis.defineCommand('kbRecordObject', { numberOfKeys: 1, lua: RECORD_OBJECT_LUA });
+  return redis as Client;
 }

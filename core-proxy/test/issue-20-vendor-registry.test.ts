@@ -11,6 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { usdToMicros } from '../src/pricing/money.js';
 import { positiveNumber } from '../src/env.js';
 import { BUILT_IN_VENDORS } from '../src/vendors/registry.js';
+import { HELM_CHART_DIR } from '../src/vendors/helm-chart-source.js';
 import { VENDOR_NAMES_FILE, vendorNamesSource } from '../src/vendors/vendor-names-source.js';
 import type { VendorOptionsSpec } from '../src/vendors/vendor-options.js';
 import { type VendorModule, moneyMoving, readBearer } from '../src/vendors/vendor.js';
@@ -110,14 +111,13 @@ describe('issue 20: a new built-in vendor is one module and one registry line (f
 const SOURCES_OF_TRUTH = new Set([
   'core-proxy/src/vendors/registry.ts',
   VENDOR_NAMES_FILE,
+  `${HELM_CHART_DIR}/values.yaml`,
+  `${HELM_CHART_DIR}/values.schema.json`,
   'core-proxy/test/issue-20-vendor-registry.test.ts',
 ]);
 
-/**
- * Not scanned: the Helm chart (templates/kubernetes/keybrake) keeps one values block per built-in
- * vendor, a chart's own interface that no TypeScript registry can generate; its test checks it.
- */
-const NOT_SCANNED = /(^|\/)(node_modules|dist|\.git)(\/|$)|^templates\/kubernetes\//;
+/** Not scanned: installed and built files. The Helm chart is scanned: its vendor blocks are generated. */
+const NOT_SCANNED = /(^|\/)(node_modules|dist|\.git)(\/|$)/;
 
 /** What a hand-kept list of vendor names looks like in code, in prose, and as secret names. */
 function handKeptLists(text: string, vendors: readonly VendorModule[]): string[] {
@@ -156,7 +156,7 @@ function* sourceFiles(folder: string): Generator<string> {
     const name = relative(ROOT, path);
     if (NOT_SCANNED.test(name)) continue;
     if (statSync(path).isDirectory()) yield* sourceFiles(path);
-    else if (/\.(ts|mts|mjs|js|sh|ya?ml|json|py)$/.test(entry) && !entry.endsWith('lock.yaml')) yield name;
+    else if (/\.(ts|mts|mjs|js|sh|ya?ml|json|py|tpl)$/.test(entry) && !entry.endsWith('lock.yaml')) yield name;
   }
 }
 

@@ -262,6 +262,61 @@ describe('issue 20: what a declared vendor does (go-httpbin standing in as the v
     expect(calls).toMatchObject([{ outcome: 'forwarded', vendor: 'echo', vendor_request_id: 'req-42' }]);
   });
 
+  it('scrubs the secret from response headers and drops the headers the file names, on the answer and its replay', async () => {
+    const { proxy, relay, secret } = await declaredProxy(
+      (url) => `
+  - name: echo
+    base_url: ${url.replace(/\/anything$/, '')}
+    vault_key: { scheme: bearer }
+    secret: { env: GATEWAY_SECRET, scheme: basic, username: api }
+    costs: [{ endpoint: POST /response-headers, usd: 0.01 }]
+    response_headers: { drop: [X-Internal-Trace] }
+`,
+    );
+    const key = await proxy.issueKey({ vendor: 'echo', usd_cap: 1, allowed_endpoints: ['POST /response-headers'] });
+    const token = Buffer.from(`api:${secret}`).toString('base64');
+    // httpbin's /response-headers answers with the headers its query names: it stands in for a
+    // vendor that echoes its credential (as sent, or as its Basic token) in a header. Every byte
+    // is percent-encoded: the request line the proxy logs and audits is the test's, not a leak.
+    const encoded = (text: string) => [...Buffer.from(text)].map((byte) => `%${byte.toString(16)}`).join('');
+    const query = [
+      ['X-Echo-Key', `key=${secret}; scope=all`],
+      ['X-Echo-Auth', `Basic ${token}`],
+      ['X-Echo-Auth', 'second value'],
+      ['X-Internal-Trace', 'db-7.internal.acme:5432'],
+      ['X-Kept', 'fine'],
+    ]
+      .map(([name, value]) => `${name}=${encoded(value!)}`)
+      .join('&');
+    const call = () =>
+      proxy.call(`/echo/response-headers?${query}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key.vault_key}`, 'idempotency-key': 'echo-1' },
+      });
+    for (const response of [await call(), await call()]) {
+      const body = await response.text();
+      expect(response.status, body).toBe(200);
+      expect(response.headers.get('x-echo-key')).toBe('key=[secret removed by keybrake]; scope=all');
+      expect(response.headers.get('x-echo-auth')).toBe('Basic [secret removed by keybrake], second value');
+      expect(response.headers.get('x-internal-trace')).toBeNull();
+      expect(response.headers.get('x-kept')).toBe('fine');
+      const everything = [...response.headers].join('\n') + body;
+      expect(everything).not.toContain(secret);
+      expect(everything).not.toContain(token);
+    }
+    // The second answer was the replay: the vendor was called once, and charged once.
+    expect(relay.passedOn).toHaveLength(1);
+    expect((await proxy.admin('GET', `/vault/keys/${key.key_id}`)).body.spent_usd).toBe(0.01);
+  });
+
+  it('refuses a response_headers.drop entry that is not a header name', () => {
+    const error = startError(`vendors:${ACME('    response_headers: { drop: ["not a header"] }')}`);
+    expect(error.message).toContain('vendors[0].response_headers.drop[0]');
+    expect(startError(`vendors:${ACME('    response_headers: { keep: [X-A] }')}`).message).toContain(
+      'vendors[0].response_headers.keep: unknown field',
+    );
+  });
+
   it('a request-field cost is reserved from the request; missing or non-numeric is request_not_priceable, nothing forwarded', async () => {
     const { proxy, relay } = await declaredProxy((url) => GATEWAY(url, '{ scheme: bearer }', 'scheme: bearer'));
     const key = await proxy.issueKey({ vendor: 'sms-gateway', usd_cap: 5, allowed_endpoints: ['POST /v1/orders'] });

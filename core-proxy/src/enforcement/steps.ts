@@ -304,7 +304,8 @@ export const settle: Step<Forwarded, never> = {
     const { response } = result;
     const settled = settlementOf(kb, facts.price, facts.vendorRequest, response);
     const body = call.vendor.maskResponseBody?.(facts.vendorRequest, response.body, facts.secrets) ?? response.body;
-    const headers = returnedHeaders(response);
+    const returned = returnedHeaders(response);
+    const headers = call.vendor.maskResponseHeaders?.(returned, facts.secrets) ?? returned;
     const vendorRequestId = call.vendor.vendorRequestId(response) ?? null;
     const settling = settleInStore(kb, true, {
       keyId: key.keyId,

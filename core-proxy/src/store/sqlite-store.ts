@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { closeSync, fdatasyncSync, fstatSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { GENESIS_HASH, chainEntry } from '../audit/chain.js';
@@ -14,6 +14,7 @@ import {
   parentInactiveError,
   parentMissingError,
 } from './key-family.js';
+import { OwnerLock, ownerAlive } from './sqlite-owner.js';
 import {
   DEFAULT_IDEMPOTENCY_RETENTION_MS,
   type AuditInput,
@@ -64,6 +65,12 @@ interface KeyRow {
   unknown: number;
 }
 
+/** A key of a reservation's chain with its spend of the reservation's day. */
+interface ChainRow extends KeyRow {
+  day_spent: number | null;
+  day_reserved: number | null;
+}
+
 interface ReservationRow {
   reservation_id: string;
   key_id: string;
@@ -71,7 +78,45 @@ interface ReservationRow {
   amount: number;
   idempotency_key: string | null;
   pending: string;
+  /** The store that made it (`OwnerLock.ownerId`); null for a reservation written before owners. */
+  owner: string | null;
 }
+
+/** A write queued for the next group commit. */
+interface PendingWrite {
+  operation: () => unknown;
+  resolve: (value: unknown) => void;
+  reject: (error: unknown) => void;
+}
+
+/**
+ * How long a write waits for another process's write lock before it fails closed (503), like the
+ * busy timeout this replaces; the wait never blocks the event loop (see `commitPendingWrites`).
+ */
+const WRITE_LOCK_WAIT_MS = 5000;
+
+/**
+ * The WAL's size at open, in pages: SQLite checkpoints at 1,000 pages (`wal_autocheckpoint`) and
+ * then writes the WAL again from its start, so a WAL this long is never extended while it runs.
+ * A commit that extends the file makes its fsync also commit the file's new size (a filesystem
+ * journal commit): measured here at 2 to 10 times a fsync that only overwrites (issue 21).
+ */
+const WAL_PRESIZE_PAGES = 1200;
+
+/** Keys remembered in memory at most; past it the cache starts over (a bound, not an LRU). */
+const CACHED_KEYS = 10_000;
+
+/** The key and its ancestors, nearest first (at most `?` of them), each with its spend of one day. */
+const CHAIN_SQL = `
+WITH RECURSIVE chain(key_id, depth) AS (
+  SELECT ?, 0
+  UNION ALL
+  SELECT k.parent_key_id, c.depth + 1 FROM chain c JOIN vault_keys k ON k.key_id = c.key_id
+   WHERE k.parent_key_id IS NOT NULL AND c.depth + 1 < ?)
+SELECT k.*, d.spent AS day_spent, d.reserved AS day_reserved
+  FROM chain c JOIN vault_keys k ON k.key_id = c.key_id
+  LEFT JOIN daily_spend d ON d.key_id = k.key_id AND d.day = ?
+ ORDER BY c.depth`;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS vault_keys (
@@ -127,6 +172,11 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
   records INTEGER PRIMARY KEY,
   checkpoint TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS key_generation (
+  id INTEGER PRIMARY KEY CHECK (id = 0),
+  generation INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO key_generation (id, generation) VALUES (0, 0);
 `;
 
 /** Tracked vendor objects (issue 17), per key family (its root key). */
@@ -146,96 +196,147 @@ CREATE TABLE IF NOT EXISTS vendor_objects (
 /**
  * The embedded durable store: one SQLite file in WAL mode with `synchronous=FULL`, so every
  * committed reservation, settlement and audit record survives a crash or power loss before the
- * response goes out. better-sqlite3 is synchronous and this process is its only writer, so each
- * write below is one transaction and nothing interleaves inside it.
+ * response goes out. better-sqlite3 is synchronous, so nothing of this process interleaves inside
+ * a transaction; other processes may open the same data directory (`keybrake serve --workers N`):
+ * every write takes SQLite's write lock first (`BEGIN IMMEDIATE`), and everything a decision rests
+ * on is read inside that transaction.
  *
  * Writes are group-committed: those issued in the same turn of the event loop run in arrival
- * order, each in its own savepoint, inside one transaction, and all resolve after its single
- * commit (one fsync instead of one per write). A write's promise still resolves only once it is
- * durable.
+ * order inside one transaction, and all resolve after its single commit (one fsync instead of one
+ * per write). A write's promise still resolves only once it is durable, and one write's failure
+ * undoes none of the others: the batch then runs again, each write in its own savepoint.
  */
 export class SqliteStore implements Store {
   private readonly db: Database.Database;
+  private readonly dataDir: string;
   private readonly retentionMs: number;
   private readonly now: () => number;
   private readonly purgeTimer: NodeJS.Timeout;
+  private readonly recoveryTimer: NodeJS.Timeout;
+  private readonly owner: OwnerLock;
   private readonly statements = new Map<string, Database.Statement>();
-  /** Runs its argument atomically: a savepoint inside a group commit, a transaction outside one. */
-  private readonly atomic: <T>(operation: () => T) => T;
-  private readonly commitBatch: Database.Transaction<(body: () => void) => void>;
-  private readonly pendingWrites: {
-    operation: () => unknown;
-    resolve: (value: unknown) => void;
-    reject: (error: unknown) => void;
-  }[] = [];
+  private pendingWrites: PendingWrite[] = [];
+  private commitScheduled = false;
+  private closing = false;
+  private lockWaitTimer: NodeJS.Timeout | undefined;
+  /** When the current batch first found the write lock taken (0: it has not). */
+  private lockWaitSince = 0;
+  /** The next batch runs each write in its own savepoint: the last attempt had a write throw. */
+  private isolateWrites = false;
+  /**
+   * `PRAGMA data_version` as of this connection's last transaction: it changes exactly when
+   * another connection commits, so while it stands still everything cached below is current.
+   */
+  private dataVersion = -1;
+  /** The chain's last record as this connection last wrote or read it; null: read it. */
+  private auditTail: { seq: number; hash: string } | null = null;
+  /**
+   * Key records by vault key hash, as of `keyGeneration`: revocation and taint (the only fields
+   * that ever change) bump the generation in their own transaction, on any process.
+   */
+  private readonly keysByHash = new Map<string, VaultKeyRecord>();
+  private keyGeneration = -1;
+  /** Ancestor ids by key id, nearest first: parent links never change once written. */
+  private readonly ancestorIds = new Map<string, readonly string[]>();
 
   constructor(options: SqliteStoreOptions) {
     mkdirSync(options.dataDir, { recursive: true });
-    this.db = new Database(join(options.dataDir, 'keybrake.sqlite3'));
+    this.dataDir = options.dataDir;
+    // Opening waits for other processes (schema, recovery); afterwards no call blocks on them.
+    this.db = new Database(join(options.dataDir, 'keybrake.sqlite3'), { timeout: WRITE_LOCK_WAIT_MS });
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = FULL');
-    this.db.pragma('busy_timeout = 5000');
     this.db.pragma('foreign_keys = ON');
-    this.db.exec(SCHEMA);
-    this.db.exec(OBJECT_SCHEMA);
-    // Built once: better-sqlite3 makes a new wrapper on every db.transaction() call.
-    const atomic = this.db.transaction((operation: () => unknown) => operation());
-    this.atomic = <T>(operation: () => T): T => atomic(operation) as T;
-    this.commitBatch = this.db.transaction((body: () => void) => body());
+    this.db
+      .transaction(() => {
+        this.db.exec(SCHEMA);
+        this.db.exec(OBJECT_SCHEMA);
+        const columns = this.db.pragma('table_info(reservations)') as { name: string }[];
+        if (!columns.some((column) => column.name === 'owner')) {
+          this.db.exec('ALTER TABLE reservations ADD COLUMN owner TEXT');
+        }
+      })
+      .immediate();
+    this.presizeWal();
+    this.owner = new OwnerLock(options.dataDir);
     this.retentionMs = options.idempotencyRetentionMs ?? DEFAULT_IDEMPOTENCY_RETENTION_MS;
     this.now = options.now ?? Date.now;
     this.recoverOrphanedReservations(this.now());
-    this.purgeTimer = setInterval(() => this.purgeIdempotency(this.now()), 10 * 60 * 1000);
+    this.purgeIdempotency(this.now());
+    this.db.pragma('busy_timeout = 0');
+    this.purgeTimer = setInterval(
+      () => void this.write(() => this.purgeIdempotency(Date.now())).catch(() => {}),
+      10 * 60 * 1000,
+    );
     this.purgeTimer.unref();
+    // Another process of this data directory may die mid-call while this one runs on.
+    this.recoveryTimer = setInterval(
+      () => void this.write(() => this.recoverOrphanedReservations(this.now())).catch(() => {}),
+      30 * 1000,
+    );
+    this.recoveryTimer.unref();
   }
 
   createKey(record: VaultKeyRecord): Promise<VaultKeyRecord> {
     // Regression: issue 16. The parent is read in the same transaction as the insert: a revoke or
     // taint of the parent commits either before it (and is seen here) or after it (and reaches the
     // child through the subtree update).
-    return this.write(() =>
-      this.atomic(() => {
-        let stored = record;
-        if (record.parentKeyId !== null) {
-          const parentChain = this.ancestry(record.parentKeyId);
-          const parent = parentChain[0];
-          if (!parent) throw parentMissingError();
-          if (parent.revoked_at !== null || parent.expires_at <= record.createdAt) throw parentInactiveError();
-          // The parent's chain is the new key's ancestry.
-          if (!parentHasRoom(parentChain.length)) throw keyDepthExceededError();
-          stored = {
-            ...record,
-            tainted: record.tainted || parent.tainted === 1,
-            expiresAt: childExpiresAt(record.expiresAt, parent.expires_at),
-          };
-        }
-        this.statement(
-          `INSERT INTO vault_keys (key_id, key_hash, vendor, daily_cap, cap, allowed_endpoints, agent_run_label,
-               parent_key_id, tainted, created_at, expires_at, revoked_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-        ).run(
-          stored.keyId,
-          stored.keyHash,
-          stored.vendor,
-          stored.dailyCapMicros,
-          stored.capMicros,
-          JSON.stringify(stored.allowedEndpoints),
-          stored.agentRunLabel,
-          stored.parentKeyId,
-          stored.tainted ? 1 : 0,
-          stored.createdAt,
-          stored.expiresAt,
-          stored.revokedAt,
-        );
-        return stored;
-      }),
-    );
+    return this.write(() => {
+      let stored = record;
+      if (record.parentKeyId !== null) {
+        const parentChain = this.ancestry(record.parentKeyId);
+        const parent = parentChain[0];
+        if (!parent) throw parentMissingError();
+        if (parent.revoked_at !== null || parent.expires_at <= record.createdAt) throw parentInactiveError();
+        // The parent's chain is the new key's ancestry.
+        if (!parentHasRoom(parentChain.length)) throw keyDepthExceededError();
+        stored = {
+          ...record,
+          tainted: record.tainted || parent.tainted === 1,
+          expiresAt: childExpiresAt(record.expiresAt, parent.expires_at),
+        };
+      }
+      this.statement(
+        `INSERT INTO vault_keys (key_id, key_hash, vendor, daily_cap, cap, allowed_endpoints, agent_run_label,
+             parent_key_id, tainted, created_at, expires_at, revoked_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      ).run(
+        stored.keyId,
+        stored.keyHash,
+        stored.vendor,
+        stored.dailyCapMicros,
+        stored.capMicros,
+        JSON.stringify(stored.allowedEndpoints),
+        stored.agentRunLabel,
+        stored.parentKeyId,
+        stored.tainted ? 1 : 0,
+        stored.createdAt,
+        stored.expiresAt,
+        stored.revokedAt,
+      );
+      return stored;
+    });
   }
 
   findKeyByHash(keyHash: string): Promise<VaultKeyRecord | undefined> {
     return this.run(() => {
+      // Regression: issue 21. Read on every call: served from memory while no revocation or taint
+      // has been committed since, by this process or any other. The generation is read before the
+      // row, so a record is never kept under a generation older than what it shows.
+      const generation = (this.statement('SELECT generation FROM key_generation').get() as { generation: number })
+        .generation;
+      if (generation !== this.keyGeneration) {
+        this.keysByHash.clear();
+        this.keyGeneration = generation;
+      }
+      const cached = this.keysByHash.get(keyHash);
+      if (cached) return cached;
       const row = this.statement('SELECT * FROM vault_keys WHERE key_hash = ?').get(keyHash) as KeyRow | undefined;
-      return row && toRecord(row);
+      if (!row) return undefined;
+      const record = toRecord(row);
+      if (this.keysByHash.size >= CACHED_KEYS) this.keysByHash.clear();
+      this.keysByHash.set(keyHash, record);
+      return record;
     });
   }
 
@@ -259,121 +360,119 @@ export class SqliteStore implements Store {
   }
 
   revokeKey(keyId: string, now: number): Promise<boolean> {
-    return this.write(() =>
-      this.atomic(() => {
-        if (!this.keyRow(keyId)) return false;
-        // Revoking a parent revokes the whole subtree; already-revoked keys keep their first time.
-        // The Redis store walks the same subtree in `MARK_SUBTREE_LUA`.
-        this.statement(
-          `WITH RECURSIVE subtree(id) AS (
-               SELECT ? UNION SELECT k.key_id FROM vault_keys k JOIN subtree s ON k.parent_key_id = s.id)
-             UPDATE vault_keys SET revoked_at = ? WHERE key_id IN (SELECT id FROM subtree) AND revoked_at IS NULL`,
-        ).run(keyId, now);
-        return true;
-      }),
-    );
+    return this.write(() => {
+      if (!this.keyRow(keyId)) return false;
+      // Revoking a parent revokes the whole subtree; already-revoked keys keep their first time.
+      // The Redis store walks the same subtree in `MARK_SUBTREE_LUA`.
+      this.statement(
+        `WITH RECURSIVE subtree(id) AS (
+             SELECT ? UNION SELECT k.key_id FROM vault_keys k JOIN subtree s ON k.parent_key_id = s.id)
+           UPDATE vault_keys SET revoked_at = ? WHERE key_id IN (SELECT id FROM subtree) AND revoked_at IS NULL`,
+      ).run(keyId, now);
+      this.bumpKeyGeneration();
+      return true;
+    });
   }
 
   taintKey(keyId: string): Promise<boolean> {
-    return this.write(() =>
-      this.atomic(() => {
-        if (!this.keyRow(keyId)) return false;
-        this.statement(
-          `WITH RECURSIVE subtree(id) AS (
-               SELECT ? UNION SELECT k.key_id FROM vault_keys k JOIN subtree s ON k.parent_key_id = s.id)
-             UPDATE vault_keys SET tainted = 1 WHERE key_id IN (SELECT id FROM subtree)`,
-        ).run(keyId);
-        return true;
-      }),
-    );
+    return this.write(() => {
+      if (!this.keyRow(keyId)) return false;
+      this.statement(
+        `WITH RECURSIVE subtree(id) AS (
+             SELECT ? UNION SELECT k.key_id FROM vault_keys k JOIN subtree s ON k.parent_key_id = s.id)
+           UPDATE vault_keys SET tainted = 1 WHERE key_id IN (SELECT id FROM subtree)`,
+      ).run(keyId);
+      this.bumpKeyGeneration();
+      return true;
+    });
   }
 
   reserve(input: ReserveInput): Promise<ReserveOutput> {
-    return this.write(() =>
-      this.atomic((): ReserveOutput => {
-        // The steps are numbered after `Store.reserve`, as in `lua/reserve.ts`.
-        // 1. The key exists.
-        const chain = this.ancestry(input.keyId);
-        if (chain.length === 0) return { kind: 'refused', code: 'invalid_vault_key' };
-        // 2. Regression: issue 16. Only a chain written before the depth limit can be longer; its
-        // furthest caps would go unchecked, so it cannot be used at all.
-        if (chain.length > MAX_CHAIN_LENGTH) return { kind: 'refused', code: 'key_depth_exceeded' };
-        // 3. Revocation and expiry, key by key, nearest first.
-        for (const key of chain) {
-          if (key.revoked_at !== null) return { kind: 'refused', code: 'vault_key_revoked' };
-          if (key.expires_at <= input.now) return { kind: 'refused', code: 'vault_key_expired' };
-        }
-        // 4. Taint.
-        const tainted = chain.some((key) => key.tainted === 1);
-        if (input.sensitive && tainted) {
-          return { kind: 'refused', code: 'tainted_request_refused' };
-        }
-        // 5. The idempotency claim.
-        if (input.idempotency) {
-          const claim = this.statement(
-            'SELECT fingerprint, response FROM idempotency WHERE key_id = ? AND idempotency_key = ?',
-          ).get(input.keyId, input.idempotency.key) as { fingerprint: string; response: string | null } | undefined;
-          if (claim) {
-            if (claim.fingerprint !== input.idempotency.fingerprint) {
-              return { kind: 'refused', code: 'idempotency_key_reused' };
-            }
-            if (claim.response === null) return { kind: 'refused', code: 'idempotency_key_in_use' };
-            return { kind: 'replay', response: JSON.parse(claim.response) as StoredResponse };
+    return this.write((): ReserveOutput => {
+      // The steps are numbered after `Store.reserve`, as in `lua/reserve.ts`.
+      // 1. The key exists. One statement reads the chain with its spend of the day: revocation,
+      // taint and spend are all decided on what this transaction reads.
+      const day = utcDay(input.now);
+      const chain = this.statement(CHAIN_SQL).all(input.keyId, ANCESTRY_WALK_LIMIT, day) as ChainRow[];
+      if (chain.length === 0) return { kind: 'refused', code: 'invalid_vault_key' };
+      // 2. Regression: issue 16. Only a chain written before the depth limit can be longer; its
+      // furthest caps would go unchecked, so it cannot be used at all.
+      if (chain.length > MAX_CHAIN_LENGTH) return { kind: 'refused', code: 'key_depth_exceeded' };
+      // 3. Revocation and expiry, key by key, nearest first.
+      for (const key of chain) {
+        if (key.revoked_at !== null) return { kind: 'refused', code: 'vault_key_revoked' };
+        if (key.expires_at <= input.now) return { kind: 'refused', code: 'vault_key_expired' };
+      }
+      // 4. Taint.
+      const tainted = chain.some((key) => key.tainted === 1);
+      if (input.sensitive && tainted) {
+        return { kind: 'refused', code: 'tainted_request_refused' };
+      }
+      // 5. The idempotency claim.
+      if (input.idempotency) {
+        const claim = this.statement(
+          'SELECT fingerprint, response FROM idempotency WHERE key_id = ? AND idempotency_key = ?',
+        ).get(input.keyId, input.idempotency.key) as { fingerprint: string; response: string | null } | undefined;
+        if (claim) {
+          if (claim.fingerprint !== input.idempotency.fingerprint) {
+            return { kind: 'refused', code: 'idempotency_key_reused' };
           }
+          if (claim.response === null) return { kind: 'refused', code: 'idempotency_key_in_use' };
+          return { kind: 'replay', response: JSON.parse(claim.response) as StoredResponse };
         }
+      }
 
-        // 6. Every cap, key by key, nearest first: lifetime, then daily.
-        const day = utcDay(input.now);
-        for (const key of chain) {
-          if (key.cap !== null && key.spent + key.reserved + input.costMicros > key.cap) {
-            return { kind: 'refused', code: 'cap_exhausted', capKeyId: key.key_id };
-          }
-          if (key.daily_cap !== null) {
-            const today = this.dailyRow(key.key_id, day);
-            if (today.spent + today.reserved + input.costMicros > key.daily_cap) {
-              return { kind: 'refused', code: 'cap_exhausted', capKeyId: key.key_id };
-            }
-          }
+      // 6. Every cap, key by key, nearest first: lifetime, then daily.
+      for (const key of chain) {
+        if (key.cap !== null && key.spent + key.reserved + input.costMicros > key.cap) {
+          return { kind: 'refused', code: 'cap_exhausted', capKeyId: key.key_id };
         }
+        if (
+          key.daily_cap !== null &&
+          (key.day_spent ?? 0) + (key.day_reserved ?? 0) + input.costMicros > key.daily_cap
+        ) {
+          return { kind: 'refused', code: 'cap_exhausted', capKeyId: key.key_id };
+        }
+      }
 
-        // Reserve before forwarding: a call that reaches the vendor can no longer be un-spent.
-        for (const key of chain) this.addSpend(key.key_id, day, { reserved: input.costMicros });
+      // Reserve before forwarding: a call that reaches the vendor can no longer be un-spent.
+      for (const key of chain) this.addSpend(key.key_id, day, { reserved: input.costMicros });
+      this.statement(
+        `INSERT INTO reservations (reservation_id, key_id, day, amount, idempotency_key, pending, owner)
+           VALUES (?, ?, ?, ?, ?, ?, ?)`,
+      ).run(
+        input.reservationId,
+        input.keyId,
+        day,
+        input.costMicros,
+        input.idempotency?.key ?? null,
+        JSON.stringify(input.pending),
+        this.owner.ownerId,
+      );
+      this.rememberAncestry(chain);
+      if (input.idempotency) {
         this.statement(
-          'INSERT INTO reservations (reservation_id, key_id, day, amount, idempotency_key, pending) VALUES (?, ?, ?, ?, ?, ?)',
-        ).run(
-          input.reservationId,
-          input.keyId,
-          day,
-          input.costMicros,
-          input.idempotency?.key ?? null,
-          JSON.stringify(input.pending),
-        );
-        if (input.idempotency) {
-          this.statement(
-            'INSERT INTO idempotency (key_id, idempotency_key, fingerprint, response, created_at) VALUES (?, ?, ?, NULL, ?)',
-          ).run(input.keyId, input.idempotency.key, input.idempotency.fingerprint, input.now);
-        }
-        return { kind: 'reserved', tainted };
-      }),
-    );
+          'INSERT INTO idempotency (key_id, idempotency_key, fingerprint, response, created_at) VALUES (?, ?, ?, NULL, ?)',
+        ).run(input.keyId, input.idempotency.key, input.idempotency.fingerprint, input.now);
+      }
+      return { kind: 'reserved', tainted };
+    });
   }
 
   settle(input: SettleInput): Promise<boolean> {
-    return this.write(() =>
-      this.atomic(() => {
-        const reservation = this.statement('SELECT * FROM reservations WHERE reservation_id = ?').get(
-          input.reservationId,
-        ) as ReservationRow | undefined;
-        // Already settled (a retried settlement) or recovered: settling twice would audit twice.
-        if (!reservation) return false;
-        this.release(reservation, input.actualMicros, input.audit.outcome === 'unknown');
-        if (reservation.idempotency_key !== null) {
-          this.resolveIdempotency(input.keyId, reservation.idempotency_key, input.idempotentResponse);
-        }
-        this.append(input.audit);
-        return true;
-      }),
-    );
+    return this.write(() => {
+      const reservation = this.statement('DELETE FROM reservations WHERE reservation_id = ? RETURNING *').get(
+        input.reservationId,
+      ) as ReservationRow | undefined;
+      // Already settled (a retried settlement) or recovered: settling twice would audit twice.
+      if (!reservation) return false;
+      this.book(reservation, input.actualMicros, input.audit.outcome === 'unknown');
+      if (reservation.idempotency_key !== null) {
+        this.resolveIdempotency(input.keyId, reservation.idempotency_key, input.idempotentResponse);
+      }
+      this.append(input.audit);
+      return true;
+    });
   }
 
   appendAudit(input: AuditInput): Promise<void> {
@@ -444,10 +543,16 @@ export class SqliteStore implements Store {
 
   close(): Promise<void> {
     clearInterval(this.purgeTimer);
+    clearInterval(this.recoveryTimer);
+    clearTimeout(this.lockWaitTimer);
+    this.closing = true;
     if (this.db.open) {
+      // Writes still queued are committed now, waiting for the lock if need be: nothing is lost.
+      this.db.pragma(`busy_timeout = ${WRITE_LOCK_WAIT_MS}`);
       this.commitPendingWrites();
       this.db.close();
     }
+    this.owner.release();
     return Promise.resolve();
   }
 
@@ -465,37 +570,120 @@ export class SqliteStore implements Store {
   private write<T>(operation: () => T): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       this.pendingWrites.push({ operation, resolve: resolve as (value: unknown) => void, reject });
-      if (this.pendingWrites.length === 1) setImmediate(() => this.commitPendingWrites());
+      if (!this.commitScheduled) {
+        this.commitScheduled = true;
+        setImmediate(() => this.commitPendingWrites());
+      }
     });
   }
 
+  /**
+   * Commits every queued write in one transaction. The write lock is taken without waiting: while
+   * another process holds it the batch is retried from a timer, so this process keeps serving
+   * (the lock is held for one commit, about one fsync), up to `WRITE_LOCK_WAIT_MS`, then fails
+   * closed. Writes run without savepoints (two statements each saved per write); when one throws,
+   * the whole transaction is rolled back and the batch runs again with a savepoint per write, so
+   * its failure undoes none of the others.
+   */
   private commitPendingWrites(): void {
-    const batch = this.pendingWrites.splice(0);
+    this.commitScheduled = false;
+    this.lockWaitTimer = undefined;
+    const batch = this.pendingWrites;
     if (batch.length === 0) return;
-    const outcomes: ({ ok: true; value: unknown } | { ok: false; error: unknown })[] = [];
+    this.pendingWrites = [];
     try {
-      this.commitBatch.immediate(() => {
-        for (const write of batch) {
-          // Multi-statement writes run in `atomic` (a savepoint here): one that throws leaves
-          // the others in the batch intact.
-          try {
-            outcomes.push({ ok: true, value: write.operation() });
-          } catch (error) {
-            outcomes.push({ ok: false, error });
-          }
-        }
-      });
+      this.statement('BEGIN IMMEDIATE').run();
     } catch (error) {
-      // The commit itself failed (disk full, I/O error): nothing in the batch is durable, and a
-      // refusal in it may rest on a write that was rolled back, so every write is unavailable.
+      if (isBusy(error) && !this.closing) {
+        const now = Date.now();
+        if (this.lockWaitSince === 0) this.lockWaitSince = now;
+        if (now - this.lockWaitSince < WRITE_LOCK_WAIT_MS) {
+          // Writes queued meanwhile join this batch, after it, in arrival order.
+          this.pendingWrites = batch.concat(this.pendingWrites);
+          this.commitScheduled = true;
+          this.lockWaitTimer = setTimeout(() => this.commitPendingWrites(), 1);
+          return;
+        }
+      }
+      this.lockWaitSince = 0;
       for (const write of batch) write.reject(new StoreUnavailableError(error));
       return;
     }
+    this.lockWaitSince = 0;
+    const outcomes = this.runBatch(batch);
+    if (outcomes === 'retry') {
+      this.isolateWrites = true;
+      this.pendingWrites = batch.concat(this.pendingWrites);
+      this.commitPendingWrites();
+      return;
+    }
+    try {
+      if (outcomes === 'aborted') throw new Error('SQLite rolled the transaction back');
+      this.statement('COMMIT').run();
+    } catch (error) {
+      // The commit itself failed (disk full, I/O error): nothing in the batch is durable, and a
+      // refusal in it may rest on a write that was rolled back, so every write is unavailable.
+      if (this.db.inTransaction) this.statement('ROLLBACK').run();
+      this.forgetCaches(true);
+      for (const write of batch) write.reject(new StoreUnavailableError(error));
+      return;
+    }
+    this.isolateWrites = false;
     batch.forEach((write, i) => {
       const outcome = outcomes[i]!;
       if (outcome.ok) write.resolve(outcome.value);
       else write.reject(toStoreError(outcome.error));
     });
+  }
+
+  /**
+   * Runs a batch's writes inside the open transaction. `retry`: a write threw with no savepoint
+   * around it, and the transaction was rolled back. `aborted`: SQLite itself ended the
+   * transaction (a failure it cannot continue from), so nothing may run or commit after it.
+   */
+  private runBatch(
+    batch: readonly PendingWrite[],
+  ): ({ ok: true; value: unknown } | { ok: false; error: unknown })[] | 'retry' | 'aborted' {
+    // Another connection committed since this one's last transaction: what is cached may be stale.
+    const dataVersion = (this.statement('PRAGMA data_version').get() as { data_version: number }).data_version;
+    if (dataVersion !== this.dataVersion) {
+      this.forgetCaches();
+      this.dataVersion = dataVersion;
+    }
+    const outcomes: ({ ok: true; value: unknown } | { ok: false; error: unknown })[] = [];
+    for (const write of batch) {
+      if (!this.isolateWrites) {
+        try {
+          outcomes.push({ ok: true, value: write.operation() });
+        } catch {
+          if (this.db.inTransaction) this.statement('ROLLBACK').run();
+          this.forgetCaches(true);
+          return 'retry';
+        }
+        continue;
+      }
+      this.statement('SAVEPOINT write').run();
+      try {
+        outcomes.push({ ok: true, value: write.operation() });
+        this.statement('RELEASE write').run();
+      } catch (error) {
+        outcomes.push({ ok: false, error });
+        if (!this.db.inTransaction) return 'aborted';
+        this.statement('ROLLBACK TO write').run();
+        this.statement('RELEASE write').run();
+        this.forgetCaches(true);
+      }
+    }
+    return this.db.inTransaction ? outcomes : 'aborted';
+  }
+
+  /**
+   * Drops what this connection remembers of the file's contents (see `dataVersion`), and after a
+   * rollback also what a rolled-back write may have taught it.
+   */
+  private forgetCaches(rolledBack = false): void {
+    this.auditTail = null;
+    if (rolledBack) this.ancestorIds.clear();
   }
 
   /** Runs a read now, its failure typed as every store types it (`toStoreError`). */
@@ -527,11 +715,25 @@ export class SqliteStore implements Store {
     return chain;
   }
 
-  private dailyRow(keyId: string, day: string): { spent: number; reserved: number } {
-    return (
-      (this.statement('SELECT spent, reserved FROM daily_spend WHERE key_id = ? AND day = ?').get(keyId, day) as
-        { spent: number; reserved: number } | undefined) ?? { spent: 0, reserved: 0 }
-    );
+  /** Keeps a chain's ids for settling: parent links never change. */
+  private rememberAncestry(chain: readonly KeyRow[]): void {
+    const first = chain[0];
+    if (first && !this.ancestorIds.has(first.key_id)) {
+      if (this.ancestorIds.size >= CACHED_KEYS) this.ancestorIds.clear();
+      this.ancestorIds.set(
+        first.key_id,
+        chain.map((key) => key.key_id),
+      );
+    }
+  }
+
+  /** Ids of a key and its ancestors, nearest first. */
+  private ancestryIds(keyId: string): readonly string[] {
+    return this.ancestorIds.get(keyId) ?? this.ancestry(keyId).map((key) => key.key_id);
+  }
+
+  private bumpKeyGeneration(): void {
+    this.statement('UPDATE key_generation SET generation = generation + 1').run();
   }
 
   private addSpend(keyId: string, day: string, delta: { spent?: Micros; reserved?: Micros; unknown?: Micros }): void {
@@ -546,16 +748,18 @@ export class SqliteStore implements Store {
     ).run(keyId, day, spent, reserved);
   }
 
-  /** Turns a reservation into spend on the key and every ancestor, in the day it was reserved. */
-  private release(reservation: ReservationRow, actualMicros: Micros, unknown: boolean): void {
-    for (const key of this.ancestry(reservation.key_id)) {
-      this.addSpend(key.key_id, reservation.day, {
+  /**
+   * Turns a reservation already deleted from `reservations` into spend on the key and every
+   * ancestor, in the day it was reserved.
+   */
+  private book(reservation: ReservationRow, actualMicros: Micros, unknown: boolean): void {
+    for (const keyId of this.ancestryIds(reservation.key_id)) {
+      this.addSpend(keyId, reservation.day, {
         reserved: -reservation.amount,
         spent: actualMicros,
         unknown: unknown ? actualMicros : 0,
       });
     }
-    this.statement('DELETE FROM reservations WHERE reservation_id = ?').run(reservation.reservation_id);
   }
 
   private resolveIdempotency(keyId: string, idempotencyKey: string, response: StoredResponse | null): void {
@@ -571,42 +775,90 @@ export class SqliteStore implements Store {
     }
   }
 
+  /**
+   * Appends one record to the chain. The chain's end is read inside the write transaction (or
+   * known from this connection's last one, when no other connection has committed since), so
+   * two processes never link two records to the same predecessor.
+   */
   private append(input: AuditInput): void {
-    const head = this.statement('SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1').get() as
-      { seq: number; hash: string } | undefined;
-    const seq = (head?.seq ?? 0) + 1;
-    const prevHash = head?.hash ?? GENESIS_HASH;
-    const entry = chainEntry(prevHash, auditRecordJson(seq, input));
+    let tail = this.auditTail;
+    if (tail === null) {
+      const head = this.statement('SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1').get() as
+        { seq: number; hash: string } | undefined;
+      tail = head ?? { seq: 0, hash: GENESIS_HASH };
+    }
+    const seq = tail.seq + 1;
+    const entry = chainEntry(tail.hash, auditRecordJson(seq, input));
     this.statement('INSERT INTO audit (seq, key_id, record, prev_hash, hash) VALUES (?, ?, ?, ?, ?)').run(
       seq,
       input.keyId,
       entry.text,
-      prevHash,
+      tail.hash,
       entry.hash,
     );
+    this.auditTail = { seq, hash: entry.hash };
   }
 
   /**
-   * On start-up every reservation left in the file belonged to a call this single process was
-   * making when it died. Whether the vendor charged is unknown, so the reservation becomes spend
-   * (never budget again), the idempotency claim is released so a retry can reach the vendor with
-   * the same key, and the audit chain records an `unknown` outcome.
+   * Recovers the reservations of calls whose process died mid-call: those of owners that no
+   * longer hold their lock (see `sqlite-owner.ts`), and any written before reservations had
+   * owners. Whether the vendor charged is unknown, so the reservation becomes spend (never budget
+   * again), the idempotency claim is released so a retry can reach the vendor with the same key,
+   * and the audit chain records an `unknown` outcome. Runs at start-up and then periodically, as
+   * another process may die while this one runs on; inside a write transaction either way.
    */
   private recoverOrphanedReservations(now: number): void {
-    this.db
-      .transaction(() => {
-        const orphans = this.statement('SELECT * FROM reservations ORDER BY rowid').all() as ReservationRow[];
+    const recover = (): void => {
+      const owners = this.statement('SELECT DISTINCT owner FROM reservations').all() as { owner: string | null }[];
+      for (const { owner } of owners) {
+        if (owner === this.owner.ownerId || (owner !== null && ownerAlive(this.dataDir, owner))) continue;
+        const orphans = this.statement('DELETE FROM reservations WHERE owner IS ? RETURNING *').all(
+          owner,
+        ) as ReservationRow[];
         for (const reservation of orphans) {
-          this.release(reservation, reservation.amount, true);
+          this.book(reservation, reservation.amount, true);
           if (reservation.idempotency_key !== null) {
             this.resolveIdempotency(reservation.key_id, reservation.idempotency_key, null);
           }
           const pending = JSON.parse(reservation.pending) as ReserveInput['pending'];
           this.append(interruptedAuditInput(pending, new Date(now).toISOString(), reservation.amount));
         }
+      }
+    };
+    if (this.db.inTransaction) recover();
+    else this.db.transaction(recover).immediate();
+  }
+
+  /**
+   * Writes zeros up to `WAL_PRESIZE_PAGES` past the WAL's end, holding the write lock so that no
+   * process appends meanwhile. SQLite reads a WAL frame by frame and stops at the first whose
+   * salt and checksum do not match, so zeros past the last frame are never taken for one (as the
+   * frames of an earlier WAL generation are not); they only keep later commits from growing it.
+   */
+  private presizeWal(): void {
+    const pageSize = this.db.pragma('page_size', { simple: true }) as number;
+    const target = 32 + WAL_PRESIZE_PAGES * (pageSize + 24);
+    this.db
+      .transaction(() => {
+        let fd: number;
+        try {
+          fd = openSync(join(this.dataDir, 'keybrake.sqlite3-wal'), 'r+');
+        } catch {
+          return; // No WAL yet: SQLite creates it with the first write.
+        }
+        try {
+          const size = fstatSync(fd).size;
+          if (size >= target) return;
+          const zeros = Buffer.alloc(Math.min(target - size, 1 << 20));
+          for (let offset = size; offset < target; offset += zeros.length) {
+            writeSync(fd, zeros, 0, Math.min(zeros.length, target - offset), offset);
+          }
+          fdatasyncSync(fd);
+        } finally {
+          closeSync(fd);
+        }
       })
       .immediate();
-    this.purgeIdempotency(now);
   }
 
   private purgeIdempotency(now: number): void {
@@ -615,43 +867,39 @@ export class SqliteStore implements Store {
   }
 
   claimObject(input: ObjectClaimInput): Promise<ObjectClaimOutput> {
-    return this.write(() =>
-      this.atomic((): ObjectClaimOutput => {
-        const family = this.familyOf(input.keyId);
-        const row = this.objectRow(family, input.objectId);
-        if (row?.claim_id && (row.claim_until ?? 0) > input.now) return { kind: 'busy' };
-        // A claim that lapsed belonged to a call whose outcome was never recorded: the state may be stale.
-        const lapsed = Boolean(row?.claim_id);
-        this.statement(
-          `INSERT INTO vendor_objects (family, object_id, claim_id, claim_until) VALUES (?, ?, ?, ?)
-             ON CONFLICT (family, object_id) DO UPDATE SET claim_id = excluded.claim_id, claim_until = excluded.claim_until`,
-        ).run(family, input.objectId, input.claimId, input.until);
-        return { kind: 'claimed', state: row && !lapsed ? objectState(row) : null };
-      }),
-    );
+    return this.write((): ObjectClaimOutput => {
+      const family = this.familyOf(input.keyId);
+      const row = this.objectRow(family, input.objectId);
+      if (row?.claim_id && (row.claim_until ?? 0) > input.now) return { kind: 'busy' };
+      // A claim that lapsed belonged to a call whose outcome was never recorded: the state may be stale.
+      const lapsed = Boolean(row?.claim_id);
+      this.statement(
+        `INSERT INTO vendor_objects (family, object_id, claim_id, claim_until) VALUES (?, ?, ?, ?)
+           ON CONFLICT (family, object_id) DO UPDATE SET claim_id = excluded.claim_id, claim_until = excluded.claim_until`,
+      ).run(family, input.objectId, input.claimId, input.until);
+      return { kind: 'claimed', state: row && !lapsed ? objectState(row) : null };
+    });
   }
 
   releaseObject(input: ObjectReleaseInput): Promise<void> {
-    return this.write(() =>
-      this.atomic(() => {
-        const family = this.familyOf(input.keyId);
-        const row = this.objectRow(family, input.objectId);
-        // A claim that lapsed and was taken by another call is that call's to release.
-        if (!row || row.claim_id !== input.claimId) return;
-        if (input.state === undefined) {
-          this.statement(
-            'UPDATE vendor_objects SET claim_id = NULL, claim_until = NULL WHERE family = ? AND object_id = ?',
-          ).run(family, input.objectId);
-        } else if (input.state === null) {
-          this.statement('DELETE FROM vendor_objects WHERE family = ? AND object_id = ?').run(family, input.objectId);
-        } else {
-          this.statement(
-            `UPDATE vendor_objects SET amount = ?, currency = ?, booked = ?, claim_id = NULL, claim_until = NULL
-               WHERE family = ? AND object_id = ?`,
-          ).run(input.state.amount, input.state.currency, input.state.bookedMicros, family, input.objectId);
-        }
-      }),
-    );
+    return this.write(() => {
+      const family = this.familyOf(input.keyId);
+      const row = this.objectRow(family, input.objectId);
+      // A claim that lapsed and was taken by another call is that call's to release.
+      if (!row || row.claim_id !== input.claimId) return;
+      if (input.state === undefined) {
+        this.statement(
+          'UPDATE vendor_objects SET claim_id = NULL, claim_until = NULL WHERE family = ? AND object_id = ?',
+        ).run(family, input.objectId);
+      } else if (input.state === null) {
+        this.statement('DELETE FROM vendor_objects WHERE family = ? AND object_id = ?').run(family, input.objectId);
+      } else {
+        this.statement(
+          `UPDATE vendor_objects SET amount = ?, currency = ?, booked = ?, claim_id = NULL, claim_until = NULL
+             WHERE family = ? AND object_id = ?`,
+        ).run(input.state.amount, input.state.currency, input.state.bookedMicros, family, input.objectId);
+      }
+    });
   }
 
   recordObject(input: ObjectRecordInput): Promise<void> {
@@ -698,6 +946,11 @@ function objectState(row: ObjectRow): VendorObjectState | null {
   return row.amount === null || row.currency === null
     ? null
     : { amount: row.amount, currency: row.currency, bookedMicros: row.booked };
+}
+
+function isBusy(error: unknown): boolean {
+  const code = (error as { code?: unknown }).code;
+  return typeof code === 'string' && code.startsWith('SQLITE_BUSY');
 }
 
 function toRecord(row: KeyRow): VaultKeyRecord {

@@ -67,6 +67,11 @@ export interface VendorDeclaration {
   readonly requestId?: { readonly header: string } | { readonly bodyField: string };
   /** Endpoints refused to tainted requests besides the priced ones. @default none */
   readonly sensitive: readonly EndpointPattern[];
+  /**
+   * Response headers (lower-case) never passed back to clients: the vendor's internal ones (a
+   * debug trace, an upstream host). Every header is scrubbed of the secret regardless. @default none
+   */
+  readonly dropResponseHeaders: readonly string[];
 }
 
 /** A whole, non-negative decimal number as a vendor's JSON or form field carries it. */
@@ -178,12 +183,13 @@ function injectedHeader(injection: SecretInjection, secret: string): [string, st
 
 /** Every way the secret could come back in a body: as is, JSON-escaped, and as its Basic token. */
 function secretForms(injection: SecretInjection, secret: string): Buffer[] {
-  const forms = new Set([secret, JSON.stringify(secret).slice(1, -1)]);
+  const forms = new Set([secret, JSON.stringify(secret).slice(1, -1), encodeURIComponent(secret)]);
   if (injection.scheme === 'basic') forms.add((injectedHeader(injection, secret)[1] as string).slice('Basic '.length));
   return [...forms].filter((form) => form.length > 0).map((form) => Buffer.from(form));
 }
 
-const REDACTED = Buffer.from('[secret removed by keybrake]');
+const REDACTED_TEXT = '[secret removed by keybrake]';
+const REDACTED = Buffer.from(REDACTED_TEXT);
 
 /** Replaces every occurrence of `needle` in `body`. */
 function replaceAll(body: Buffer, needle: Buffer): Buffer {
@@ -203,6 +209,7 @@ function replaceAll(body: Buffer, needle: Buffer): Buffer {
  */
 export function declaredVendor(declaration: VendorDeclaration): VendorModule {
   const { secretEnv, injection, requestId } = declaration;
+  const dropped = new Set(declaration.dropResponseHeaders.map((name) => name.toLowerCase()));
   const vaultKeyHeader =
     declaration.vaultKey.scheme === 'header' ? declaration.vaultKey.header.toLowerCase() : undefined;
   // The forms of the secret are computed once, when the secret is first seen: it never changes.
@@ -239,6 +246,20 @@ export function declaredVendor(declaration: VendorDeclaration): VendorModule {
     maskResponseBody(_request, body, secrets) {
       let result = body;
       for (const form of formsOf(secrets)) if (result.includes(form)) result = replaceAll(result, form);
+      return result;
+    },
+
+    // Regression: issue 20. A declared vendor's response headers came back as they were sent, the
+    // secret included (an echoing API, a Location URL carrying it); only the body was scrubbed.
+    maskResponseHeaders(headers, secrets) {
+      const forms = formsOf(secrets).map((form) => form.toString('utf8'));
+      const scrub = (value: string) =>
+        forms.reduce((text, form) => (text.includes(form) ? text.split(form).join(REDACTED_TEXT) : text), value);
+      const result: Record<string, string | string[]> = {};
+      for (const [name, value] of Object.entries(headers)) {
+        if (dropped.has(name)) continue;
+        result[name] = Array.isArray(value) ? value.map(scrub) : scrub(value);
+      }
       return result;
     },
   };

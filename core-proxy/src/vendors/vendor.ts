@@ -117,6 +117,15 @@ export interface VendorModule {
   vendorRequestId(response: VendorResponse): string | undefined;
   /** Removes anything of the real secrets from a response body before the client sees it. */
   maskResponseBody?(request: VendorRequest, body: Buffer, secrets: VendorSecrets): Buffer;
+  /**
+   * The response headers the client sees (those the proxy passes back, see `returnedHeaders`),
+   * with anything of the real secrets removed and the vendor's internal headers dropped; also
+   * what an idempotent replay returns. @default as they came
+   */
+  maskResponseHeaders?(
+    headers: Readonly<Record<string, string | string[]>>,
+    secrets: VendorSecrets,
+  ): Record<string, string | string[]>;
   /** Calls priced from the tracked state of the object they act on. @default none */
   readonly objectCalls?: readonly ObjectCall[];
   /** Objects a 2xx answer created, with the spend booked for them. @default none */

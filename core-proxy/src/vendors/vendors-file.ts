@@ -224,7 +224,24 @@ function requestId(field: Field): VendorDeclaration['requestId'] {
   return { bodyField: field.member('body_field').string(FIELD_PATH, 'a field such as id or data.id') };
 }
 
-const VENDOR_FIELDS = ['name', 'base_url', 'vault_key', 'secret', 'costs', 'request_id', 'sensitive'] as const;
+/** `response_headers: { drop: [X-Internal-Trace] }`: headers never passed back to clients. */
+function droppedResponseHeaders(field: Field): string[] {
+  field.object(['drop']);
+  const drop = field.member('drop');
+  if (!drop.present()) return [];
+  return drop.items().map((item) => item.string(HEADER_NAME, 'an HTTP header name').toLowerCase());
+}
+
+const VENDOR_FIELDS = [
+  'name',
+  'base_url',
+  'vault_key',
+  'secret',
+  'costs',
+  'request_id',
+  'sensitive',
+  'response_headers',
+] as const;
 
 function declaration(field: Field, env: Env, taken: Set<string>): VendorDeclaration {
   field.object(VENDOR_FIELDS);
@@ -249,6 +266,7 @@ function declaration(field: Field, env: Env, taken: Set<string>): VendorDeclarat
   const costs = field.member('costs');
   const sensitive = field.member('sensitive');
   const id = field.member('request_id');
+  const responseHeaders = field.member('response_headers');
   return {
     name,
     baseUrl: baseUrl(field.member('base_url')),
@@ -258,6 +276,7 @@ function declaration(field: Field, env: Env, taken: Set<string>): VendorDeclarat
     costs: costs.present() ? costs.items().map(declaredCost) : [],
     ...(id.present() ? { requestId: requestId(id) } : {}),
     sensitive: sensitive.present() ? sensitive.items().map((item) => item.endpoint()) : [],
+    dropResponseHeaders: responseHeaders.present() ? droppedResponseHeaders(responseHeaders) : [],
   };
 }
 

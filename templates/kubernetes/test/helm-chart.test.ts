@@ -25,6 +25,8 @@ import {
   templateArgs,
   validateManifest,
 } from './chart.js';
+import { BUILT_IN_VENDORS } from '../../../core-proxy/src/vendors/registry.js';
+import { chartVendors } from '../../../core-proxy/src/vendors/helm-chart-source.js';
 
 const run = promisify(execFile);
 
@@ -168,11 +170,14 @@ describe('Helm chart templates/kubernetes/keybrake (helm lint, helm template, sc
   });
 
   it('puts every secret in a Secret, mounted as a file the proxy reads through NAME_FILE, never in a ConfigMap or an env value', async () => {
+    // Every built-in vendor enabled, each secret a random value (the vendors and fields from the registry).
+    const vendorSecrets = chartVendors(BUILT_IN_VENDORS).flatMap((vendor) =>
+      vendor.secrets.map((secret) => ({ vendor: vendor.name, ...secret, value: randomBytes(16).toString('hex') })),
+    );
+    const vendors: Record<string, Record<string, unknown>> = {};
+    for (const { vendor, field, value } of vendorSecrets) (vendors[vendor] ??= { enabled: true })[field] = value;
     const secrets = {
-      stripe: `sk_test_${randomBytes(12).toString('hex')}`,
-      twilioSid: `AC${randomBytes(16).toString('hex')}`,
-      twilioToken: randomBytes(16).toString('hex'),
-      resend: `re_${randomBytes(12).toString('hex')}`,
+      ...Object.fromEntries(vendorSecrets.map(({ env, value }) => [env, value])),
       issuer: `kb_admin_${randomBytes(16).toString('hex')}`,
       redisUrl: `redis://:${randomBytes(12).toString('hex')}@redis.internal:6379/0`,
     };
@@ -180,11 +185,7 @@ describe('Helm chart templates/kubernetes/keybrake (helm lint, helm template, sc
     writeFileSync(
       valuesFile,
       JSON.stringify({
-        vendors: {
-          stripe: { enabled: true, secretKey: secrets.stripe },
-          twilio: { enabled: true, accountSid: secrets.twilioSid, authToken: secrets.twilioToken },
-          resend: { enabled: true, apiKey: secrets.resend },
-        },
+        vendors,
         issuerKeys: { keys: [secrets.issuer] },
         redis: { mode: 'external', external: { url: secrets.redisUrl } },
         networkPolicy: { externalRedisEgress: { to: [{ ipBlock: { cidr: '10.1.2.3/32' } }] } },
@@ -220,10 +221,7 @@ describe('Helm chart templates/kubernetes/keybrake (helm lint, helm template, sc
         'KEYBRAKE_API_KEYS_FILE',
         'KEYBRAKE_AUDIT_SIGNING_KEY_FILE',
         'KEYBRAKE_REDIS_URL_FILE',
-        'RESEND_API_KEY_FILE',
-        'STRIPE_SECRET_KEY_FILE',
-        'TWILIO_ACCOUNT_SID_FILE',
-        'TWILIO_AUTH_TOKEN_FILE',
+        ...vendorSecrets.map(({ env }) => `${env}_FILE`),
       ].sort(),
     );
     // Each *_FILE names a file of the projected Secret volume, which holds exactly that key.
@@ -348,18 +346,14 @@ describe('Helm chart templates/kubernetes/keybrake (helm lint, helm template, sc
   });
 
   it('replicas 3: three proxies, every vendor file mounted from the existing vendor Secret', async () => {
-    const { manifests } = await render({ valuesFiles: [join(CI_VALUES_DIR, 'replicas-3-values.yaml')] });
+    const { manifests } = await render({
+      valuesFiles: [join(CI_VALUES_DIR, 'replicas-3-values.yaml')],
+      set: Object.fromEntries(BUILT_IN_VENDORS.map((vendor) => [`vendors.${vendor.name}.enabled`, true])),
+    });
     expect(one(manifests, 'Deployment').spec.replicas).toBe(3);
     expect(byKind(manifests, 'Secret').map((s) => s.metadata.name)).not.toContain('keybrake-vendors');
     const env = envNames(proxyContainer(manifests));
-    for (const name of [
-      'STRIPE_SECRET_KEY_FILE',
-      'TWILIO_ACCOUNT_SID_FILE',
-      'TWILIO_AUTH_TOKEN_FILE',
-      'RESEND_API_KEY_FILE',
-    ]) {
-      expect(env).toContain(name);
-    }
+    for (const name of BUILT_IN_VENDORS.flatMap((vendor) => vendor.secretNames)) expect(env).toContain(`${name}_FILE`);
   });
 
   it('external Redis: no bundled Redis, the URL in a Secret, egress allowed to it only', async () => {

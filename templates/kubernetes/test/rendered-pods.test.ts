@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createPublicKey } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -65,6 +65,27 @@ async function startStripeMockIn(network: PodNetwork): Promise<void> {
     });
     return answer.status === 200 ? true : undefined;
   });
+}
+
+const HTTPBIN_PORT = 12180;
+
+/** go-httpbin (a real third-party echo server) inside the pod network, standing in as a declared vendor. */
+async function startGoHttpbinIn(network: PodNetwork): Promise<void> {
+  const binary = process.env.GO_HTTPBIN_BIN;
+  if (!binary)
+    throw new Error('GO_HTTPBIN_BIN is not set: run the tests with `pnpm test` (scripts/test.sh installs it).');
+  const child = network.spawn([binary, '-host', '127.0.0.1', '-port', String(HTTPBIN_PORT), '-log-level', 'WARN']);
+  onTestFinished(
+    () =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null) return resolve();
+        child.once('exit', () => resolve());
+        child.kill('SIGTERM');
+      }),
+  );
+  await until('go-httpbin', async () =>
+    (await network.request('GET', `http://127.0.0.1:${HTTPBIN_PORT}/get`)).status === 200 ? true : undefined,
+  );
 }
 
 /** The proxy's readiness as the kubelet checks it: the rendered readinessProbe's path and port. */
@@ -275,5 +296,66 @@ describe('the rendered pods, run for real in a kubelet stand-in (network + mount
     expect(checkpoints.checkpoints.length).toBeGreaterThan(0);
     expect(await second.stop('SIGTERM')).toBe(0);
     expectNoLeak(first.output() + second.output(), [stripeSecret, issuerKey, key.vault_key, auditPem.split('\n')[1]!]);
+  });
+  it('issue 20: a vendor declared through declaredVendors (its file from the chart’s ConfigMap, its secret from your Secret) serves calls, capped, with the secret injected and scrubbed', async () => {
+    if (!existsSync(join(REPOSITORY, 'core-proxy/dist/cli.js')))
+      throw new Error('core-proxy is not built: run `pnpm run build`.');
+    const token = `acme_${randomBytes(16).toString('hex')}`;
+    const file = `vendors:
+  - name: acme-echo
+    base_url: http://127.0.0.1:${HTTPBIN_PORT}/anything
+    vault_key: { scheme: bearer }
+    secret: { env: ACME_ECHO_TOKEN, scheme: header, header: X-Acme-Token }
+    costs: [{ endpoint: POST /v1/sms, usd: 0.05 }]
+`;
+    const valuesFile = join(tempFolder('keybrake-declared-values-'), 'values.yaml');
+    writeFileSync(
+      valuesFile,
+      JSON.stringify({
+        replicaCount: 1,
+        redis: { mode: 'none' },
+        embedded: { persistence: { enabled: false } },
+        declaredVendors: { file, existingSecret: 'acme-secrets', secretKeys: ['ACME_ECHO_TOKEN'] },
+      }),
+    );
+    const { manifests } = await render({ valuesFiles: [valuesFile] });
+    // The Secret the operator made (kubectl create secret generic acme-secrets --from-file=ACME_ECHO_TOKEN=...).
+    const operatorSecret: Manifest = {
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: { name: 'acme-secrets', namespace: 'keybrake' },
+      data: { ACME_ECHO_TOKEN: Buffer.from(token).toString('base64') },
+    };
+    const issuerKey = secretData(one(manifests, 'Secret', 'keybrake-issuer-keys')).KEYBRAKE_API_KEYS!;
+    const network = await startPodNetwork();
+    onTestFinished(() => network.close());
+    await startGoHttpbinIn(network);
+    const pod = await startProxyPod(network, [...manifests, operatorSecret]);
+    const call = admin(network, issuerKey);
+    const issued = await call('POST', '/vault/keys', {
+      vendor: 'acme-echo',
+      usd_cap: 0.1,
+      allowed_endpoints: ['POST /v1/sms'],
+      expires_in: '1h',
+    });
+    expect(issued.status, issued.body).toBe(201);
+    const key = issued.json();
+    const sms = () =>
+      network.request('POST', 'http://127.0.0.1:8080/acme-echo/v1/sms', {
+        headers: { authorization: `Bearer ${key.vault_key}`, 'content-type': 'application/json' },
+        body: '{"to":"+15550100"}',
+      });
+    for (let i = 0; i < 2; i += 1) {
+      const answer = await sms();
+      expect(answer.status, answer.body).toBe(200);
+      // httpbin echoes what it got: the secret read from the mounted file, removed from the echo.
+      expect(answer.json().headers['X-Acme-Token']).toEqual(['[secret removed by keybrake]']);
+      expect(answer.json().headers.Authorization).toBeUndefined();
+      expect(answer.body).not.toContain(token);
+    }
+    expect((await sms()).status).toBe(429);
+    expect((await call('GET', `/vault/keys/${key.key_id}`)).json().spent_usd).toBe(0.1);
+    expect(await pod.stop('SIGTERM')).toBe(0);
+    expectNoLeak(pod.output(), [token, issuerKey, key.vault_key]);
   });
 });

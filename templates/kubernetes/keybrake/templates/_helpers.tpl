@@ -99,15 +99,47 @@ app.kubernetes.io/component: redis
 {{- end }}
 
 {{/*
-The secret files of each enabled vendor: the Secret's keys are named after the environment
-variables, and the proxy reads NAME_FILE.
+The built-in vendors' blocks of values.yaml (`vendors.<name>`, generated from the vendor registry
+by `pnpm run generate:vendors`): no template names a vendor. A block's fields besides `enabled` are
+its secrets, each a Secret key named `<NAME>_<FIELD>` (apiKey of acme-pay: ACME_PAY_API_KEY;
+"-" in a name becomes "_"), which the proxy reads as `<KEY>_FILE`. As JSON:
+[{"vendor", "field", "env"}] of the enabled vendors, in name order.
 */}}
+{{- define "keybrake.vendorSecrets" -}}
+{{- $secrets := list }}
+{{- range $vendor, $block := omit .Values.vendors "existingSecret" }}
+{{- if $block.enabled }}
+{{- range $field := omit $block "enabled" | keys | sortAlpha }}
+{{- $env := printf "%s_%s" ($vendor | upper | replace "-" "_") ($field | snakecase | upper) }}
+{{- $secrets = append $secrets (dict "vendor" $vendor "field" $field "env" $env) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- toJson $secrets }}
+{{- end }}
+
+{{/* The Secret keys (and `<KEY>_FILE` variables) of every enabled vendor, as a JSON list. */}}
 {{- define "keybrake.vendorKeys" -}}
 {{- $keys := list }}
-{{- if .Values.vendors.stripe.enabled }}{{ $keys = append $keys "STRIPE_SECRET_KEY" }}{{ end }}
-{{- if .Values.vendors.twilio.enabled }}{{ $keys = concat $keys (list "TWILIO_ACCOUNT_SID" "TWILIO_AUTH_TOKEN") }}{{ end }}
-{{- if .Values.vendors.resend.enabled }}{{ $keys = append $keys "RESEND_API_KEY" }}{{ end }}
+{{- range include "keybrake.vendorSecrets" . | fromJsonArray }}{{ $keys = append $keys .env }}{{ end }}
 {{- toJson $keys }}
+{{- end }}
+
+{{/* A vendor's `config.<name>BaseUrl` key: its name in lower camel case (acme-pay: acmePayBaseUrl). */}}
+{{- define "keybrake.baseUrlKey" -}}
+{{- $parts := splitList "-" . }}
+{{- $key := first $parts }}
+{{- range rest $parts }}{{ $key = print $key (title .) }}{{ end }}
+{{- printf "%sBaseUrl" $key }}
+{{- end }}
+
+{{/* The ConfigMap holding the declared vendors' file (KEYBRAKE_VENDORS_FILE), or nothing when none is declared. */}}
+{{- define "keybrake.vendorsFileConfigMap" -}}
+{{- with .Values.declaredVendors }}
+{{- if .existingConfigMap }}{{ .existingConfigMap }}
+{{- else if .file }}{{ printf "%s-vendors-file" (include "keybrake.fullname" $) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -139,14 +171,38 @@ one. `helm template` has no cluster, so it generates every time; use existingSec
 {{- fail "redis.mode is external and networkPolicy.enabled: set networkPolicy.externalRedisEgress.to (e.g. an ipBlock of your Redis) or the proxy cannot reach it." }}
 {{- end }}
 {{- if not .Values.vendors.existingSecret }}
-{{- if and .Values.vendors.stripe.enabled (not .Values.vendors.stripe.secretKey) }}
-{{- fail "vendors.stripe.enabled: set vendors.stripe.secretKey (e.g. --set-file) or vendors.existingSecret." }}
+{{- range $vendor, $block := omit .Values.vendors "existingSecret" }}
+{{- if $block.enabled }}
+{{- $fields := list }}
+{{- $missing := false }}
+{{- range $field := omit $block "enabled" | keys | sortAlpha }}
+{{- $fields = append $fields (printf "vendors.%s.%s" $vendor $field) }}
+{{- if not (index $block $field) }}{{ $missing = true }}{{ end }}
 {{- end }}
-{{- if and .Values.vendors.twilio.enabled (or (not .Values.vendors.twilio.accountSid) (not .Values.vendors.twilio.authToken)) }}
-{{- fail "vendors.twilio.enabled: set vendors.twilio.accountSid and vendors.twilio.authToken, or vendors.existingSecret." }}
+{{- if $missing }}
+{{- fail (printf "vendors.%s.enabled: set %s (e.g. --set-file) or vendors.existingSecret." $vendor (join " and " $fields)) }}
 {{- end }}
-{{- if and .Values.vendors.resend.enabled (not .Values.vendors.resend.apiKey) }}
-{{- fail "vendors.resend.enabled: set vendors.resend.apiKey or vendors.existingSecret." }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- with .Values.declaredVendors }}
+{{- if and .file .existingConfigMap }}
+{{- fail "declaredVendors: set file or existingConfigMap, not both." }}
+{{- end }}
+{{- if and .secretKeys (not .existingSecret) }}
+{{- fail "declaredVendors.secretKeys: set declaredVendors.existingSecret, the Secret that holds them." }}
+{{- end }}
+{{- if and .existingSecret (not .secretKeys) }}
+{{- fail "declaredVendors.existingSecret: list its keys the declared vendors read in declaredVendors.secretKeys." }}
+{{- end }}
+{{- if and .secretKeys (not (or .file .existingConfigMap)) }}
+{{- fail "declaredVendors.secretKeys: set declaredVendors.file or declaredVendors.existingConfigMap, the vendors that use them." }}
+{{- end }}
+{{- $taken := include "keybrake.vendorKeys" $ | fromJsonArray }}
+{{- range .secretKeys }}
+{{- if or (has . $taken) (hasPrefix "KEYBRAKE_" .) }}
+{{- fail (printf "declaredVendors.secretKeys: %s is already a secret of the chart (an enabled built-in vendor's, or KEYBRAKE_*): name the declared vendor's secret.env differently." .) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- if and .Values.issuerKeys.existingSecret .Values.issuerKeys.keys }}

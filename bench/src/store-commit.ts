@@ -1,0 +1,256 @@
+/**
+ * The embedded store's cost per commit, outside the HTTP harness and outside vitest (issue 21).
+ *
+ * `node bench/dist/store-commit.js [--calls=N] [--rounds=R] [--dir=PATH] [--against=CHECKOUT]`
+ *
+ * Opens the real `SqliteStore` (from `core-proxy/dist`, so build first; with `--against`, also the
+ * one built in another checkout, e.g. `~/.cache/keybrake/bench-against/<commit>`) in a fresh
+ * folder under `--dir` and makes `--calls` calls in sequence, as the proxy makes them:
+ * `findKeyByHash`, `reserve`, then `settle` with its audit record (two durable commits). It
+ * prints µs per commit for the first commits of a fresh file (while the WAL would grow) and for
+ * the rest, CPU per call, and the SQL statements each call runs (every `run`/`get`/`all` of a
+ * prepared statement, transaction and savepoint statements included). Beside it, the floor: a bare
+ * 4 KiB write + fsync in the same folder, overwriting one block and appending to a growing file.
+ * Rounds alternate the variants so that a shared machine's other load hits them alike; figures are
+ * medians over rounds. Run it under `strace -f -T -e trace=fsync,pwrite64` to see each commit.
+ */
+import { closeSync, fsyncSync, mkdirSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+
+interface StoreUnderTest {
+  findKeyByHash(keyHash: string): Promise<unknown>;
+  createKey(record: Record<string, unknown>): Promise<unknown>;
+  reserve(input: Record<string, unknown>): Promise<{ kind: string }>;
+  settle(input: Record<string, unknown>): Promise<boolean>;
+  close(): Promise<void>;
+}
+
+type StoreClass = new (options: { dataDir: string }) => StoreUnderTest;
+
+interface RunFigures {
+  /** µs per commit, mean, of the first `FRESH_COMMITS`. */
+  readonly fresh: number;
+  /** µs per commit after them, mean and median. */
+  readonly steady: number;
+  readonly steadyMedian: number;
+  /** CPU µs (user + system) per call. */
+  readonly cpu: number;
+  readonly statements: number;
+}
+
+const args = new Map(
+  process.argv
+    .slice(2)
+    .map((arg) => arg.replace(/^--/, '').split('='))
+    .map(([name, value]) => [name ?? '', value ?? 'true']),
+);
+const calls = Number(args.get('calls') ?? 1500);
+const rounds = Number(args.get('rounds') ?? 5);
+const baseDir = args.get('dir') ?? join(tmpdir(), 'keybrake-store-commit');
+/** Commits counted as "fresh file": about where a growing WAL first reaches its checkpoint size. */
+const FRESH_COMMITS = 400;
+const KEY_HASH = 'h'.repeat(64);
+
+/** Statements run so far, by every store loaded (see `loadStore`). */
+let statements = 0;
+
+/** The store built in a checkout, with the statements it runs counted. */
+async function loadStore(checkout: string): Promise<StoreClass> {
+  const Better = createRequire(join(checkout, 'core-proxy/package.json'))('better-sqlite3') as new (path: string) => {
+    prepare(sql: string): object;
+    close(): void;
+  };
+  const probe = new Better(':memory:');
+  const statementPrototype = Object.getPrototypeOf(probe.prepare('SELECT 1')) as Record<string, unknown>;
+  probe.close();
+  for (const method of ['run', 'get', 'all', 'iterate']) {
+    const original = statementPrototype[method] as ((...args: unknown[]) => unknown) & { counted?: boolean };
+    if (original.counted) continue;
+    const counted = Object.assign(
+      function (this: unknown, ...callArgs: unknown[]): unknown {
+        statements += 1;
+        return original.apply(this, callArgs);
+      },
+      { counted: true },
+    );
+    statementPrototype[method] = counted;
+  }
+  const module = (await import(pathToFileURL(join(checkout, 'core-proxy/dist/store/sqlite-store.js')).href)) as {
+    SqliteStore: StoreClass;
+  };
+  return module.SqliteStore;
+}
+
+const PENDING = {
+  vendor: 'openai',
+  method: 'POST',
+  path: '/v1/chat/completions',
+  idempotencyKey: null,
+  agentRunLabel: 'bench',
+  tainted: false,
+};
+
+async function storeRun(SqliteStore: StoreClass, dataDir: string): Promise<RunFigures> {
+  const store = new SqliteStore({ dataDir });
+  const keyId = 'vk_bench';
+  const now = Date.now();
+  await store.createKey({
+    keyId,
+    keyHash: KEY_HASH,
+    vendor: 'openai',
+    dailyCapMicros: null,
+    capMicros: 1e15,
+    allowedEndpoints: ['POST /v1/chat/completions'],
+    agentRunLabel: 'bench',
+    parentKeyId: null,
+    tainted: false,
+    createdAt: now,
+    expiresAt: now + 3_600_000,
+    revokedAt: null,
+  });
+  const times: number[] = [];
+  const cpuStart = process.cpuUsage();
+  const statementsBefore = statements;
+  for (let i = 0; i < calls; i++) {
+    const reservationId = `r${i}`;
+    if (!(await store.findKeyByHash(KEY_HASH))) throw new Error('key not found');
+    let start = process.hrtime.bigint();
+    const reserved = await store.reserve({
+      keyId,
+      reservationId,
+      costMicros: 1000,
+      now: Date.now(),
+      idempotency: null,
+      sensitive: false,
+      pending: { ...PENDING, keyId },
+    });
+    if (reserved.kind !== 'reserved') throw new Error(`reserve answered ${reserved.kind}`);
+    times.push(Number(process.hrtime.bigint() - start) / 1e3);
+    start = process.hrtime.bigint();
+    const settled = await store.settle({
+      keyId,
+      reservationId,
+      actualMicros: 900,
+      idempotentResponse: null,
+      audit: {
+        ...PENDING,
+        keyId,
+        at: new Date().toISOString(),
+        outcome: 'forwarded',
+        reason: null,
+        status: 200,
+        costMicros: 900,
+        vendorRequestId: `req_${i}`,
+      },
+    });
+    if (!settled) throw new Error('settle answered false');
+    times.push(Number(process.hrtime.bigint() - start) / 1e3);
+  }
+  const cpu = process.cpuUsage(cpuStart);
+  const callStatements = (statements - statementsBefore) / calls;
+  await store.close();
+  return {
+    fresh: mean(times.slice(0, FRESH_COMMITS)),
+    steady: mean(times.slice(FRESH_COMMITS)),
+    steadyMedian: median(times.slice(FRESH_COMMITS)),
+    cpu: (cpu.user + cpu.system) / calls,
+    statements: callStatements,
+  };
+}
+
+/** µs per bare 4 KiB write + fsync, overwriting one block and appending to a growing file. */
+function bareFsync(dir: string): { overwrite: number; append: number } {
+  const block = Buffer.alloc(4096, 1);
+  const measure = (append: boolean): number => {
+    const fd = openSync(join(dir, append ? 'append' : 'overwrite'), 'w+');
+    writeSync(fd, block, 0, block.length, 0);
+    fsyncSync(fd);
+    const start = process.hrtime.bigint();
+    for (let i = 1; i <= 500; i++) {
+      writeSync(fd, block, 0, block.length, append ? i * block.length : 0);
+      fsyncSync(fd);
+    }
+    const us = Number(process.hrtime.bigint() - start) / 1e3 / 500;
+    closeSync(fd);
+    return us;
+  };
+  return { overwrite: measure(false), append: measure(true) };
+}
+
+function mean(values: number[]): number {
+  return values.reduce((sum, value) => sum + value, 0) / Math.max(1, values.length);
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] ?? NaN;
+}
+
+const variants: { name: string; SqliteStore: StoreClass }[] = [
+  { name: 'this tree', SqliteStore: await loadStore(new URL('../../', import.meta.url).pathname) },
+];
+const against = args.get('against');
+if (against !== undefined) variants.push({ name: `against ${against}`, SqliteStore: await loadStore(against) });
+
+mkdirSync(baseDir, { recursive: true });
+const bare = { overwrite: [] as number[], append: [] as number[] };
+const figures = variants.map(() => [] as RunFigures[]);
+for (let round = 0; round < rounds; round++) {
+  const dir = mkdtempSync(join(baseDir, 'run-'));
+  try {
+    const floor = bareFsync(dir);
+    bare.overwrite.push(floor.overwrite);
+    bare.append.push(floor.append);
+    // Alternate which variant goes first, so that neither always follows the floor's fsyncs.
+    const order = variants.map((_, i) => i);
+    if (round % 2 === 1) order.reverse();
+    for (const i of order) figures[i]!.push(await storeRun(variants[i]!.SqliteStore, join(dir, `data-${i}`)));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const line = (name: string, values: number[], unit = 'µs'): string =>
+  `  ${name.padEnd(44)} ${median(values).toFixed(1).padStart(8)} ${unit.padEnd(2)}  (rounds: ${values.map((v) => v.toFixed(0)).join(' ')})`;
+console.log(`${calls} calls in sequence (${calls * 2} commits), ${rounds} rounds, in ${baseDir}; medians over rounds`);
+console.log('floor');
+console.log(line('bare 4 KiB overwrite + fsync', bare.overwrite));
+console.log(line('bare 4 KiB append + fsync (file grows)', bare.append));
+variants.forEach((variant, i) => {
+  const runs = figures[i]!;
+  console.log(variant.name);
+  console.log(
+    line(
+      `commit, first ${FRESH_COMMITS} of a fresh file (mean)`,
+      runs.map((run) => run.fresh),
+    ),
+  );
+  console.log(
+    line(
+      'commit, after them (mean)',
+      runs.map((run) => run.steady),
+    ),
+  );
+  console.log(
+    line(
+      'commit, after them (median)',
+      runs.map((run) => run.steadyMedian),
+    ),
+  );
+  console.log(
+    line(
+      'CPU per call (user + system)',
+      runs.map((run) => run.cpu),
+    ),
+  );
+  console.log(
+    line(
+      'SQL statements per call',
+      runs.map((run) => run.statements),
+      '',
+    ),
+  );
+});

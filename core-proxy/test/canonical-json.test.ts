@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { canonicalJson } from '../src/index.js';
+import { GENESIS_HASH, auditRecordText, chainEntry, chainHash } from '../src/audit/chain.js';
+import type { AuditRecordJson } from '../src/audit/record.js';
 
 /**
  * The bytes every replica and every verifier hash for a record: keys sorted by UTF-16 code units,
@@ -94,5 +96,44 @@ describe('canonicalJson', () => {
     ['NaN in an array', [1, Number.NaN]],
   ])('refuses a non-finite number: %s', (_name, value) => {
     expect(() => canonicalJson(value)).toThrow(new TypeError('canonical JSON cannot encode a non-finite number'));
+  });
+});
+
+/**
+ * Issue 21: the stores write a record's chain text without the generic sort (`auditRecordText`):
+ * the bytes must be exactly `canonicalJson`'s, or every chain written since would fail to verify.
+ */
+describe('issue 21: the audit record text the stores hash', () => {
+  const record: AuditRecordJson = {
+    seq: 42,
+    at: '2026-12-01T15:00:00.000Z',
+    key_id: 'vk_123',
+    vendor: 'stripe',
+    method: 'POST',
+    path: '/v1/payment_intents',
+    outcome: 'forwarded',
+    reason: null,
+    status: 200,
+    cost_usd: 1.000001,
+    vendor_request_id: 'req_1',
+    idempotency_key: 'idem "quoted" \\ \u0000 ж 😀 \ud800',
+    agent_run_label: 'run\u2028label',
+    tainted: false,
+  };
+  it.each<[string, Partial<AuditRecordJson> & Record<string, unknown>]>([
+    ['a forwarded call', {}],
+    ['a blocked call with nulls', { key_id: null, status: null, reason: 'cap_exhausted', vendor_request_id: null }],
+    ['a tiny and a huge cost', { cost_usd: 1e-7, seq: 1e21 }],
+    ['a tainted unknown outcome', { tainted: true, outcome: 'unknown', idempotency_key: null, agent_run_label: null }],
+    ['an extra member (the generic path)', { extra: 'x' }],
+    ['an undefined member (the generic path)', { reason: undefined }],
+  ])('%s', (_name, change) => {
+    const changed = { ...record, ...change } as AuditRecordJson;
+    expect(auditRecordText(changed)).toBe(canonicalJson(changed));
+    expect(chainEntry(GENESIS_HASH, changed).hash).toBe(chainHash(GENESIS_HASH, changed));
+  });
+
+  it('refuses a non-finite cost like canonicalJson', () => {
+    expect(() => auditRecordText({ ...record, cost_usd: Number.NaN })).toThrow(TypeError);
   });
 });

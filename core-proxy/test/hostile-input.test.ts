@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { rawRequest, sendJson, startFakeVendor, startProxy } from './helpers.js';
+import { ISSUANCE_FIELDS } from '../src/keys/key-issuance.js';
 
 /** Deterministic pseudo-random choices, so a failure can be replayed. */
 function* choices(seed: number): Generator<number> {
@@ -36,18 +37,8 @@ const WEIRD_VALUES: unknown[] = [
   {},
   { nested: { deeper: [1, 2, 3] } },
 ];
-const FIELDS = [
-  'vendor',
-  'daily_usd_cap',
-  'usd_cap',
-  'allowed_endpoints',
-  'expires_in',
-  'agent_run_label',
-  'parent_key_id',
-  'tainted',
-  '__proto__',
-  'constructor',
-];
+/** Every field issuance reads (from its own list, so a new one is fuzzed too), and prototype names. */
+const FIELDS = [...ISSUANCE_FIELDS, '__proto__', 'constructor'];
 
 describe('hostile input never causes a 5xx or loses the contract error shape', () => {
   it('admin: 300 mutated key requests never get a 5xx; refused ones carry a JSON error code', async () => {

@@ -36,8 +36,16 @@ export function auditRecord(
   costMicros: number,
   vendorRequestId: string | null = null,
 ): AuditInput {
+  const pending = pendingRecord(facts);
+  // Member by member, not a spread of `pending`: a spread into a larger literal builds a new shape per call.
   return {
-    ...pendingRecord(facts),
+    keyId: pending.keyId,
+    vendor: pending.vendor,
+    method: pending.method,
+    path: pending.path,
+    idempotencyKey: pending.idempotencyKey,
+    agentRunLabel: pending.agentRunLabel,
+    tainted: pending.tainted,
     at: new Date(facts.call.at).toISOString(),
     outcome,
     reason,

@@ -125,6 +125,33 @@ export type Outcome =
   /** The store failed: nothing to audit into (and, after the vendor call, the outcome is held). */
   | { readonly kind: 'store_failed'; readonly facts: AuditFacts; readonly error: StoreUnavailableError };
 
+/**
+ * The facts before the first step, with every field a later step establishes already present (as
+ * `undefined`). Each step returns `{ ...facts, ...what it established }`: spreading an object of
+ * one fixed shape into the same shape is a flat copy (V8 clones its hidden class), while adding
+ * new members at each step built a new shape per step, about 1 µs a spread and 8 µs a call
+ * (issue 21). Absent and `undefined` read the same in every step and in the audit record.
+ */
+export function arrivedFacts(call: ArrivedCall): Arrived {
+  const facts: Arrived & { readonly [Field in Exclude<keyof Forwarded, 'call'>]-?: Forwarded[Field] | undefined } = {
+    call,
+    key: undefined,
+    secrets: undefined,
+    baseUrl: undefined,
+    segments: undefined,
+    vendorRequest: undefined,
+    bodyUnreadable: undefined,
+    sensitive: undefined,
+    price: undefined,
+    objectCall: undefined,
+    claim: undefined,
+    reservationId: undefined,
+    keyTainted: undefined,
+    result: undefined,
+  };
+  return facts;
+}
+
 /** A refusal with the facts known when the check failed. */
 export function refused(facts: AuditFacts, error: KeybrakeError): Outcome {
   return { kind: 'refused', facts, error };

@@ -71,12 +71,24 @@ export function isUntrusted(headers: IncomingHttpHeaders, rawHeaders: readonly s
 
 /** True when a method-override header names a method other than the real one. */
 export function overriddenMethod(headers: IncomingHttpHeaders, method: string): boolean {
-  const overrides = METHOD_OVERRIDE_HEADERS.map((name) => headers[name]).filter((value) => value !== undefined);
-  return overrides.some((value) => String(value).trim().toUpperCase() !== method);
+  for (const name of METHOD_OVERRIDE_HEADERS) {
+    const value = headers[name];
+    if (value !== undefined && String(value).trim().toUpperCase() !== method) return true;
+  }
+  return false;
 }
 
+const NO_NAMES: ReadonlySet<string> = new Set();
+const KEEP_ALIVE: ReadonlySet<string> = new Set(['keep-alive']);
+const CLOSE: ReadonlySet<string> = new Set(['close']);
+
 /** Header names the client's `Connection` header lists: hop-by-hop for that hop only (RFC 9110 7.6.1). */
-export function connectionNamed(headers: IncomingHttpHeaders): Set<string> {
+export function connectionNamed(headers: IncomingHttpHeaders): ReadonlySet<string> {
+  // Most clients send nothing, `keep-alive` or `close`: the same answer without building it.
+  const connection = headers.connection;
+  if (connection === undefined) return NO_NAMES;
+  if (connection === 'keep-alive') return KEEP_ALIVE;
+  if (connection === 'close') return CLOSE;
   return new Set(
     String(headers.connection ?? '')
       .split(',')

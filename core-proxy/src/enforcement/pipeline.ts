@@ -1,7 +1,7 @@
 import { KeybrakeError, StoreUnavailableError, VaultKeyRevokedError } from '../errors.js';
 import type { KeybrakeContext } from '../http/plugins/keybrake.js';
 import { inactiveKeyError } from '../keys/key-status.js';
-import type { Arrived, ArrivedCall, AuditFacts, Outcome } from './call-facts.js';
+import { type Arrived, type ArrivedCall, type AuditFacts, type Outcome, arrivedFacts } from './call-facts.js';
 import { freshKey } from './store-calls.js';
 import {
   type Step,
@@ -48,7 +48,7 @@ export const ENFORCEMENT: StepList<never> = steps()
  * refusal with the facts the step started from; the store failing is `store_failed`.
  */
 export async function enforce(kb: KeybrakeContext, call: ArrivedCall): Promise<Outcome> {
-  let facts: AuditFacts = { call };
+  let facts: AuditFacts = arrivedFacts(call);
   let step: Step<unknown, unknown> | undefined;
   let outcome: Outcome | undefined;
   try {
@@ -64,7 +64,7 @@ export async function enforce(kb: KeybrakeContext, call: ArrivedCall): Promise<O
     if (!outcome) throw new Error(`the enforcement pipeline ended without an outcome after ${step?.name}`);
   } catch (error) {
     if (!(error instanceof KeybrakeError)) {
-      await endClaim(facts, false);
+      if (facts.claim) await endClaim(facts, false);
       throw error;
     }
     outcome =
@@ -73,7 +73,8 @@ export async function enforce(kb: KeybrakeContext, call: ArrivedCall): Promise<O
         : { kind: 'refused', facts, error };
   }
   if (outcome.kind === 'refused' && step?.readsCachedKey) outcome = await confirmRefusal(kb, outcome);
-  await endClaim(outcome.facts, outcome.kind !== 'store_failed');
+  // Most calls claim no object: no turn spent awaiting nothing.
+  if (outcome.facts.claim) await endClaim(outcome.facts, outcome.kind !== 'store_failed');
   return outcome;
 }
 

@@ -26,7 +26,7 @@ import {
 import type { KeybrakeContext } from '../http/plugins/keybrake.js';
 import { MAX_KEY_DEPTH } from '../keys/key-depth.js';
 import { inactiveKeyError } from '../keys/key-status.js';
-import { encodePath, isAllowed, normalizePath, parseEndpointPattern } from '../keys/allowlist.js';
+import { allowsCall, encodePath, normalizePath } from '../keys/allowlist.js';
 import type { ReserveOutput } from '../store/store.js';
 import { countHeader, findMethodOverride } from '../vendors/request-params.js';
 import { auditRecord, pendingRecord } from './answer.js';
@@ -121,7 +121,7 @@ export const checkAllowlist: Step<VendorChecked, Allowed> = {
       );
       return refused({ ...facts, segments }, error);
     }
-    if (!isAllowed(facts.key.allowedEndpoints.map(parseEndpointPattern), method, segments)) {
+    if (!allowsCall(facts.key.allowedEndpoints, method, segments)) {
       return refused({ ...facts, segments }, new EndpointNotAllowedError(method, `/${segments.join('/')}`));
     }
     return { ...facts, segments, vendorRequest, bodyUnreadable: override === 'unreadable' };
@@ -311,9 +311,11 @@ export const settle: Step<Forwarded, never> = {
       keyId: key.keyId,
       reservationId: facts.reservationId,
       actualMicros: settled.micros,
-      idempotentResponse: keepsForReplay(response.status)
-        ? { status: response.status, headers, body: body.toString('base64'), vendorRequestId }
-        : null,
+      // Only a call with an idempotency key has a claim to keep it in (the stores ignore it otherwise).
+      idempotentResponse:
+        call.idempotencyKey !== null && keepsForReplay(response.status)
+          ? { status: response.status, headers, body: body.toString('base64'), vendorRequestId }
+          : null,
       audit: auditRecord(
         facts,
         settled.unknown ? 'unknown' : 'forwarded',

@@ -5,6 +5,7 @@
  * `vendorRequestId`, `maskResponseBody`) directly; how vendors are found lives only here.
  */
 import type { KeybrakeContext } from '../http/plugins/keybrake.js';
+import type { EndpointPattern } from '../keys/allowlist.js';
 import { isSensitive } from '../pricing/cost-rules.js';
 import { type CallPrice, type CallSettlement, priceCall, settleCall } from '../pricing/price-call.js';
 import type { VendorModule, VendorRequest, VendorResponse, VendorSecrets } from '../vendors/index.js';
@@ -34,13 +35,19 @@ export function isSensitiveCall(
   method: string,
   segments: readonly string[],
 ): boolean {
-  return isSensitive(
-    kb.config.pricing,
-    vendor.name,
-    [...vendor.catalogue.map((entry) => entry.pattern), ...vendor.sensitiveEndpoints],
-    method,
-    segments,
-  );
+  return isSensitive(kb.config.pricing, vendor.name, builtInSensitive(vendor), method, segments);
+}
+
+/** A vendor's own sensitive endpoints (its catalogue and its sensitive list), gathered once per vendor. */
+const sensitiveByVendor = new WeakMap<VendorModule, readonly EndpointPattern[]>();
+
+function builtInSensitive(vendor: VendorModule): readonly EndpointPattern[] {
+  let patterns = sensitiveByVendor.get(vendor);
+  if (patterns === undefined) {
+    patterns = [...vendor.catalogue.map((entry) => entry.pattern), ...vendor.sensitiveEndpoints];
+    sensitiveByVendor.set(vendor, patterns);
+  }
+  return patterns;
 }
 
 /** The object call the request is (priced once its object is claimed), if it is one. */

@@ -60,7 +60,8 @@ export function normalizePath(rawPath: string, fail: (message: string) => Error 
   for (const rawSegment of rawPath.split('/')) {
     let segment: string;
     try {
-      segment = decodeURIComponent(rawSegment);
+      // Only a `%` sequence decodes to anything else (or fails to decode).
+      segment = rawSegment.includes('%') ? decodeURIComponent(rawSegment) : rawSegment;
     } catch {
       throw fail('the path has a malformed percent-encoding.');
     }
@@ -85,14 +86,25 @@ function pathError(message: string): Error {
 
 /** Re-encodes normalized segments into the exact path that is forwarded upstream. */
 export function encodePath(segments: readonly string[]): string {
-  return `/${segments.map((segment) => encodeURIComponent(segment).replace(/%40/g, '@').replace(/%3A/g, ':')).join('/')}`;
+  // A call's segments are encoded for its fingerprint, its audit records and its upstream URL: once.
+  let path = encodedPaths.get(segments);
+  if (path === undefined) {
+    path = `/${segments.map((segment) => encodeURIComponent(segment).replace(/%40/g, '@').replace(/%3A/g, ':')).join('/')}`;
+    encodedPaths.set(segments, path);
+  }
+  return path;
 }
+
+/** Segment lists are never changed once normalized (they are `readonly`): their encoding is kept with them. */
+const encodedPaths = new WeakMap<readonly string[], string>();
 
 /** Whether a method and normalized path match one pattern. */
 export function matchesPattern(pattern: EndpointPattern, method: string, segments: readonly string[]): boolean {
   if (pattern.method !== method || pattern.segments.length !== segments.length) return false;
   return pattern.segments.every((expected, i) => expected === '*' || expected === segments[i]);
 }
+
+const CANONICAL_SEGMENT = /^[a-z0-9_-]*$/;
 
 /**
  * One path segment as a lenient vendor router may see it: Unicode-compatibility folded, lower-cased,
@@ -101,6 +113,8 @@ export function matchesPattern(pattern: EndpointPattern, method: string, segment
  * segment. Regression: issue 16 (a wildcard allowlist let `/v1/PAYMENT_INTENTS` through unpriced).
  */
 export function routeSegment(segment: string): string {
+  // Lower-case ASCII letters, digits, `_` and `-` fold to themselves: the common case skips the folding.
+  if (CANONICAL_SEGMENT.test(segment)) return segment;
   return segment
     .normalize('NFKC')
     .toLowerCase()
@@ -120,6 +134,27 @@ export function matchesRoute(pattern: EndpointPattern, method: string, segments:
   return pattern.segments.every(
     (expected, i) => expected === '*' || routeSegment(expected) === routeSegment(segments[i] as string),
   );
+}
+
+/** Parsed allowlist entries by their text: a key's entries are parsed once, not on every call. */
+const parsedEntries = new Map<string, EndpointPattern>();
+const MAX_PARSED_ENTRIES = 10_000;
+
+/** One allowlist entry, parsed (from a cache: a pattern is a pure function of its entry's text). */
+function parsedEntry(entry: string): EndpointPattern {
+  let pattern = parsedEntries.get(entry);
+  if (pattern === undefined) {
+    pattern = parseEndpointPattern(entry);
+    if (parsedEntries.size >= MAX_PARSED_ENTRIES) parsedEntries.clear();
+    parsedEntries.set(entry, pattern);
+  }
+  return pattern;
+}
+
+/** Whether a key's `allowed_endpoints` (as stored) allow a method and normalized path. */
+export function allowsCall(entries: readonly string[], method: string, segments: readonly string[]): boolean {
+  for (const entry of entries) if (matchesPattern(parsedEntry(entry), method, segments)) return true;
+  return false;
 }
 
 /** Whether a method and normalized path are allowed by any of the patterns. */

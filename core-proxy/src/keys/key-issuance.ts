@@ -9,7 +9,8 @@ const MAX_CAP_USD = 1_000_000_000;
 const MAX_ENDPOINTS = 100;
 /** Characters a run label may not hold: control (Cc), format (Cf, incl. bidi), separators (Zl, Zp), surrogates, private use, unassigned. */
 const UNPRINTABLE = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}\p{Co}\p{Cn}]/u;
-const FIELDS = new Set([
+/** The fields of a `POST /vault/keys` body; any other is refused. */
+export const ISSUANCE_FIELDS: ReadonlySet<string> = new Set([
   'vendor',
   'daily_usd_cap',
   'usd_cap',
@@ -58,7 +59,7 @@ export function parseIssueKeyInput(
     throw new InvalidRequestError('The body must be a JSON object.');
   }
   const fields = body as Record<string, unknown>;
-  const unknown = Object.keys(fields).filter((field) => !FIELDS.has(field));
+  const unknown = Object.keys(fields).filter((field) => !ISSUANCE_FIELDS.has(field));
   if (unknown.length > 0) throw new InvalidRequestError(`Unknown field(s): ${unknown.join(', ')}.`);
 
   const vendor = fields.vendor;

@@ -1,4 +1,4 @@
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, hash, randomBytes, timingSafeEqual } from 'node:crypto';
 
 /** Every vault key starts with this, so the Twilio module can tell it from an account SID. */
 export const VAULT_KEY_PREFIX = 'kb_vk_';
@@ -18,7 +18,8 @@ export function newKeyId(): string {
  * bits of entropy, so there is nothing for a slow hash to protect against.
  */
 export function hashVaultKey(vaultKey: string): string {
-  return createHash('sha256').update(vaultKey).digest('hex');
+  // One-shot: no Hash object per call (issue 21).
+  return hash('sha256', vaultKey, 'hex');
 }
 
 /**

@@ -225,13 +225,20 @@ export function readParams(request: VendorRequest): RequestParams {
   return readRequestParams(request);
 }
 
-/** Parses a JSON response body, or `undefined`. */
+/** Response bodies already parsed: settlement, object tracking and the request id each read the same answer. */
+const parsedBodies = new WeakMap<Buffer, unknown>();
+
+/** Parses a JSON response body, or `undefined`. Parsed once per body: treat the result as read-only. */
 export function readJson(body: Buffer): unknown {
+  if (parsedBodies.has(body)) return parsedBodies.get(body);
+  let parsed: unknown;
   try {
-    return JSON.parse(body.toString('utf8'));
+    parsed = JSON.parse(body.toString('utf8'));
   } catch {
-    return undefined;
+    parsed = undefined;
   }
+  parsedBodies.set(body, parsed);
+  return parsed;
 }
 
 /** Whether a status is a 2xx. */

@@ -42,15 +42,9 @@ async function until<T>(what: string, attempt: () => Promise<T | undefined>, pod
   throw new Error(`${what}: gave up${pod ? `\n${pod.output()}` : ''}`);
 }
 
-/** stripe-mock inside the pod network, where the proxy's KEYBRAKE_STRIPE_BASE_URL points. */
-async function startStripeMockIn(network: PodNetwork): Promise<void> {
-  const child = network.spawn([
-    stripeMockBinary(),
-    '-http-addr',
-    `127.0.0.1:${STRIPE_MOCK_PORT}`,
-    '-https-addr',
-    `127.0.0.1:${STRIPE_MOCK_PORT + 1}`,
-  ]);
+/** Runs `command` inside the pod network until the test ends (then SIGTERM, and waits for its exit). */
+function spawnUntilTestEnds(network: PodNetwork, command: readonly string[]): void {
+  const child = network.spawn(command);
   onTestFinished(
     () =>
       new Promise<void>((resolve) => {
@@ -59,6 +53,17 @@ async function startStripeMockIn(network: PodNetwork): Promise<void> {
         child.kill('SIGTERM');
       }),
   );
+}
+
+/** stripe-mock inside the pod network, where the proxy's KEYBRAKE_STRIPE_BASE_URL points. */
+async function startStripeMockIn(network: PodNetwork): Promise<void> {
+  spawnUntilTestEnds(network, [
+    stripeMockBinary(),
+    '-http-addr',
+    `127.0.0.1:${STRIPE_MOCK_PORT}`,
+    '-https-addr',
+    `127.0.0.1:${STRIPE_MOCK_PORT + 1}`,
+  ]);
   await until('stripe-mock', async () => {
     const answer = await network.request('GET', `http://127.0.0.1:${STRIPE_MOCK_PORT}/v1/customers`, {
       headers: { authorization: 'Bearer sk_test_123' },
@@ -74,15 +79,7 @@ async function startGoHttpbinIn(network: PodNetwork): Promise<void> {
   const binary = process.env.GO_HTTPBIN_BIN;
   if (!binary)
     throw new Error('GO_HTTPBIN_BIN is not set: run the tests with `pnpm test` (scripts/test.sh installs it).');
-  const child = network.spawn([binary, '-host', '127.0.0.1', '-port', String(HTTPBIN_PORT), '-log-level', 'WARN']);
-  onTestFinished(
-    () =>
-      new Promise<void>((resolve) => {
-        if (child.exitCode !== null) return resolve();
-        child.once('exit', () => resolve());
-        child.kill('SIGTERM');
-      }),
-  );
+  spawnUntilTestEnds(network, [binary, '-host', '127.0.0.1', '-port', String(HTTPBIN_PORT), '-log-level', 'WARN']);
   await until('go-httpbin', async () =>
     (await network.request('GET', `http://127.0.0.1:${HTTPBIN_PORT}/get`)).status === 200 ? true : undefined,
   );
@@ -138,6 +135,18 @@ function admin(network: PodNetwork, issuerKey: string) {
       },
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
     });
+}
+
+/** A vault key for one endpoint of `vendor`, valid an hour. */
+async function issueKey(call: ReturnType<typeof admin>, vendor: string, usdCap: number, endpoint: string) {
+  const issued = await call('POST', '/vault/keys', {
+    vendor,
+    usd_cap: usdCap,
+    allowed_endpoints: [endpoint],
+    expires_in: '1h',
+  });
+  expect(issued.status, issued.body).toBe(201);
+  return issued.json() as { key_id: string; vault_key: string };
 }
 
 async function charge(network: PodNetwork, vaultKey: string, idempotencyKey: string): Promise<HttpAnswer> {
@@ -264,14 +273,7 @@ describe('the rendered pods, run for real in a kubelet stand-in (network + mount
 
     const first = await startProxyPod(network, manifests, claims);
     const call = admin(network, issuerKey);
-    const issued = await call('POST', '/vault/keys', {
-      vendor: 'stripe',
-      usd_cap: 30,
-      allowed_endpoints: ['POST /v1/payment_intents'],
-      expires_in: '1h',
-    });
-    expect(issued.status, issued.body).toBe(201);
-    const key = issued.json();
+    const key = await issueKey(call, 'stripe', 30, 'POST /v1/payment_intents');
     expect((await charge(network, key.vault_key, 'embedded-1')).status).toBe(200);
     expect((await call('POST', '/audit/checkpoints')).status).toBe(201);
     expect(await first.stop('SIGTERM')).toBe(0);
@@ -332,14 +334,7 @@ describe('the rendered pods, run for real in a kubelet stand-in (network + mount
     await startGoHttpbinIn(network);
     const pod = await startProxyPod(network, [...manifests, operatorSecret]);
     const call = admin(network, issuerKey);
-    const issued = await call('POST', '/vault/keys', {
-      vendor: 'acme-echo',
-      usd_cap: 0.1,
-      allowed_endpoints: ['POST /v1/sms'],
-      expires_in: '1h',
-    });
-    expect(issued.status, issued.body).toBe(201);
-    const key = issued.json();
+    const key = await issueKey(call, 'acme-echo', 0.1, 'POST /v1/sms');
     const sms = () =>
       network.request('POST', 'http://127.0.0.1:8080/acme-echo/v1/sms', {
         headers: { authorization: `Bearer ${key.vault_key}`, 'content-type': 'application/json' },

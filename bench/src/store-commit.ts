@@ -36,6 +36,8 @@ interface RunFigures {
   /** µs per commit after them, mean and median. */
   readonly steady: number;
   readonly steadyMedian: number;
+  /** µs per commit, 99th percentile over all commits. */
+  readonly p99: number;
   /** CPU µs (user + system) per call. */
   readonly cpu: number;
   readonly statements: number;
@@ -156,6 +158,7 @@ async function storeRun(SqliteStore: StoreClass, dataDir: string): Promise<RunFi
     fresh: mean(times.slice(0, FRESH_COMMITS)),
     steady: mean(times.slice(FRESH_COMMITS)),
     steadyMedian: median(times.slice(FRESH_COMMITS)),
+    p99: percentile(times, 0.99),
     cpu: (cpu.user + cpu.system) / calls,
     statements: callStatements,
   };
@@ -184,9 +187,13 @@ function mean(values: number[]): number {
   return values.reduce((sum, value) => sum + value, 0) / Math.max(1, values.length);
 }
 
-function median(values: number[]): number {
+function percentile(values: number[], fraction: number): number {
   const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)] ?? NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * fraction))] ?? NaN;
+}
+
+function median(values: number[]): number {
+  return percentile(values, 0.5);
 }
 
 const variants: { name: string; SqliteStore: StoreClass }[] = [
@@ -222,35 +229,13 @@ console.log(line('bare 4 KiB append + fsync (file grows)', bare.append));
 variants.forEach((variant, i) => {
   const runs = figures[i]!;
   console.log(variant.name);
-  console.log(
-    line(
-      `commit, first ${FRESH_COMMITS} of a fresh file (mean)`,
-      runs.map((run) => run.fresh),
-    ),
-  );
-  console.log(
-    line(
-      'commit, after them (mean)',
-      runs.map((run) => run.steady),
-    ),
-  );
-  console.log(
-    line(
-      'commit, after them (median)',
-      runs.map((run) => run.steadyMedian),
-    ),
-  );
-  console.log(
-    line(
-      'CPU per call (user + system)',
-      runs.map((run) => run.cpu),
-    ),
-  );
-  console.log(
-    line(
-      'SQL statements per call',
-      runs.map((run) => run.statements),
-      '',
-    ),
-  );
+  const rows: [string, (run: RunFigures) => number, string?][] = [
+    [`commit, first ${FRESH_COMMITS} of a fresh file (mean)`, (run) => run.fresh],
+    ['commit, after them (mean)', (run) => run.steady],
+    ['commit, after them (median)', (run) => run.steadyMedian],
+    ['commit, 99th percentile', (run) => run.p99],
+    ['CPU per call (user + system)', (run) => run.cpu],
+    ['SQL statements per call', (run) => run.statements, ''],
+  ];
+  for (const [name, figure, unit] of rows) console.log(line(name, runs.map(figure), unit));
 });

@@ -54,6 +54,16 @@ const againstRef = option('--against');
 const rounds = Number(option('--rounds') ?? (againstRef === undefined ? 1 : 3));
 if (!Number.isInteger(rounds) || rounds < 1)
   throw new Error(`--rounds must be a whole number ≥ 1, not ${option('--rounds')}`);
+/**
+ * The open-loop generator for the fixed-rate runs (oha, `KEYBRAKE_OHA_BIN`, installed by
+ * scripts/bench.sh): always in a full run; in a quick one (CI, where a cold cargo build of oha
+ * does not fit) only with `--oha`.
+ */
+const ohaBin = !quick || process.argv.includes('--oha') ? process.env.KEYBRAKE_OHA_BIN : undefined;
+if ((!quick || process.argv.includes('--oha')) && !ohaBin)
+  throw new Error(
+    'KEYBRAKE_OHA_BIN is not set: run the benchmark as `pnpm bench` (scripts/install-bench.sh --oha installs oha)',
+  );
 const seconds = quick ? 2 : 10;
 const warmupSeconds = quick ? 1 : 3;
 const peakConnections = quick ? [64] : [16, 64, 256];
@@ -148,8 +158,14 @@ async function benchGroup(
     turn = round - 1;
     const suffix = groupRounds > 1 ? ` (round ${round}/${groupRounds})` : '';
     keep('sequential', await runEach(`sequential${suffix}`, { durationSeconds: seconds, connections: 1 }));
-    keep('rate500', await runEach(`rate500${suffix}`, { durationSeconds: seconds, connections: 32, rate: 500 }));
-    keep('rate2000', await runEach(`rate2000${suffix}`, { durationSeconds: seconds, connections: 64, rate: 2000 }));
+    keep(
+      'rate500',
+      await runEach(`rate500${suffix}`, { durationSeconds: seconds, connections: 32, rate: 500, oha: ohaBin }),
+    );
+    keep(
+      'rate2000',
+      await runEach(`rate2000${suffix}`, { durationSeconds: seconds, connections: 64, rate: 2000, oha: ohaBin }),
+    );
     const peaks: (LoadResult | undefined)[] = contenders.map(() => undefined);
     const throughputs: (LoadResult | undefined)[] = contenders.map(() => undefined);
     for (const connections of peakConnections) {
@@ -185,7 +201,8 @@ async function startUpstream(): Promise<{ service: Service; url: string }> {
   return { service, url: `http://127.0.0.1:${/listening (\d+)/.exec(service.output[0] ?? '')?.[1]}` };
 }
 
-async function raceOn(store: 'embedded' | 'redis'): Promise<CapRaceResult> {
+/** The cap race on one store: Redis with 2 replicas, embedded as one process or as `workers` workers. */
+async function raceOn(store: 'embedded' | 'redis', workers = 1): Promise<CapRaceResult> {
   const dir = mkdtempSync(join(tmpdir(), 'bench-race-'));
   const stops: (() => Promise<void>)[] = [];
   try {
@@ -200,7 +217,7 @@ async function raceOn(store: 'embedded' | 'redis'): Promise<CapRaceResult> {
     }
     const urls: string[] = [];
     for (let i = 0; i < (store === 'redis' ? 2 : 1); i += 1) {
-      const replica = await startKeybrake(upstreamUrl, join(dir, `data-${i}`), redisUrl);
+      const replica = await startKeybrake(upstreamUrl, join(dir, `data-${i}`), redisUrl, undefined, workers);
       stops.push(replica.service.stop);
       urls.push(replica.url);
     }
@@ -305,6 +322,9 @@ async function main(): Promise<void> {
   log('cap race: embedded store');
   const embedded = await raceOn('embedded');
   log(`  ${JSON.stringify(embedded)}`);
+  log('cap race: embedded store, 2 worker processes');
+  const embeddedWorkers = await raceOn('embedded', 2);
+  log(`  ${JSON.stringify(embeddedWorkers)}`);
   log('cap race: Redis store, 2 replicas');
   const redis = await raceOn('redis');
   log(`  ${JSON.stringify(redis)}`);
@@ -325,11 +345,13 @@ async function main(): Promise<void> {
     settings: {
       secondsPerRun: seconds,
       peakConnections,
-      loadGenerator: 'autocannon (in the harness process)',
+      loadGenerator: ohaBin
+        ? 'oha (open loop, evenly paced, latency corrected for coordinated omission) for the fixed rates; autocannon (in the harness process) for sequential and peak runs'
+        : 'autocannon (in the harness process)',
       ...(previous ? { roundsSideBySide: rounds } : {}),
     },
     variants,
-    capRace: { embedded, redis },
+    capRace: { embedded, embeddedWorkers, redis },
   };
   const report: BenchReport = previous
     ? {
@@ -355,6 +377,9 @@ async function main(): Promise<void> {
   // Keybrake variant runs (a peer that cannot start is only reported).
   const failures = [
     ...(embedded.overshootUsd > 0 ? [`embedded cap race overshot by $${embedded.overshootUsd}`] : []),
+    ...(embeddedWorkers.overshootUsd > 0
+      ? [`embedded cap race on 2 workers overshot by $${embeddedWorkers.overshootUsd}`]
+      : []),
     ...(redis.overshootUsd > 0 ? [`Redis cap race overshot by $${redis.overshootUsd}`] : []),
     ...variants
       .filter((v) => v.name.startsWith('keybrake') && v.skipped)

@@ -23,7 +23,12 @@ export interface BenchReport {
   readonly machine: Record<string, string | number>;
   readonly settings: Record<string, unknown>;
   readonly variants: VariantReport[];
-  readonly capRace: { readonly embedded: CapRaceResult; readonly redis: CapRaceResult };
+  readonly capRace: {
+    readonly embedded: CapRaceResult;
+    /** `keybrake serve --workers 2` on one data directory (runs before this one lack it). */
+    readonly embeddedWorkers?: CapRaceResult;
+    readonly redis: CapRaceResult;
+  };
   /** With `--against`: the working tree's proxy against the previous commit's, side by side. */
   readonly comparison?: Comparison;
 }
@@ -111,10 +116,132 @@ export function renderMarkdown(report: BenchReport): string {
     '| store | calls | cap | forwarded | forwarded $ | overshoot | under-use | smallest refused | time |',
     '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
     raceRow('embedded', report.capRace.embedded),
+    ...(report.capRace.embeddedWorkers ? [raceRow('embedded, 2 workers', report.capRace.embeddedWorkers)] : []),
     raceRow('Redis, 2 replicas', report.capRace.redis),
     ...(report.comparison ? ['', ...comparisonLines(report.comparison)] : []),
+    '',
+    ...targetLines(report),
   ];
   return lines.join('\n');
+}
+
+/** One target of issue 21: what the issue measured before, and whether this run meets it. */
+interface IssueTarget {
+  readonly name: string;
+  readonly before: string;
+  readonly value: number | undefined;
+  readonly format: (value: number) => string;
+  readonly met: (value: number) => boolean;
+  /** Why the figure may not count (a rate not reached), or more context. */
+  readonly note?: string;
+  /** Why there is no figure although the variant ran. */
+  readonly missing?: string;
+}
+
+/**
+ * Issue 21's targets, each from this run's own figures ("before" is the issue's, from the full run
+ * of 2026-11-22). The fixed-rate row counts only where the rate was reached.
+ */
+export function targetLines(report: BenchReport): string[] {
+  const named = (name: string): VariantReport | undefined =>
+    report.variants.find((variant) => variant.name === name && !variant.skipped);
+  const node = named('node pass-through');
+  const peakShare = (name: string): number | undefined => {
+    const own = named(name)?.runs.peak?.requestsPerSecond;
+    const reference = node?.runs.peak?.requestsPerSecond;
+    return own === undefined || reference === undefined ? undefined : own / reference;
+  };
+  const noPeak = (name: string): string | undefined =>
+    named(name) && !named(name)?.runs.peak ? 'no peak run with p99 under 50 ms' : undefined;
+  const addedMs = (name: string, run: 'sequential' | 'rate2000', field: 'p50' | 'p99'): number | undefined => {
+    const variant = named(name);
+    return variant ? added(report, variant, run, field) : undefined;
+  };
+  const reached = (name: string): string | undefined => {
+    const rate = named(name)?.runs.rate2000?.requestsPerSecond;
+    return rate !== undefined && rate < 1900 ? `reached only ${rate.toFixed(0)} req/s` : undefined;
+  };
+  const ms = (value: number): string => `+${value.toFixed(2)} ms`;
+  const percent = (value: number): string => `${(value * 100).toFixed(0)}%`;
+  const paced = String(report.settings.loadGenerator ?? '').startsWith('oha')
+    ? 'evenly paced (oha, CO-corrected)'
+    : "autocannon's per-second bursts: not the target's measure";
+  const workersShare = peakShare('keybrake embedded ×2 workers');
+  const targets: IssueTarget[] = [
+    {
+      name: 'embedded store, added p50 in sequence ≤ +0.5 ms',
+      before: '+1.47 ms',
+      value: addedMs('keybrake embedded', 'sequential', 'p50'),
+      format: ms,
+      met: (value) => value <= 0.5,
+    },
+    {
+      name: 'Redis store, added p50 in sequence ≤ +0.9 ms',
+      before: '+2.31 ms',
+      value: addedMs('keybrake redis', 'sequential', 'p50'),
+      format: ms,
+      met: (value) => value <= 0.9,
+    },
+    {
+      name: 'embedded peak vs the Node pass-through ≥ 60%',
+      before: '28%',
+      value: peakShare('keybrake embedded'),
+      format: percent,
+      missing: noPeak('keybrake embedded'),
+      met: (value) => value >= 0.6,
+      ...(workersShare === undefined ? {} : { note: `×2 workers: ${percent(workersShare)}` }),
+    },
+    {
+      name: 'Redis peak vs the Node pass-through ≥ 40%',
+      before: '19%',
+      value: peakShare('keybrake redis'),
+      format: percent,
+      missing: noPeak('keybrake redis'),
+      met: (value) => value >= 0.4,
+    },
+    {
+      name: 'CPU seconds per 1,000 calls, embedded ≤ 0.20',
+      before: '0.436',
+      value: named('keybrake embedded')?.cpuSecondsPer1000 ?? undefined,
+      format: (value) => value.toFixed(3),
+      met: (value) => value <= 0.2,
+    },
+    {
+      name: 'embedded, p99 added at 2,000 req/s ≤ 2 ms',
+      before: 'unmeasured',
+      value: addedMs('keybrake embedded', 'rate2000', 'p99'),
+      format: ms,
+      met: (value) => value <= 2 && reached('keybrake embedded') === undefined,
+      note: [paced, reached('keybrake embedded')].filter(Boolean).join('; '),
+    },
+    {
+      name: 'Redis, p99 added at 2,000 req/s ≤ 4 ms',
+      before: 'unmeasured',
+      value: addedMs('keybrake redis', 'rate2000', 'p99'),
+      format: ms,
+      met: (value) => value <= 4 && reached('keybrake redis') === undefined,
+      note: [paced, reached('keybrake redis')].filter(Boolean).join('; '),
+    },
+  ];
+  const races = [
+    ['embedded', report.capRace.embedded],
+    ['embedded ×2 workers', report.capRace.embeddedWorkers],
+    ['Redis ×2', report.capRace.redis],
+  ] as const;
+  const overshoots = races.filter(([, race]) => race !== undefined);
+  return [
+    `Against issue 21's targets (this run; "before": the issue's figures, full run of 2026-11-22):`,
+    '',
+    '| target | before | this run | met |',
+    '| --- | --- | --- | --- |',
+    ...targets.map((target) => {
+      const measured = target.value !== undefined && !Number.isNaN(target.value);
+      const figure = measured ? target.format(target.value!) : (target.missing ?? 'not measured');
+      const met = measured ? (target.met(target.value!) ? 'yes' : 'no') : target.missing ? 'no' : '–';
+      return `| ${target.name} | ${target.before} | ${figure}${target.note ? ` (${target.note})` : ''} | ${met} |`;
+    }),
+    `| cap race overshoot $0 | $0.00 | ${overshoots.map(([name, race]) => `${name} $${race!.overshootUsd.toFixed(2)}`).join(', ')} | ${overshoots.every(([, race]) => race!.overshootUsd === 0) ? 'yes' : 'no'} |`,
+  ];
 }
 
 /** A bar chart of added p50 and p99 at 2,000 req/s per variant. */

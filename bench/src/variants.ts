@@ -171,16 +171,21 @@ async function startRedis(dir: string): Promise<{ service: Service; url: string 
 /** The working tree's `keybrake` CLI. */
 const CURRENT_CLI = join(ROOT, 'core-proxy/dist/cli.js');
 
-/** Starts `keybrake serve` on a free port. @param cli which build to run. @default the working tree's */
+/**
+ * Starts `keybrake serve` on a free port. @param cli which build to run. @default the working tree's
+ * @param workers `serve --workers`. @default 1
+ */
 async function startKeybrake(
   upstream: string,
   dataDir: string,
   redisUrl?: string,
   cli = CURRENT_CLI,
+  workers = 1,
 ): Promise<{ service: Service; url: string }> {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
-  const service = await startService('keybrake', process.execPath, [cli, 'serve'], {
+  const args = workers > 1 ? [cli, 'serve', '--workers', String(workers)] : [cli, 'serve'];
+  const service = await startService('keybrake', process.execPath, args, {
     env: {
       KEYBRAKE_HOST: '127.0.0.1',
       KEYBRAKE_PORT: String(port),
@@ -222,12 +227,13 @@ export const keybrake = (
   store: 'embedded' | 'redis',
   replicas: number,
   build?: { readonly cli: string; readonly label: string },
+  workers = 1,
 ): Variant => ({
   name,
   route: 'payment_intents',
   description: `${
     store === 'embedded'
-      ? 'Keybrake, embedded SQLite store (WAL, synchronous=FULL), every check on'
+      ? `Keybrake, embedded SQLite store (WAL, synchronous=FULL), every check on${workers > 1 ? `, serve --workers ${workers} on one data directory` : ''}`
       : `Keybrake, ${replicas} replica${replicas > 1 ? 's' : ''} on one Redis (AOF, appendfsync always), every check on${replicas > 1 ? ', load split evenly' : ''}`
   }${build ? `; ${build.label}` : ''}`,
   start: async (upstream) => {
@@ -242,7 +248,7 @@ export const keybrake = (
       }
       const urls: string[] = [];
       for (let i = 0; i < replicas; i += 1) {
-        const replica = await startKeybrake(upstream, join(dir, `data-${i}`), redisUrl, build?.cli);
+        const replica = await startKeybrake(upstream, join(dir, `data-${i}`), redisUrl, build?.cli, workers);
         services.push(replica.service);
         urls.push(replica.url);
       }
@@ -356,6 +362,7 @@ export const VARIANTS: readonly Variant[] = [
   nginx,
   passthrough,
   keybrake('keybrake embedded', 'embedded', 1),
+  keybrake('keybrake embedded ×2 workers', 'embedded', 1, undefined, 2),
   keybrake('keybrake redis', 'redis', 1),
   keybrake('keybrake redis ×2', 'redis', 2),
   direct('chat'),

@@ -7,11 +7,13 @@ import { parseArgs } from 'node:util';
 import { CheckpointSigner, verificationJson } from './audit/checkpoints.js';
 import { AuditExportError, checkpointsFromText, verifyExportFile } from './audit/export.js';
 import { ConfigError, loadConfig } from './config.js';
-import { startServer } from './http/server.js';
+import { serve } from './http/workers.js';
 
 const USAGE = `keybrake: credential-enforcement proxy for AI agents
 
-  keybrake serve                          run the proxy (configuration from the environment)
+  keybrake serve [--workers N]            run the proxy (configuration from the environment);
+                                          --workers (KEYBRAKE_WORKERS): N processes on one port
+                                          and one data directory
   keybrake keys issue --vendor V --usd-cap N | --daily-usd-cap N
                       --allow "POST /v1/charges" [--allow ...] --expires-in 1h
                       [--label L] [--parent KEY_ID] [--tainted]
@@ -173,9 +175,17 @@ function keygen(args: string[]): number {
 async function main(argv: string[]): Promise<number> {
   const [command, sub, ...rest] = argv;
   switch (`${command ?? ''} ${command === 'keys' || command === 'audit' ? (sub ?? '') : ''}`.trim()) {
-    case 'serve':
-      await startServer(loadConfig());
+    case 'serve': {
+      let values: { workers?: string };
+      try {
+        ({ values } = parseArgs({ args: argv.slice(1), options: { workers: { type: 'string' } } }));
+      } catch (error) {
+        throw new UsageError((error as Error).message);
+      }
+      const env = values.workers === undefined ? process.env : { ...process.env, KEYBRAKE_WORKERS: values.workers };
+      await serve(loadConfig(env));
       return -1; // keeps running until a signal
+    }
     case 'keys issue':
       return issue(rest);
     case 'keys show':

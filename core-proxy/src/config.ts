@@ -68,6 +68,11 @@ export interface KeybrakeConfig {
   readonly auditCheckpointRecords: number;
   /** Sign a checkpoint when this long has passed and records were added. @default 60000 */
   readonly auditCheckpointIntervalMs: number;
+  /**
+   * `keybrake serve` worker processes sharing the port and the data directory (node:cluster);
+   * `KEYBRAKE_WORKERS` or `serve --workers N`. @default 1
+   */
+  readonly workers: number;
 }
 
 /**
@@ -221,5 +226,6 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
     generatedAuditSigningKey: generated,
     auditCheckpointRecords: positiveInt(env, 'KEYBRAKE_AUDIT_CHECKPOINT_RECORDS', 1000),
     auditCheckpointIntervalMs: positiveInt(env, 'KEYBRAKE_AUDIT_CHECKPOINT_INTERVAL_MS', 60_000),
+    workers: positiveInt(env, 'KEYBRAKE_WORKERS', 1),
   };
 }

@@ -62,6 +62,12 @@ export function openApiDocument(vendors: VendorRegistry) {
         'Money is reserved before a call is forwarded and settled from the vendor response. Every proxied request ' +
         'appends a record to a SHA-256 hash chain: hash_n = sha256(hex(hash_{n-1}) || canonical_json(record_n)), ' +
         'hash_0 = 64 zeros, canonical JSON = keys sorted, no whitespace; record_n is the `calls` entry of the record.',
+      'x-keybrake-serve': {
+        environment: {
+          KEYBRAKE_WORKERS:
+            'keybrake serve worker processes on one port and one data directory (also serve --workers N); every guarantee holds across them as across replicas (default 1)',
+        },
+      },
     },
     components: {
       securitySchemes: { issuerKey: { type: 'http', scheme: 'bearer', description: 'One of KEYBRAKE_API_KEYS' } },

@@ -1,3 +1,4 @@
+import cluster from 'node:cluster';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from './app.js';
 import type { KeybrakeConfig } from '../config.js';
@@ -7,6 +8,8 @@ import { openStore } from '../store/open-store.js';
 export interface ServerOptions {
   /** Install SIGTERM/SIGINT handlers that drain and exit. @default true */
   readonly handleSignals?: boolean;
+  /** Awaited after the store is open and the app built, before listening (`--workers`: see workers.ts). */
+  readonly beforeListen?: () => Promise<void>;
 }
 
 /**
@@ -15,12 +18,14 @@ export interface ServerOptions {
  */
 export async function startServer(config: KeybrakeConfig, options: ServerOptions = {}): Promise<FastifyInstance> {
   const app = await buildApp({ config, store: openStore(config) });
-  if (config.generatedApiKey) {
+  // With --workers the primary prints it, once.
+  if (config.generatedApiKey && !cluster.isWorker) {
     // Dev mode only: an issuer key is not a vendor secret or a vault key, and there is no other way to learn it.
     process.stderr.write(
       `\nKEYBRAKE_API_KEYS is not set (dev mode): issuer key, kept in ${config.dataDir}/dev-issuer-key:\n  ${config.apiKeys[0]}\n\n`,
     );
   }
+  await options.beforeListen?.();
   await app.listen({ host: config.host, port: config.port });
   if (config.redisUrl && config.generatedAuditSigningKey) {
     app.log.warn(

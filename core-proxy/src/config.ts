@@ -50,6 +50,13 @@ export interface KeybrakeConfig {
   /** @default 60000 */
   readonly upstreamTimeoutMs: number;
   /**
+   * Connections the kernel may queue for the proxy to accept (the listen backlog; Linux caps it at
+   * `net.core.somaxconn`). A fan-out opens hundreds of connections at once: past the backlog the
+   * kernel drops their handshakes, which clients see as seconds of SYN retransmits or resets.
+   * @default 4096
+   */
+  readonly listenBacklog: number;
+  /**
    * Longest a client may take to send a whole request, headers and body (a trickled body cannot
    * hold a connection): 408 `request_timeout` past it. Not applied once the request is in. @default 30000
    */
@@ -218,6 +225,7 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
     baseUrls,
     pricing,
     upstreamTimeoutMs: positiveInt(env, 'KEYBRAKE_UPSTREAM_TIMEOUT_MS', 60_000),
+    listenBacklog: positiveInt(env, 'KEYBRAKE_LISTEN_BACKLOG', 4096),
     requestTimeoutMs,
     headersTimeoutMs: Math.min(positiveInt(env, 'KEYBRAKE_HEADERS_TIMEOUT_MS', 10_000), requestTimeoutMs),
     maxBodyBytes: positiveInt(env, 'KEYBRAKE_MAX_BODY_BYTES', 1024 * 1024),

@@ -181,7 +181,7 @@ export async function startProxy(options: TestProxyOptions = {}): Promise<TestPr
     if (issuing !== undefined) vaultKeys.push(issuing);
     return payload;
   });
-  await app.listen(options.listen ?? { host: '127.0.0.1', port: 0 });
+  await app.listen(options.listen ?? { host: '127.0.0.1', port: 0, backlog: config.listenBacklog });
   const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
 
   // This proxy's own client connections: a later proxy may get the same port, and a pooled

@@ -67,13 +67,21 @@ describe('idempotency (fake vendor)', () => {
   });
 
   it('answers a repeat while the first is in flight with 409 idempotency_key_in_use', async () => {
+    // The vendor holds the first call until the repeat has been answered, and the repeat is sent
+    // only once the vendor has the first: in flight for certain, however slow the machine.
+    let releaseFirst: () => void = () => undefined;
+    const firstHeld = new Promise<void>((resolve) => (releaseFirst = resolve));
+    let firstArrived: () => void = () => undefined;
+    const firstAtVendor = new Promise<void>((resolve) => (firstArrived = resolve));
     const { vendor, proxy, key } = await setup(async (request, response) => {
-      await sleep(300);
+      firstArrived();
+      await firstHeld;
       paymentIntent(request, response);
     });
     const first = stripeCharge(proxy, key.vault_key, 100, { 'idempotency-key': 'slow' });
-    await sleep(50);
+    await firstAtVendor;
     const second = await stripeCharge(proxy, key.vault_key, 100, { 'idempotency-key': 'slow' });
+    releaseFirst();
     expect(second.status).toBe(409);
     expect((await json(second)).error.code).toBe('idempotency_key_in_use');
     expect((await first).status).toBe(200);

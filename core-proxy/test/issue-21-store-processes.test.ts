@@ -20,7 +20,7 @@ const COST = 7;
 /**
  * A child process's script: opens the store and answers commands, one JSON line each way.
  * `race n`: n concurrent reserve + settle calls at COST each; `hold n`: n reservations left open;
- * `settle`: settles the held ones.
+ * `settle`: settles the held ones; `find`: looks the key up by hash (as every call does), then reserves.
  */
 const CHILD = `
 import { createInterface } from 'node:readline';
@@ -58,6 +58,10 @@ for await (const line of createInterface({ input: process.stdin })) {
     } else if (command === 'settle') {
       const settled = await Promise.all(held.map((id) => settle(id)));
       answer({ settled: settled.filter(Boolean).length });
+    } else if (command === 'find') {
+      const record = await store.findKeyByHash(process.env.KEY_ID + '-hash');
+      const { out } = await reserve();
+      answer({ revoked: record.revokedAt !== null, tainted: record.tainted, reserve: out.kind === 'reserved' ? 'reserved' : out.code });
     } else if (command === 'close') {
       await store.close();
       answer({ closed: true });
@@ -182,6 +186,26 @@ describe('issue 21: two processes on one embedded data directory', () => {
     } finally {
       await store.close();
     }
+  }, 120_000);
+
+  it('a revocation or taint by one process reaches the key record another process has cached', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'keybrake-i21-procs-'));
+    dirs.push(dataDir);
+    const keyId = await keyWithCap(dataDir, 1000 * COST);
+    const worker = startStoreProcess(dataDir, keyId);
+    expect(await worker.send('find')).toEqual({ revoked: false, tainted: false, reserve: 'reserved' });
+    expect(await worker.send('find')).toEqual({ revoked: false, tainted: false, reserve: 'reserved' });
+    const admin = new SqliteStore({ dataDir });
+    try {
+      expect(await admin.taintKey(keyId)).toBe(true);
+      // The child's calls are sensitive: a tainted key is refused inside the reservation.
+      expect(await worker.send('find')).toEqual({ revoked: false, tainted: true, reserve: 'tainted_request_refused' });
+      expect(await admin.revokeKey(keyId, Date.now())).toBe(true);
+      expect(await worker.send('find')).toEqual({ revoked: true, tainted: true, reserve: 'vault_key_revoked' });
+    } finally {
+      await admin.close();
+    }
+    await worker.send('close');
   }, 120_000);
 
   it("recovers only a dead process's reservations: a live sibling's in-flight calls stay its own to settle", async () => {

@@ -557,3 +557,88 @@ async function interrupted(store: Store, keyId: string, input: ReserveInput): Pr
     retry: retry.kind === 'refused' && retry.capKeyId === keyId ? { ...retry, capKeyId: 'the key' } : retry,
   };
 }
+
+describe('issue 20: tracked vendor objects and kept responses, the same on every store', () => {
+  // Regression: issue 20. The embedded store made an unknown key a family of its own (the claim
+  // succeeded, the object was recorded for a key that does not exist); Redis failed the same
+  // calls as a 503, as if the store were down. Both refuse them as the reserve step does.
+  it('refuses object calls for a key the store does not know as invalid_vault_key, and claims for a known one', async () => {
+    const answers: Record<string, unknown> = {};
+    for (const backend of BACKENDS) {
+      const store = await backend.open();
+      const known = randomUUID();
+      await store.createKey(keyRecord(known));
+      const unknown = randomUUID();
+      const objectId = `pi_${randomUUID()}`;
+      const claim = (keyId: string) => ({
+        keyId,
+        objectId,
+        claimId: randomUUID(),
+        now: T0 + HOUR,
+        until: T0 + 2 * HOUR,
+      });
+      const state = { amount: 100, currency: 'usd', bookedMicros: 1_000_000 };
+      answers[backend.name] = {
+        claim: await failure(store.claimObject(claim(unknown))),
+        record: await failure(store.recordObject({ keyId: unknown, objectId, state })),
+        release: await failure(store.releaseObject({ keyId: unknown, objectId, claimId: randomUUID(), state })),
+        known: await store.claimObject(claim(known)),
+      };
+    }
+    const refused = {
+      type: 'InvalidVaultKeyError',
+      code: 'invalid_vault_key',
+      status: 401,
+      message: 'The vault key is not known.',
+    };
+    const expected = { claim: refused, record: refused, release: refused, known: { kind: 'claimed', state: null } };
+    expect(answers).toEqual(Object.fromEntries(BACKENDS.map((backend) => [backend.name, expected])));
+  });
+
+  // Regression: issue 20. The contract keeps a stored response at least 24 hours. Redis counted
+  // them from the settle (when the response is stored); the embedded store from the claim, so a
+  // response was purged the length of its call early. A claim made 25 hours ago (a long call,
+  // as the logical clock of `reserve` says) and settled now must still replay.
+  it('keeps a response for idempotent replay its retention from the settle, not from the claim', async () => {
+    const settledAt = Date.now();
+    const claimedAt = settledAt - 25 * HOUR;
+    const response = {
+      status: 200,
+      headers: { 'content-type': 'application/json' },
+      body: 'e30=',
+      vendorRequestId: 'req_1',
+    };
+    const answers: Record<string, unknown> = {};
+    for (const backend of BACKENDS) {
+      const keyId = randomUUID();
+      const dataDir = mkdtempSync(join(tmpdir(), 'keybrake-i20-'));
+      const prefix = `t:${randomUUID()}:`;
+      // The embedded store purges kept responses when it starts (and every 10 minutes): reopened.
+      const open = (): Promise<Store> =>
+        backend.name === 'embedded'
+          ? reachable(new SqliteStore({ dataDir, now: () => settledAt }))
+          : reachable(
+              new RedisStore({ url: inject(backend.name === 'redis' ? 'redisUrl' : 'redisClusterUrl'), prefix }),
+            );
+      const before = await open();
+      await before.createKey(keyRecord(keyId, { createdAt: claimedAt - HOUR, expiresAt: settledAt + HOUR }));
+      const input = reserveInput(keyId, { now: claimedAt, idempotency: idem('k1', 'f1') });
+      expect((await before.reserve(input)).kind).toBe('reserved');
+      expect(
+        await before.settle({
+          keyId,
+          reservationId: input.reservationId,
+          actualMicros: input.costMicros,
+          idempotentResponse: response,
+          audit: auditInput(keyId, { idempotencyKey: 'k1' }),
+        }),
+      ).toBe(true);
+      await before.close();
+      const after = await open();
+      answers[backend.name] = await after.reserve({ ...input, reservationId: randomUUID(), now: settledAt });
+    }
+    expect(answers).toEqual(
+      Object.fromEntries(BACKENDS.map((backend) => [backend.name, { kind: 'replay', response }])),
+    );
+  });
+});

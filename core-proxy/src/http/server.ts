@@ -26,7 +26,7 @@ export async function startServer(config: KeybrakeConfig, options: ServerOptions
     );
   }
   await options.beforeListen?.();
-  await app.listen({ host: config.host, port: config.port });
+  await app.listen({ host: config.host, port: config.port, backlog: config.listenBacklog });
   if (config.redisUrl && config.generatedAuditSigningKey) {
     app.log.warn(
       { keyId: config.auditSigner.keyId },

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { GENESIS_HASH, chainEntry } from '../audit/chain.js';
 import { type AuditRecordJson, auditRecordJson, interruptedAuditInput } from '../audit/record.js';
-import { StoreUnavailableError } from '../errors.js';
+import { InvalidVaultKeyError, StoreUnavailableError } from '../errors.js';
 import { MAX_CHAIN_LENGTH } from '../keys/key-depth.js';
 import type { Micros } from '../pricing/money.js';
 import {
@@ -53,7 +53,7 @@ export interface SqliteStoreOptions {
   readonly dataDir: string;
   /** How long kept idempotent responses live. @default DEFAULT_IDEMPOTENCY_RETENTION_MS (24h, the contract's minimum) */
   readonly idempotencyRetentionMs?: number;
-  /** Epoch milliseconds, for recovery records. @default Date.now */
+  /** The clock (epoch ms) of recovery records and of kept responses' retention. @default Date.now */
   readonly now?: () => number;
 }
 
@@ -813,11 +813,12 @@ export class SqliteStore implements Store {
     if (response === null) {
       this.statement('DELETE FROM idempotency WHERE key_id = ? AND idempotency_key = ?').run(keyId, idempotencyKey);
     } else {
-      this.statement('UPDATE idempotency SET response = ? WHERE key_id = ? AND idempotency_key = ?').run(
-        JSON.stringify(response),
-        keyId,
-        idempotencyKey,
-      );
+      // Regression: issue 20. Retention counts from when the response is kept, as on Redis (the
+      // contract keeps it at least 24 hours): `created_at` was left at the claim, so a response
+      // was purged the length of its call early.
+      this.statement(
+        'UPDATE idempotency SET response = ?, created_at = ? WHERE key_id = ? AND idempotency_key = ?',
+      ).run(JSON.stringify(response), this.now(), keyId, idempotencyKey);
     }
   }
 
@@ -994,8 +995,11 @@ export class SqliteStore implements Store {
 
   /** The family a key belongs to: its root key's id. */
   private familyOf(keyId: string): string {
-    const chain = this.ancestry(keyId);
-    return chain[chain.length - 1]?.key_id ?? keyId;
+    const root = this.ancestry(keyId).at(-1);
+    // Regression: issue 20. An unknown key was its own family here (objects claimed and recorded
+    // for a key that does not exist) while Redis failed it as a 503; both refuse it now.
+    if (!root) throw new InvalidVaultKeyError(true);
+    return root.key_id;
   }
 
   private objectRow(family: string, objectId: string): ObjectRow | undefined {

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { GENESIS_HASH, chainEntry } from '../../audit/chain.js';
 import { type AuditRecordJson, auditRecordJson, interruptedAuditInput } from '../../audit/record.js';
-import { StoreUnavailableError } from '../../errors.js';
+import { InvalidVaultKeyError, StoreUnavailableError } from '../../errors.js';
 import { MAX_CHAIN_LENGTH } from '../../keys/key-depth.js';
 import {
   ANCESTRY_WALK_LIMIT,
@@ -154,9 +154,10 @@ const DIRTY_SHARDS = 'audit-dirty';
  *
  * Keys: every key of one vault-key *family* (a root key and its descendants) shares the hash tag
  * `{vk:<root>}`, so one Lua script can check and reserve across a key and all its ancestors
- * atomically, even on Cluster. On the hot path a proxied call costs two scripts: `reserve` before
- * forwarding (revocation, expiry, taint, idempotency and every cap, read inside the script) and
- * `settle` after (spend, idempotent response and the audit record, in one step).
+ * atomically, even on Cluster. On the hot path a proxied call costs two scripts, each one round
+ * trip and one AOF fsync: `reserve` before forwarding (revocation, expiry, taint, idempotency and
+ * every cap, read inside the script) and `settle` after (spend, idempotent response, the audit
+ * record and, on one Redis, its shard's mark for the sealer, in one step).
  *
  * Local caching: only what never changes is cached (which key a vault-key hash names, its vendor,
  * allowlist, caps and ancestors). Revocation, expiry and taint are always read inside `reserve`,
@@ -179,6 +180,15 @@ const DIRTY_SHARDS = 'audit-dirty';
  */
 export class RedisStore implements Store {
   private readonly redis: Client;
+  /**
+   * The sealer's and the sweeper's connection: on one Redis a second one, so that a seal's large
+   * batches (hundreds of records each way) never hold the hot path's commands back in the
+   * auto-pipeline, which sends nothing more until the batch in flight is answered. On Cluster,
+   * which does not auto-pipeline, the same client.
+   */
+  private readonly background: Client;
+  /** Redis Cluster: keys of different families and of the audit chain live in different slots. */
+  private readonly cluster: boolean;
   private readonly families = new Map<string, FamilyEntry>();
   private readonly byHash = new Map<string, string>();
   private readonly pending = new Map<string, PendingReservation>();
@@ -204,40 +214,36 @@ export class RedisStore implements Store {
       retryStrategy: (attempt) => Math.min(50 * attempt, 500),
     };
     const cluster = /^rediss?\+cluster:\/\/(?:([^:@]*):?([^@]*)@)?(.+)$/.exec(options.url);
+    this.cluster = cluster !== null;
     if (cluster) {
       const [, username, password, seeds] = cluster;
       const nodes = (seeds as string).split(',').map((hostPort) => {
         const [host, port] = hostPort.split(':');
         return { host: host as string, port: Number(port ?? 6379) };
       });
-      this.redis = new Cluster(nodes, {
-        keyPrefix: prefix,
-        // Cluster connects lazily: queue until it is ready. The command timeout still bounds every
-        // wait, so a call fails closed rather than hang.
-        enableOfflineQueue: true,
-        // Auto-pipelining batches commands of different slots together, which Cluster refuses.
-        enableAutoPipelining: false,
-        clusterRetryStrategy: (attempt) => Math.min(100 * attempt, 2000),
-        redisOptions: {
-          ...connection,
-          username: username ? decodeURIComponent(username) : undefined,
-          password: password ? decodeURIComponent(password) : undefined,
-        },
-      }) as Client;
+      this.redis = defineScripts(
+        new Cluster(nodes, {
+          keyPrefix: prefix,
+          // Cluster connects lazily: queue until it is ready. The command timeout still bounds every
+          // wait, so a call fails closed rather than hang.
+          enableOfflineQueue: true,
+          // Auto-pipelining batches commands of different slots together, which Cluster refuses.
+          enableAutoPipelining: false,
+          clusterRetryStrategy: (attempt) => Math.min(100 * attempt, 2000),
+          redisOptions: {
+            ...connection,
+            username: username ? decodeURIComponent(username) : undefined,
+            password: password ? decodeURIComponent(password) : undefined,
+          },
+        }),
+      );
+      this.background = this.redis;
     } else {
-      this.redis = new Redis(options.url, { ...connection, keyPrefix: prefix, enableAutoPipelining: true }) as Client;
+      const open = (): Client =>
+        defineScripts(new Redis(options.url, { ...connection, keyPrefix: prefix, enableAutoPipelining: true }));
+      this.redis = open();
+      this.background = open();
     }
-    // ioredis reports connection errors as events; the commands themselves fail closed.
-    this.redis.on('error', () => undefined);
-    this.redis.defineCommand('kbReserve', { lua: RESERVE_LUA });
-    this.redis.defineCommand('kbSettle', { lua: SETTLE_LUA });
-    this.redis.defineCommand('kbCreateKey', { lua: CREATE_KEY_LUA });
-    this.redis.defineCommand('kbMarkSubtree', { lua: MARK_SUBTREE_LUA });
-    this.redis.defineCommand('kbSealAppend', { numberOfKeys: 5, lua: SEAL_APPEND_LUA });
-    this.redis.defineCommand('kbReleaseLock', { numberOfKeys: 1, lua: RELEASE_LOCK_LUA });
-    this.redis.defineCommand('kbClaimObject', { numberOfKeys: 1, lua: CLAIM_OBJECT_LUA });
-    this.redis.defineCommand('kbReleaseObject', { numberOfKeys: 1, lua: RELEASE_OBJECT_LUA });
-    this.redis.defineCommand('kbRecordObject', { numberOfKeys: 1, lua: RECORD_OBJECT_LUA });
     this.reservationTtlMs = options.reservationTtlMs ?? 600_000;
     this.sealLockTtlMs = options.sealLockTtlMs ?? 2000;
     this.retentionMs = options.idempotencyRetentionMs ?? DEFAULT_IDEMPOTENCY_RETENTION_MS;
@@ -417,7 +423,7 @@ export class RedisStore implements Store {
       // Kept until the script ran, so a settlement retried after a store failure settles the same keys.
       this.pending.delete(input.reservationId);
       if (length < 0) return false;
-      void this.redis.sadd(DIRTY_SHARDS, family.root).catch(() => undefined);
+      this.markDirtyOnCluster(family.root);
       return true;
     });
   }
@@ -427,8 +433,11 @@ export class RedisStore implements Store {
       const shard = input.keyId === null ? NO_KEY_SHARD : ((await this.rootOf(input.keyId)) ?? NO_KEY_SHARD);
       // Listed before its first record lands, so a full seal (and verify's check) never misses a shard.
       if (shard === NO_KEY_SHARD) await this.redis.sadd(SHARDS, shard);
-      await this.redis.rpush(auditListKey(shard), JSON.stringify({ ...input, rid: randomUUID() }));
-      void this.redis.sadd(DIRTY_SHARDS, shard).catch(() => undefined);
+      const appending = this.redis.rpush(auditListKey(shard), JSON.stringify({ ...input, rid: randomUUID() }));
+      // One Redis: the mark goes in the same pipeline, behind the record on the one connection.
+      if (!this.cluster) void this.redis.sadd(DIRTY_SHARDS, shard).catch(() => undefined);
+      await appending;
+      this.markDirtyOnCluster(shard);
     });
   }
 
@@ -527,18 +536,24 @@ export class RedisStore implements Store {
   }
 
   ping(): Promise<void> {
+    // Both connections: `calls` and `verify` seal on the background one first.
     return this.run(async () => {
-      await this.redis.ping();
+      await Promise.all([this.redis.ping(), this.background === this.redis ? undefined : this.background.ping()]);
     });
   }
 
   async close(): Promise<void> {
     for (const timer of this.timers) clearInterval(timer);
-    try {
-      await this.redis.quit();
-    } catch {
-      this.redis.disconnect();
-    }
+    const clients = this.background === this.redis ? [this.redis] : [this.redis, this.background];
+    await Promise.all(
+      clients.map(async (client) => {
+        try {
+          await client.quit();
+        } catch {
+          client.disconnect();
+        }
+      }),
+    );
   }
 
   /**
@@ -549,9 +564,9 @@ export class RedisStore implements Store {
    */
   async sweepExpiredReservations(now: number): Promise<number> {
     let swept = 0;
-    for (const root of await this.redis.smembers(SHARDS)) {
+    for (const root of await this.background.smembers(SHARDS)) {
       if (root === NO_KEY_SHARD) continue;
-      const reservations = await this.redis.hgetall(reservationsKey(root));
+      const reservations = await this.background.hgetall(reservationsKey(root));
       for (const [reservationId, raw] of Object.entries(reservations)) {
         const reservation = JSON.parse(raw) as ReservationEntry;
         if (reservation.deadline > now) continue;
@@ -566,10 +581,11 @@ export class RedisStore implements Store {
           '',
           JSON.stringify({ ...record, rid: reservationId } satisfies FamilyAuditRecord),
           now,
+          this.background,
         );
         if (length >= 0) {
           swept += 1;
-          await this.redis.sadd(DIRTY_SHARDS, root);
+          if (this.cluster) await this.background.sadd(DIRTY_SHARDS, root);
         }
       }
     }
@@ -584,6 +600,7 @@ export class RedisStore implements Store {
     response: string,
     record: string,
     sweepNow: number,
+    client: Client = this.redis,
   ): Promise<number> {
     const { root, chain, day } = reservation;
     const keys = [
@@ -593,8 +610,9 @@ export class RedisStore implements Store {
         : idempotencyKey(root, chain[0] as string, reservation.idempotencyKey),
       auditListKey(root),
       ...chain.flatMap((id) => [keyHashKey(root, id), dayKey(root, id, day)]),
+      ...(this.cluster ? [] : [DIRTY_SHARDS]),
     ];
-    return this.redis.kbSettle(
+    return client.kbSettle(
       keys.length,
       ...keys,
       reservationId,
@@ -605,7 +623,17 @@ export class RedisStore implements Store {
       record,
       sweepNow,
       chain.length,
+      this.cluster ? '' : root,
     );
+  }
+
+  /**
+   * Marks a shard for the sealer after its record landed, on Redis Cluster (on one Redis the
+   * settle script marks it). Not awaited: a lost mark delays sealing, never loses a record
+   * (`completeAuditHead` seals every shard).
+   */
+  private markDirtyOnCluster(root: string): void {
+    if (this.cluster) void this.redis.sadd(DIRTY_SHARDS, root).catch(() => undefined);
   }
 
   private markSubtree(keyId: string, field: string, value: string): Promise<boolean> {
@@ -652,6 +680,17 @@ export class RedisStore implements Store {
     return entry;
   }
 
+  /**
+   * The family whose objects a key's call tracks. Regression: issue 20: an unknown key failed
+   * here as a 503 (store unavailable) while the embedded store made it a family of its own; both
+   * refuse it as `invalid_vault_key` now.
+   */
+  private async objectFamily(keyId: string): Promise<string> {
+    const family = await this.family(keyId);
+    if (!family) throw new InvalidVaultKeyError(true);
+    return family.root;
+  }
+
   private async familyOrThrow(keyId: string): Promise<FamilyEntry> {
     const family = await this.family(keyId);
     if (!family) throw new StoreUnavailableError(new Error(`key ${keyId} vanished from the store`));
@@ -674,7 +713,7 @@ export class RedisStore implements Store {
   private seal(shards: readonly string[] | undefined): Promise<void> {
     const run = this.sealQueue
       .catch(() => undefined)
-      .then(async () => this.sealNow(shards ?? (await this.redis.smembers(DIRTY_SHARDS))));
+      .then(async () => this.sealNow(shards ?? (await this.background.smembers(DIRTY_SHARDS))));
     this.sealQueue = run;
     return run;
   }
@@ -691,11 +730,11 @@ export class RedisStore implements Store {
       try {
         pending = await this.sealShards(pending, token);
       } finally {
-        await this.redis.kbReleaseLock(SEAL_LOCK, token).catch(() => undefined);
+        await this.background.kbReleaseLock(SEAL_LOCK, token).catch(() => undefined);
       }
       if (pending.length === 0) return;
       if (Date.now() > deadline) {
-        await this.redis.sadd(DIRTY_SHARDS, ...pending).catch(() => undefined);
+        await this.background.sadd(DIRTY_SHARDS, ...pending).catch(() => undefined);
         throw new StoreUnavailableError(new Error('audit sealer lock lost before every record was sealed'));
       }
     }
@@ -708,7 +747,7 @@ export class RedisStore implements Store {
    */
   private async acquireSealLock(deadline: number): Promise<string> {
     const token = randomUUID();
-    while ((await this.redis.set(SEAL_LOCK, token, 'PX', this.sealLockTtlMs, 'NX')) !== 'OK') {
+    while ((await this.background.set(SEAL_LOCK, token, 'PX', this.sealLockTtlMs, 'NX')) !== 'OK') {
       if (Date.now() > deadline) throw new StoreUnavailableError(new Error('audit sealer lock not acquired'));
       await new Promise((resolve) => setTimeout(resolve, Math.min(10, this.sealLockTtlMs)));
     }
@@ -720,7 +759,7 @@ export class RedisStore implements Store {
     for (let from = 0; from < shards.length; from += SHARD_CHUNK) {
       const chunk = shards.slice(from, from + SHARD_CHUNK);
       // Unmarked before reading: a record written after this is marked again by its writer.
-      await this.redis.srem(DIRTY_SHARDS, ...chunk);
+      await this.background.srem(DIRTY_SHARDS, ...chunk);
       const [sealed, written] = await Promise.all([
         this.shardLengths(chunk, sealedSeqsKey),
         this.shardLengths(chunk, auditListKey),
@@ -729,13 +768,13 @@ export class RedisStore implements Store {
         if ((written[i] as number) <= (sealed[i] as number)) continue;
         let done: boolean;
         try {
-          done = await this.sealShard(shard, token, sealed[i] as number);
+          done = await this.sealShard(shard, token, sealed[i] as number, written[i] as number);
         } catch (error) {
-          await this.redis.sadd(DIRTY_SHARDS, ...chunk.slice(i)).catch(() => undefined);
+          await this.background.sadd(DIRTY_SHARDS, ...chunk.slice(i)).catch(() => undefined);
           throw error;
         }
         if (!done) {
-          await this.redis.sadd(DIRTY_SHARDS, ...chunk.slice(i));
+          await this.background.sadd(DIRTY_SHARDS, ...chunk.slice(i));
           return [...chunk.slice(i), ...shards.slice(from + SHARD_CHUNK)];
         }
       }
@@ -744,19 +783,30 @@ export class RedisStore implements Store {
   }
 
   /**
-   * Appends a shard's records from position `sealed` on, a batch per script. Records the chain
-   * already has (sealed by a version that kept the shard's bookkeeping in the shard's own slot)
-   * are recognised by their record id and only recorded for the shard.
+   * Appends a shard's records from position `sealed` up to `written` (its length when this seal
+   * started), a batch per script. Records the chain already has (sealed by a version that kept the
+   * shard's bookkeeping in the shard's own slot) are recognised by their record id and only
+   * recorded for the shard.
+   *
+   * Regression: issue 21. A seal used to read on until the shard's list was empty; under steady
+   * traffic each batch found the one or two records written meanwhile, so the sealer ran
+   * back-to-back (four commands and an AOF fsync for every record or two, on the connection the
+   * hot path shares) instead of once per interval. Records written after the seal started are
+   * marked dirty again by their writers and sealed by the next one.
    * @returns false when the lock was lost (the batch then wrote nothing).
    */
-  private async sealShard(shard: string, token: string, sealed: number): Promise<boolean> {
-    for (;;) {
-      const raws = await this.redis.lrange(auditListKey(shard), sealed, sealed + SEAL_BATCH - 1);
+  private async sealShard(shard: string, token: string, sealed: number, written: number): Promise<boolean> {
+    while (sealed < written) {
+      const raws = await this.background.lrange(
+        auditListKey(shard),
+        sealed,
+        Math.min(sealed + SEAL_BATCH, written) - 1,
+      );
       if (raws.length === 0) return true;
       const records = raws.map((raw) => JSON.parse(raw) as FamilyAuditRecord);
       const [head, known] = await Promise.all([
-        this.redis.hmget(CHAIN_HEAD, 'seq', 'hash'),
-        this.redis.hmget(CHAIN_RIDS, ...records.map((record) => record.rid)),
+        this.background.hmget(CHAIN_HEAD, 'seq', 'hash'),
+        this.background.hmget(CHAIN_RIDS, ...records.map((record) => record.rid)),
       ]);
       const expectedSeq = Number(head[0] ?? 0);
       const expectedHash = head[1] ?? '';
@@ -780,7 +830,7 @@ export class RedisStore implements Store {
           hash,
         );
       });
-      const appended = await this.redis.kbSealAppend(
+      const appended = await this.background.kbSealAppend(
         CHAIN_HEAD,
         CHAIN,
         CHAIN_RIDS,
@@ -799,6 +849,7 @@ export class RedisStore implements Store {
         throw new StoreUnavailableError(new Error(`audit chain changed under the sealer lock (${appended})`));
       sealed += records.length;
     }
+    return true;
   }
 
   /** `LLEN` of one list per shard, a chunk of shards at a time. */
@@ -806,7 +857,7 @@ export class RedisStore implements Store {
     const lengths: number[] = [];
     for (let from = 0; from < shards.length; from += SHARD_CHUNK) {
       lengths.push(
-        ...(await Promise.all(shards.slice(from, from + SHARD_CHUNK).map((shard) => this.redis.llen(key(shard))))),
+        ...(await Promise.all(shards.slice(from, from + SHARD_CHUNK).map((shard) => this.background.llen(key(shard))))),
       );
     }
     return lengths;
@@ -823,7 +874,7 @@ export class RedisStore implements Store {
 
   claimObject(input: ObjectClaimInput): Promise<ObjectClaimOutput> {
     return this.run(async () => {
-      const { root } = await this.familyOrThrow(input.keyId);
+      const root = await this.objectFamily(input.keyId);
       const result = await this.redis.kbClaimObject(
         objectKey(root, input.objectId),
         input.claimId,
@@ -842,7 +893,7 @@ export class RedisStore implements Store {
 
   releaseObject(input: ObjectReleaseInput): Promise<void> {
     return this.run(async () => {
-      const { root } = await this.familyOrThrow(input.keyId);
+      const root = await this.objectFamily(input.keyId);
       const { state } = input;
       await this.redis.kbReleaseObject(
         objectKey(root, input.objectId),
@@ -858,7 +909,7 @@ export class RedisStore implements Store {
 
   recordObject(input: ObjectRecordInput): Promise<void> {
     return this.run(async () => {
-      const { root } = await this.familyOrThrow(input.keyId);
+      const root = await this.objectFamily(input.keyId);
       await this.redis.kbRecordObject(
         objectKey(root, input.objectId),
         input.state.amount,
@@ -898,4 +949,20 @@ function toRecord(fields: Record<string, string>): VaultKeyRecord {
     expiresAt: Number(fields.expires_at),
     revokedAt: optionalNumber(fields.revoked_at),
   };
+}
+
+/** Registers every script of the store on a client, and keeps its connection errors as events. */
+function defineScripts(redis: Redis | Cluster): Client {
+  // ioredis reports connection errors as events; the commands themselves fail closed.
+  redis.on('error', () => undefined);
+  redis.defineCommand('kbReserve', { lua: RESERVE_LUA });
+  redis.defineCommand('kbSettle', { lua: SETTLE_LUA });
+  redis.defineCommand('kbCreateKey', { lua: CREATE_KEY_LUA });
+  redis.defineCommand('kbMarkSubtree', { lua: MARK_SUBTREE_LUA });
+  redis.defineCommand('kbSealAppend', { numberOfKeys: 5, lua: SEAL_APPEND_LUA });
+  redis.defineCommand('kbReleaseLock', { numberOfKeys: 1, lua: RELEASE_LOCK_LUA });
+  redis.defineCommand('kbClaimObject', { numberOfKeys: 1, lua: CLAIM_OBJECT_LUA });
+  redis.defineCommand('kbReleaseObject', { numberOfKeys: 1, lua: RELEASE_OBJECT_LUA });
+  redis.defineCommand('kbRecordObject', { numberOfKeys: 1, lua: RECORD_OBJECT_LUA });
+  return redis as Client;
 }

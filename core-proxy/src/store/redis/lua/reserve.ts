@@ -28,9 +28,12 @@ local cost = tonumber(ARGV[2])
 local now = tonumber(ARGV[3])
 local n = tonumber(ARGV[4])
 local tainted = false
+-- Each key's fields read once, for steps 3 and 6 (issue 21: it used to be read twice).
+local chain = {}
 -- 3. Revocation and expiry, key by key, nearest first (a missing hash: the key is gone).
 for i = 1, n do
-  local f = redis.call('HMGET', KEYS[1 + 2 * i], 'revoked_at', 'expires_at', 'tainted')
+  local f = redis.call('HMGET', KEYS[1 + 2 * i], 'revoked_at', 'expires_at', 'tainted', 'cap', 'daily_cap', 'spent', 'reserved', 'key_id')
+  chain[i] = f
   if not f[2] then return {'refused', 'invalid_vault_key'} end
   if f[1] and f[1] ~= '' then return {'refused', 'vault_key_revoked'} end
   if tonumber(f[2]) <= now then return {'refused', 'vault_key_expired'} end
@@ -49,15 +52,14 @@ if ARGV[5] == '1' then
 end
 -- 6. Every cap, key by key, nearest first: lifetime, then daily.
 for i = 1, n do
-  local key = KEYS[1 + 2 * i]
-  local f = redis.call('HMGET', key, 'cap', 'daily_cap', 'spent', 'reserved', 'key_id')
-  if f[1] and f[1] ~= '' and tonumber(f[3]) + tonumber(f[4]) + cost > tonumber(f[1]) then
-    return {'refused', 'cap_exhausted', f[5]}
+  local f = chain[i]
+  if f[4] and f[4] ~= '' and tonumber(f[6]) + tonumber(f[7]) + cost > tonumber(f[4]) then
+    return {'refused', 'cap_exhausted', f[8]}
   end
-  if f[2] and f[2] ~= '' then
+  if f[5] and f[5] ~= '' then
     local d = redis.call('HMGET', KEYS[2 + 2 * i], 'spent', 'reserved')
-    if tonumber(d[1] or '0') + tonumber(d[2] or '0') + cost > tonumber(f[2]) then
-      return {'refused', 'cap_exhausted', f[5]}
+    if tonumber(d[1] or '0') + tonumber(d[2] or '0') + cost > tonumber(f[5]) then
+      return {'refused', 'cap_exhausted', f[8]}
     end
   end
 end

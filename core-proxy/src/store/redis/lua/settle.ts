@@ -11,6 +11,7 @@
  * KEYS[2]   the idempotency claim (unused if the reservation has none)  {vk:<root>}:i:<key_id>:<idem>
  * KEYS[3]   the family's audit list                              {vk:<root>}:audit
  * KEYS[4..] per chain member, nearest first: its hash, then its spend hash of the reservation's day
+ * KEYS[4+2n] on one Redis only: the set of audit shards with records to seal     audit-dirty
  * ARGV[1]   reservation id
  * ARGV[2]   actual cost, integer micro-dollars ('' = the reserved amount)
  * ARGV[3]   '1' when the outcome is unknown
@@ -19,6 +20,8 @@
  * ARGV[6]   audit record JSON
  * ARGV[7]   sweep mode: now, epoch ms (only reservations whose deadline is before it); '0' otherwise
  * ARGV[8]   chain length n
+ * ARGV[9]   the family's root, to mark its shard in KEYS[4+2n] for the sealer; '' on Redis Cluster,
+ *           where that set lives in another slot and the caller marks it once this has run
  * Returns the audit list length, or -1 when the reservation is gone (or, sweeping, not yet due).
  */
 export const SETTLE_LUA = `
@@ -51,5 +54,9 @@ if reservation.idem then
     redis.call('DEL', KEYS[2])
   end
 end
-return redis.call('RPUSH', KEYS[3], ARGV[6])
+local length = redis.call('RPUSH', KEYS[3], ARGV[6])
+-- Regression: issue 21. The mark was its own command after this script's answer: a third write
+-- per call. In the same step, the mark also never lags the record it is for.
+if ARGV[9] ~= '' then redis.call('SADD', KEYS[4 + 2 * n], ARGV[9]) end
+return length
 `;

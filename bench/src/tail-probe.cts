@@ -11,8 +11,9 @@
  * - `gc`: every V8 pause (`kind` 1 scavenge, 2 minor mark-sweep, 4 mark-compact, 8 incremental,
  *   16 weak callbacks);
  * - `commit`: every `COMMIT` of a better-sqlite3 connection (the group commit): how long it
- *   blocked, its run-queue wait, how many reservations and audit records it made durable, and the
- *   WAL frames it appended (the `-shm` wal-index header's `mxFrame`, before and after);
+ *   blocked, its run-queue wait, how many reservations and audit records it made durable, the
+ *   WAL frames it appended (the `-shm` wal-index header's `mxFrame`, before and after) and whether
+ *   it restarted the WAL;
  * - `checkpoint`: every `PRAGMA wal_checkpoint` (the checkpointer thread's), with SQLite's answer;
  * - `second`: once a second, the heap, the new space's size and the event-loop delay's p99 / max.
  *
@@ -168,8 +169,9 @@ function patchSqlite(events: Record<string, unknown>[], now: () => number, runQu
           runq: runQueueMs() - runQueueBefore,
           reservations,
           records,
-          // A WAL restarted by this commit begins again at frame 1.
+          // A WAL restarted by this commit (after a complete checkpoint) begins again at frame 1.
           frames: framesAfter >= framesBefore ? framesAfter - framesBefore : framesAfter,
+          restarted: framesAfter < framesBefore,
         });
         return result;
       });

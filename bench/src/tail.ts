@@ -43,6 +43,7 @@ interface ProbeEvent {
   readonly reservations?: number;
   readonly records?: number;
   readonly frames?: number;
+  readonly restarted?: boolean;
   readonly answer?: { busy: number; log: number; checkpointed: number };
   readonly heapBytes?: number;
   readonly newSpaceBytes?: number;
@@ -131,6 +132,17 @@ function overlap(aStart: number, aMs: number, bStart: number, bMs: number): numb
   return Math.max(0, Math.min(aStart + aMs, bStart + bMs) - Math.max(aStart, bStart));
 }
 
+interface CommitFigures {
+  readonly count: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+}
+
+function commitFigures(commits: readonly ProbeEvent[]): CommitFigures {
+  const times = commits.map((commit) => commit.ms!);
+  return { count: times.length, p50Ms: quantile(times, 0.5), p99Ms: quantile(times, 0.99) };
+}
+
 /** What one run's events say. */
 interface Breakdown {
   readonly stalls: number;
@@ -145,6 +157,8 @@ interface Breakdown {
   readonly writesPerCommit: number;
   readonly framesPerCommit: number;
   readonly commitMs: { readonly p50: number; readonly p99: number; readonly max: number; readonly total: number };
+  /** Blocking time of the commits that ran while the checkpointer thread checkpointed, of those that restarted the WAL, and of the rest. */
+  readonly commitsBy: Readonly<Record<'duringCheckpoint' | 'restartingWal' | 'other', CommitFigures>>;
   readonly checkpoints: {
     readonly count: number;
     readonly p50Ms: number;
@@ -191,6 +205,8 @@ function breakdown(events: readonly ProbeEvent[], runSeconds: number): Breakdown
   const scavenges = gcs.filter((gc) => gc.kind === 1 || gc.kind === 2);
   const fulls = gcs.filter((gc) => gc.kind === 4);
   const newSpace = of('second').map((second) => second.newSpaceBytes ?? 0);
+  const duringCheckpoint = (commit: ProbeEvent): boolean =>
+    checkpoints.some((checkpoint) => overlap(commit.t, commit.ms!, checkpoint.t, checkpoint.ms!) > 0);
   return {
     stalls: stalls.length,
     stallMs: sum(stalls.map((stall) => stall.ms!)),
@@ -210,6 +226,11 @@ function breakdown(events: readonly ProbeEvent[], runSeconds: number): Breakdown
       p99: quantile(commitTimes, 0.99),
       max: Math.max(0, ...commitTimes),
       total: sum(commitTimes),
+    },
+    commitsBy: {
+      duringCheckpoint: commitFigures(commits.filter(duringCheckpoint)),
+      restartingWal: commitFigures(commits.filter((commit) => commit.restarted === true)),
+      other: commitFigures(commits.filter((commit) => !commit.restarted && !duringCheckpoint(commit))),
     },
     checkpoints: {
       count: checkpoints.length,
@@ -305,6 +326,11 @@ function report(name: string, rate: number, round: number, load: LoadResult, par
   for (const stall of parts.longestStalls) log(`    ${stall}`);
   log(
     `  commits ${f(parts.commitsPerSecond, 0)}/s, ${f(parts.writesPerCommit, 1)} writes and ${f(parts.framesPerCommit, 1)} WAL frames each; blocking p50 ${f(parts.commitMs.p50, 3)} p99 ${f(parts.commitMs.p99)} max ${f(parts.commitMs.max)} ms, ${f(parts.commitMs.total, 0)} ms in all`,
+  );
+  const by = (figures: CommitFigures): string =>
+    `${figures.count}, p50 ${f(figures.p50Ms, 3)} p99 ${f(figures.p99Ms)} ms`;
+  log(
+    `  commits during a checkpoint ${by(parts.commitsBy.duringCheckpoint)}; restarting the WAL ${by(parts.commitsBy.restartingWal)}; the rest ${by(parts.commitsBy.other)}`,
   );
   log(
     `  checkpoints ${parts.checkpoints.count}, p50 ${f(parts.checkpoints.p50Ms)} max ${f(parts.checkpoints.maxMs)} ms, ${parts.checkpoints.frames} frames; scavenges ${parts.scavenges.count} (${f(parts.scavenges.totalMs, 0)} ms, max ${f(parts.scavenges.maxMs)}), mark-compacts ${parts.fullGcs.count} (${f(parts.fullGcs.totalMs, 0)} ms, max ${f(parts.fullGcs.maxMs)}), new space ${f(parts.newSpaceMb, 0)} MB`,

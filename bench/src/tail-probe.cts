@@ -172,6 +172,7 @@ function patchSqlite(events: Record<string, unknown>[], now: () => number, runQu
           // A WAL restarted by this commit (after a complete checkpoint) begins again at frame 1.
           frames: framesAfter >= framesBefore ? framesAfter - framesBefore : framesAfter,
           restarted: framesAfter < framesBefore,
+          walBefore: framesBefore,
         });
         return result;
       });

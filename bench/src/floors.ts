@@ -17,8 +17,14 @@ function option(name: string, fallback: number): number {
 const rounds = option('rounds', 5);
 const seconds = option('seconds', 3);
 
-async function startListening(name: string, script: string, args: string[]): Promise<{ service: Service; url: string }> {
-  const service = await startService(name, process.execPath, [join(DIST, script), ...args], { ready: /^listening \d+/ });
+async function startListening(
+  name: string,
+  script: string,
+  args: string[],
+): Promise<{ service: Service; url: string }> {
+  const service = await startService(name, process.execPath, [join(DIST, script), ...args], {
+    ready: /^listening \d+/,
+  });
   const port = /^listening (\d+)/.exec(service.output.find((line) => line.startsWith('listening')) ?? '')?.[1];
   return { service, url: `http://127.0.0.1:${port}` };
 }

@@ -131,7 +131,11 @@ async function setup(env: Record<string, string> = {}) {
       'POST /v1/charges',
     ],
   });
-  const small = await proxy.issueKey({ vendor: 'stripe', usd_cap: 0.5, allowed_endpoints: ['POST /v1/payment_intents'] });
+  const small = await proxy.issueKey({
+    vendor: 'stripe',
+    usd_cap: 0.5,
+    allowed_endpoints: ['POST /v1/payment_intents'],
+  });
   const resend = await proxy.issueKey({ vendor: 'resend', usd_cap: 10, allowed_endpoints: ['GET /domains'] });
   return {
     vendor,
@@ -149,23 +153,58 @@ describe('issue 21: the proxy route on node:http answers exactly as the fastify 
   it('forwarded calls, refusals and vendor errors: same status, headers and body both ways', async () => {
     const { vendor, proxy, auth, small, resend, asTwilio } = await setup();
     const calls: Call[] = [
-      { method: 'POST', path: '/stripe/v1/payment_intents', headers: { ...auth, 'content-type': FORM }, body: 'amount=100&currency=usd' },
+      {
+        method: 'POST',
+        path: '/stripe/v1/payment_intents',
+        headers: { ...auth, 'content-type': FORM },
+        body: 'amount=100&currency=usd',
+      },
       { method: 'GET', path: '/stripe/v1/customers?limit=3', headers: auth },
       { method: 'HEAD', path: '/stripe/v1/customers', headers: auth },
       { method: 'GET', path: '/stripe/v1/customers/odd', headers: auth },
       { method: 'DELETE', path: '/stripe/v1/customers/cus_1', headers: auth },
-      { method: 'POST', path: '/stripe/v1/customers', headers: { ...auth, 'content-type': FORM }, body: 'email=a%40b.c' },
-      { method: 'POST', path: '/stripe/v1/customers', headers: { ...auth, 'content-type': 'text/plain; charset=utf-8' }, body: 'hi' },
+      {
+        method: 'POST',
+        path: '/stripe/v1/customers',
+        headers: { ...auth, 'content-type': FORM },
+        body: 'email=a%40b.c',
+      },
+      {
+        method: 'POST',
+        path: '/stripe/v1/customers',
+        headers: { ...auth, 'content-type': 'text/plain; charset=utf-8' },
+        body: 'hi',
+      },
       { method: 'POST', path: '/stripe/v1/customers', headers: auth, body: 'no media type' },
       { method: 'POST', path: '/stripe/v1/customers', headers: auth },
       { method: 'PUT', path: '/stripe/v1/customers/cus_1', headers: { ...auth, 'content-type': FORM }, body: 'name=x' },
-      { method: 'PATCH', path: '/stripe/v1/customers/cus_1', headers: { ...auth, 'content-type': 'application/json' }, body: '{"a":1}' },
-      { method: 'POST', path: '/stripe/v1/charges', headers: { ...auth, 'content-type': FORM }, body: 'amount=100&currency=usd' },
+      {
+        method: 'PATCH',
+        path: '/stripe/v1/customers/cus_1',
+        headers: { ...auth, 'content-type': 'application/json' },
+        body: '{"a":1}',
+      },
+      {
+        method: 'POST',
+        path: '/stripe/v1/charges',
+        headers: { ...auth, 'content-type': FORM },
+        body: 'amount=100&currency=usd',
+      },
       // Refusals: no key, unknown key, endpoint not allowed, cap hit (with its header), another vendor's path.
-      { method: 'POST', path: '/stripe/v1/payment_intents', headers: { 'content-type': FORM }, body: 'amount=100&currency=usd' },
+      {
+        method: 'POST',
+        path: '/stripe/v1/payment_intents',
+        headers: { 'content-type': FORM },
+        body: 'amount=100&currency=usd',
+      },
       { method: 'GET', path: '/stripe/v1/customers', headers: { authorization: 'Bearer kb_nope' } },
       { method: 'GET', path: '/stripe/v1/balance', headers: auth },
-      { method: 'POST', path: '/stripe/v1/payment_intents', headers: { authorization: small, 'content-type': FORM }, body: 'amount=100000&currency=usd' },
+      {
+        method: 'POST',
+        path: '/stripe/v1/payment_intents',
+        headers: { authorization: small, 'content-type': FORM },
+        body: 'amount=100000&currency=usd',
+      },
       { method: 'OPTIONS', path: '/stripe/v1/customers', headers: auth },
       { method: 'GET', path: '/twilio/2010-04-01/Accounts.json', headers: { authorization: asTwilio } },
       // The vendor cannot be reached: 502 upstream_unreachable.
@@ -213,7 +252,13 @@ describe('issue 21: the proxy route on node:http answers exactly as the fastify 
     const { vendor, proxy, auth } = await setup({ KEYBRAKE_MAX_BODY_BYTES: '1024' });
     const body = `description=${'x'.repeat(2048)}`;
     const headers = { ...auth, 'content-type': FORM };
-    const chunked = await overHttp(proxy, { method: 'POST', path: '/stripe/v1/customers', headers, body, chunked: true });
+    const chunked = await overHttp(proxy, {
+      method: 'POST',
+      path: '/stripe/v1/customers',
+      headers,
+      body,
+      chunked: true,
+    });
     const announced = await overHttp(proxy, { method: 'POST', path: '/stripe/v1/customers', headers, body });
     const viaFastify = await throughFastify(proxy, { method: 'POST', path: '/stripe/v1/customers', headers, body });
     expect(chunked.status).toBe(413);
@@ -225,7 +270,13 @@ describe('issue 21: the proxy route on node:http answers exactly as the fastify 
     expect(chunkedAnswer).toEqual(viaFastify);
     // Just under the limit, chunked, is forwarded whole.
     const fits = `description=${'x'.repeat(1000)}`;
-    const forwarded = await overHttp(proxy, { method: 'POST', path: '/stripe/v1/customers', headers, body: fits, chunked: true });
+    const forwarded = await overHttp(proxy, {
+      method: 'POST',
+      path: '/stripe/v1/customers',
+      headers,
+      body: fits,
+      chunked: true,
+    });
     expect(forwarded.status).toBe(200);
     expect(vendor.received.map((request) => request.body)).toEqual([fits]);
   });

@@ -309,7 +309,8 @@ class RawReply implements ProxyReply {
     }
     const length = outgoing['content-length'];
     const size = typeof body === 'string' ? Buffer.byteLength(body) : body.length;
-    if (!length || (this.request.method !== 'HEAD' && Number(length) !== size)) outgoing['content-length'] = String(size);
+    if (!length || (this.request.method !== 'HEAD' && Number(length) !== size))
+      outgoing['content-length'] = String(size);
     this.response.writeHead(status, outgoing);
     this.response.end(body);
   }

@@ -32,7 +32,7 @@ app.all('/*', async (request, reply) => {
   }
   return reply.code(answer.statusCode).headers(outgoing).send(body);
 });
-app.listen({ port: Number(portArg ?? 0), host: '127.0.0.1' }).then(() => {
+void app.listen({ port: Number(portArg ?? 0), host: '127.0.0.1' }).then(() => {
   const address = app.server.address();
   process.stdout.write(`listening ${typeof address === 'object' && address ? address.port : portArg}\n`);
 });

@@ -35,7 +35,8 @@ interface Call {
   readonly chunked?: boolean;
 }
 
-function overHttp(proxy: TestProxy, call: Call): Promise<Answer & { connection: string | undefined }> {
+/** The answer over HTTP, and the `Connection` header the server sent with it. */
+function overHttp(proxy: TestProxy, call: Call): Promise<{ answer: Answer; connection: string | undefined }> {
   const { hostname, port } = new URL(proxy.url);
   return new Promise((resolve, reject) => {
     const request = httpRequest(
@@ -45,9 +46,11 @@ function overHttp(proxy: TestProxy, call: Call): Promise<Answer & { connection: 
         response.on('data', (chunk: Buffer) => chunks.push(chunk));
         response.on('end', () =>
           resolve({
-            status: response.statusCode ?? 0,
-            headers: routeHeaders(response.headers),
-            body: Buffer.concat(chunks).toString(),
+            answer: {
+              status: response.statusCode ?? 0,
+              headers: routeHeaders(response.headers),
+              body: Buffer.concat(chunks).toString(),
+            },
             connection: response.headers.connection,
           }),
         );
@@ -214,9 +217,8 @@ describe('issue 21: the proxy route on node:http answers exactly as the fastify 
       { method: 'GET', path: '/nope/v1/customers', headers: auth },
     ];
     for (const call of calls) {
-      const viaServer = await overHttp(proxy, call);
+      const { answer } = await overHttp(proxy, call);
       const viaFastify = await throughFastify(proxy, call);
-      const { connection: _connection, ...answer } = viaServer;
       expect(answer, `${call.method} ${call.path} ${JSON.stringify(call.headers?.['content-type'] ?? null)}`).toEqual(
         viaFastify,
       );
@@ -261,13 +263,12 @@ describe('issue 21: the proxy route on node:http answers exactly as the fastify 
     });
     const announced = await overHttp(proxy, { method: 'POST', path: '/stripe/v1/customers', headers, body });
     const viaFastify = await throughFastify(proxy, { method: 'POST', path: '/stripe/v1/customers', headers, body });
-    expect(chunked.status).toBe(413);
-    expect(JSON.parse(chunked.body).error.code).toBe('payload_too_large');
+    expect(chunked.answer.status).toBe(413);
+    expect(JSON.parse(chunked.answer.body).error.code).toBe('payload_too_large');
     expect(chunked.connection).toBe('close');
-    const { connection: _c1, ...chunkedAnswer } = chunked;
-    const { connection: _c2, ...announcedAnswer } = announced;
-    expect(chunkedAnswer).toEqual(announcedAnswer);
-    expect(chunkedAnswer).toEqual(viaFastify);
+    expect(announced.connection).toBe('close');
+    expect(chunked.answer).toEqual(announced.answer);
+    expect(chunked.answer).toEqual(viaFastify);
     // Just under the limit, chunked, is forwarded whole.
     const fits = `description=${'x'.repeat(1000)}`;
     const forwarded = await overHttp(proxy, {
@@ -277,7 +278,7 @@ describe('issue 21: the proxy route on node:http answers exactly as the fastify 
       body: fits,
       chunked: true,
     });
-    expect(forwarded.status).toBe(200);
+    expect(forwarded.answer.status).toBe(200);
     expect(vendor.received.map((request) => request.body)).toEqual([fits]);
   });
 });

@@ -1,13 +1,23 @@
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { json, redisDeployment, startProxy } from './helpers.js';
 import { startRedis } from './redis-server.js';
 import { startStripeStandIn } from './stand-in-vendors.js';
 
-/** `calls` per command of Redis's `INFO commandstats`. */
-function commandCalls(info: string): Map<string, number> {
-  const calls = new Map<string, number>();
-  for (const match of info.matchAll(/^cmdstat_([\w|]+):calls=(\d+)/gm)) calls.set(match[1] as string, Number(match[2]));
-  return calls;
+/**
+ * The scripts Redis ran on a key family's keys since the slow log was reset: with a threshold of 0
+ * it logs every command, with its first arguments (the audit sealer's scripts act on `{audit}`).
+ */
+async function familyScripts(url: string): Promise<number> {
+  const client = new Redis(url);
+  try {
+    const entries = (await client.call('SLOWLOG', 'GET', '100000')) as [number, number, number, string[]][];
+    return entries.filter(([, , , args]) => /^eval(sha)?$/i.test(args[0] ?? '') && (args[3] ?? '').includes('{vk:'))
+      .length;
+  } finally {
+    client.disconnect();
+  }
 }
 
 /**
@@ -24,8 +34,8 @@ describe('issue 21: Redis commands per proxied call (stand-in Stripe that bills 
     const proxy = await startProxy({
       ...redisDeployment(redis.url),
       env: { KEYBRAKE_STRIPE_BASE_URL: stripe.url },
-      // No periodic seal or sweep among the counted commands.
-      redisStore: { sealIntervalMs: 3_600_000, sweepIntervalMs: 3_600_000 },
+      // No sweep among the counted commands (the sweeper's settlements act on the family too).
+      redisStore: { sweepIntervalMs: 3_600_000 },
     });
     const key = await proxy.issueKey({
       vendor: 'stripe',
@@ -41,15 +51,16 @@ describe('issue 21: Redis commands per proxied call (stand-in Stripe that bills 
     // The first call loads the scripts and the key's immutable record.
     expect((await post('/v1/payment_intents', { amount: '100', currency: 'usd' })).status).toBe(200);
 
-    await redis.cli('CONFIG', 'RESETSTAT');
+    await redis.cli('CONFIG', 'SET', 'slowlog-log-slower-than', '0');
+    await redis.cli('CONFIG', 'SET', 'slowlog-max-len', '100000');
+    await redis.cli('SLOWLOG', 'RESET');
     const created: string[] = [];
     for (let i = 0; i < 10; i += 1) {
       const response = await post('/v1/payment_intents', { amount: String(200 + i), currency: 'usd' });
       expect(response.status).toBe(200);
       created.push((await json(response)).id as string);
     }
-    const calls = commandCalls(await redis.cli('INFO', 'commandstats'));
-    expect((calls.get('evalsha') ?? 0) + (calls.get('eval') ?? 0)).toBe(20);
+    expect(await familyScripts(redis.url)).toBe(20);
 
     // Tracked with the settlement: a confirm is priced from it (untracked, it would be refused as not
     // priceable), and what the create booked for it is not counted twice.
@@ -59,5 +70,34 @@ describe('issue 21: Redis commands per proxied call (stand-in Stripe that bills 
     expect((await post(`/v1/payment_intents/${created[3] as string}/confirm`)).status).toBe(200);
     expect(stripe.ledger.totalUsd).toBeCloseTo(2.03, 6);
     expect(await spent()).toBeCloseTo(before, 6);
+  });
+
+  it('the scripts reach a Redis that wants a user and password, on the database the URL names', async () => {
+    const redis = await startRedis();
+    onTestFinished(() => redis.stop());
+    const password = randomUUID();
+    await redis.cli('ACL', 'SETUSER', 'keybrake', 'on', `>${password}`, '~*', '&*', '+@all');
+    const stripe = await startStripeStandIn();
+    const url = `redis://keybrake:${encodeURIComponent(password)}@127.0.0.1:${redis.port}/3`;
+    const proxy = await startProxy({ ...redisDeployment(url), env: { KEYBRAKE_STRIPE_BASE_URL: stripe.url } });
+    const key = await proxy.issueKey({
+      vendor: 'stripe',
+      usd_cap: 10,
+      allowed_endpoints: ['POST /v1/payment_intents'],
+    });
+    const charge = () =>
+      proxy.call('/stripe/v1/payment_intents', {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key.vault_key}`, 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ amount: '300', currency: 'usd' }).toString(),
+      });
+    expect((await charge()).status).toBe(200);
+    expect((await charge()).status).toBe(200);
+    expect((await charge()).status).toBe(200);
+    // The cap holds across the calls: every reservation and settlement landed, in database 3.
+    expect((await charge()).status).toBe(429);
+    expect((await proxy.admin('GET', `/vault/keys/${key.key_id}`)).body.spent_usd).toBeCloseTo(9, 6);
+    expect(Number(await redis.cli('-n', '3', 'DBSIZE'))).toBeGreaterThan(0);
+    expect(Number(await redis.cli('-n', '0', 'DBSIZE'))).toBe(0);
   });
 });

@@ -20,6 +20,8 @@ const SHARED_SUITE = [
   'issue-17-stripe-state',
   'issue-20-vendor-enforcement',
   'issue-20-refusals',
+  'issue-22-key-list',
+  'issue-22-key-list-10k',
 ].map((name) => `core-proxy/test/${name}.test.ts`);
 
 export default defineConfig({

@@ -179,7 +179,7 @@ describe('admin API', () => {
     const proxy = await startProxy();
     for (const [method, path, allow] of [
       ['PUT', '/vault/keys/key_x', 'DELETE, GET, HEAD'],
-      ['PATCH', '/vault/keys', 'POST'],
+      ['PATCH', '/vault/keys', 'GET, HEAD, POST'],
       ['POST', '/audit/verify', 'GET, HEAD'],
       ['DELETE', '/healthz', 'GET, HEAD'],
     ] as const) {

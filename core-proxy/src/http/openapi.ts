@@ -11,6 +11,14 @@ const error = (description: string, codes: string[]) => ({
 });
 
 const keyIdParam = { name: 'key_id', in: 'path', required: true, schema: { type: 'string' } };
+const cursorSchema = { type: 'string', pattern: '^[A-Za-z0-9_-]+$', minLength: 1, maxLength: 400 };
+const query = (name: string, schema: Record<string, unknown>, description: string) => ({
+  name,
+  in: 'query',
+  required: false,
+  schema,
+  description,
+});
 const unauthorized = error('Missing or wrong issuer key', ['unauthorized']);
 const storeDown = error('The store cannot be reached; nothing changed', ['store_unavailable']);
 
@@ -186,6 +194,23 @@ export function openApiDocument(vendors: VendorRegistry) {
             tainted: { type: 'boolean' },
           },
         },
+        ListedKey: {
+          description:
+            'A key as GET /vault/keys/{key_id} shows it, plus counts of its audit records (calls, cap_exhausted refusals, all refusals). ' +
+            'Counts come from a digest of the audit chain brought up to date before each page (on Redis the chain is sealed about a second after a call).',
+          allOf: [
+            { $ref: '#/components/schemas/VaultKey' },
+            {
+              type: 'object',
+              required: ['calls', 'cap_hits', 'refusals'],
+              properties: {
+                calls: { type: 'integer', minimum: 0 },
+                cap_hits: { type: 'integer', minimum: 0 },
+                refusals: { type: 'integer', minimum: 0 },
+              },
+            },
+          ],
+        },
         Call: {
           type: 'object',
           properties: {
@@ -210,6 +235,51 @@ export function openApiDocument(vendors: VendorRegistry) {
     security: [{ issuerKey: [] }],
     paths: {
       '/vault/keys': {
+        get: {
+          operationId: 'listVaultKeys',
+          summary: 'List keys, filtered and sorted, a page at a time (the console)',
+          description:
+            'Every filter is optional and they combine. A page walks the sort index from the cursor and keeps the keys that match; ' +
+            'each request walks at most 2,000 index entries, so with selective filters a page can hold fewer than `limit` keys ' +
+            '(even none) while next_cursor is not null: follow next_cursor until it is null. newest is stable under concurrent ' +
+            'issuance (no key repeated or skipped). closest_to_cap orders by remaining USD ascending against the tightest cap: ' +
+            "the lifetime cap less spend and reservations, or the daily cap less today's (UTC) spend and reservations, whichever " +
+            "is smaller; a daily cap starts over at 00:00 UTC, and so does its key's place in this order. Ties order by key_id.",
+          parameters: [
+            query('status', { enum: ['active', 'revoked', 'expired'] }, 'Status at the time of the request'),
+            query('vendor', { type: 'string', minLength: 1, maxLength: 64 }, 'Keys of this vendor'),
+            query('label_prefix', { type: 'string', minLength: 1, maxLength: 200 }, 'agent_run_label starts with this'),
+            query('parent_key_id', { type: 'string', minLength: 1, maxLength: 100 }, 'Direct children of this key'),
+            query('tainted', { type: 'boolean' }, 'true or false'),
+            query(
+              'sort',
+              { enum: ['newest', 'most_spent', 'closest_to_cap'], default: 'newest' },
+              'newest: created_at descending; most_spent: spent_usd descending; closest_to_cap: remaining ascending',
+            ),
+            query('limit', { type: 'integer', minimum: 1, maximum: 500, default: 100 }, 'Keys per page at most'),
+            query('cursor', cursorSchema, 'next_cursor of the previous page, with the same sort'),
+          ],
+          responses: {
+            '200': {
+              description: 'A page of keys',
+              content: {
+                'application/json': {
+                  schema: {
+                    type: 'object',
+                    required: ['keys', 'next_cursor'],
+                    properties: {
+                      keys: { type: 'array', items: { $ref: '#/components/schemas/ListedKey' } },
+                      next_cursor: { type: ['string', 'null'], description: 'Opaque (base64url); null: the last page' },
+                    },
+                  },
+                },
+              },
+            },
+            '400': error('A bad filter, sort, limit or cursor, or an unknown parameter', ['invalid_request']),
+            '401': unauthorized,
+            '503': storeDown,
+          },
+        },
         post: {
           operationId: 'issueVaultKey',
           summary: 'Issue a vault key for one execution',
@@ -282,6 +352,18 @@ export function openApiDocument(vendors: VendorRegistry) {
         get: {
           operationId: 'listVaultKeyCalls',
           summary: 'Every proxied request made with this key, oldest first',
+          description:
+            'Without parameters: every call, as the contract says. With limit, cursor or after_seq: a page, oldest first, ' +
+            'and next_cursor (null when the page was not full). after_seq=N starts after audit seq N (live catch-up).',
+          parameters: [
+            query('limit', { type: 'integer', minimum: 1, maximum: 1000, default: 100 }, 'Calls per page at most'),
+            query('cursor', cursorSchema, 'next_cursor of the previous page'),
+            query(
+              'after_seq',
+              { type: 'integer', minimum: 0, maximum: 9007199254740991 },
+              'Calls after this seq (not with cursor)',
+            ),
+          ],
           responses: {
             '200': {
               description: 'Calls',
@@ -289,11 +371,16 @@ export function openApiDocument(vendors: VendorRegistry) {
                 'application/json': {
                   schema: {
                     type: 'object',
-                    properties: { calls: { type: 'array', items: { $ref: '#/components/schemas/Call' } } },
+                    required: ['calls'],
+                    properties: {
+                      calls: { type: 'array', items: { $ref: '#/components/schemas/Call' } },
+                      next_cursor: { type: ['string', 'null'], description: 'Paged form only' },
+                    },
                   },
                 },
               },
             },
+            '400': error('A bad limit, cursor or after_seq', ['invalid_request']),
             '401': unauthorized,
             '404': error('Unknown key', ['not_found']),
           },

@@ -23,7 +23,9 @@ import {
   parentInactiveError,
   parentMissingError,
 } from './key-family.js';
+import { type KeyListPage, type KeyListQuery, catchUpDigest, listKeyPage } from './key-listing.js';
 import { SqliteCheckpointer } from './sqlite-checkpointer.js';
+import { LISTING_SCHEMA, SqliteListing } from './sqlite-listing.js';
 import { OwnerLock, ownerAlive } from './sqlite-owner.js';
 import {
   DEFAULT_IDEMPOTENCY_RETENTION_MS,
@@ -36,6 +38,7 @@ import {
   type VendorObjectState,
   type AuditEntry,
   type AuditHead,
+  type KeyChangesRead,
   type ReserveInput,
   type ReserveOutput,
   type SettleInput,
@@ -299,6 +302,14 @@ export class SqliteStore implements Store {
   private keyGeneration = -1;
   /** Ancestor ids by key id, nearest first: parent links never change once written. */
   private readonly ancestorIds = new Map<string, readonly string[]>();
+  /** The console's listing, change log and call pages (issue 22). */
+  private readonly listing = new SqliteListing({
+    statement: (sql) => this.statement(sql),
+    write: (operation) => this.write(operation),
+    run: (operation) => this.run(operation),
+  });
+  /** The digest catch-up in flight: concurrent listings share it. */
+  private digestRun: Promise<void> | null = null;
 
   constructor(options: SqliteStoreOptions) {
     mkdirSync(options.dataDir, { recursive: true });
@@ -314,6 +325,7 @@ export class SqliteStore implements Store {
         this.db.exec(SCHEMA);
         this.db.exec(OBJECT_SCHEMA);
         for (const table of KEYED_TABLES) this.withoutRowid(table);
+        this.db.exec(LISTING_SCHEMA);
       })
       .immediate();
     this.presizeWal();
@@ -371,6 +383,7 @@ export class SqliteStore implements Store {
         stored.expiresAt,
         stored.revokedAt,
       );
+      this.listing.keyCreated(stored);
       return stored;
     });
   }
@@ -419,6 +432,7 @@ export class SqliteStore implements Store {
   revokeKey(keyId: string, now: number): Promise<boolean> {
     return this.write(() => {
       if (!this.keyRow(keyId)) return false;
+      this.listing.subtreeChanging(keyId, 'revoked', now);
       // Revoking a parent revokes the whole subtree; already-revoked keys keep their first time.
       // The Redis store walks the same subtree in `MARK_SUBTREE_LUA`.
       this.statement(
@@ -434,6 +448,7 @@ export class SqliteStore implements Store {
   taintKey(keyId: string): Promise<boolean> {
     return this.write(() => {
       if (!this.keyRow(keyId)) return false;
+      this.listing.subtreeChanging(keyId, 'tainted', this.now());
       this.statement(
         `WITH RECURSIVE subtree(id) AS (
              SELECT ? UNION SELECT k.key_id FROM vault_keys k JOIN subtree s ON k.parent_key_id = s.id)
@@ -543,6 +558,22 @@ export class SqliteStore implements Store {
         (row) => JSON.parse(row.record) as AuditRecordJson,
       ),
     );
+  }
+
+  listCallsPage(keyId: string, afterSeq: number, limit: number): Promise<AuditRecordJson[]> {
+    return this.listing.listCallsPage(keyId, afterSeq, limit);
+  }
+
+  async listKeys(query: KeyListQuery): Promise<KeyListPage> {
+    this.digestRun ??= catchUpDigest(this.listing, this, query.now).finally(() => {
+      this.digestRun = null;
+    });
+    await this.digestRun;
+    return listKeyPage(this.listing, this, query);
+  }
+
+  readKeyChanges(position: string | null, limit: number): Promise<KeyChangesRead> {
+    return this.listing.readKeyChanges(position, limit);
   }
 
   readAudit(afterSeq: number, limit: number): Promise<AuditEntry[]> {

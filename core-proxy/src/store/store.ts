@@ -1,6 +1,7 @@
 import type { AuditInput, AuditRecordJson, PendingAudit } from '../audit/record.js';
 import { KeybrakeError, StoreUnavailableError } from '../errors.js';
 import type { Micros } from '../pricing/money.js';
+import type { KeyListPage, KeyListQuery } from './key-listing.js';
 
 export type { AuditInput, CallOutcome, PendingAudit } from '../audit/record.js';
 
@@ -45,6 +46,24 @@ export interface StoredResponse {
   /** Base64 of the body bytes as the client received them. */
   readonly body: string;
   readonly vendorRequestId: string | null;
+}
+
+/** What happened to a key, as the live feed tells it (issue 22). */
+export type KeyChangeKind = 'issued' | 'revoked' | 'tainted';
+
+/** One entry of a store's key change log. */
+export interface KeyChange {
+  readonly keyId: string;
+  readonly change: KeyChangeKind;
+  /** Epoch ms. */
+  readonly at: number;
+}
+
+/** A read of the key change log: the changes, and the position to read on from. */
+export interface KeyChangesRead {
+  readonly changes: readonly KeyChange[];
+  /** Opaque: pass it back to read what follows. */
+  readonly position: string;
 }
 
 /** Input of {@link Store.reserve}. */
@@ -203,6 +222,19 @@ export interface Store {
   appendAudit(input: AuditInput): Promise<void>;
   /** Audit records of one key, oldest first. */
   listCalls(keyId: string): Promise<AuditRecordJson[]>;
+  /** Audit records of one key with `seq > afterSeq`, oldest first, at most `limit` (issue 22). */
+  listCallsPage(keyId: string, afterSeq: number, limit: number): Promise<AuditRecordJson[]>;
+  /**
+   * A page of keys, filtered and sorted (issue 22; `key-listing.ts`). Brings the store's digest of
+   * the audit chain up to date first, outside any proxied call.
+   */
+  listKeys(query: KeyListQuery): Promise<KeyListPage>;
+  /**
+   * Key changes (issue, revoke, taint; one per key a subtree mark changed) after `position`, oldest
+   * first, at most `limit`; `null` reads from the log's end (nothing yet, and the position of now).
+   * Written with the change itself, so a change made through any process or replica is read here.
+   */
+  readKeyChanges(position: string | null, limit: number): Promise<KeyChangesRead>;
   /** Sealed audit records with `seq > afterSeq`, oldest first, at most `limit`. */
   readAudit(afterSeq: number, limit: number): Promise<AuditEntry[]>;
   /**

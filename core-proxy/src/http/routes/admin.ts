@@ -9,6 +9,8 @@ import { type Micros, microsToUsd } from '../../pricing/money.js';
 import type { VaultKeyState } from '../../store/store.js';
 import { keyStatus } from '../../keys/key-status.js';
 import { hashVaultKey, matchesAnyApiKey, newKeyId, newVaultKey } from '../../keys/vault-keys.js';
+import { encodeKeyCursor } from '../../store/key-listing.js';
+import { encodeCallsCursor, parseCallsPage, parseKeyListQuery } from './admin-listing.js';
 
 interface KeyParams {
   keyId: string;
@@ -21,7 +23,8 @@ function remainingMicros(key: VaultKeyState): Micros | null {
   return limits.length === 0 ? null : Math.max(0, Math.min(...limits));
 }
 
-function keyView(key: VaultKeyState, now: number): Record<string, unknown> {
+/** The `GET /vault/keys/{id}` object: what the admin API shows of a key (never its vault key or hash). */
+export function keyView(key: VaultKeyState, now: number): Record<string, unknown> {
   const remaining = remainingMicros(key);
   return {
     key_id: key.keyId,
@@ -115,6 +118,22 @@ export async function adminRoutes(app: FastifyInstance): Promise<void> {
     });
   });
 
+  // Issue 22: the console's key list.
+  app.get('/vault/keys', async (request) => {
+    const now = kb.now();
+    const query = parseKeyListQuery(request.query as Record<string, unknown>, now);
+    const page = await kb.store.listKeys(query);
+    return {
+      keys: page.keys.map(({ key, stats }) => ({
+        ...keyView(key, now),
+        calls: stats.calls,
+        cap_hits: stats.capHits,
+        refusals: stats.refusals,
+      })),
+      next_cursor: page.next === null ? null : encodeKeyCursor(query.sort, page.next),
+    };
+  });
+
   app.get<{ Params: KeyParams }>('/vault/keys/:keyId', async (request) => {
     const now = kb.now();
     const key = await kb.store.getKey(request.params.keyId, now);
@@ -133,8 +152,13 @@ export async function adminRoutes(app: FastifyInstance): Promise<void> {
   });
 
   app.get<{ Params: KeyParams }>('/vault/keys/:keyId/calls', async (request) => {
+    const page = parseCallsPage(request.query as Record<string, unknown>);
     if (!(await kb.store.getKey(request.params.keyId, kb.now()))) throw notFound();
-    return { calls: await kb.store.listCalls(request.params.keyId) };
+    if (page === null) return { calls: await kb.store.listCalls(request.params.keyId) };
+    // Issue 22: oldest first from the cursor; a full page says where the next one starts.
+    const calls = await kb.store.listCallsPage(request.params.keyId, page.afterSeq, page.limit);
+    const last = calls.at(-1);
+    return { calls, next_cursor: calls.length === page.limit && last ? encodeCallsCursor(last.seq) : null };
   });
 
   app.get('/audit/verify', async () => verificationJson(await verifyStore(kb.store, kb.trustedKeys)));

@@ -12,11 +12,13 @@ import {
   parentInactiveError,
   parentMissingError,
 } from '../key-family.js';
+import { type KeyListPage, type KeyListQuery, catchUpDigest, listKeyPage } from '../key-listing.js';
 import { RELEASE_LOCK_LUA, SEAL_APPEND_LUA } from './lua/audit-seal.js';
 import { CREATE_KEY_LUA, MARK_SUBTREE_LUA } from './lua/family.js';
 import { RESERVE_LUA } from './lua/reserve.js';
 import { SETTLE_LUA } from './lua/settle.js';
 import { CLAIM_OBJECT_LUA, RECORD_OBJECT_LUA, RELEASE_OBJECT_LUA } from './lua/objects.js';
+import { RedisListing } from './redis-listing.js';
 import {
   DEFAULT_IDEMPOTENCY_RETENTION_MS,
   type AuditInput,
@@ -28,6 +30,7 @@ import {
   type PendingAudit,
   type AuditEntry,
   type AuditHead,
+  type KeyChangesRead,
   type ReserveInput,
   type ReserveOutput,
   type SettleInput,
@@ -201,6 +204,10 @@ export class RedisStore implements Store {
   private sealQueue: Promise<void> = Promise.resolve();
   /** A periodic seal is queued or running: a replica that is behind does not pile more up. */
   private periodicSealQueued = false;
+  /** The console's listing indexes and change log (issue 22). */
+  private readonly listing: RedisListing;
+  /** The digest catch-up in flight: concurrent listings share it. */
+  private digestRun: Promise<void> | null = null;
 
   constructor(options: RedisStoreOptions) {
     const prefix = options.prefix ?? 'keybrake:';
@@ -245,6 +252,7 @@ export class RedisStore implements Store {
       this.redis = open();
       this.background = open();
     }
+    this.listing = new RedisListing(this.redis);
     this.reservationTtlMs = options.reservationTtlMs ?? 600_000;
     this.sealLockTtlMs = options.sealLockTtlMs ?? 2000;
     this.retentionMs = options.idempotencyRetentionMs ?? DEFAULT_IDEMPOTENCY_RETENTION_MS;
@@ -308,7 +316,9 @@ export class RedisStore implements Store {
         this.redis.set(`root:${record.keyId}`, root),
         this.redis.sadd(SHARDS, root),
       ]);
-      return { ...record, expiresAt, tainted: tainted === '1' };
+      const stored = { ...record, expiresAt, tainted: tainted === '1' };
+      await this.listing.keyCreated(stored);
+      return stored;
     });
   }
 
@@ -458,6 +468,25 @@ export class RedisStore implements Store {
       });
       return calls;
     });
+  }
+
+  listCallsPage(keyId: string, afterSeq: number, limit: number): Promise<AuditRecordJson[]> {
+    // The family's records are one list in the family's slot: a page reads it whole (as `calls`).
+    return this.run(async () => (await this.listCalls(keyId)).filter((call) => call.seq > afterSeq).slice(0, limit));
+  }
+
+  listKeys(query: KeyListQuery): Promise<KeyListPage> {
+    return this.run(async () => {
+      this.digestRun ??= catchUpDigest(this.listing, this, query.now).finally(() => {
+        this.digestRun = null;
+      });
+      await this.digestRun;
+      return listKeyPage(this.listing, this, query);
+    });
+  }
+
+  readKeyChanges(position: string | null, limit: number): Promise<KeyChangesRead> {
+    return this.run(() => this.listing.readKeyChanges(position, limit));
   }
 
   readAudit(afterSeq: number, limit: number): Promise<AuditEntry[]> {
@@ -655,11 +684,37 @@ export class RedisStore implements Store {
       for (let attempt = 0; attempt < 100; attempt += 1) {
         const members = await this.redis.smembers(membersKey(root));
         const keys = members.map((member) => (member.startsWith(prefix) ? member.slice(prefix.length) : member));
+        const unmarked = await this.unmarkedSubtree(keys, keyId, field);
         const marked = await this.redis.kbMarkSubtree(keys.length + 1, membersKey(root), ...keys, keyId, field, value);
+        if (marked === 1) {
+          const change = field === 'revoked_at' ? 'revoked' : 'tainted';
+          await this.listing.subtreeChanged(unmarked, change, field === 'revoked_at' ? Number(value) : Date.now());
+        }
         if (marked >= 0) return marked === 1;
       }
       throw new StoreUnavailableError(new Error('the key family kept changing while it was being marked'));
     });
+  }
+
+  /** The keys of `keyId`'s subtree (among the family's member hashes) whose `field` is not set yet. */
+  private async unmarkedSubtree(memberKeys: readonly string[], keyId: string, field: string): Promise<string[]> {
+    const rows = await Promise.all(memberKeys.map((key) => this.redis.hmget(key, 'key_id', 'parent', field)));
+    const children = new Map<string, string[]>();
+    const unset = new Set<string>();
+    for (const [id, parent, flag] of rows) {
+      if (!id) continue;
+      children.set(parent ?? '', [...(children.get(parent ?? '') ?? []), id]);
+      if (!flag || flag === '0' || flag === '') unset.add(id);
+    }
+    const subtree: string[] = [];
+    const queue = [keyId];
+    const seen = new Set(queue);
+    while (queue.length > 0) {
+      const id = queue.shift() as string;
+      if (unset.has(id)) subtree.push(id);
+      for (const child of children.get(id) ?? []) if (!seen.has(child) && (seen.add(child), true)) queue.push(child);
+    }
+    return subtree;
   }
 
   private prefix(): string {

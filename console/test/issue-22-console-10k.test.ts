@@ -58,6 +58,10 @@ describe('issue 22: the keys view stays usable with 10,000 keys (embedded store)
     await signIn(page, proxy.url, proxy.apiKey);
     await page.getByRole('searchbox').fill(prefix);
     const footer = page.locator('.list-foot');
+    // The searched list (not the unfiltered one shown before the search applies) is the one loaded.
+    await expect
+      .poll(() => page.locator('.group-row').first().getAttribute('data-label'), UPDATE)
+      .toMatch(new RegExp(`^${prefix}`));
     await expect.poll(() => footer.textContent(), UPDATE).toMatch(/^200 keys loaded · scroll for more/);
     const firstPages = listings.length;
     // No request ever asks for everything: each is a page of at most 500.
@@ -72,7 +76,11 @@ describe('issue 22: the keys view stays usable with 10,000 keys (embedded store)
     }
     expect(await footer.textContent()).toBe(`${KEYS} keys loaded`);
     expect(listings.length).toBeGreaterThan(firstPages + 10);
-    for (const url of listings.slice(1)) expect(url.searchParams.get('label_prefix')).toBe(prefix);
+    // Once the search applied, every further page was asked of the server with it as the filter.
+    const searched = listings.findIndex((url) => url.searchParams.get('label_prefix') === prefix);
+    const further = listings.slice(searched).filter((url) => url.searchParams.has('cursor'));
+    expect(further.length).toBeGreaterThan(10);
+    for (const url of further) expect(url.searchParams.get('label_prefix')).toBe(prefix);
     // Only a window of the 10,000 keys (and their 100 group headers) is in the DOM; the list holds
     // each key once (it keeps one row per key id), so 10,100 rows means none missing.
     const rendered = await page.locator('.windowed-row').count();

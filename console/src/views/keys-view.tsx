@@ -314,6 +314,8 @@ export function KeysView({ client, onFeedState }: { client: AdminClient; onFeedS
         <span class="num">time left</span>
       </div>
       <WindowedList
+        // A new search or filter starts at the top of its own list.
+        key={`${filters.search}|${filters.status}|${filters.vendor}|${filters.tainted}|${filters.sort}`}
         items={rows}
         rowHeight={ROW_HEIGHT}
         rowKey={(row) => (row.type === 'group' ? `g:${row.label}` : row.vaultKey.key_id)}

@@ -187,7 +187,12 @@ describe.each(STORES)('issue 22: the operator console in a real browser, on the 
     const tab = await openTab(browser);
     const { page } = tab;
     await signIn(page, proxy.url, proxy.apiKey);
+    // The search is applied on the server, to the list and to the live feed alike.
+    const searchedFeed = page.waitForRequest(
+      (request) => new URL(request.url()).pathname === '/events' && request.url().includes(encodeURIComponent(label)),
+    );
     await page.getByRole('searchbox').fill(label);
+    await searchedFeed;
     const row = `[data-key-id="${key.key_id}"]`;
     await expect.poll(() => page.locator(row).count(), UPDATE).toBe(1);
     expect(await page.locator(`[data-label="${label}"]`).count()).toBe(1);

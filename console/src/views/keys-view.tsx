@@ -1,5 +1,5 @@
 import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
-import type { AdminClient, KeyQuery, KeySort, VaultKeyView } from '../api';
+import type { AdminClient, KeyPage, KeyQuery, KeySort, VaultKeyView } from '../api';
 import { SpendBar } from '../components/spend-bar';
 import { StatusBadge } from '../components/status-badge';
 import { WindowedList } from '../components/windowed-list';
@@ -13,6 +13,8 @@ const ROW_HEIGHT = 44;
 /** Keys whose calls changed are re-read at most this often, and at most this many at a time. */
 const REFRESH_MS = 750;
 const REFRESH_BATCH = 24;
+/** After a key is read on an event, it is read again this long after, then after the next delay. */
+const TRAILING_READS_MS = [1500, 5000];
 
 /** The filters the operator picked; `search` is a run-label prefix, or a key id to open. */
 interface KeyFilters {
@@ -86,6 +88,11 @@ export function KeysView({ client, onFeedState }: { client: AdminClient; onFeedS
   const [now, setNow] = useState(Date.now());
   const generation = useRef(0);
   const dirty = useRef(new Set<string>());
+  /** Keys to read once more, and when. */
+  const trailing = useRef(new Map<string, number>());
+  /** How many trailing reads a key has had since its last event. */
+  const trailingRound = useRef(new Map<string, number>());
+  const keysRef = useRef<readonly VaultKeyView[]>([]);
   const loadedIds = useRef(new Set<string>());
   /** Audit seqs of the calls already added to the counts, so that a replayed event is not counted twice. */
   const counted = useRef(new Set<number>());
@@ -131,6 +138,7 @@ export function KeysView({ client, onFeedState }: { client: AdminClient; onFeedS
 
   useEffect(() => {
     loadedIds.current = new Set(keys.map((key) => key.key_id));
+    keysRef.current = keys;
   }, [keys]);
 
   // A new filter starts over from the first page, and a feed filtered the same way.
@@ -152,6 +160,7 @@ export function KeysView({ client, onFeedState }: { client: AdminClient; onFeedS
           // spend and reservations are read again from the key.
           counted.current.add(call.seq);
           dirty.current.add(call.key_id);
+          trailingRound.current.delete(call.key_id);
           setKeys((previous) =>
             previous.map((key) =>
               key.key_id !== call.key_id
@@ -196,16 +205,65 @@ export function KeysView({ client, onFeedState }: { client: AdminClient; onFeedS
     return () => controller.abort();
   }, [client, filters]);
 
-  // Keys the feed said were called are read again, a few at a time: the feed says a call
-  // happened, the key's own view says what it did to spend and reservations.
+  // Keys the feed said were called are read again, a few at a time, from the listing filtered by
+  // their run label: its entries carry the counts (calls, cap hits, refusals) besides spend and
+  // reservations, and they overwrite what the events added. Each key is read once more a little
+  // later (and later still), because the server's counts may trail a call (about a second on
+  // Redis) and a key whose calls stopped gets no further event to trigger a read.
   useEffect(() => {
     const timer = setInterval(() => {
       setNow(Date.now());
+      const due = Date.now();
+      for (const [id, at] of trailing.current) {
+        if (at <= due) {
+          trailing.current.delete(id);
+          dirty.current.add(id);
+        }
+      }
       const ids = [...dirty.current].slice(0, REFRESH_BATCH);
       for (const id of ids) dirty.current.delete(id);
       if (ids.length === 0) return;
-      void Promise.all(ids.map((id) => client.getKey(id).catch(() => null))).then((fresh) => {
-        const byId = new Map(fresh.filter((key) => key !== null).map((key) => [key.key_id, key]));
+      for (const id of ids) {
+        const retries = trailingRound.current.get(id) ?? 0;
+        if (retries < TRAILING_READS_MS.length) {
+          trailing.current.set(id, due + (TRAILING_READS_MS[retries] as number));
+          trailingRound.current.set(id, retries + 1);
+        }
+      }
+      const wanted = new Set(ids);
+      const labels = new Map<string | null, string[]>();
+      for (const key of keysRef.current) {
+        if (!wanted.has(key.key_id)) continue;
+        const group = labels.get(key.agent_run_label) ?? [];
+        group.push(key.key_id);
+        labels.set(key.agent_run_label, group);
+      }
+      void Promise.all(
+        [...labels].map(async ([label, members]) => {
+          const found = new Map<string, VaultKeyView>();
+          if (label !== null) {
+            let cursor: string | null = null;
+            for (let request = 0; request < 3 && found.size < members.length; request += 1) {
+              const page: KeyPage | null = await client
+                .listKeys({ label_prefix: label, limit: 500, cursor })
+                .catch(() => null);
+              if (page === null) break;
+              for (const key of page.keys) if (wanted.has(key.key_id)) found.set(key.key_id, key);
+              cursor = page.next_cursor;
+              if (cursor === null) break;
+            }
+          }
+          // Not found by label (no label, or too many keys under it): at least spend, from the key itself.
+          for (const id of members) {
+            if (!found.has(id)) {
+              const key = await client.getKey(id).catch(() => null);
+              if (key !== null) found.set(id, key);
+            }
+          }
+          return [...found.values()];
+        }),
+      ).then((groups) => {
+        const byId = new Map(groups.flat().map((key) => [key.key_id, key]));
         if (byId.size === 0) return;
         setKeys((previous) =>
           previous.map((key) => {

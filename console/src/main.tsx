@@ -46,9 +46,13 @@ function App() {
         <a href="#/audit" aria-current={route.view === 'audit' ? 'page' : undefined}>
           Audit
         </a>
-        <span class={`feed feed-${feed}`} data-feed={feed} role="status">
-          {route.view === 'audit' ? '' : FEED_LABELS[feed]}
-        </span>
+        {route.view === 'audit' ? (
+          <span class="feed" />
+        ) : (
+          <span class={`feed feed-${feed}`} data-feed={feed} role="status">
+            {FEED_LABELS[feed]}
+          </span>
+        )}
         <button type="button" class="link" onClick={() => setClient(null)}>
           Sign out
         </button>

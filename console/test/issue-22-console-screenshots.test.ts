@@ -16,10 +16,24 @@ const OUT = process.env.KEYBRAKE_CONSOLE_SCREENSHOTS_DIR
   : mkdtempSync(join(tmpdir(), 'keybrake-console-shots-'));
 const UPDATE = { timeout: 90_000, interval: 250 };
 
-async function payments(proxy: ConsoleProxy, vaultKey: string, amounts: readonly number[]): Promise<void> {
+async function payments(
+  proxy: ConsoleProxy,
+  vaultKey: string,
+  amounts: readonly number[],
+  pauseMs?: number,
+): Promise<void> {
   const stripe = new Stripe(vaultKey, stripeOptions(proxy.url, { maxNetworkRetries: 0 }));
+  const pay = (amount: number) => stripe.paymentIntents.create({ amount, currency: 'usd' });
   // Refusals (a cap hit) are part of the picture: they are settled, not thrown away.
-  await Promise.allSettled(amounts.map((amount) => stripe.paymentIntents.create({ amount, currency: 'usd' })));
+  if (pauseMs === undefined) {
+    await Promise.allSettled(amounts.map(pay));
+    return;
+  }
+  // One after another, spread in time, for the spend-over-time chart.
+  for (const amount of amounts) {
+    await pay(amount).catch(() => undefined);
+    await new Promise((resolve) => setTimeout(resolve, pauseMs));
+  }
 }
 
 async function shoot(page: Page, name: string): Promise<void> {
@@ -56,7 +70,7 @@ describe('issue 22: screenshots of each view, from real data (embedded store)', 
     const invoices = await key('conductor/invoice-batch-88', { usd_cap: 30, expires_in: '30m' });
     const research = await key('cloud-workflows/research-9f2', { usd_cap: 15 });
     ids.billing = billing.key_id;
-    await payments(proxy, billing.vault_key, [1200, 850, 2300, 499, 1500, 999, 2750, 640, 1100, 3000, 725, 1899]);
+    await payments(proxy, billing.vault_key, [1200, 850, 2300, 499, 1500, 999, 2750, 640, 1100, 3000, 725, 1899], 400);
     await payments(proxy, billingChild.vault_key, [250, 300, 199, 350, 400]);
     await payments(proxy, billingTainted.vault_key, [100, 100]);
     await payments(proxy, refunds.vault_key, [500, 725, 300, 1200, 450, 600]);

@@ -10,13 +10,16 @@ const PAD = { left: 56, right: 12, top: 12, bottom: 24 };
  * chart library (a few hundred bytes instead of tens of kilobytes).
  */
 export function SpendChart({ calls, cap }: { calls: readonly CallEntry[]; cap: number | null }) {
+  // By time, not by seq: concurrent calls are chained in the order they finish, not start.
+  const timed = calls
+    .map((call) => ({ t: Date.parse(call.at), cost: call.cost_usd }))
+    .filter((call) => Number.isFinite(call.t))
+    .sort((a, b) => a.t - b.t);
   const points: { t: number; total: number }[] = [];
   let total = 0;
-  for (const call of calls) {
-    const t = Date.parse(call.at);
-    if (!Number.isFinite(t)) continue;
-    total += call.cost_usd;
-    points.push({ t, total });
+  for (const call of timed) {
+    total += call.cost;
+    points.push({ t: call.t, total });
   }
   if (points.length === 0) return <p class="muted">No calls yet.</p>;
   const first = points[0]?.t ?? 0;

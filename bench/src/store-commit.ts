@@ -8,13 +8,16 @@
  * folder under `--dir` and makes `--calls` calls in sequence, as the proxy makes them:
  * `findKeyByHash`, `reserve`, then `settle` with its audit record (two durable commits). It
  * prints µs per commit for the first commits of a fresh file (while the WAL would grow) and for
- * the rest, CPU per call, and the SQL statements each call runs (every `run`/`get`/`all` of a
- * prepared statement, transaction and savepoint statements included). Beside it, the floor: a bare
+ * the rest, CPU per call, the SQL statements each call runs (every `run`/`get`/`all` of a
+ * prepared statement, transaction and savepoint statements included), the WAL frames each commit
+ * appends (read from the wal-index in the `-shm` file), and the same calls' commit with its fsync
+ * left out (`synchronous=OFF` on a second store in its own folder, for this measurement only): what
+ * a commit costs besides its fsync. Beside it, the floor: a bare
  * 4 KiB write + fsync in the same folder, overwriting one block and appending to a growing file.
  * Rounds alternate the variants so that a shared machine's other load hits them alike; figures are
  * medians over rounds. Run it under `strace -f -T -e trace=fsync,pwrite64` to see each commit.
  */
-import { closeSync, fsyncSync, mkdirSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -41,6 +44,11 @@ interface RunFigures {
   /** CPU µs (user + system) per call. */
   readonly cpu: number;
   readonly statements: number;
+  /** WAL frames (one page each, plus its 24-byte header) a reservation's and a settlement's commit appends, mean. */
+  readonly reserveFrames: number;
+  readonly settleFrames: number;
+  /** µs per commit (median after the fresh ones) with the commit's fsync left out: `synchronous=OFF`, measurement only. */
+  readonly noFsyncMedian: number;
 }
 
 const args = new Map(
@@ -95,8 +103,27 @@ const PENDING = {
   tainted: false,
 };
 
-async function storeRun(SqliteStore: StoreClass, dataDir: string): Promise<RunFigures> {
+/**
+ * Frames in the WAL: `mxFrame` of the wal-index header (offset 16 of the `-shm` file, which SQLite
+ * keeps current in its shared memory).
+ */
+function walFrameCounter(dataDir: string): { frames(): number; close(): void } {
+  const fd = openSync(join(dataDir, 'keybrake.sqlite3-shm'), 'r');
+  const buffer = Buffer.alloc(4);
+  return {
+    frames: () => (readSync(fd, buffer, 0, 4, 16), buffer.readUInt32LE(0)),
+    close: () => closeSync(fd),
+  };
+}
+
+/** Frames a commit appended, from the counts before and after it (a restarted WAL starts again at 0). */
+function appended(before: number, after: number): number {
+  return after >= before ? after - before : after;
+}
+
+async function storeRun(SqliteStore: StoreClass, dataDir: string, fsync = true): Promise<RunFigures> {
   const store = new SqliteStore({ dataDir });
+  if (!fsync) (store as unknown as { db: { pragma(sql: string): unknown } }).db.pragma('synchronous = OFF');
   const keyId = 'vk_bench';
   const now = Date.now();
   await store.createKey({
@@ -114,11 +141,15 @@ async function storeRun(SqliteStore: StoreClass, dataDir: string): Promise<RunFi
     revokedAt: null,
   });
   const times: number[] = [];
+  const wal = walFrameCounter(dataDir);
+  let reserveFrames = 0;
+  let settleFrames = 0;
   const cpuStart = process.cpuUsage();
   const statementsBefore = statements;
   for (let i = 0; i < calls; i++) {
     const reservationId = `r${i}`;
     if (!(await store.findKeyByHash(KEY_HASH))) throw new Error('key not found');
+    let frames = wal.frames();
     let start = process.hrtime.bigint();
     const reserved = await store.reserve({
       keyId,
@@ -131,6 +162,7 @@ async function storeRun(SqliteStore: StoreClass, dataDir: string): Promise<RunFi
     });
     if (reserved.kind !== 'reserved') throw new Error(`reserve answered ${reserved.kind}`);
     times.push(Number(process.hrtime.bigint() - start) / 1e3);
+    reserveFrames += appended(frames, (frames = wal.frames()));
     start = process.hrtime.bigint();
     const settled = await store.settle({
       keyId,
@@ -150,8 +182,10 @@ async function storeRun(SqliteStore: StoreClass, dataDir: string): Promise<RunFi
     });
     if (!settled) throw new Error('settle answered false');
     times.push(Number(process.hrtime.bigint() - start) / 1e3);
+    settleFrames += appended(frames, wal.frames());
   }
   const cpu = process.cpuUsage(cpuStart);
+  wal.close();
   const callStatements = (statements - statementsBefore) / calls;
   await store.close();
   return {
@@ -161,6 +195,9 @@ async function storeRun(SqliteStore: StoreClass, dataDir: string): Promise<RunFi
     p99: percentile(times, 0.99),
     cpu: (cpu.user + cpu.system) / calls,
     statements: callStatements,
+    reserveFrames: reserveFrames / calls,
+    settleFrames: settleFrames / calls,
+    noFsyncMedian: fsync ? (await storeRun(SqliteStore, `${dataDir}-no-fsync`, false)).steadyMedian : Number.NaN,
   };
 }
 
@@ -235,7 +272,10 @@ variants.forEach((variant, i) => {
     ['commit, after them (median)', (run) => run.steadyMedian],
     ['commit, 99th percentile', (run) => run.p99],
     ['CPU per call (user + system)', (run) => run.cpu],
+    ['commit without its fsync (median; synchronous=OFF)', (run) => run.noFsyncMedian],
     ['SQL statements per call', (run) => run.statements, ''],
+    ['WAL frames per reservation commit', (run) => run.reserveFrames, ''],
+    ['WAL frames per settlement commit', (run) => run.settleFrames, ''],
   ];
   for (const [name, figure, unit] of rows) console.log(line(name, runs.map(figure), unit));
 });

@@ -150,7 +150,7 @@ describe('issue 22: GET /events (the live feed, Server-Sent Events)', () => {
     await feed.until((events) => events.some((event) => event.comment === 'ping'), 'a ping');
   }, 90_000);
 
-  it('skips a slow consumer with a resync event instead of queueing without bound', async () => {
+  it('holds a stalled consumer at its socket and, once it reads again far behind, skips it on with a resync event', async () => {
     const proxy = await startProxy();
     const key = await proxy.issueKey(stripeKey);
     const { port } = new URL(proxy.url);
@@ -162,9 +162,9 @@ describe('issue 22: GET /events (the live feed, Server-Sent Events)', () => {
     socket.write(`GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${proxy.apiKey}\r\n\r\n`);
     while (!received.includes('retry:')) await sleep(10);
     socket.pause();
-    // Calls refused at the allowlist, each with a long path: about 4 KB of feed each, 12 MB in all,
-    // past what the kernel's socket buffers and the feed's own bound hold.
+    // Calls refused at the allowlist, each with a long path: about 4 KB of feed each, 12 MB in all.
     const path = `/stripe/v1/${'a'.repeat(4000)}`;
+    // More than MAX_LAG_RECORDS (1,000) past what the kernel's socket buffers hold.
     const refusals = 3000;
     let sent = 0;
     await Promise.all(
@@ -180,8 +180,9 @@ describe('issue 22: GET /events (the live feed, Server-Sent Events)', () => {
         }
       }),
     );
-    // Give the feed time to read them all while the client is stalled.
-    await sleep(2000);
+    // Every refusal is in the chain (reading calls seals it on Redis) while the client still stalls.
+    const calls = await proxy.admin('GET', `/vault/keys/${key.key_id}/calls`);
+    expect(calls.body.calls).toHaveLength(refusals);
     socket.resume();
     for (let i = 0; i < 6000 && !received.includes('event: resync'); i += 1) await sleep(20);
     const marker = await proxy.issueKey({ ...stripeKey, agent_run_label: 'after-the-stall' });

@@ -12,11 +12,12 @@
  * subscriber and stopped with the last), and never on a proxied call's path: the call writes
  * nothing it did not write before.
  *
- * Backpressure: a subscriber whose socket has more than {@link MAX_BUFFERED_BYTES} queued gets
- * nothing more until the socket drains; then it gets one `resync` event and goes on from where the
- * store stands, the events in between skipped (the console re-reads its lists). Memory per
- * subscriber stays bounded whatever it reads; one that does not drain for
- * {@link MAX_BEHIND_MS} is disconnected.
+ * Backpressure: a subscriber's socket past its high-water mark gets nothing more until it drains
+ * (so the feed holds at most one read batch per subscriber, whatever the client reads); the events
+ * stay in the store meanwhile. A subscriber that has fallen more than {@link MAX_LAG_RECORDS}
+ * records behind the chain then gets one `resync` event and goes on from where the store stands,
+ * the events in between skipped (the console re-reads its lists); one whose socket does not drain
+ * for {@link MAX_BEHIND_MS} is disconnected.
  */
 import type { ServerResponse } from 'node:http';
 import type { AuditRecordJson } from '../audit/record.js';
@@ -27,8 +28,8 @@ import { keyView } from './routes/key-view.js';
 export const FEED_POLL_MS = 250;
 /** A `: ping` comment this often keeps proxies and clients from timing an idle stream out. */
 export const FEED_PING_MS = 15_000;
-/** Bytes queued on a subscriber's socket past which it is skipped until it drains. */
-export const MAX_BUFFERED_BYTES = 256 * 1024;
+/** A subscriber further behind the audit chain than this skips to the chain's end (`resync`). */
+export const MAX_LAG_RECORDS = 1000;
 /** A subscriber whose socket stays full this long is disconnected. */
 export const MAX_BEHIND_MS = 60_000;
 /** Records and changes read per subscriber per poll. */
@@ -65,8 +66,6 @@ interface Subscriber {
   readonly response: ServerResponse;
   readonly filter: FeedFilter;
   position: FeedPosition;
-  /** Epoch ms since the socket was found full; 0: it is not. */
-  behindSince: number;
   lastPing: number;
   /** A read for it is in flight. */
   reading: boolean;
@@ -100,7 +99,6 @@ export class LiveFeed {
       response,
       filter,
       position,
-      behindSince: 0,
       lastPing: Date.now(),
       reading: false,
     };
@@ -136,26 +134,41 @@ export class LiveFeed {
   }
 
   private async serve(subscriber: Subscriber): Promise<void> {
-    if (subscriber.reading || subscriber.behindSince !== 0 || subscriber.response.writableEnded) return;
+    if (subscriber.reading || subscriber.response.writableEnded) return;
     subscriber.reading = true;
     try {
+      let lagging = false;
       for (;;) {
+        if (lagging && (await this.store.readAudit(subscriber.position.seq + MAX_LAG_RECORDS, 1)).length > 0) {
+          if (!(await this.resync(subscriber))) return;
+        }
         const [calls, changes] = await Promise.all([
           this.store.readAudit(subscriber.position.seq, READ_BATCH),
           this.store.readKeyChanges(subscriber.position.changes, READ_BATCH),
         ]);
+        lagging = calls.length === READ_BATCH;
         // Key changes first: a revocation and then the calls it refused read in that order.
         for (const change of changes.changes) {
-          if (!(await this.sendChange(subscriber, change))) return;
+          const sent = await this.sendChange(subscriber, change);
+          if (sent === 'closed') return;
+          if (sent === 'full') {
+            if (!(await this.drained(subscriber))) return;
+            lagging = true;
+          }
         }
         for (const entry of calls) {
-          if (!(await this.sendCall(subscriber, entry.seq, entry.record))) return;
+          const sent = await this.sendCall(subscriber, entry.seq, entry.record);
+          if (sent === 'closed') return;
+          if (sent === 'full') {
+            if (!(await this.drained(subscriber))) return;
+            lagging = true;
+          }
         }
-        if (calls.length < READ_BATCH && changes.changes.length < READ_BATCH) break;
+        if (!lagging && changes.changes.length < READ_BATCH) break;
       }
       if (Date.now() - subscriber.lastPing >= FEED_PING_MS) {
         subscriber.lastPing = Date.now();
-        this.write(subscriber, ': ping\n\n');
+        if (this.write(subscriber, ': ping\n\n') === 'full') await this.drained(subscriber);
       }
     } catch {
       // The store is unreachable: the stream stays open and the next poll tries again.
@@ -164,31 +177,31 @@ export class LiveFeed {
     }
   }
 
-  private async sendCall(subscriber: Subscriber, seq: number, text: string): Promise<boolean> {
+  private async sendCall(subscriber: Subscriber, seq: number, text: string): Promise<WriteOutcome> {
     subscriber.position = { ...subscriber.position, seq };
     let record: AuditRecordJson;
     try {
       record = JSON.parse(text) as AuditRecordJson;
     } catch {
-      return true; // An unreadable (tampered) record: verification names it.
+      return 'sent'; // An unreadable (tampered) record: verification names it.
     }
     const { keyId, labelPrefix } = subscriber.filter;
-    if (labelPrefix !== undefined && !(record.agent_run_label ?? '').startsWith(labelPrefix)) return true;
-    if (keyId !== undefined && (record.key_id === null || !(await this.inFamily(record.key_id, keyId)))) return true;
+    if (labelPrefix !== undefined && !(record.agent_run_label ?? '').startsWith(labelPrefix)) return 'sent';
+    if (keyId !== undefined && (record.key_id === null || !(await this.inFamily(record.key_id, keyId)))) return 'sent';
     return this.write(
       subscriber,
       `id: ${eventId(subscriber.position)}\nevent: call\ndata: ${JSON.stringify(record)}\n\n`,
     );
   }
 
-  private async sendChange(subscriber: Subscriber, change: KeyChange): Promise<boolean> {
+  private async sendChange(subscriber: Subscriber, change: KeyChange): Promise<WriteOutcome> {
     subscriber.position = { ...subscriber.position, changes: change.position };
     const { keyId, labelPrefix } = subscriber.filter;
-    if (keyId !== undefined && !(await this.inFamily(change.keyId, keyId))) return true;
+    if (keyId !== undefined && !(await this.inFamily(change.keyId, keyId))) return 'sent';
     const now = this.now();
     const key = await this.store.getKey(change.keyId, now);
-    if (!key) return true;
-    if (labelPrefix !== undefined && !(key.agentRunLabel ?? '').startsWith(labelPrefix)) return true;
+    if (!key) return 'sent';
+    if (labelPrefix !== undefined && !(key.agentRunLabel ?? '').startsWith(labelPrefix)) return 'sent';
     const data = { key_id: change.keyId, change: change.change, ...keyView(key, now) };
     return this.write(subscriber, `id: ${eventId(subscriber.position)}\nevent: key\ndata: ${JSON.stringify(data)}\n\n`);
   }
@@ -214,34 +227,50 @@ export class LiveFeed {
     return chain !== null && chain.includes(ancestorId);
   }
 
-  /** Writes one event; false when the subscriber is now behind (or gone) and gets nothing more for now. */
-  private write(subscriber: Subscriber, text: string): boolean {
+  /**
+   * Writes one event: `full` when the socket now holds more than its high-water mark (send nothing
+   * more until it drains), `closed` when the client is gone.
+   */
+  private write(subscriber: Subscriber, text: string): WriteOutcome {
     const { response } = subscriber;
-    if (response.writableEnded || response.destroyed) return false;
-    response.write(text);
-    if (response.writableLength <= MAX_BUFFERED_BYTES) return true;
-    subscriber.behindSince = Date.now();
-    const giveUp = setTimeout(() => response.destroy(), MAX_BEHIND_MS);
-    giveUp.unref();
-    response.once('drain', () => {
-      clearTimeout(giveUp);
-      void this.resync(subscriber);
-    });
-    return false;
+    if (response.writableEnded || response.destroyed) return 'closed';
+    return response.write(text) ? 'sent' : 'full';
   }
 
-  /** After a full socket drained: one `resync`, then on from where the store stands. */
-  private async resync(subscriber: Subscriber): Promise<void> {
-    try {
-      subscriber.position = await this.head();
-    } catch {
-      // Keep the old place: the events are then not skipped, only late.
-    }
-    subscriber.behindSince = 0;
-    this.write(
+  /**
+   * Waits for a full socket to drain: true once it has, false when the client is gone or has not
+   * read for {@link MAX_BEHIND_MS} (then it is disconnected).
+   */
+  private drained(subscriber: Subscriber): Promise<boolean> {
+    const { response } = subscriber;
+    return new Promise((resolve) => {
+      const done = (drained: boolean): void => {
+        clearTimeout(timer);
+        response.off('drain', onDrain);
+        response.off('close', onClose);
+        resolve(drained);
+      };
+      const onDrain = (): void => done(true);
+      const onClose = (): void => done(false);
+      const timer = setTimeout(() => {
+        response.destroy();
+        done(false);
+      }, MAX_BEHIND_MS);
+      timer.unref();
+      response.on('drain', onDrain);
+      response.on('close', onClose);
+    });
+  }
+
+  /** A subscriber too far behind: one `resync`, then on from where the store stands. False: it is gone. */
+  private async resync(subscriber: Subscriber): Promise<boolean> {
+    subscriber.position = await this.head();
+    const sent = this.write(
       subscriber,
       `id: ${eventId(subscriber.position)}\nevent: resync\ndata: ${JSON.stringify({ reason: 'slow_consumer' })}\n\n`,
     );
-    void this.serve(subscriber);
+    return sent === 'sent' || (sent === 'full' && (await this.drained(subscriber)));
   }
 }
+
+type WriteOutcome = 'sent' | 'full' | 'closed';

@@ -170,7 +170,30 @@ export async function startProxy(options: TestProxyOptions = {}): Promise<TestPr
   });
   const responses: { text: string; issuing: string | undefined }[] = [];
   const vaultKeys: string[] = [];
+  // The proxy route answers on node:http, outside fastify's hooks: its responses are read off the
+  // server itself (every response fastify's onSend below did not see).
+  const seenByFastify = new WeakSet<ServerResponse>();
+  app.server.prependListener('request', (_request: IncomingMessage, response: ServerResponse) => {
+    const parts: string[] = [];
+    const record = (chunk: unknown): void => {
+      if (typeof chunk === 'string' || Buffer.isBuffer(chunk)) parts.push(chunk.toString());
+    };
+    const raw = response as unknown as Record<'writeHead' | 'write' | 'end', (...args: unknown[]) => unknown>;
+    for (const method of ['writeHead', 'write', 'end'] as const) {
+      const original = raw[method].bind(response);
+      raw[method] = (...args: unknown[]) => {
+        if (method === 'writeHead') parts.push(JSON.stringify(args));
+        else record(args[0]);
+        return original(...args);
+      };
+    }
+    response.once('finish', () => {
+      if (!seenByFastify.has(response))
+        responses.push({ text: `${JSON.stringify(response.getHeaders())}\n${parts.join('\n')}`, issuing: undefined });
+    });
+  });
   app.addHook('onSend', async (request, reply, payload) => {
+    seenByFastify.add(reply.raw);
     const text = `${JSON.stringify(reply.getHeaders())}\n${typeof payload === 'string' || Buffer.isBuffer(payload) ? payload.toString() : ''}`;
     const issuing =
       request.method === 'POST' && request.url === '/vault/keys' && reply.statusCode === 201

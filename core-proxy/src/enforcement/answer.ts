@@ -1,4 +1,3 @@
-import type { FastifyReply } from 'fastify';
 import { StoreUnavailableError } from '../errors.js';
 import type { KeybrakeContext } from '../http/plugins/keybrake.js';
 import { encodePath } from '../keys/allowlist.js';
@@ -56,20 +55,30 @@ export function auditRecord(
 }
 
 /**
+ * Where a proxied call's answer is written: a fastify reply (the fastify route), or the proxy
+ * route's own reply on `node:http` (`http/routes/proxy.ts`), which sends exactly what fastify would.
+ */
+export interface ProxyReply {
+  /** The call's logger (bound to its request id). */
+  readonly log: { warn(fields: object, message: string): void };
+  code(status: number): unknown;
+  header(name: string, value: string): unknown;
+  headers(values: Readonly<Record<string, string | string[]>>): unknown;
+  /** Sends a body: bytes as they are, an object as JSON. */
+  send(payload: Buffer | object): unknown;
+}
+
+/**
  * Turns how a call ended into its reply, the one place that does: every proxied response carries
  * `X-Keybrake-Key-Id` once the key is known, and every refusal or error of Keybrake's own carries
  * `X-Keybrake-Error` (a vendor's 4xx never does) with the error's headers (the cap-hit header).
  * A refused or replayed call reserved nothing, so its audit record is written here, durably
  * before the reply; a settled call's record went with its settlement.
  */
-export function answer(
-  kb: KeybrakeContext,
-  outcome: Outcome,
-  reply: FastifyReply,
-): FastifyReply | Promise<FastifyReply> {
+export function answer(kb: KeybrakeContext, outcome: Outcome, reply: ProxyReply): void | Promise<void> {
   const vendor = outcome.facts.call.vendor.name;
   const keyId = outcome.facts.key?.keyId;
-  if (keyId !== undefined) void reply.header('x-keybrake-key-id', keyId);
+  if (keyId !== undefined) reply.header('x-keybrake-key-id', keyId);
   switch (outcome.kind) {
     case 'forwarded': {
       const { settled } = outcome;
@@ -79,7 +88,10 @@ export function answer(
         reason: settled.unknown ? 'upstream_5xx' : '',
       });
       kb.metrics.spend.inc({ vendor }, settled.micros / 1e6);
-      return reply.code(outcome.response.status).headers(outcome.headers).send(outcome.body);
+      reply.code(outcome.response.status);
+      reply.headers(outcome.headers);
+      reply.send(outcome.body);
+      return;
     }
     case 'upstream_failed': {
       const { error } = outcome;
@@ -105,8 +117,8 @@ export function answer(
 async function answerReplay(
   kb: KeybrakeContext,
   outcome: Extract<Outcome, { kind: 'replayed' }>,
-  reply: FastifyReply,
-): Promise<FastifyReply> {
+  reply: ProxyReply,
+): Promise<void> {
   const { facts, stored } = outcome;
   try {
     await appendAudit(kb, auditRecord(facts, 'replayed', null, stored.status, 0, stored.vendorRequestId));
@@ -114,18 +126,17 @@ async function answerReplay(
     return answer(kb, { kind: 'store_failed', facts, error: asStoreUnavailable(error) }, reply);
   }
   kb.metrics.requests.inc({ vendor: facts.call.vendor.name, outcome: 'replayed', reason: '' });
-  return reply
-    .code(stored.status)
-    .headers(stored.headers)
-    .header('idempotent-replayed', 'true')
-    .send(Buffer.from(stored.body, 'base64'));
+  reply.code(stored.status);
+  reply.headers(stored.headers);
+  reply.header('idempotent-replayed', 'true');
+  reply.send(Buffer.from(stored.body, 'base64'));
 }
 
 async function answerRefusal(
   kb: KeybrakeContext,
   outcome: Extract<Outcome, { kind: 'refused' }>,
-  reply: FastifyReply,
-): Promise<FastifyReply> {
+  reply: ProxyReply,
+): Promise<void> {
   const { facts, error } = outcome;
   try {
     await appendAudit(kb, auditRecord(facts, 'blocked', error.code, error.statusCode, 0));
@@ -140,15 +151,14 @@ async function answerRefusal(
 }
 
 function refusalReply(
-  reply: FastifyReply,
-  error: { statusCode: number; code: string; headers: Readonly<Record<string, string>>; toJSON(): unknown },
-): FastifyReply {
+  reply: ProxyReply,
+  error: { statusCode: number; code: string; headers: Readonly<Record<string, string>>; toJSON(): object },
+): void {
   // Tells Keybrake's own refusals from the vendor's (a vendor 403 never carries it).
-  return reply
-    .code(error.statusCode)
-    .headers(error.headers)
-    .header('x-keybrake-error', error.code)
-    .send(error.toJSON());
+  reply.code(error.statusCode);
+  reply.headers(error.headers);
+  reply.header('x-keybrake-error', error.code);
+  reply.send(error.toJSON());
 }
 
 function asStoreUnavailable(error: unknown): StoreUnavailableError {

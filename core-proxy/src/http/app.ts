@@ -1,5 +1,5 @@
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyServerOptions } from 'fastify';
-import { STATUS_CODES } from 'node:http';
+import { STATUS_CODES, createServer } from 'node:http';
 import { ERROR_TABLE, type ErrorCode, InvalidRequestError, errorBody } from '../errors.js';
 import type { KeybrakeConfig } from '../config.js';
 import { installClientTimeouts } from './client-timeouts.js';
@@ -7,7 +7,7 @@ import { errorsPlugin } from './plugins/errors.js';
 import { keybrakePlugin } from './plugins/keybrake.js';
 import { adminRoutes } from './routes/admin.js';
 import { healthRoutes } from './routes/health.js';
-import { proxyRoutes } from './routes/proxy.js';
+import { type RawHandler, proxyHandler, proxyRoutes } from './routes/proxy.js';
 import type { Store } from '../store/store.js';
 
 /** Options of {@link buildApp}. */
@@ -29,7 +29,26 @@ export const REDACTED_LOG_PATHS = ['req.headers.authorization', 'req.headers.coo
  * server (`server.ts`) listens; tests call `app.inject` or listen on port 0.
  */
 export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
+  // The proxy route's own handler, in front of fastify's once the app is ready (routes/proxy.ts).
+  let proxy: RawHandler | undefined;
+  // fastify's request ids (`req-1`, `req-2`, ... in base 36), shared with the proxy route's.
+  let lastRequestId = 0;
+  const nextRequestId = (): string => {
+    lastRequestId = (lastRequestId + 1) & 0x7fffffff;
+    return `req-${lastRequestId.toString(36)}`;
+  };
   const app = Fastify({
+    genReqId: nextRequestId,
+    // The server fastify would make (its timeouts), with the proxy route's handler first.
+    serverFactory: (fastifyHandler, serverOptions) => {
+      const server = createServer((request, response) => {
+        if (proxy === undefined || !proxy(request, response)) fastifyHandler(request, response);
+      });
+      server.keepAliveTimeout = serverOptions.keepAliveTimeout as number;
+      server.requestTimeout = serverOptions.requestTimeout as number;
+      server.setTimeout(serverOptions.connectionTimeout as number);
+      return server;
+    },
     logger: options.logger ?? { level: options.config.logLevel, redact: REDACTED_LOG_PATHS },
     // Large enough for an email batch; the proxy route sets its own limit from the config.
     bodyLimit: options.config.maxBodyBytes,
@@ -66,10 +85,18 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     headersTimeoutMs: options.config.headersTimeoutMs,
     requestTimeoutMs: options.config.requestTimeoutMs,
   });
+  const routeUrls: string[] = [];
+  app.addHook('onRoute', (route) => {
+    routeUrls.push(route.url);
+  });
   await app.register(errorsPlugin);
   await app.register(keybrakePlugin, { config: options.config, store: options.store, now: options.now });
   await app.register(healthRoutes);
   await app.register(adminRoutes);
   await app.register(proxyRoutes);
+  // Every route is known once the app is ready: a vendor prefix another route shares stays fastify's.
+  app.addHook('onReady', async () => {
+    proxy = proxyHandler({ kb: app.keybrake, log: app.log, nextRequestId, routeUrls });
+  });
   return app;
 }

@@ -24,6 +24,8 @@ export interface KeybrakeContext {
   readonly settlements: DeferredSettlements;
   /** Keys whose checkpoints `GET /audit/verify` trusts: this proxy's own. */
   readonly trustedKeys: TrustedKeys;
+  /** `draining`: `close()` has begun (fastify refuses new requests with 503; answers say `Connection: close`). */
+  readonly lifecycle: { draining: boolean };
 }
 
 declare module 'fastify' {
@@ -58,6 +60,7 @@ export const keybrakePlugin = fp(
     const metrics = new ProxyMetrics();
     const settlements = new DeferredSettlements(options.store, app.log);
     metrics.deferredSettlementsCount = () => settlements.size;
+    const lifecycle = { draining: false };
     app.decorate('keybrake', {
       config: options.config,
       store: options.store,
@@ -68,16 +71,16 @@ export const keybrakePlugin = fp(
       now,
       checkpointer,
       trustedKeys: trustedKeys([options.config.auditSigner.publicKeyPem()]),
+      lifecycle,
     });
     checkpointer.start();
     // While draining, answer in-flight calls with `Connection: close`: a keep-alive connection
     // that turns idle after close() began would otherwise hold the shutdown open.
-    let draining = false;
     app.addHook('preClose', async () => {
-      draining = true;
+      lifecycle.draining = true;
     });
     app.addHook('onSend', async (_request, reply, payload) => {
-      if (draining) void reply.header('connection', 'close');
+      if (lifecycle.draining) void reply.header('connection', 'close');
       return payload;
     });
     // Closed after in-flight requests have drained, so no settlement is cut off.

@@ -14,9 +14,11 @@ RUN apt-get update \
 RUN npm install -g pnpm@10.34.9
 WORKDIR /src
 COPY . .
-# Only the proxy's dependencies and the root's build tools (TypeScript), not the integrations'.
-RUN pnpm install --frozen-lockfile --filter @keybrake/core-proxy --filter keybrake \
+# Only the proxy's dependencies, the console's build tools (Vite, Preact: bundled into
+# core-proxy/dist/console) and the root's (TypeScript), not the integrations'.
+RUN pnpm install --frozen-lockfile --filter @keybrake/core-proxy --filter @keybrake/console --filter keybrake \
  && pnpm exec tsc -b core-proxy \
+ && pnpm --filter @keybrake/console run build \
  && pnpm --filter @keybrake/core-proxy deploy --prod --legacy /out
 
 FROM ${NODE_IMAGE}

@@ -91,6 +91,17 @@ export default defineConfig({
           testTimeout: 300_000,
         },
       },
+      {
+        extends: true,
+        test: {
+          name: 'console',
+          // The operator console in Debian's chromium, against `keybrake serve` on both stores.
+          include: ['console/test/**/*.test.ts'],
+          globalSetup: ['console/test/global-setup.ts'],
+          testTimeout: 300_000,
+          hookTimeout: 120_000,
+        },
+      },
       // The soak measures a steady rate, so it runs alone, after everything else: only when asked.
       ...(process.env.KEYBRAKE_RUN_SOAK === '1'
         ? [

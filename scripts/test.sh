@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs everything the tests need (pnpm, dependencies, stripe-mock, redis-server, go-httpbin, the Temporal
+# Installs everything the tests need (pnpm, dependencies, stripe-mock, redis-server, chromium, go-httpbin, the Temporal
 # CLI, the argo CLI, the Conductor server, Helm, kustomize, workflows-emulator, the Python package's
 # virtualenv), then runs them all: typecheck, lint, and the vitest projects
 # (embedded store, Redis store, and e2e on the real engines) against real stripe-mock, Redis,
@@ -34,6 +34,9 @@ bash scripts/install-litellm.sh >/dev/null
 # conductor-python and temporalio SDKs, pytest); its tests run from vitest (integrations/python/test).
 KEYBRAKE_PYTHON="$(bash scripts/install-python.sh)"
 export KEYBRAKE_PYTHON
+# Debian's chromium for the console's browser tests (playwright-core drives it; never `playwright install`).
+KEYBRAKE_CHROMIUM_BIN="$(bash scripts/install-chromium.sh)"
+export KEYBRAKE_CHROMIUM_BIN
 HELM_BIN="$(bash scripts/install-helm.sh)"
 KUSTOMIZE_BIN="$(bash scripts/install-kustomize.sh)"
 export HELM_BIN KUSTOMIZE_BIN

@@ -27,6 +27,8 @@ export interface KeybrakeConfig {
   readonly apiKeys: readonly string[];
   /** True when no `KEYBRAKE_API_KEYS` was set and one was generated for this run. */
   readonly generatedApiKey: boolean;
+  /** Whether `/console` serves the operator's console (`KEYBRAKE_CONSOLE=off` turns it off). @default true */
+  readonly console: boolean;
   /** Set: the shared Redis store. Unset: the embedded store. */
   readonly redisUrl: string | undefined;
   /** Prefix of every Redis key. @default 'keybrake:' */
@@ -105,6 +107,14 @@ function checkCostRules(rules: Record<string, CostRule[]>, vendors: VendorRegist
     }
   }
   return rules;
+}
+
+/** `KEYBRAKE_CONSOLE`: `on` (the default) or `off`; `1`/`0`, `true`/`false` also read. */
+function consoleEnabled(env: Env): boolean {
+  const text = (env.KEYBRAKE_CONSOLE ?? '').trim().toLowerCase();
+  if (text === '' || text === 'on' || text === '1' || text === 'true') return true;
+  if (text === 'off' || text === '0' || text === 'false') return false;
+  throw new ConfigError('KEYBRAKE_CONSOLE must be on or off.');
 }
 
 /**
@@ -214,6 +224,7 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
     port: env.KEYBRAKE_PORT === '0' ? 0 : positiveInt(env, 'KEYBRAKE_PORT', 8080),
     apiKeys,
     generatedApiKey,
+    console: consoleEnabled(env),
     // A Redis URL may carry a password, so it is read like a secret (`KEYBRAKE_REDIS_URL_FILE`).
     redisUrl: readSecret(env, 'KEYBRAKE_REDIS_URL'),
     redisPrefix: env.KEYBRAKE_REDIS_PREFIX || 'keybrake:',

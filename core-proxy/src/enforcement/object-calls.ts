@@ -4,7 +4,7 @@ import type { PricingOptions } from '../pricing/cost-rules.js';
 import { ObjectInUseError, RequestNotPriceableError } from '../errors.js';
 import type { Forwarder } from './forwarder.js';
 import type { CallPrice, CallSettlement } from '../pricing/price-call.js';
-import type { Store, VendorObjectState } from '../store/store.js';
+import type { SettledObject, Store, VendorObjectState } from '../store/store.js';
 import {
   type ObjectCall,
   type VendorModule,
@@ -141,17 +141,16 @@ async function readObject(
   return { ...state, bookedMicros: 0 };
 }
 
-/** Records the objects a 2xx answer created (a PaymentIntent), with the spend just booked for them. */
-export async function recordObservedObjects(
-  store: Store,
+/**
+ * The objects a 2xx answer created (a PaymentIntent), with the spend just booked for them: recorded
+ * with the call's settlement (`SettleInput.objects`).
+ */
+export function observedObjects(
   vendor: VendorModule,
-  keyId: string,
   request: VendorRequest,
   response: VendorResponse,
   bookedMicros: number,
-): Promise<void> {
-  if (!vendor.observeObjects || !isSuccess(response.status)) return;
-  for (const observed of vendor.observeObjects(request, response, bookedMicros)) {
-    await store.recordObject({ keyId, objectId: observed.objectId, state: observed.state });
-  }
+): SettledObject[] {
+  if (!vendor.observeObjects || !isSuccess(response.status)) return [];
+  return vendor.observeObjects(request, response, bookedMicros);
 }

@@ -42,7 +42,7 @@ import {
   type VendorChecked,
   refused,
 } from './call-facts.js';
-import { claimObjectCall, recordObservedObjects } from './object-calls.js';
+import { claimObjectCall, observedObjects } from './object-calls.js';
 import { END_TO_END_HEADERS, connectionNamed, forwardedHeaders, overriddenMethod, returnedHeaders } from './headers.js';
 import { findKey, reserve as reserveInStore, settle as settleInStore } from './store-calls.js';
 import { isSensitiveCall, objectCallOf, priceOf, settlementOf, vendorBaseUrl, vendorSecrets } from './vendor-seam.js';
@@ -307,6 +307,8 @@ export const settle: Step<Forwarded, never> = {
     const returned = returnedHeaders(response);
     const headers = call.vendor.maskResponseHeaders?.(returned, facts.secrets) ?? returned;
     const vendorRequestId = call.vendor.vendorRequestId(response) ?? null;
+    // Objects the answer created are recorded in the settlement's own write; a claimed one when its claim ends.
+    const objects = claim ? [] : observedObjects(call.vendor, facts.vendorRequest, response, settled.micros);
     const settling = settleInStore(kb, true, {
       keyId: key.keyId,
       reservationId: facts.reservationId,
@@ -324,14 +326,11 @@ export const settle: Step<Forwarded, never> = {
         settled.micros,
         vendorRequestId,
       ),
+      ...(objects.length > 0 ? { objects } : {}),
     });
     // In the same turn as the settlement, so the embedded store commits both in one group commit.
-    // Not recorded (the store failed): a claimed object's state is forgotten, a created one untracked.
-    const tracking = (
-      claim
-        ? claim.answered(settled, response)
-        : recordObservedObjects(kb.store, call.vendor, key.keyId, facts.vendorRequest, response, settled.micros)
-    ).catch(() => undefined);
+    // Not recorded (the store failed): a claimed object's state is forgotten.
+    const tracking = claim?.answered(settled, response).catch(() => undefined);
     try {
       await settling;
     } finally {

@@ -6,6 +6,7 @@ import { installClientTimeouts } from './client-timeouts.js';
 import { errorsPlugin } from './plugins/errors.js';
 import { keybrakePlugin } from './plugins/keybrake.js';
 import { adminRoutes } from './routes/admin.js';
+import { consoleRoutes } from './routes/console.js';
 import { healthRoutes } from './routes/health.js';
 import { type RawHandler, proxyHandler, proxyRoutes } from './routes/proxy.js';
 import type { Store } from '../store/store.js';
@@ -93,6 +94,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   await app.register(keybrakePlugin, { config: options.config, store: options.store, now: options.now });
   await app.register(healthRoutes);
   await app.register(adminRoutes);
+  if (options.config.console) await app.register(consoleRoutes);
   await app.register(proxyRoutes);
   // Every route is known once the app is ready: a vendor prefix another route shares stays fastify's.
   app.addHook('onReady', async () => {

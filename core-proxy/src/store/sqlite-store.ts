@@ -539,6 +539,7 @@ export class SqliteStore implements Store {
       // Already settled (a retried settlement) or recovered: settling twice would audit twice.
       if (!reservation) return false;
       this.book(reservation, input.actualMicros, input.audit.outcome === 'unknown');
+      for (const object of input.objects ?? []) this.recordObjectState(input.keyId, object.objectId, object.state);
       if (reservation.idempotency_key !== null) {
         this.resolveIdempotency(input.keyId, reservation.idempotency_key, input.idempotentResponse);
       }
@@ -1064,20 +1065,16 @@ export class SqliteStore implements Store {
   }
 
   recordObject(input: ObjectRecordInput): Promise<void> {
-    return this.write(() => {
-      // Spend already booked for the object is never forgotten by a later answer.
-      this.statement(
-        `INSERT INTO vendor_objects (family, object_id, amount, currency, booked) VALUES (?, ?, ?, ?, ?)
-           ON CONFLICT (family, object_id) DO UPDATE SET amount = excluded.amount, currency = excluded.currency,
-             booked = MAX(booked, excluded.booked)`,
-      ).run(
-        this.familyOf(input.keyId),
-        input.objectId,
-        input.state.amount,
-        input.state.currency,
-        input.state.bookedMicros,
-      );
-    });
+    return this.write(() => this.recordObjectState(input.keyId, input.objectId, input.state));
+  }
+
+  private recordObjectState(keyId: string, objectId: string, state: VendorObjectState): void {
+    // Spend already booked for the object is never forgotten by a later answer.
+    this.statement(
+      `INSERT INTO vendor_objects (family, object_id, amount, currency, booked) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (family, object_id) DO UPDATE SET amount = excluded.amount, currency = excluded.currency,
+           booked = MAX(booked, excluded.booked)`,
+    ).run(this.familyOf(keyId), objectId, state.amount, state.currency, state.bookedMicros);
   }
 
   /** The family a key belongs to: its root key's id. */

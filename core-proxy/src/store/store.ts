@@ -119,6 +119,20 @@ export interface SettleInput {
   /** For an idempotent call: the response to keep for replay, or `null` to release the claim. */
   readonly idempotentResponse: StoredResponse | null;
   readonly audit: AuditInput;
+  /**
+   * Vendor objects the answer created (a PaymentIntent), recorded as {@link Store.recordObject}
+   * does, in the same step as the settlement: one write instead of two. Recorded only by the
+   * settlement that settles the reservation, so a retried one never puts back a state that a later
+   * call has changed.
+   * @default none
+   */
+  readonly objects?: readonly SettledObject[];
+}
+
+/** A vendor object recorded with a settlement ({@link SettleInput.objects}). */
+export interface SettledObject {
+  readonly objectId: string;
+  readonly state: VendorObjectState;
 }
 
 /** One sealed audit record as stored: the record's JSON text and its chain fields. */

@@ -34,6 +34,7 @@ import {
   type ReserveInput,
   type ReserveOutput,
   type SettleInput,
+  type SettledObject,
   type Store,
   type StoredResponse,
   type VaultKeyRecord,
@@ -429,6 +430,7 @@ export class RedisStore implements Store {
         input.idempotentResponse === null ? '' : JSON.stringify(input.idempotentResponse),
         JSON.stringify({ ...input.audit, rid: randomUUID() }),
         0,
+        input.objects,
       );
       // Kept until the script ran, so a settlement retried after a store failure settles the same keys.
       this.pending.delete(input.reservationId);
@@ -610,6 +612,7 @@ export class RedisStore implements Store {
           '',
           JSON.stringify({ ...record, rid: reservationId } satisfies FamilyAuditRecord),
           now,
+          [],
           this.background,
         );
         if (length >= 0) {
@@ -629,6 +632,7 @@ export class RedisStore implements Store {
     response: string,
     record: string,
     sweepNow: number,
+    objects: readonly SettledObject[] = [],
     client: Client = this.redis,
   ): Promise<number> {
     const { root, chain, day } = reservation;
@@ -640,6 +644,7 @@ export class RedisStore implements Store {
       auditListKey(root),
       ...chain.flatMap((id) => [keyHashKey(root, id), dayKey(root, id, day)]),
       ...(this.cluster ? [] : [DIRTY_SHARDS]),
+      ...objects.map((object) => objectKey(root, object.objectId)),
     ];
     return client.kbSettle(
       keys.length,
@@ -653,6 +658,9 @@ export class RedisStore implements Store {
       sweepNow,
       chain.length,
       this.cluster ? '' : root,
+      objects.length,
+      OBJECT_TTL_MS,
+      ...objects.flatMap(({ state }) => [state.amount, state.currency, state.bookedMicros]),
     );
   }
 

@@ -12,6 +12,7 @@
  * KEYS[3]   the family's audit list                              {vk:<root>}:audit
  * KEYS[4..] per chain member, nearest first: its hash, then its spend hash of the reservation's day
  * KEYS[4+2n] on one Redis only: the set of audit shards with records to seal     audit-dirty
+ * then, per object of ARGV[10]: the object's hash                {vk:<root>}:obj:<object id>
  * ARGV[1]   reservation id
  * ARGV[2]   actual cost, integer micro-dollars ('' = the reserved amount)
  * ARGV[3]   '1' when the outcome is unknown
@@ -22,6 +23,10 @@
  * ARGV[8]   chain length n
  * ARGV[9]   the family's root, to mark its shard in KEYS[4+2n] for the sealer; '' on Redis Cluster,
  *           where that set lives in another slot and the caller marks it once this has run
+ * ARGV[10]  m, the vendor objects the answer created, recorded as `RECORD_OBJECT_LUA` does (only when
+ *           the reservation is settled here)
+ * ARGV[11]  TTL of an object's hash, ms
+ * ARGV[12..] per object, three each: amount, currency, booked (integer micro-dollars)
  * Returns the audit list length, or -1 when the reservation is gone (or, sweeping, not yet due).
  */
 export const SETTLE_LUA = `
@@ -53,6 +58,17 @@ if reservation.idem then
   else
     redis.call('DEL', KEYS[2])
   end
+end
+-- Regression: issue 21. The created objects were a third script per call. Recorded only with the
+-- settlement itself: a retried settlement must not put back a state a later call has changed.
+local m = tonumber(ARGV[10])
+for j = 1, m do
+  local key = KEYS[#KEYS - m + j]
+  local a = 9 + 3 * j
+  local booked = tonumber(redis.call('HGET', key, 'booked') or '0')
+  if tonumber(ARGV[a + 2]) > booked then booked = tonumber(ARGV[a + 2]) end
+  redis.call('HSET', key, 'amount', ARGV[a], 'currency', ARGV[a + 1], 'booked', int(booked))
+  redis.call('PEXPIRE', key, ARGV[11])
 end
 local length = redis.call('RPUSH', KEYS[3], ARGV[6])
 -- Regression: issue 21. The mark was its own command after this script's answer: a third write

@@ -1,0 +1,2 @@
+/** Vite bundles imported CSS; the import itself has no value. */
+declare module '*.css';

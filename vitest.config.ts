@@ -22,6 +22,7 @@ const SHARED_SUITE = [
   'issue-20-refusals',
   'issue-22-key-list',
   'issue-22-key-list-10k',
+  'issue-22-events',
 ].map((name) => `core-proxy/test/${name}.test.ts`);
 
 export default defineConfig({

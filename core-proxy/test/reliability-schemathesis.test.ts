@@ -62,8 +62,10 @@ describe('admin API under schemathesis (PyPI), against the real `keybrake serve`
       '--exclude-checks',
       'positive_data_acceptance,use_after_free',
       // The vendor proxy takes vault keys, not the issuer key; it has its own hostile-input suite.
+      // GET /events is a stream that never ends while the proxy runs, which a fuzzer waits on
+      // forever; its auth and bad input are tested in issue-22-events.test.ts.
       '--exclude-path-regex',
-      '^/\\{vendor\\}',
+      '^/(\\{vendor\\}|events$)',
       '--max-examples',
       process.env.KEYBRAKE_SCHEMATHESIS_EXAMPLES ?? '50',
       '--seed',

@@ -87,7 +87,7 @@ export function answer(kb: KeybrakeContext, outcome: Outcome, reply: ProxyReply)
         outcome: settled.unknown ? 'unknown' : 'forwarded',
         reason: settled.unknown ? 'upstream_5xx' : '',
       });
-      kb.metrics.spend.inc({ vendor }, settled.micros / 1e6);
+      kb.metrics.recordSpend(vendor, outcome.facts.key?.agentRunLabel, settled.micros / 1e6);
       reply.code(outcome.response.status);
       reply.headers(outcome.headers);
       reply.send(outcome.body);
@@ -101,7 +101,7 @@ export function answer(kb: KeybrakeContext, outcome: Outcome, reply: ProxyReply)
         outcome: error.code === 'upstream_unreachable' ? 'blocked' : 'unknown',
         reason: error.code,
       });
-      kb.metrics.spend.inc({ vendor }, outcome.costMicros / 1e6);
+      kb.metrics.recordSpend(vendor, outcome.facts.key?.agentRunLabel, outcome.costMicros / 1e6);
       return refusalReply(reply, error);
     }
     case 'replayed':

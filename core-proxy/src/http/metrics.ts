@@ -1,5 +1,8 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
+/** Distinct run labels `keybrake_spend_by_label_usd_total` keeps per process; later ones count as `other`. */
+export const MAX_SPEND_LABELS = 1000;
+
 /** The proxy's Prometheus metrics, on a registry of their own (one per app instance). */
 export class ProxyMetrics {
   readonly registry = new Registry();
@@ -19,6 +22,19 @@ export class ProxyMetrics {
     labelNames: ['vendor'] as const,
     registers: [this.registry],
   });
+
+  /**
+   * Settled spend per vendor and run label (issue 22: the Grafana dashboard's spend per label). A run
+   * label names one execution, so the label values are bounded: see {@link MAX_SPEND_LABELS}.
+   */
+  readonly spendByLabel = new Counter({
+    name: 'keybrake_spend_by_label_usd_total',
+    help: 'Spend settled through the proxy per agent_run_label, in USD (the first 1,000 labels per process; later ones as "other").',
+    labelNames: ['vendor', 'label'] as const,
+    registers: [this.registry],
+  });
+
+  private readonly spendLabels = new Set<string>();
 
   /** Calls refused because a cap would have been exceeded. */
   readonly capHits = new Counter({
@@ -48,6 +64,17 @@ export class ProxyMetrics {
       this.deferredSettlements.set(this.deferredSettlementsCount());
     },
   });
+
+  /** Counts a call's spend, per vendor and per run label. */
+  recordSpend(vendor: string, agentRunLabel: string | null | undefined, usd: number): void {
+    this.spend.inc({ vendor }, usd);
+    let label = agentRunLabel ?? '';
+    if (!this.spendLabels.has(label)) {
+      if (this.spendLabels.size >= MAX_SPEND_LABELS) label = 'other';
+      else this.spendLabels.add(label);
+    }
+    this.spendByLabel.inc({ vendor, label }, usd);
+  }
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'keybrake_' });

@@ -386,6 +386,47 @@ export function openApiDocument(vendors: VendorRegistry) {
           },
         },
       },
+      '/events': {
+        get: {
+          operationId: 'streamEvents',
+          summary: 'The live feed: calls and key changes as Server-Sent Events (the console)',
+          description:
+            'text/event-stream, behind the issuer key (send it in Authorization: read the stream with fetch, as EventSource cannot send headers). ' +
+            'Events: `call` (data: the calls entry, with key_id), `key` (data: {"key_id", "change": "issued"|"revoked"|"tainted", ...the GET /vault/keys/{key_id} fields}; ' +
+            'a revocation or taint of a parent sends one per key of its subtree), `resync` (data: {"reason": "slow_consumer"}: the client fell more than 1,000 records behind; ' +
+            'events were skipped, re-read what is shown). A `: ping` comment every 15 s. The first block carries `retry` and the `id` of where the stream starts. ' +
+            'Every event has an opaque `id`: reconnect with `Last-Event-ID` to resume after it. Calls and changes made through any worker or replica are seen ' +
+            '(at once on the embedded store, within about a second on Redis, where records are sealed into the chain every second). Expiry is not an event: ' +
+            'compare expires_at. The stream ends when the proxy shuts down.',
+          parameters: [
+            query('key_id', { type: 'string', minLength: 1, maxLength: 100 }, 'Events of this key and its descendants'),
+            query(
+              'label_prefix',
+              { type: 'string', minLength: 1, maxLength: 200 },
+              'Events of keys whose agent_run_label starts with this',
+            ),
+            {
+              name: 'Last-Event-ID',
+              in: 'header',
+              required: false,
+              schema: { type: 'string', pattern: '^[0-9]+_[0-9]+(-[0-9]+)?$' },
+              description: 'The id of the last event received: the stream resumes after it',
+            },
+          ],
+          responses: {
+            '200': {
+              description: 'The stream (never ends while the proxy runs)',
+              content: { 'text/event-stream': { schema: { type: 'string' } } },
+            },
+            '400': error('An unknown parameter, an empty or too long filter, or a Last-Event-ID not of this feed', [
+              'invalid_request',
+            ]),
+            '401': unauthorized,
+            '404': error('key_id names no key', ['not_found']),
+            '503': storeDown,
+          },
+        },
+      },
       '/audit/verify': {
         get: {
           operationId: 'verifyAudit',

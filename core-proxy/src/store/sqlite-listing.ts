@@ -178,7 +178,7 @@ export class SqliteListing implements KeyListingIndex {
         at: number;
       }[];
       return {
-        changes: rows.map((row) => ({ keyId: row.key_id, change: row.change, at: row.at })),
+        changes: rows.map((row) => ({ keyId: row.key_id, change: row.change, at: row.at, position: String(row.seq) })),
         position: String(rows.at(-1)?.seq ?? from),
       };
     });

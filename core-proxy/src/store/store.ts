@@ -57,6 +57,8 @@ export interface KeyChange {
   readonly change: KeyChangeKind;
   /** Epoch ms. */
   readonly at: number;
+  /** Opaque: where the log stands after this change. */
+  readonly position: string;
 }
 
 /** A read of the key change log: the changes, and the position to read on from. */

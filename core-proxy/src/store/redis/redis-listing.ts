@@ -147,9 +147,14 @@ export class RedisListing implements KeyListingIndex {
     }
     if (!/^\d+-\d+$/.test(position)) return { changes: [], position: '0-0' };
     const entries = await this.redis.xrange(CHANGES, `(${position}`, '+', 'COUNT', limit);
-    const changes: KeyChange[] = entries.map(([, fields]) => {
+    const changes: KeyChange[] = entries.map(([id, fields]) => {
       const value = (name: string): string => fields[fields.indexOf(name) + 1] ?? '';
-      return { keyId: value('key_id'), change: value('change') as KeyChangeKind, at: Number(value('at')) };
+      return {
+        keyId: value('key_id'),
+        change: value('change') as KeyChangeKind,
+        at: Number(value('at')),
+        position: id,
+      };
     });
     return { changes, position: entries.at(-1)?.[0] ?? position };
   }

@@ -1,0 +1,34 @@
+import { keyStatus } from '../../keys/key-status.js';
+import { type Micros, microsToUsd } from '../../pricing/money.js';
+import type { VaultKeyState } from '../../store/store.js';
+
+function remainingMicros(key: VaultKeyState): Micros | null {
+  const limits: Micros[] = [];
+  if (key.capMicros !== null) limits.push(key.capMicros - key.spentMicros - key.reservedMicros);
+  if (key.dailyCapMicros !== null) limits.push(key.dailyCapMicros - key.spentTodayMicros - key.reservedTodayMicros);
+  return limits.length === 0 ? null : Math.max(0, Math.min(...limits));
+}
+
+/** The `GET /vault/keys/{id}` object: what the admin API shows of a key (never its vault key or hash). */
+export function keyView(key: VaultKeyState, now: number): Record<string, unknown> {
+  const remaining = remainingMicros(key);
+  return {
+    key_id: key.keyId,
+    vendor: key.vendor,
+    status: keyStatus(key, now),
+    spent_usd: microsToUsd(key.spentMicros),
+    reserved_usd: microsToUsd(key.reservedMicros),
+    remaining_usd: remaining === null ? null : microsToUsd(remaining),
+    spent_today_usd: microsToUsd(key.spentTodayMicros),
+    unknown_usd: microsToUsd(key.unknownMicros),
+    expires_at: new Date(key.expiresAt).toISOString(),
+    created_at: new Date(key.createdAt).toISOString(),
+    revoked_at: key.revokedAt === null ? null : new Date(key.revokedAt).toISOString(),
+    agent_run_label: key.agentRunLabel,
+    daily_usd_cap: key.dailyCapMicros === null ? null : microsToUsd(key.dailyCapMicros),
+    usd_cap: key.capMicros === null ? null : microsToUsd(key.capMicros),
+    allowed_endpoints: key.allowedEndpoints,
+    parent_key_id: key.parentKeyId,
+    tainted: key.tainted,
+  };
+}

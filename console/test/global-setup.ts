@@ -23,7 +23,15 @@ export default async function setup(project: TestProject): Promise<() => Promise
       encoding: 'utf8',
       stdio: ['ignore', 'pipe', 'inherit'],
     }).trim();
-  const [stripeMock, redis] = await Promise.all([startStripeMock(), startRedis()]);
+  // Whichever started is stopped again if the other could not start: nothing outlives the run.
+  const [stripeMockStart, redisStart] = await Promise.allSettled([startStripeMock(), startRedis()]);
+  if (stripeMockStart.status === 'rejected' || redisStart.status === 'rejected') {
+    if (stripeMockStart.status === 'fulfilled') await stripeMockStart.value.stop();
+    if (redisStart.status === 'fulfilled') await redisStart.value.stop();
+    throw stripeMockStart.status === 'rejected' ? stripeMockStart.reason : (redisStart as PromiseRejectedResult).reason;
+  }
+  const stripeMock = stripeMockStart.value;
+  const redis = redisStart.value;
   project.provide('stripeMockUrl', stripeMock.url);
   project.provide('redisUrl', redis.url);
   project.provide('chromiumPath', chromiumPath);

@@ -10,6 +10,7 @@ import {
   type StoreKind,
   cspViolations,
   launchChromium,
+  numberAttribute,
   recordCspViolations,
   signIn,
   startConsoleProxy,
@@ -114,6 +115,19 @@ function stripeKeyBody(label: string, extra: Record<string, unknown> = {}): Reco
   };
 }
 
+/** Marks the document, to tell later that the page was never reloaded (a reload also signs out). */
+async function markDocument(page: Page): Promise<void> {
+  await page.evaluate(() => document.documentElement.setAttribute('data-test-document', 'first'));
+}
+
+async function sameDocument(page: Page): Promise<boolean> {
+  return (await page.locator('html').getAttribute('data-test-document')) === 'first';
+}
+
+async function waitLive(page: Page): Promise<void> {
+  await expect.poll(() => page.locator('[data-feed]').getAttribute('data-feed'), UPDATE).toBe('live');
+}
+
 const STORES: readonly StoreKind[] = ['embedded', 'redis'];
 
 describe.each(STORES)('issue 22: the operator console in a real browser, on the %s store', (store) => {
@@ -167,6 +181,53 @@ describe.each(STORES)('issue 22: the operator console in a real browser, on the 
     await closeTab(tab, proxy);
   });
 
+  test('signed in, a fan-out of 50 concurrent Stripe SDK calls moves the spend bar and the calls table live, without a reload', async () => {
+    const label = `console-test/${store}/${randomUUID()}`;
+    const key = await proxy.issueKey(stripeKeyBody(label));
+    const tab = await openTab(browser);
+    const { page } = tab;
+    await signIn(page, proxy.url, proxy.apiKey);
+    // The search is applied on the server, to the list and to the live feed alike.
+    const searchedFeed = page.waitForRequest(
+      (request) => new URL(request.url()).pathname === '/events' && request.url().includes(encodeURIComponent(label)),
+    );
+    await page.getByRole('searchbox').fill(label);
+    await searchedFeed;
+    const row = `[data-key-id="${key.key_id}"]`;
+    await expect.poll(() => page.locator(row).count(), UPDATE).toBe(1);
+    expect(await page.locator(`[data-label="${label}"]`).count()).toBe(1);
+    expect(await numberAttribute(page, `${row} .spend-bar`, 'data-spent')).toBe(0);
+    await markDocument(page);
+    await waitLive(page);
+
+    await fanOut(proxy, key.vault_key, 50);
+    await expect.poll(() => numberAttribute(page, `${row} .spend-bar`, 'data-spent'), UPDATE).toBe(50);
+    await expect.poll(() => page.locator(`${row} [data-field="calls"]`).textContent(), UPDATE).toBe('50');
+    expect(await numberAttribute(page, `${row} .spend-bar`, 'data-cap')).toBe(500);
+    expect(await sameDocument(page)).toBe(true);
+
+    // The execution view, opened from the list, follows a second fan-out the same way.
+    await page.locator(`${row} a`).first().click();
+    await expect.poll(() => page.locator('[data-field="call-count"]').textContent(), UPDATE).toBe('50');
+    await waitLive(page);
+    await fanOut(proxy, key.vault_key, 20);
+    await expect.poll(() => page.locator('[data-field="call-count"]').textContent(), UPDATE).toBe('70');
+    await expect.poll(() => numberAttribute(page, '.summary .spend-bar', 'data-spent'), UPDATE).toBe(70);
+    await expect.poll(() => numberAttribute(page, '.spend-chart', 'data-points'), UPDATE).toBe(70);
+    // The table pages: 50 newest on the first page, the rest on the next.
+    expect(await page.locator('table.calls tbody tr').count()).toBe(50);
+    const calls = (await (await proxy.admin(`/vault/keys/${key.key_id}/calls`)).json()) as {
+      calls: { seq: number; vendor_request_id: string | null }[];
+    };
+    const newest = calls.calls.at(-1)!;
+    expect(await page.locator('table.calls tbody tr').first().getAttribute('data-seq')).toBe(String(newest.seq));
+    expect(await page.locator('table.calls tbody tr').first().textContent()).toContain(newest.vendor_request_id);
+    await page.getByRole('button', { name: 'Older' }).click();
+    expect(await page.locator('table.calls tbody tr').count()).toBe(20);
+    expect(await sameDocument(page)).toBe(true);
+    await closeTab(tab, proxy);
+  });
+
   test('revoking in the UI, after a confirmation, makes the next proxied call answer 401 vault_key_revoked', async () => {
     const key = await proxy.issueKey(stripeKeyBody(`console-test/${store}/revoke-${randomUUID()}`));
     const stripe = stripeThrough(proxy, key.vault_key);
@@ -197,6 +258,10 @@ describe.each(STORES)('issue 22: the operator console in a real browser, on the 
     });
     expect(refused.status).toBe(401);
     expect(((await refused.json()) as { error: { code: string } }).error.code).toBe('vault_key_revoked');
+    // The refusal shows up in the calls table, live.
+    await expect
+      .poll(() => page.locator('table.calls tbody tr').first().textContent(), UPDATE)
+      .toContain('vault_key_revoked');
     await closeTab(tab, proxy);
   });
 

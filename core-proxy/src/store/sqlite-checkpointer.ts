@@ -1,19 +1,44 @@
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 
+/** Options of {@link SqliteCheckpointer}. */
+export interface SqliteCheckpointerOptions {
+  /** How often the thread looks at the WAL's length. */
+  readonly intervalMs: number;
+  /** The WAL length, in pages, from which it checkpoints (a shorter WAL is left to grow). */
+  readonly minPages: number;
+}
+
 /**
  * Copies the embedded store's WAL back into the database file from a worker thread, off the
  * event loop (issue 21). Left to SQLite, the commit that takes the WAL past its checkpoint size
  * runs the checkpoint itself, inside the call: one call in about a hundred waited for two more
- * fsyncs and the copy. Here a thread with its own connection runs a `PASSIVE` checkpoint every
- * `intervalMs` (it never waits for and never blocks a writer), with the same `synchronous=FULL`.
- * The store keeps SQLite's own checkpoint as a backstop, at a size this thread keeps the WAL under.
+ * fsyncs and the copy. Here a thread with its own connection runs a `PASSIVE` checkpoint (it never
+ * waits for and never blocks a writer), with the same `synchronous=FULL`, whenever the WAL has
+ * reached `minPages` at one of its looks every `intervalMs`. The store keeps SQLite's own
+ * checkpoint as a backstop, at a size this thread keeps the WAL under.
+ *
+ * Once a checkpoint has copied the whole WAL, the next commit writes the WAL again from its start,
+ * and with `synchronous=FULL` syncs its new header first: measured with `bench/dist/tail.js`
+ * (issue 21), the commits that did were the slowest on the event loop (p50 20 to 40 times the
+ * others'). So the thread makes that commit itself, at once: one row of `wal_restart`, under the
+ * write lock like any write (the store's writes meanwhile wait for it as they wait for another
+ * process's, off the event loop). If a call's commit got there first, it restarted the WAL as
+ * before; if the lock is taken, the thread leaves it.
+ *
+ * The WAL's length is the wal-index header's `mxFrame` (offset 16 of the `-shm` file, which every
+ * connection of the database maps; https://sqlite.org/walformat.html): a read of 4 bytes, where
+ * asking SQLite (`wal_checkpoint`) would checkpoint. A torn or stale read only moves a checkpoint
+ * by one look.
  */
 export class SqliteCheckpointer {
   private readonly worker: Worker;
 
-  constructor(databasePath: string, intervalMs: number) {
-    this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { databasePath, intervalMs } });
+  constructor(databasePath: string, options: SqliteCheckpointerOptions) {
+    this.worker = new Worker(WORKER_SOURCE, {
+      eval: true,
+      workerData: { databasePath, intervalMs: options.intervalMs, minPages: options.minPages },
+    });
     // A checkpoint that fails (disk full) is retried at the next tick; the backstop stays.
     this.worker.on('error', () => undefined);
     this.worker.unref();
@@ -25,16 +50,41 @@ export class SqliteCheckpointer {
 }
 
 const WORKER_SOURCE = `
+const { closeSync, openSync, readSync } = require('node:fs');
 const { workerData } = require('node:worker_threads');
 const Database = require(${JSON.stringify(createRequire(import.meta.url).resolve('better-sqlite3'))});
 const db = new Database(workerData.databasePath, { timeout: 0 });
 db.pragma('synchronous = FULL');
 const checkpoint = db.prepare('PRAGMA wal_checkpoint(PASSIVE)');
-setInterval(() => {
+const begin = db.prepare('BEGIN IMMEDIATE');
+const restart = db.prepare('INSERT OR REPLACE INTO wal_restart (id, at) VALUES (0, ?)');
+const commit = db.prepare('COMMIT');
+const rollback = db.prepare('ROLLBACK');
+const header = Buffer.alloc(4);
+let shm = -1;
+/** Pages in the WAL, or Infinity when the wal-index cannot be read (then every look checkpoints). */
+const walPages = () => {
   try {
-    checkpoint.get();
+    if (shm < 0) shm = openSync(workerData.databasePath + '-shm', 'r');
+    return readSync(shm, header, 0, 4, 16) === 4 ? header.readUInt32LE(0) : Infinity;
   } catch {
-    // Busy (another process is checkpointing) or failing: the next tick tries again.
+    if (shm >= 0) closeSync(shm);
+    shm = -1;
+    return Infinity;
+  }
+};
+setInterval(() => {
+  if (walPages() < workerData.minPages) return;
+  try {
+    const { log, checkpointed } = checkpoint.get();
+    if (log > 0 && checkpointed === log) {
+      begin.run();
+      restart.run(Date.now());
+      commit.run();
+    }
+  } catch {
+    // Busy (a writer holds the lock, another process is checkpointing) or failing: the next look tries again.
+    if (db.inTransaction) rollback.run();
   }
 }, workerData.intervalMs);
 `;

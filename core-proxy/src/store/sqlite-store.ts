@@ -123,12 +123,23 @@ const WAL_AUTOCHECKPOINT_PAGES = 4000;
 const WAL_PRESIZE_PAGES = 4200;
 
 /**
- * How often the checkpointer thread folds the WAL back into the database file. Each fold lets the
- * next commit restart the WAL from its start, and that commit syncs the new WAL header first (one
- * more fsync), so not too often; often enough that the WAL stays well under the backstop at this
- * machine's peak of about 3,000 commits of 4 pages a second (2,400 pages per interval).
+ * How often the checkpointer thread looks at the WAL: often enough that the WAL stays well under
+ * the backstop at this machine's peak of about 3,000 commits of 4 pages a second (2,400 pages per
+ * interval).
  */
 const CHECKPOINT_INTERVAL_MS = 200;
+
+/**
+ * The WAL length (pages) from which the checkpointer thread folds it back into the database file.
+ * Each fold costs the writer: the commits that run during it wait longer for their fsync, and the
+ * next commit restarts the WAL from its start and syncs the new WAL header first (one more fsync).
+ * Measured with `bench/dist/tail.js` (issue 21), commits during a fold took 2 to 5 times the
+ * others' and those that restarted the WAL 20 to 40 times (the checkpointer thread now restarts
+ * it itself, see `SqliteCheckpointer`): a fold every 200 ms whatever the rate was five a second.
+ * Waiting for this many pages makes it about one a second at 500 calls a second, and still one
+ * per interval at the peak.
+ */
+const CHECKPOINT_MIN_PAGES = 1000;
 
 /**
  * Rows of the idempotency table one write of the purge looks at (see `purgeKeptResponses`): about
@@ -193,6 +204,10 @@ CREATE TABLE IF NOT EXISTS key_generation (
   generation INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO key_generation (id, generation) VALUES (0, 0);
+CREATE TABLE IF NOT EXISTS wal_restart (
+  id INTEGER PRIMARY KEY CHECK (id = 0),
+  at INTEGER NOT NULL
+);
 `;
 
 /**
@@ -329,7 +344,10 @@ export class SqliteStore implements Store {
       })
       .immediate();
     this.presizeWal();
-    this.checkpointer = new SqliteCheckpointer(join(options.dataDir, 'keybrake.sqlite3'), CHECKPOINT_INTERVAL_MS);
+    this.checkpointer = new SqliteCheckpointer(join(options.dataDir, 'keybrake.sqlite3'), {
+      intervalMs: CHECKPOINT_INTERVAL_MS,
+      minPages: CHECKPOINT_MIN_PAGES,
+    });
     this.owner = new OwnerLock(options.dataDir);
     this.retentionMs = options.idempotencyRetentionMs ?? DEFAULT_IDEMPOTENCY_RETENTION_MS;
     this.now = options.now ?? Date.now;

@@ -20,11 +20,14 @@ export interface SqliteCheckpointerOptions {
  *
  * Once a checkpoint has copied the whole WAL, the next commit writes the WAL again from its start,
  * and with `synchronous=FULL` syncs its new header first: measured with `bench/dist/tail.js`
- * (issue 21), the commits that did were the slowest on the event loop (p50 20 to 40 times the
- * others'). So the thread makes that commit itself, at once: one row of `wal_restart`, under the
- * write lock like any write (the store's writes meanwhile wait for it as they wait for another
- * process's, off the event loop). If a call's commit got there first, it restarted the WAL as
- * before; if the lock is taken, the thread leaves it.
+ * (issue 21), the commits that did were the slowest on the event loop (p50 6 to 44 times the
+ * others'), and under a steady load a `PASSIVE` checkpoint rarely copies the whole WAL (commits
+ * land while it runs), so the WAL grew on to the backstop, whose checkpoint runs inside a call's
+ * commit. So after the `PASSIVE` copy the thread runs a `RESTART` checkpoint, which (with no busy
+ * timeout) goes ahead only while no writer holds the lock, then holds off writers while it copies
+ * what is left; and then makes the restarting commit itself: one row of `wal_restart`. The store's
+ * writes wait for both as they wait for another process's, off the event loop. When a call's
+ * commit gets the lock first, it restarts the WAL as before.
  *
  * The WAL's length is the wal-index header's `mxFrame` (offset 16 of the `-shm` file, which every
  * connection of the database maps; https://sqlite.org/walformat.html): a read of 4 bytes, where
@@ -56,6 +59,8 @@ const Database = require(${JSON.stringify(createRequire(import.meta.url).resolve
 const db = new Database(workerData.databasePath, { timeout: 0 });
 db.pragma('synchronous = FULL');
 const checkpoint = db.prepare('PRAGMA wal_checkpoint(PASSIVE)');
+// With timeout 0 it runs as PASSIVE when a writer holds the lock or a reader is on an older snapshot (busy: 1).
+const finish = db.prepare('PRAGMA wal_checkpoint(RESTART)');
 const begin = db.prepare('BEGIN IMMEDIATE');
 const restart = db.prepare('INSERT OR REPLACE INTO wal_restart (id, at) VALUES (0, ?)');
 const commit = db.prepare('COMMIT');
@@ -76,8 +81,9 @@ const walPages = () => {
 setInterval(() => {
   if (walPages() < workerData.minPages) return;
   try {
-    const { log, checkpointed } = checkpoint.get();
-    if (log > 0 && checkpointed === log) {
+    checkpoint.get();
+    const { busy, log, checkpointed } = finish.get();
+    if (busy === 0 && log > 0 && checkpointed === log) {
       begin.run();
       restart.run(Date.now());
       commit.run();

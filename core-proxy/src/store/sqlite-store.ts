@@ -133,8 +133,8 @@ const CHECKPOINT_INTERVAL_MS = 200;
  * The WAL length (pages) from which the checkpointer thread folds it back into the database file.
  * Each fold costs the writer: the commits that run during it wait longer for their fsync, and the
  * next commit restarts the WAL from its start and syncs the new WAL header first (one more fsync).
- * Measured with `bench/dist/tail.js` (issue 21), commits during a fold took 2 to 5 times the
- * others' and those that restarted the WAL 20 to 40 times (the checkpointer thread now restarts
+ * Measured with `bench/dist/tail.js` (issue 21), commits during a fold took 1.6 to 12 times the
+ * others' and those that restarted the WAL 6 to 44 times (the checkpointer thread now restarts
  * it itself, see `SqliteCheckpointer`): a fold every 200 ms whatever the rate was five a second.
  * Waiting for this many pages makes it about one a second at 500 calls a second, and still one
  * per interval at the peak.

@@ -133,11 +133,18 @@ async function deferredSettlements(proxy: TestProxy): Promise<number> {
 }
 
 async function drained(proxy: TestProxy): Promise<void> {
+  let held = NaN;
   for (let i = 0; i < 100; i += 1) {
-    if ((await deferredSettlements(proxy)) === 0) return;
+    held = await deferredSettlements(proxy);
+    if (held === 0) return;
     await sleep(100);
   }
-  throw new Error('deferred settlements did not drain');
+  // What the store said meanwhile, for a failure seen only in CI's full parallel run.
+  const storeLines = proxy
+    .logs()
+    .filter((line) => /settle|store|SQLITE|disk/i.test(line))
+    .slice(-15);
+  throw new Error(`deferred settlements did not drain (${held} held); last store log lines:\n${storeLines.join('')}`);
 }
 
 async function vendorLoggingIdempotencyKeys() {

@@ -295,7 +295,12 @@ async function main(): Promise<void> {
   const profileOption = process.argv.find((arg) => arg === '--cpu-prof' || arg.startsWith('--cpu-prof='));
   const profiledStallMs = profileOption?.includes('=') ? Number(profileOption.split('=')[1]) : 10;
   const contenders: Contender[] = [
-    { name: 'this tree', cli: join(ROOT, 'core-proxy/dist/cli.js'), nodeFlags: [], profile: profileOption !== undefined },
+    {
+      name: 'this tree',
+      cli: join(ROOT, 'core-proxy/dist/cli.js'),
+      nodeFlags: [],
+      profile: profileOption !== undefined,
+    },
   ];
   const flags = option('flags');
   if (flags) contenders.push({ name: `this tree ${flags}`, cli: contenders[0]!.cli, nodeFlags: flags.split(' ') });
@@ -345,7 +350,11 @@ async function main(): Promise<void> {
     for (const proxy of running) {
       for (const service of proxy.services) await service.stop();
       if (proxy.contender.profile && proxy.probeFile)
-        reportProfile(proxy, windows.filter((window) => window.proxy === proxy), profiledStallMs);
+        reportProfile(
+          proxy,
+          windows.filter((window) => window.proxy === proxy),
+          profiledStallMs,
+        );
       rmSync(proxy.dir, { recursive: true, force: true });
     }
     await upstream.stop();
@@ -412,9 +421,7 @@ function reportProfile(
     printSummary(`CPU profile, ${proxy.contender.name} @${rate} req/s, whole runs`, summarise(indexed, during), write);
     const stalls = all.filter(
       (event) =>
-        event.event === 'stall' &&
-        event.ms! >= stallMs &&
-        mine.some((run) => event.t >= run.from && event.t <= run.to),
+        event.event === 'stall' && event.ms! >= stallMs && mine.some((run) => event.t >= run.from && event.t <= run.to),
     );
     const inStalls: Sample[] = stalls.flatMap((stall) =>
       samplesIn(indexed, toMicros(stall.t), toMicros(stall.t + stall.ms!)),

@@ -95,7 +95,10 @@ describe('issue 21: keybrake serve exits on SIGTERM while its WAL checkpointer t
       await agent.close();
       expect(answered).toBeGreaterThan(0);
       // Calls answered before the close were forwarded (200) or, once it began, refused with 503.
-      expect([...statuses].every((status) => status === 200 || status === 503), [...statuses].join(',')).toBe(true);
+      expect(
+        [...statuses].every((status) => status === 200 || status === 503),
+        [...statuses].join(','),
+      ).toBe(true);
       expect(server.output()).toContain('draining in-flight calls');
       expectNoLeak(server.output(), Object.values(environment.secrets));
     }

@@ -43,10 +43,20 @@ describe('issue 21: the embedded store keeps vendor objects in a WITHOUT ROWID t
     dirs.push(dataDir);
     const keyId = 'vk_objects';
     let store = await storeWithKey(dataDir, keyId);
-    await store.recordObject({ keyId, objectId: 'pi_1', state: { amount: 1200, currency: 'usd', bookedMicros: 12_000_000 } });
-    await store.recordObject({ keyId, objectId: 'pi_2', state: { amount: 300, currency: 'eur', bookedMicros: 3_000_000 } });
+    await store.recordObject({
+      keyId,
+      objectId: 'pi_1',
+      state: { amount: 1200, currency: 'usd', bookedMicros: 12_000_000 },
+    });
+    await store.recordObject({
+      keyId,
+      objectId: 'pi_2',
+      state: { amount: 300, currency: 'eur', bookedMicros: 3_000_000 },
+    });
     const now = Date.now();
-    expect(await store.claimObject({ keyId, objectId: 'pi_2', claimId: 'c1', now, until: now + 600_000 })).toMatchObject({
+    expect(
+      await store.claimObject({ keyId, objectId: 'pi_2', claimId: 'c1', now, until: now + 600_000 }),
+    ).toMatchObject({
       kind: 'claimed',
     });
     await store.close();
@@ -67,13 +77,17 @@ describe('issue 21: the embedded store keeps vendor objects in a WITHOUT ROWID t
     try {
       // pi_1 as recorded; pi_2 still claimed by c1 (busy for another claim), then released with its state.
       const later = Date.now();
-      expect(await store.claimObject({ keyId, objectId: 'pi_1', claimId: 'c2', now: later, until: later + 1 })).toEqual({
-        kind: 'claimed',
-        state: { amount: 1200, currency: 'usd', bookedMicros: 12_000_000 },
-      });
-      expect(await store.claimObject({ keyId, objectId: 'pi_2', claimId: 'c3', now: later, until: later + 1 })).toEqual({
-        kind: 'busy',
-      });
+      expect(await store.claimObject({ keyId, objectId: 'pi_1', claimId: 'c2', now: later, until: later + 1 })).toEqual(
+        {
+          kind: 'claimed',
+          state: { amount: 1200, currency: 'usd', bookedMicros: 12_000_000 },
+        },
+      );
+      expect(await store.claimObject({ keyId, objectId: 'pi_2', claimId: 'c3', now: later, until: later + 1 })).toEqual(
+        {
+          kind: 'busy',
+        },
+      );
     } finally {
       await store.close();
     }
@@ -85,6 +99,9 @@ describe('issue 21: the embedded store keeps vendor objects in a WITHOUT ROWID t
 });
 
 function tableSql(db: Database.Database): string {
-  return (db.prepare("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'vendor_objects'").get() as { sql: string })
-    .sql;
+  return (
+    db.prepare("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'vendor_objects'").get() as {
+      sql: string;
+    }
+  ).sql;
 }

@@ -282,7 +282,6 @@ const KEYED_TABLES: readonly { readonly name: string; readonly columns: string; 
   },
 ];
 
-
 /**
  * The embedded durable store: one SQLite file in WAL mode with `synchronous=FULL`, so every
  * committed reservation, settlement and audit record survives a crash or power loss before the

@@ -212,7 +212,8 @@ async function verifyArchiveOffline(args: string[]): Promise<number> {
   }
   if (!values.sink) throw new UsageError('verify-archive needs --sink dir:/path or s3://bucket/prefix.');
   const pems = (values['public-key'] ?? []).map(readText);
-  if (pems.length === 0) throw new UsageError('verify-archive needs --public-key PEM_FILE: the key the proxy signs with.');
+  if (pems.length === 0)
+    throw new UsageError('verify-archive needs --public-key PEM_FILE: the key the proxy signs with.');
   let trusted;
   try {
     trusted = trustedKeys(pems);

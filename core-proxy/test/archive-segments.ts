@@ -122,9 +122,13 @@ export async function resignSegment(storage: SegmentStorage, name: string): Prom
   const signer = new CheckpointSigner(generateKeyPairSync('ed25519').privateKey);
   const lines = segmentLines(await storage.read(name)).map((line, i) => {
     const value = JSON.parse(line) as Record<string, any>;
-    if (i === 0) return JSON.stringify({ ...value, public_keys: [{ key_id: signer.keyId, pem: signer.publicKeyPem() }] });
+    if (i === 0)
+      return JSON.stringify({ ...value, public_keys: [{ key_id: signer.keyId, pem: signer.publicKeyPem() }] });
     if (value.type !== 'checkpoint') return line;
-    return JSON.stringify({ type: 'checkpoint', ...signer.sign({ records: value.records, head: value.head }, value.at) });
+    return JSON.stringify({
+      type: 'checkpoint',
+      ...signer.sign({ records: value.records, head: value.head }, value.at),
+    });
   });
   await storage.write(name, segmentBody(lines));
 }
@@ -153,7 +157,13 @@ export async function addOverlappingSegment(
   const last = JSON.parse(records.at(-1) as string) as { hash: string };
   const name = segmentName(firstSeq, lastSeq);
   const lines = [
-    JSON.stringify({ ...header[0], first_seq: firstSeq, last_seq: lastSeq, prev_hash: first.prev_hash, head: last.hash }),
+    JSON.stringify({
+      ...header[0],
+      first_seq: firstSeq,
+      last_seq: lastSeq,
+      prev_hash: first.prev_hash,
+      head: last.hash,
+    }),
     ...records,
     ...checkpoints,
   ];
@@ -169,10 +179,20 @@ export function parseExport(text: string): { entries: AuditEntry[]; checkpoints:
     if (line.trim() === '') continue;
     const value = JSON.parse(line) as Record<string, any>;
     if (value.type === 'record') {
-      entries.push({ seq: value.seq, record: canonicalJson(value.record), prevHash: value.prev_hash, hash: value.hash });
+      entries.push({
+        seq: value.seq,
+        record: canonicalJson(value.record),
+        prevHash: value.prev_hash,
+        hash: value.hash,
+      });
     } else {
-      const { type: _type, ...checkpoint } = value;
-      checkpoints.push(checkpoint as AuditCheckpoint);
+      checkpoints.push({
+        records: value.records,
+        head: value.head,
+        at: value.at,
+        key_id: value.key_id,
+        signature: value.signature,
+      });
     }
   }
   return { entries, checkpoints };

@@ -32,7 +32,11 @@ async function archiveOfTwelve() {
     sendJson(response, 200, { id: `pi_${Math.random()}`, amount: 100, currency: 'usd' }),
   );
   const proxy = await startProxy({ store: 'embedded', env: { KEYBRAKE_STRIPE_BASE_URL: vendor.url } });
-  const key = await proxy.issueKey({ vendor: 'stripe', usd_cap: 1000, allowed_endpoints: ['POST /v1/payment_intents'] });
+  const key = await proxy.issueKey({
+    vendor: 'stripe',
+    usd_cap: 1000,
+    allowed_endpoints: ['POST /v1/payment_intents'],
+  });
   for (let i = 1; i <= 12; i += 1) {
     expect((await stripeCharge(proxy, key.vault_key, 100)).status).toBe(200);
     if ([3, 4, 8, 12].includes(i)) expect((await proxy.admin('POST', '/audit/checkpoints')).status).toBe(201);

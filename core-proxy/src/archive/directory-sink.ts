@@ -25,7 +25,10 @@ export class DirectorySink implements ArchiveSink {
   async put(name: string, body: Buffer, sha256: string): Promise<void> {
     const path = this.pathOf(name);
     if (sha256Hex(body) !== sha256) {
-      throw new ArchiveSinkError('sink_unavailable', `${this.describe()}: ${name}: the bytes do not have the SHA-256 given`);
+      throw new ArchiveSinkError(
+        'sink_unavailable',
+        `${this.describe()}: ${name}: the bytes do not have the SHA-256 given`,
+      );
     }
     const dir = dirname(path);
     const temporary = join(dir, `.tmp-${randomUUID()}`);
@@ -99,13 +102,18 @@ export class DirectorySink implements ArchiveSink {
   /** Only segment names map to files: no name can reach outside the root. */
   private pathOf(name: string): string {
     if (parseSegmentName(name) === undefined) {
-      throw new ArchiveSinkError('sink_misconfigured', `${this.describe()}: ${JSON.stringify(name)} is not a segment name`);
+      throw new ArchiveSinkError(
+        'sink_misconfigured',
+        `${this.describe()}: ${JSON.stringify(name)} is not a segment name`,
+      );
     }
     return join(this.root, name);
   }
 
   private unavailable(what: string, error: unknown): ArchiveSinkError {
-    return new ArchiveSinkError('sink_unavailable', `${this.describe()}: ${what}: ${errorCode(error)}`, { cause: error });
+    return new ArchiveSinkError('sink_unavailable', `${this.describe()}: ${what}: ${errorCode(error)}`, {
+      cause: error,
+    });
   }
 }
 

@@ -106,7 +106,8 @@ export function segmentName(firstSeq: number, lastSeq: number): string {
   if (!Number.isSafeInteger(firstSeq) || !Number.isSafeInteger(lastSeq) || firstSeq < 1 || lastSeq < firstSeq) {
     throw new SegmentFormatError('bad_name', `no segment covers ${firstSeq}..${lastSeq}`);
   }
-  if (String(lastSeq).length > SEQ_DIGITS) throw new SegmentFormatError('bad_name', `seq ${lastSeq} has over 12 digits`);
+  if (String(lastSeq).length > SEQ_DIGITS)
+    throw new SegmentFormatError('bad_name', `seq ${lastSeq} has over 12 digits`);
   const pad = (seq: number): string => String(seq).padStart(SEQ_DIGITS, '0');
   return `${SEGMENT_DIR}/${pad(firstSeq)}-${pad(lastSeq)}.jsonl.gz`;
 }
@@ -136,7 +137,8 @@ export function encodeSegment(input: SegmentInput): EncodedSegment {
   const last = entries[entries.length - 1];
   if (!first || !last) throw new SegmentFormatError('bad_input', 'a segment holds at least one record');
   entries.forEach((entry, i) => {
-    if (entry.seq !== first.seq + i) throw new SegmentFormatError('bad_input', `records are not contiguous at seq ${entry.seq}`);
+    if (entry.seq !== first.seq + i)
+      throw new SegmentFormatError('bad_input', `records are not contiguous at seq ${entry.seq}`);
   });
   const checkpoints = [...input.checkpoints]
     .filter((checkpoint) => checkpoint.records >= first.seq && checkpoint.records <= last.seq)
@@ -243,7 +245,8 @@ export function decodeSegment(body: Buffer): DecodedSegment {
     const lineNumber = i + 1;
     const value = parseObject(lines[i] as string, lineNumber);
     if (value.type === 'record') {
-      if (checkpoints.length > 0) throw new SegmentFormatError('unexpected_line', 'a record after the checkpoints', lineNumber);
+      if (checkpoints.length > 0)
+        throw new SegmentFormatError('unexpected_line', 'a record after the checkpoints', lineNumber);
       const record = value.record;
       const wellFormed =
         isSeq(value.seq) &&

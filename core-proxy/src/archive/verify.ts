@@ -50,6 +50,26 @@ export type ArchiveFailureReason =
   /** Records are archived but the proxy has no archive to read them from, or cannot reach it. */
   | 'archive_unavailable';
 
+/** Every reason a verification can fail with, as `GET /audit/verify` and the CLI name them. */
+export const CHAIN_FAILURE_REASONS: readonly ArchiveFailureReason[] = [
+  'chain_broken',
+  'truncated',
+  'checkpoint_mismatch',
+  'checkpoint_signature_invalid',
+  'checkpoint_untrusted',
+  'records_missing',
+  'segment_missing',
+  'segment_overlap',
+  'segment_truncated',
+  'record_edited',
+  'record_missing',
+  'segment_reordered',
+  'signature_invalid',
+  'segment_unreadable',
+  'segment_unsigned',
+  'archive_unavailable',
+];
+
 /** What the verifier reads segments from: any archive sink (`list` and `get` only). */
 export type SegmentSource = Pick<ArchiveSink, 'list' | 'get' | 'describe'>;
 
@@ -365,7 +385,11 @@ export async function verifyArchiveAndStore(
     const result = await verifyOnce(store, sink, trusted);
     if (result !== 'retry') return result;
     if (attempt >= 4) {
-      return { ...fail(0, 1, 'archive_unavailable', { detail: 'the archive moved during every attempt' }), archivedRecords: 0, segments: 0 };
+      return {
+        ...fail(0, 1, 'archive_unavailable', { detail: 'the archive moved during every attempt' }),
+        archivedRecords: 0,
+        segments: 0,
+      };
     }
   }
 }
@@ -377,11 +401,7 @@ async function verifyOnce(
 ): Promise<ChainVerification | 'retry'> {
   // Counted first: it seals everything written so far, and the head read after it covers them.
   const missing = await store.auditMissing();
-  // TODO(i23-archive lands store.archiveState): the cast goes.
-  const withState = store as Store & { archiveState?(): Promise<{ archivedThrough: number; archivedHead: string }> };
-  const state = withState.archiveState
-    ? await withState.archiveState()
-    : { archivedThrough: 0, archivedHead: GENESIS_HASH };
+  const state = await archiveState(store);
   const checkpoints = await store.listCheckpoints();
   const head: AuditHead = await store.completeAuditHead();
   let start: AuditHead = { records: 0, head: GENESIS_HASH };
@@ -441,6 +461,18 @@ async function verifyOnce(
     };
   }
   return { ...live, ...archived };
+}
+
+/** The store's archive state. TODO(i23-archive lands store.archiveState): this goes. */
+export async function archiveState(
+  store: Store,
+): Promise<{ archivedThrough: number; archivedHead: string; segments: number }> {
+  const withState = store as Store & {
+    archiveState?(): Promise<{ archivedThrough: number; archivedHead: string; segments: number }>;
+  };
+  return withState.archiveState
+    ? withState.archiveState()
+    : { archivedThrough: 0, archivedHead: GENESIS_HASH, segments: 0 };
 }
 
 /** A chain verification as `GET /audit/verify` and the CLI print it (the contract's fields first). */

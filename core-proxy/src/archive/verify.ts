@@ -11,7 +11,7 @@ import {
 } from '../audit/checkpoints.js';
 import type { AuditRecordJson } from '../audit/record.js';
 import type { AuditCheckpoint, AuditEntry, AuditHead, Store } from '../store/store.js';
-import { SEGMENT_TYPE, parseSegmentName } from './segment.js';
+import { SEGMENT_TYPE, decodeSegment, parseSegmentName } from './segment.js';
 import type { ArchiveSink } from './sink.js';
 
 /**
@@ -461,6 +461,61 @@ async function verifyOnce(
     };
   }
   return { ...live, ...archived };
+}
+
+/**
+ * Every record of the chain up to `records`, oldest first, a page at a time: the archived ones read
+ * back from the sink one segment at a time, then the live ones. A record trimmed from the store
+ * while this runs is read from the segment that holds it. Records the archive cannot give are
+ * left out (the export then fails verification there, as it should).
+ */
+export async function* chainPages(
+  store: Store,
+  sink: SegmentSource | undefined,
+  records: number,
+): AsyncGenerator<AuditEntry[]> {
+  let after = 0;
+  let names: string[] | undefined;
+  /** Archived records after `after`, up to `through`, from the segments that hold them. */
+  async function* archived(through: number): AsyncGenerator<AuditEntry[]> {
+    if (!sink) return;
+    names ??= await sink.list();
+    for (const name of names) {
+      const range = parseSegmentName(name);
+      if (!range || range.lastSeq <= after || range.firstSeq > through) continue;
+      if (range.firstSeq > after + 1) return;
+      const body = await sink.get(name);
+      if (body === undefined) return;
+      let segment;
+      try {
+        segment = decodeSegment(body);
+      } catch {
+        return;
+      }
+      const page = segment.entries.filter((entry) => entry.seq > after && entry.seq <= through);
+      const last = page.at(-1);
+      if (!last) return;
+      yield page;
+      after = last.seq;
+    }
+  }
+  const state = await archiveState(store);
+  yield* archived(Math.min(state.archivedThrough, records));
+  while (after < records) {
+    const page = await store.readAudit(after, Math.min(1000, records - after));
+    const first = page[0];
+    if (!first) return;
+    if (first.seq > after + 1) {
+      // Trimmed meanwhile: the records between are in segments written since the list was read.
+      names = undefined;
+      const before = after;
+      yield* archived(first.seq - 1);
+      if (after === before) return;
+      continue;
+    }
+    yield page;
+    after = (page.at(-1) as AuditEntry).seq;
+  }
 }
 
 /** The store's archive state. TODO(i23-archive lands store.archiveState): this goes. */

@@ -1,8 +1,8 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Readable } from 'node:stream';
 import { formatEndpointPattern } from '../../keys/allowlist.js';
-import { auditSnapshot, storedAuditPages } from '../../audit/checkpoints.js';
-import { archiveState, chainVerificationJson, verifyArchiveAndStore } from '../../archive/verify.js';
+import { auditSnapshot } from '../../audit/checkpoints.js';
+import { archiveState, chainPages, chainVerificationJson, verifyArchiveAndStore } from '../../archive/verify.js';
 import type { ArchiveSink } from '../../archive/sink.js';
 import { auditExportHeader, exportRecordLine } from '../../audit/export.js';
 import { InvalidRequestError, NotFoundError, UnauthorizedError } from '../../errors.js';
@@ -184,10 +184,12 @@ export async function adminRoutes(app: FastifyInstance): Promise<void> {
     const store = kb.store;
     const { checkpoints, head } = await auditSnapshot(store);
     const header = auditExportHeader(head, kb.config.auditSigner, new Date(kb.now()).toISOString());
+    const sink = archiveSink();
     async function* lines(): AsyncGenerator<string> {
       yield `${JSON.stringify(header)}\n`;
       for (const checkpoint of checkpoints) yield `${JSON.stringify({ type: 'checkpoint', ...checkpoint })}\n`;
-      for await (const page of storedAuditPages(store, head.records)) {
+      // Issue 23: the whole chain from genesis, archived records read back a segment at a time.
+      for await (const page of chainPages(store, sink, head.records)) {
         yield page.map((entry) => `${JSON.stringify(exportRecordLine(entry))}\n`).join('');
       }
     }

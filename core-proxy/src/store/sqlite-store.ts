@@ -25,10 +25,14 @@ import {
 } from './key-family.js';
 import { type KeyListPage, type KeyListQuery, catchUpDigest, listKeyPage } from './key-listing.js';
 import { SqliteCheckpointer } from './sqlite-checkpointer.js';
+import { ARCHIVE_SCHEMA, SqliteArchive } from './sqlite-archive.js';
 import { LISTING_SCHEMA, SqliteListing } from './sqlite-listing.js';
 import { OwnerLock, ownerAlive } from './sqlite-owner.js';
 import {
   DEFAULT_IDEMPOTENCY_RETENTION_MS,
+  type ArchiveLeaseInput,
+  type ArchiveState,
+  type ArchivedSegmentInput,
   type AuditInput,
   type AuditCheckpoint,
   type ObjectClaimInput,
@@ -325,6 +329,13 @@ export class SqliteStore implements Store {
   });
   /** The digest catch-up in flight: concurrent listings share it. */
   private digestRun: Promise<void> | null = null;
+  /** The audit archive's state, lease and trim (issue 23). */
+  private readonly archive = new SqliteArchive({
+    statement: (sql) => this.statement(sql),
+    write: (operation) => this.write(operation),
+    run: (operation) => this.run(operation),
+    now: () => this.now(),
+  });
 
   constructor(options: SqliteStoreOptions) {
     mkdirSync(options.dataDir, { recursive: true });
@@ -341,6 +352,7 @@ export class SqliteStore implements Store {
         this.db.exec(OBJECT_SCHEMA);
         for (const table of KEYED_TABLES) this.withoutRowid(table);
         this.db.exec(LISTING_SCHEMA);
+        this.db.exec(ARCHIVE_SCHEMA);
       })
       .immediate();
     this.presizeWal();
@@ -640,6 +652,26 @@ export class SqliteStore implements Store {
         this.statement('SELECT checkpoint FROM audit_checkpoints ORDER BY records').all() as { checkpoint: string }[]
       ).map((row) => JSON.parse(row.checkpoint) as AuditCheckpoint),
     );
+  }
+
+  archiveState(): Promise<ArchiveState> {
+    return this.archive.archiveState();
+  }
+
+  acquireArchiveLease(input: ArchiveLeaseInput): Promise<boolean> {
+    return this.archive.acquireLease(input);
+  }
+
+  releaseArchiveLease(holder: string): Promise<void> {
+    return this.archive.releaseLease(holder);
+  }
+
+  recordArchivedSegment(input: ArchivedSegmentInput): Promise<boolean> {
+    return this.archive.recordSegment(input);
+  }
+
+  trimArchivedAudit(holder: string, limit: number): Promise<number> {
+    return this.archive.trim(holder, limit);
   }
 
   ping(): Promise<void> {

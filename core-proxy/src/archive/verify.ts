@@ -283,7 +283,10 @@ async function verifySegment(
       at.checkpoints += 1;
       if (isOwn && checkpoint.records === lastSeq) covered = true;
     }
-    if (!covered) return bad(at.vouched + 1, status.cut ? 'segment_truncated' : 'segment_unsigned', status.error);
+    if (!covered) {
+      // Cut after its records: the end of the segment, its checkpoint, is what is gone.
+      return status.cut ? bad(lastSeq, 'segment_truncated', status.error) : bad(at.vouched + 1, 'segment_unsigned');
+    }
     at.seq = lastSeq;
     at.head = prevHash;
     return undefined;
@@ -401,7 +404,7 @@ async function verifyOnce(
 ): Promise<ChainVerification | 'retry'> {
   // Counted first: it seals everything written so far, and the head read after it covers them.
   const missing = await store.auditMissing();
-  const state = await archiveState(store);
+  const state = await store.archiveState();
   const checkpoints = await store.listCheckpoints();
   const head: AuditHead = await store.completeAuditHead();
   let start: AuditHead = { records: 0, head: GENESIS_HASH };
@@ -499,7 +502,7 @@ export async function* chainPages(
       after = last.seq;
     }
   }
-  const state = await archiveState(store);
+  const state = await store.archiveState();
   yield* archived(Math.min(state.archivedThrough, records));
   while (after < records) {
     const page = await store.readAudit(after, Math.min(1000, records - after));
@@ -518,18 +521,6 @@ export async function* chainPages(
   }
 }
 
-/** The store's archive state. TODO(i23-archive lands store.archiveState): this goes. */
-export async function archiveState(
-  store: Store,
-): Promise<{ archivedThrough: number; archivedHead: string; segments: number }> {
-  const withState = store as Store & {
-    archiveState?(): Promise<{ archivedThrough: number; archivedHead: string; segments: number }>;
-  };
-  return withState.archiveState
-    ? withState.archiveState()
-    : { archivedThrough: 0, archivedHead: GENESIS_HASH, segments: 0 };
-}
-
 /** A chain verification as `GET /audit/verify` and the CLI print it (the contract's fields first). */
 export function chainVerificationJson(result: ChainVerification): Record<string, unknown> {
   if (result.ok) {
@@ -544,7 +535,11 @@ export function chainVerificationJson(result: ChainVerification): Record<string,
       segments: result.segments,
     };
   }
-  return { ...archiveFailureJson(result), archived_records: result.archivedRecords };
+  // A store that archived nothing answers as before the archive existed.
+  return {
+    ...archiveFailureJson(result),
+    ...(result.archivedRecords > 0 ? { archived_records: result.archivedRecords } : {}),
+  };
 }
 
 /** A failure's JSON: `first_bad_seq` and `reason`, and where. */

@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Readable } from 'node:stream';
 import { formatEndpointPattern } from '../../keys/allowlist.js';
 import { auditSnapshot } from '../../audit/checkpoints.js';
-import { archiveState, chainPages, chainVerificationJson, verifyArchiveAndStore } from '../../archive/verify.js';
+import { chainPages, chainVerificationJson, verifyArchiveAndStore } from '../../archive/verify.js';
 import type { ArchiveSink } from '../../archive/sink.js';
 import { auditExportHeader, exportRecordLine } from '../../audit/export.js';
 import { InvalidRequestError, NotFoundError, UnauthorizedError } from '../../errors.js';
@@ -149,7 +149,7 @@ export async function adminRoutes(app: FastifyInstance): Promise<void> {
   async function archivedCalls(): Promise<{
     archived?: { through_seq: number; archive: string | null; segments: number };
   }> {
-    const state = await archiveState(kb.store);
+    const state = await kb.store.archiveState();
     if (state.archivedThrough === 0) return {};
     return {
       archived: {

@@ -44,6 +44,14 @@ export class ProxyMetrics {
     registers: [this.registry],
   });
 
+  /** Issue 26: calls refused by a request or concurrency limit, by reason (`rate_limited`, `concurrency_limited`). */
+  readonly limitRefusals = new Counter({
+    name: 'keybrake_limit_refusals_total',
+    help: 'Calls refused with 429 rate_limited or concurrency_limited, by vendor and reason.',
+    labelNames: ['vendor', 'reason'] as const,
+    registers: [this.registry],
+  });
+
   /** Time the vendor took to answer. */
   readonly upstreamLatency = new Histogram({
     name: 'keybrake_upstream_duration_seconds',

@@ -142,6 +142,27 @@ export function openApiDocument(vendors: VendorRegistry) {
               description: `Spend of the child also counts against the parent caps; must name an active key. A key has at most MAX_KEY_DEPTH = ${MAX_KEY_DEPTH} ancestors: a parent that already has ${MAX_KEY_DEPTH} is refused with 400 key_depth_exceeded`,
             },
             tainted: { type: 'boolean', default: false },
+            max_requests_per_second: {
+              type: ['integer', 'null'],
+              minimum: 1,
+              maximum: 1_000_000,
+              description:
+                "Issue 26: calls admitted per UTC clock second (fixed window: up to twice this within 1 s across a boundary), counting every descendant's calls. Over it: 429 rate_limited",
+            },
+            max_requests_per_minute: {
+              type: ['integer', 'null'],
+              minimum: 1,
+              maximum: 1_000_000,
+              description:
+                'Issue 26: calls admitted per UTC clock minute (fixed window), descendants included. Over it: 429 rate_limited',
+            },
+            max_concurrent: {
+              type: ['integer', 'null'],
+              minimum: 1,
+              maximum: 1_000_000,
+              description:
+                'Issue 26: calls in flight at once (reserved, not yet settled), descendants included. Over it: 429 concurrency_limited',
+            },
           },
         },
         IssuedKey: {
@@ -168,6 +189,15 @@ export function openApiDocument(vendors: VendorRegistry) {
             parent_key_id: { type: ['string', 'null'] },
             tainted: { type: 'boolean' },
             created_at: { type: 'string', format: 'date-time' },
+            limits: {
+              type: 'object',
+              description: 'Issue 26: present only when the key has a limit of its own',
+              properties: {
+                max_requests_per_second: { type: ['integer', 'null'] },
+                max_requests_per_minute: { type: ['integer', 'null'] },
+                max_concurrent: { type: ['integer', 'null'] },
+              },
+            },
           },
         },
         VaultKey: {
@@ -193,6 +223,17 @@ export function openApiDocument(vendors: VendorRegistry) {
             allowed_endpoints: { type: 'array', items: { type: 'string' } },
             parent_key_id: { type: ['string', 'null'] },
             tainted: { type: 'boolean' },
+            limits: {
+              type: 'object',
+              description:
+                'Issue 26: present only when the key has a limit of its own; in_flight: calls of the key and its descendants in flight now (counted while the key has max_concurrent)',
+              properties: {
+                max_requests_per_second: { type: ['integer', 'null'] },
+                max_requests_per_minute: { type: ['integer', 'null'] },
+                max_concurrent: { type: ['integer', 'null'] },
+                in_flight: { type: 'integer', minimum: 0 },
+              },
+            },
           },
         },
         ListedKey: {
@@ -604,7 +645,9 @@ export function openApiDocument(vendors: VendorRegistry) {
           description:
             'Vault key as the vendor SDK presents its secret (each vendor module, or its KEYBRAKE_VENDORS_FILE entry, says how: Bearer, Basic or a named header). ' +
             'Idempotency-Key (<= 255 chars) scopes replays per key for at least 24 hours; a replay carries Idempotent-Replayed: true. ' +
-            'Every response carries X-Keybrake-Key-Id once the key is known. A refusal or error of Keybrake itself (not of the vendor) carries X-Keybrake-Error: <error.code>.',
+            'Every response carries X-Keybrake-Key-Id once the key is known. A refusal or error of Keybrake itself (not of the vendor) carries X-Keybrake-Error: <error.code>. ' +
+            'Issue 26: every response of a call that reserved (the vendor answer, or an upstream error) carries X-Keybrake-Remaining-Usd (USD left under the tightest cap, own or any ancestor, lifetime or daily, after this call, with exactly 6 decimals), ' +
+            'X-Keybrake-Requests-Remaining (calls left in the tightest request window of the key and its ancestors; absent when none has a rate limit) and X-Keybrake-Concurrent-Remaining (calls that may still start; absent without a concurrency limit). Replays and refusals carry none of them.',
           security: [],
           'x-keybrake-pricing': pricingConfiguration(vendors),
           responses: {
@@ -644,8 +687,17 @@ export function openApiDocument(vendors: VendorRegistry) {
             ),
             '429': {
               description:
-                'Cap exhausted: header X-Keybrake-Cap-Hit: true, nothing forwarded (error.code: cap_exhausted). A vendor 429 has no such header.',
-              headers: { 'X-Keybrake-Cap-Hit': { schema: { const: 'true' } } },
+                'Cap exhausted: header X-Keybrake-Cap-Hit: true and Stripe-Should-Retry: false, nothing forwarded; terminal. ' +
+                'Issue 26, rate_limited / concurrency_limited: a request or concurrency limit of the key or an ancestor; transient: Retry-After (whole seconds >= 1, also error.retry_after_s), Stripe-Should-Retry: true, never X-Keybrake-Cap-Hit; nothing forwarded, nothing reserved. ' +
+                'A vendor 429 has none of these headers. (error.code: cap_exhausted, rate_limited, concurrency_limited)',
+              headers: {
+                'X-Keybrake-Cap-Hit': { schema: { const: 'true' }, description: 'cap_exhausted only' },
+                'Retry-After': {
+                  schema: { type: 'integer', minimum: 1 },
+                  description: 'rate_limited, concurrency_limited',
+                },
+                'Stripe-Should-Retry': { schema: { enum: ['true', 'false'] } },
+              },
               content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
             },
             '502': error('Vendor unreachable (nothing sent) or failed mid-call (outcome unknown)', [

@@ -9,7 +9,7 @@ import { InvalidRequestError, NotFoundError, UnauthorizedError } from '../../err
 import { assertWithinParent, parseIssueKeyInput } from '../../keys/key-issuance.js';
 import { microsToUsd } from '../../pricing/money.js';
 import { keyStatus } from '../../keys/key-status.js';
-import { keyView } from './key-view.js';
+import { keyView, limitsView } from './key-view.js';
 import { eventRoutes } from './events.js';
 import { hashVaultKey, matchesAnyApiKey, newKeyId, newVaultKey } from '../../keys/vault-keys.js';
 import { encodeKeyCursor } from '../../store/key-listing.js';
@@ -76,6 +76,7 @@ export async function adminRoutes(app: FastifyInstance): Promise<void> {
       createdAt: now,
       expiresAt,
       revokedAt: null,
+      limits: input.limits,
     };
     const record = await kb.store.createKey(requested);
     return reply.code(201).send({
@@ -90,6 +91,7 @@ export async function adminRoutes(app: FastifyInstance): Promise<void> {
       parent_key_id: record.parentKeyId,
       tainted: record.tainted,
       created_at: new Date(now).toISOString(),
+      ...(record.limits ? { limits: limitsView(record.limits) } : {}),
     });
   });
 

@@ -27,7 +27,10 @@ export interface ArchiveConfig {
   readonly warning: string | undefined;
   /** `KEYBRAKE_AUDIT_LIVE_RECORDS`: the newest records kept live. @default 1000000 */
   readonly liveRecords: number;
-  /** `KEYBRAKE_AUDIT_LIVE_HOURS` (decimals allowed: 0.5 is 30 minutes), in ms. @default 168 h */
+  /**
+   * `KEYBRAKE_AUDIT_LIVE_HOURS` (decimals allowed: 0.5 is 30 minutes), or `KEYBRAKE_AUDIT_LIVE_SECONDS`
+   * (which wins when both are set), in ms. @default 168 h
+   */
   readonly liveMs: number;
   /** `KEYBRAKE_ARCHIVE_INTERVAL` (`30s`, `5m`, `500ms`; a bare number is seconds), in ms. @default 60 s */
   readonly intervalMs: number;
@@ -111,7 +114,9 @@ export function readArchiveConfig(env: Env, options: { dataDir: string; redis: b
         ? 'KEYBRAKE_ARCHIVE is not set: on Redis the audit archive is off, so Redis memory grows with every call. Set KEYBRAKE_ARCHIVE=s3://bucket/prefix (or dir:/shared/path).'
         : undefined,
     liveRecords: positiveInt(env, 'KEYBRAKE_AUDIT_LIVE_RECORDS', 1_000_000),
-    liveMs: Math.round(positiveNumber(env, 'KEYBRAKE_AUDIT_LIVE_HOURS', 168) * 3_600_000),
+    liveMs: env.KEYBRAKE_AUDIT_LIVE_SECONDS
+      ? Math.round(positiveNumber(env, 'KEYBRAKE_AUDIT_LIVE_SECONDS', 1) * 1000)
+      : Math.round(positiveNumber(env, 'KEYBRAKE_AUDIT_LIVE_HOURS', 168) * 3_600_000),
     intervalMs: env.KEYBRAKE_ARCHIVE_INTERVAL
       ? parseDurationMs('KEYBRAKE_ARCHIVE_INTERVAL', env.KEYBRAKE_ARCHIVE_INTERVAL)
       : 60_000,

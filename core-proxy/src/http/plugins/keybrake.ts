@@ -4,7 +4,7 @@ import type { KeybrakeConfig } from '../../config.js';
 import { AuditCheckpointer, type TrustedKeys, trustedKeys } from '../../audit/checkpoints.js';
 import { Archiver } from '../../archive/archiver.js';
 import { openSink } from '../../archive/open-sink.js';
-import { ArchiveSinkError } from '../../archive/sink.js';
+import { type ArchiveSink, ArchiveSinkError } from '../../archive/sink.js';
 import { DeferredSettlements } from '../../enforcement/deferred-settlements.js';
 import { Forwarder } from '../../enforcement/forwarder.js';
 import { ProxyMetrics } from '../metrics.js';
@@ -25,6 +25,8 @@ export interface KeybrakeContext {
   readonly checkpointer: AuditCheckpointer;
   /** Archives sealed ranges of the chain and trims them from the live store (issue 23); none when off. */
   readonly archiver: Archiver | undefined;
+  /** Where the archive's segments are (`KEYBRAKE_ARCHIVE`); none when off. */
+  readonly archiveSink: ArchiveSink | undefined;
   /** Settlements of answered calls the store could not record yet, retried until it can. */
   readonly settlements: DeferredSettlements;
   /** Keys whose checkpoints `GET /audit/verify` trusts: this proxy's own. */
@@ -111,6 +113,7 @@ export const keybrakePlugin = fp(
       now,
       checkpointer,
       archiver,
+      archiveSink: sink,
       trustedKeys: trustedKeys([options.config.auditSigner.publicKeyPem()]),
       lifecycle,
     });

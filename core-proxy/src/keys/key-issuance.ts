@@ -3,6 +3,7 @@ import { parseExpiresIn } from './durations.js';
 import { InvalidRequestError, VendorNotConfiguredError } from '../errors.js';
 import { type Micros, usdToMicros } from '../pricing/money.js';
 import { BUILT_IN_REGISTRY, type VendorRegistry } from '../vendors/registry.js';
+import { type KeyLimits, MAX_LIMIT_VALUE, hasLimits } from '../store/key-limits.js';
 
 /** The largest cap accepted: a billion dollars keeps every micro-dollar sum exact in a double. */
 const MAX_CAP_USD = 1_000_000_000;
@@ -19,6 +20,10 @@ export const ISSUANCE_FIELDS: ReadonlySet<string> = new Set([
   'agent_run_label',
   'parent_key_id',
   'tainted',
+  // Issue 26.
+  'max_requests_per_second',
+  'max_requests_per_minute',
+  'max_concurrent',
 ]);
 
 /** A validated `POST /vault/keys` body. */
@@ -31,6 +36,18 @@ export interface IssueKeyInput {
   readonly agentRunLabel: string | null;
   readonly parentKeyId: string | null;
   readonly tainted: boolean;
+  /** Issue 26: request and concurrency limits; null when none is set. */
+  readonly limits: KeyLimits | null;
+}
+
+/** Issue 26: an optional limit, an integer from 1 to `MAX_LIMIT_VALUE`. */
+function parseLimit(body: Record<string, unknown>, field: string): number | null {
+  const value = body[field];
+  if (value === undefined || value === null) return null;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > MAX_LIMIT_VALUE) {
+    throw new InvalidRequestError(`${field} must be an integer from 1 to ${MAX_LIMIT_VALUE}.`);
+  }
+  return value;
 }
 
 function parseCap(body: Record<string, unknown>, field: string): Micros | null {
@@ -104,6 +121,12 @@ export function parseIssueKeyInput(
     throw new InvalidRequestError('tainted must be a boolean.');
   }
 
+  const limits: KeyLimits = {
+    maxRequestsPerSecond: parseLimit(fields, 'max_requests_per_second'),
+    maxRequestsPerMinute: parseLimit(fields, 'max_requests_per_minute'),
+    maxConcurrent: parseLimit(fields, 'max_concurrent'),
+  };
+
   // Validation first, configuration second: a malformed body is the caller's bug either way.
   if (!configuredVendors.has(vendor)) {
     throw new VendorNotConfiguredError(vendor);
@@ -118,6 +141,7 @@ export function parseIssueKeyInput(
     agentRunLabel: (label as string | undefined) ?? null,
     parentKeyId: (parentKeyId as string | undefined) ?? null,
     tainted: tainted === true,
+    limits: hasLimits(limits) ? limits : null,
   };
 }
 

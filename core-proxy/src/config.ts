@@ -9,6 +9,7 @@ import {
   parseFxRates,
   parseSensitiveEndpoints,
 } from './pricing/cost-rules.js';
+import { type AlertConfig, loadAlertConfig } from './alerts/alert-config.js';
 import { CheckpointSigner } from './audit/checkpoints.js';
 import { ConfigError, type Env, flag, positiveInt, readSecret } from './env.js';
 import { BUILT_IN_VENDORS, VendorRegistry, baseUrlVariable } from './vendors/registry.js';
@@ -82,6 +83,8 @@ export interface KeybrakeConfig {
    * `KEYBRAKE_WORKERS` or `serve --workers N`. @default 1
    */
   readonly workers: number;
+  /** Threshold alerts: the webhook and the default thresholds (issue 26; `alerts/alert-config.ts`). */
+  readonly alerts: AlertConfig;
 }
 
 /**
@@ -246,5 +249,6 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
     auditCheckpointRecords: positiveInt(env, 'KEYBRAKE_AUDIT_CHECKPOINT_RECORDS', 1000),
     auditCheckpointIntervalMs: positiveInt(env, 'KEYBRAKE_AUDIT_CHECKPOINT_INTERVAL_MS', 60_000),
     workers: positiveInt(env, 'KEYBRAKE_WORKERS', 1),
+    alerts: loadAlertConfig(env),
   };
 }

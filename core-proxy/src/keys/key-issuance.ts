@@ -1,5 +1,6 @@
 import { type EndpointPattern, formatEndpointPattern, isPatternCovered, parseEndpointPattern } from './allowlist.js';
 import { parseExpiresIn } from './durations.js';
+import { parseAlertsField } from '../alerts/alert-thresholds.js';
 import { InvalidRequestError, VendorNotConfiguredError } from '../errors.js';
 import { type Micros, usdToMicros } from '../pricing/money.js';
 import { BUILT_IN_REGISTRY, type VendorRegistry } from '../vendors/registry.js';
@@ -19,6 +20,7 @@ export const ISSUANCE_FIELDS: ReadonlySet<string> = new Set([
   'agent_run_label',
   'parent_key_id',
   'tainted',
+  'alerts',
 ]);
 
 /** A validated `POST /vault/keys` body. */
@@ -31,6 +33,8 @@ export interface IssueKeyInput {
   readonly agentRunLabel: string | null;
   readonly parentKeyId: string | null;
   readonly tainted: boolean;
+  /** `alerts` (issue 26): thresholds ascending; null when absent (the server's defaults apply). */
+  readonly alertFractions: readonly number[] | null;
 }
 
 function parseCap(body: Record<string, unknown>, field: string): Micros | null {
@@ -103,6 +107,7 @@ export function parseIssueKeyInput(
   if (tainted !== undefined && typeof tainted !== 'boolean') {
     throw new InvalidRequestError('tainted must be a boolean.');
   }
+  const alertFractions = parseAlertsField(fields.alerts);
 
   // Validation first, configuration second: a malformed body is the caller's bug either way.
   if (!configuredVendors.has(vendor)) {
@@ -118,6 +123,7 @@ export function parseIssueKeyInput(
     agentRunLabel: (label as string | undefined) ?? null,
     parentKeyId: (parentKeyId as string | undefined) ?? null,
     tainted: tainted === true,
+    alertFractions,
   };
 }
 

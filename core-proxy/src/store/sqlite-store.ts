@@ -26,6 +26,7 @@ import {
 import { type KeyListPage, type KeyListQuery, catchUpDigest, listKeyPage } from './key-listing.js';
 import { ALERTS_SCHEMA, SqliteAlerts } from './sqlite-alerts.js';
 import { SqliteCheckpointer } from './sqlite-checkpointer.js';
+import { ARCHIVE_SCHEMA, SqliteArchive } from './sqlite-archive.js';
 import { LISTING_SCHEMA, SqliteListing } from './sqlite-listing.js';
 import { OwnerLock, ownerAlive } from './sqlite-owner.js';
 import {
@@ -33,6 +34,9 @@ import {
   type AlertClaimInput,
   type AlertClaimOutput,
   type AlertFinishInput,
+  type ArchiveLeaseInput,
+  type ArchiveState,
+  type ArchivedSegmentInput,
   type AuditInput,
   type AuditCheckpoint,
   type KeyAlerts,
@@ -335,6 +339,13 @@ export class SqliteStore implements Store {
     statement: (sql) => this.statement(sql),
     now: () => this.now(),
   });
+  /** The audit archive's state, lease and trim (issue 23). */
+  private readonly archive = new SqliteArchive({
+    statement: (sql) => this.statement(sql),
+    write: (operation) => this.write(operation),
+    run: (operation) => this.run(operation),
+    now: () => this.now(),
+  });
 
   constructor(options: SqliteStoreOptions) {
     mkdirSync(options.dataDir, { recursive: true });
@@ -352,6 +363,7 @@ export class SqliteStore implements Store {
         for (const table of KEYED_TABLES) this.withoutRowid(table);
         this.db.exec(LISTING_SCHEMA);
         this.db.exec(ALERTS_SCHEMA);
+        this.db.exec(ARCHIVE_SCHEMA);
       })
       .immediate();
     this.presizeWal();
@@ -669,6 +681,26 @@ export class SqliteStore implements Store {
 
   finishAlert(input: AlertFinishInput): Promise<void> {
     return this.write(() => this.alerts.finish(input));
+  }
+
+  archiveState(): Promise<ArchiveState> {
+    return this.archive.archiveState();
+  }
+
+  acquireArchiveLease(input: ArchiveLeaseInput): Promise<boolean> {
+    return this.archive.acquireLease(input);
+  }
+
+  releaseArchiveLease(holder: string): Promise<void> {
+    return this.archive.releaseLease(holder);
+  }
+
+  recordArchivedSegment(input: ArchivedSegmentInput): Promise<boolean> {
+    return this.archive.recordSegment(input);
+  }
+
+  trimArchivedAudit(holder: string, limit: number): Promise<number> {
+    return this.archive.trim(holder, limit);
   }
 
   ping(): Promise<void> {

@@ -169,6 +169,43 @@ export interface AuditCheckpoint {
 }
 
 /**
+ * How far the audit chain has been archived (issue 23): records `1..archivedThrough` are in the
+ * archive's segments and may be gone from the live store.
+ */
+export interface ArchiveState {
+  /** The last archived seq; 0 before any archive. */
+  readonly archivedThrough: number;
+  /** The hash of record `archivedThrough`; 64 zeros before any archive. */
+  readonly archivedHead: string;
+  /** Segments recorded so far. */
+  readonly segments: number;
+  /**
+   * Records `1..trimmedThrough` are gone from the live store (at most `archivedThrough`: the trim
+   * follows the archive, a slice at a time).
+   */
+  readonly trimmedThrough: number;
+}
+
+/** Input of {@link Store.acquireArchiveLease}. */
+export interface ArchiveLeaseInput {
+  /** Who asks: a fresh id per archiver (replica and start). */
+  readonly holder: string;
+  /** How long the lease lasts unless renewed, ms. */
+  readonly ttlMs: number;
+}
+
+/** Input of {@link Store.recordArchivedSegment}: the segment `firstSeq..lastSeq` is in the sink. */
+export interface ArchivedSegmentInput {
+  readonly holder: string;
+  readonly firstSeq: number;
+  readonly lastSeq: number;
+  /** The hash of record `firstSeq - 1` (64 zeros for the first segment): `archivedHead` as it must stand. */
+  readonly prevHash: string;
+  /** The hash of record `lastSeq`. */
+  readonly head: string;
+}
+
+/**
  * Everything the proxy keeps, behind one interface so the embedded store and the Redis store are
  * interchangeable and pass the same test suite. Every method is atomic on its own; `reserve` and
  * `settle` are the two calls on a proxied request's hot path.
@@ -266,6 +303,32 @@ export interface Store {
   addCheckpoint(checkpoint: AuditCheckpoint): Promise<void>;
   /** Every kept checkpoint, oldest first. */
   listCheckpoints(): Promise<AuditCheckpoint[]>;
+  /**
+   * How far the chain is archived (issue 23). After a trim `auditHead().records` still counts
+   * every record ever written, `readAudit` returns only live records (`seq > archivedThrough`)
+   * and `listCheckpoints` keeps every checkpoint.
+   */
+  archiveState(): Promise<ArchiveState>;
+  /**
+   * Takes the archiver's lease for `holder`, or renews it, until `ttlMs` from now; false while
+   * another holder's lease runs. One archiver at a time across replicas and processes.
+   */
+  acquireArchiveLease(input: ArchiveLeaseInput): Promise<boolean>;
+  /** Gives the lease up if `holder` still has it. */
+  releaseArchiveLease(holder: string): Promise<void>;
+  /**
+   * Records a segment stored and read back: `archivedThrough` moves to `lastSeq`. Atomic with the
+   * check that `holder` holds the lease, that the segment is the next one (`archivedThrough ==
+   * firstSeq - 1`, `archivedHead == prevHash`) and that record `lastSeq` has hash `head`; false,
+   * and nothing written, otherwise.
+   */
+  recordArchivedSegment(input: ArchivedSegmentInput): Promise<boolean>;
+  /**
+   * Removes up to `limit` of the oldest live records with `seq <= archivedThrough` (never the
+   * chain's last one, which the next record is chained to) with whatever indexes them per key,
+   * if `holder` holds the lease. Returns how many were removed (0: none left, or no lease).
+   */
+  trimArchivedAudit(holder: string, limit: number): Promise<number>;
   /** Resolves when the store is reachable. */
   ping(): Promise<void>;
   close(): Promise<void>;

@@ -20,12 +20,16 @@ import { RESERVE_LUA } from './lua/reserve.js';
 import { SETTLE_LUA } from './lua/settle.js';
 import { RedisAlerts, defineAlertScripts } from './redis-alerts.js';
 import { CLAIM_OBJECT_LUA, RECORD_OBJECT_LUA, RELEASE_OBJECT_LUA } from './lua/objects.js';
+import { RedisArchive } from './redis-archive.js';
 import { RedisListing } from './redis-listing.js';
 import {
   DEFAULT_IDEMPOTENCY_RETENTION_MS,
   type AlertClaimInput,
   type AlertClaimOutput,
   type AlertFinishInput,
+  type ArchiveLeaseInput,
+  type ArchiveState,
+  type ArchivedSegmentInput,
   type AuditInput,
   type AuditCheckpoint,
   type KeyAlerts,
@@ -216,6 +220,8 @@ export class RedisStore implements Store {
   private digestRun: Promise<void> | null = null;
   /** Threshold and cap-hit alerts and their outbox (issue 26). */
   private readonly alerts: RedisAlerts;
+  /** The audit archive's state, lease and trim (issue 23), on the background connection. */
+  private readonly archive: RedisArchive;
 
   constructor(options: RedisStoreOptions) {
     const prefix = options.prefix ?? 'keybrake:';
@@ -268,6 +274,7 @@ export class RedisStore implements Store {
       keyHashKey,
       dayKey,
     });
+    this.archive = new RedisArchive(this.background, CHAIN);
     this.reservationTtlMs = options.reservationTtlMs ?? 600_000;
     this.sealLockTtlMs = options.sealLockTtlMs ?? 2000;
     this.retentionMs = options.idempotencyRetentionMs ?? DEFAULT_IDEMPOTENCY_RETENTION_MS;
@@ -584,6 +591,29 @@ export class RedisStore implements Store {
         .map((raw) => JSON.parse(raw) as AuditCheckpoint)
         .sort((a, b) => a.records - b.records),
     );
+  }
+
+  archiveState(): Promise<ArchiveState> {
+    return this.run(() => this.archive.archiveState());
+  }
+
+  acquireArchiveLease(input: ArchiveLeaseInput): Promise<boolean> {
+    return this.run(() => this.archive.acquireLease(input));
+  }
+
+  releaseArchiveLease(holder: string): Promise<void> {
+    return this.run(() => this.archive.releaseLease(holder));
+  }
+
+  recordArchivedSegment(input: ArchivedSegmentInput): Promise<boolean> {
+    return this.run(() => this.archive.recordSegment(input));
+  }
+
+  trimArchivedAudit(holder: string, limit: number): Promise<number> {
+    // The trim of the chain and the families' lists lands with the archiver (issue 23, step 2).
+    void holder;
+    void limit;
+    return Promise.resolve(0);
   }
 
   ping(): Promise<void> {

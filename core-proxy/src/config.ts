@@ -10,6 +10,7 @@ import {
   parseSensitiveEndpoints,
 } from './pricing/cost-rules.js';
 import { type AlertConfig, loadAlertConfig } from './alerts/alert-config.js';
+import { type ArchiveConfig, readArchiveConfig } from './archive/archive-config.js';
 import { CheckpointSigner } from './audit/checkpoints.js';
 import { ConfigError, type Env, flag, positiveInt, readSecret } from './env.js';
 import { BUILT_IN_VENDORS, VendorRegistry, baseUrlVariable } from './vendors/registry.js';
@@ -85,6 +86,8 @@ export interface KeybrakeConfig {
   readonly workers: number;
   /** Threshold alerts: the webhook and the default thresholds (issue 26; `alerts/alert-config.ts`). */
   readonly alerts: AlertConfig;
+  /** The audit archive and the live window (issue 23; `archive/archive-config.ts`). */
+  readonly archive: ArchiveConfig;
 }
 
 /**
@@ -250,5 +253,6 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
     auditCheckpointIntervalMs: positiveInt(env, 'KEYBRAKE_AUDIT_CHECKPOINT_INTERVAL_MS', 60_000),
     workers: positiveInt(env, 'KEYBRAKE_WORKERS', 1),
     alerts: loadAlertConfig(env),
+    archive: readArchiveConfig(env, { dataDir, redis: readSecret(env, 'KEYBRAKE_REDIS_URL') !== undefined }),
   };
 }

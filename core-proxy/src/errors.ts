@@ -65,6 +65,17 @@ export const ERROR_TABLE = {
   },
   idempotency_key_in_use: { status: 409, message: 'A request with this Idempotency-Key is still in flight.' },
   cap_exhausted: { status: 429, message: 'This call would take spend past the vault key cap; nothing was forwarded.' },
+  /** Issue 26: transient, unlike a cap hit: retry after `Retry-After` seconds. */
+  rate_limited: {
+    status: 429,
+    message:
+      "This call would exceed the vault key's requests per second or per minute (own or an ancestor's); nothing was forwarded. Retry after Retry-After seconds.",
+  },
+  concurrency_limited: {
+    status: 429,
+    message:
+      "This call would exceed the vault key's max_concurrent calls in flight (own or an ancestor's); nothing was forwarded. Retry after Retry-After seconds.",
+  },
 
   // The vendor call itself.
   upstream_unreachable: { status: 502, message: 'The vendor could not be reached; nothing was sent.' },
@@ -272,6 +283,28 @@ export class CapExhaustedError extends KeybrakeError {
       // The Stripe SDK honours this: a cap hit is never worth a retry.
       'stripe-should-retry': 'false',
     });
+  }
+}
+
+/**
+ * Issue 26: a request or concurrency limit of the key or an ancestor refused the call. A 429 like
+ * a cap hit, but transient: `Retry-After` and `retry_after_s` say when to retry, it never carries
+ * `X-Keybrake-Cap-Hit`, and the Stripe SDK is told to retry it.
+ */
+export class LimitRefusalError extends KeybrakeError {
+  constructor(
+    code: 'rate_limited' | 'concurrency_limited',
+    /** Whole seconds to wait, at least 1. */
+    readonly retryAfterS: number,
+  ) {
+    super(code, ERROR_TABLE[code].message, {
+      'retry-after': String(retryAfterS),
+      'stripe-should-retry': 'true',
+    });
+  }
+
+  override toJSON(): ErrorBody & { readonly error: { readonly retry_after_s: number } } {
+    return { error: { code: this.code, message: this.message, retry_after_s: this.retryAfterS } };
   }
 }
 

@@ -2,6 +2,7 @@ export { buildApp, type AppOptions } from './http/app.js';
 export { startServer, type ServerOptions } from './http/server.js';
 export { loadConfig, ConfigError, type KeybrakeConfig, type LoadConfigOptions } from './config.js';
 export { SqliteStore, type SqliteStoreOptions } from './store/sqlite-store.js';
+export type { KeyLimits } from './store/key-limits.js';
 export { openStore } from './store/open-store.js';
 export { RedisStore, type RedisStoreOptions } from './store/redis/redis-store.js';
 export type {
@@ -14,6 +15,7 @@ export type {
   AuditHead,
   ReserveInput,
   ReserveOutput,
+  ReserveRoom,
   SettleInput,
   StoredResponse,
   CallOutcome,
@@ -22,6 +24,7 @@ export {
   ERROR_TABLE,
   KeybrakeError,
   CapExhaustedError,
+  LimitRefusalError,
   StoreUnavailableError,
   InvalidRequestError,
   type ErrorCode,

@@ -66,6 +66,8 @@ export interface TestProxyOptions {
   readonly env?: Record<string, string>;
   /** Epoch ms the clock starts at. @default Date.now() */
   readonly startAt?: number;
+  /** The clock stands still at `startAt` and moves only by `advance` (issue 26: window edges). @default false */
+  readonly frozenClock?: boolean;
   /** @default the project's store: `KEYBRAKE_TEST_STORE` ('embedded' or 'redis') */
   readonly store?: 'embedded' | 'redis';
   /** Redis (or `redis+cluster://`) URL. @default the project's Redis */
@@ -145,6 +147,7 @@ export async function startProxy(options: TestProxyOptions = {}): Promise<TestPr
     { builtInVendors: options.builtInVendors },
   );
   let offset = options.startAt === undefined ? 0 : options.startAt - Date.now();
+  let frozenOffset = 0;
   const logLines: string[] = [];
   const logStream = new Writable({
     write(chunk: Buffer, _encoding, done) {
@@ -165,7 +168,7 @@ export async function startProxy(options: TestProxyOptions = {}): Promise<TestPr
   const app = await buildApp({
     config,
     store,
-    now: () => Date.now() + offset,
+    now: options.frozenClock ? () => (options.startAt ?? 0) + frozenOffset : () => Date.now() + offset,
     logger: { level: 'debug', stream: logStream, redact: REDACTED_LOG_PATHS },
   });
   const responses: { text: string; issuing: string | undefined }[] = [];
@@ -252,6 +255,7 @@ export async function startProxy(options: TestProxyOptions = {}): Promise<TestPr
     redisPrefix,
     advance: (ms) => {
       offset += ms;
+      frozenOffset += ms;
     },
     admin,
     async issueKey(fields) {

@@ -7,6 +7,7 @@ import {
   type AuditInput,
   type ReserveInput,
   type ReserveOutput,
+  type ReserveRoom,
   type Store,
   type VaultKeyRecord,
   KeybrakeError,
@@ -15,6 +16,7 @@ import {
   StoreUnavailableError,
 } from '../src/index.js';
 import { KeyDepthExceededError } from '../src/errors.js';
+import type { KeyLimits } from '../src/store/key-limits.js';
 import { MAX_KEY_DEPTH } from '../src/keys/key-depth.js';
 import { freePort } from './ports.js';
 
@@ -161,9 +163,41 @@ interface ReserveScenario {
   readonly arrange: (store: Store, ids: Family) => Promise<ReserveInput>;
   /** The answer the order of `Store.reserve` gives; `capKeyId` as 'parent' or 'child'. */
   readonly expected:
-    | { readonly kind: 'reserved'; readonly tainted: boolean }
+    | { readonly kind: 'reserved'; readonly tainted: boolean; readonly room: ReserveRoom }
     | { readonly kind: 'replay' }
-    | { readonly kind: 'refused'; readonly code: string; readonly capKey?: 'parent' | 'child' };
+    | {
+        readonly kind: 'refused';
+        readonly code: string;
+        readonly capKey?: 'parent' | 'child';
+        readonly retryAfterS?: number;
+      };
+}
+
+/** What a $1 call leaves in the family: the child's $3 a day is the tightest cap. */
+const ROOM = { remainingMicros: 2_000_000, requests: null, concurrent: null };
+
+/** Issue 26: the family with limits on the parent (`parent`) and on the child (`child`). */
+async function limitedFamily(
+  store: Store,
+  ids: Family,
+  parent: Partial<KeyLimits>,
+  child: Partial<KeyLimits> = {},
+): Promise<void> {
+  const limits = (given: Partial<KeyLimits>): KeyLimits => ({
+    maxRequestsPerSecond: null,
+    maxRequestsPerMinute: null,
+    maxConcurrent: null,
+    ...given,
+  });
+  await store.createKey(keyRecord(ids.parent, { capMicros: 10_000_000, limits: limits(parent) }));
+  await store.createKey(
+    keyRecord(ids.child, {
+      parentKeyId: ids.parent,
+      capMicros: 5_000_000,
+      dailyCapMicros: 3_000_000,
+      ...(Object.keys(child).length > 0 ? { limits: limits(child) } : {}),
+    }),
+  );
 }
 
 /** Every condition the scenario adds is one a later step would also refuse: the earliest must win. */
@@ -171,7 +205,7 @@ const RESERVE_SCENARIOS: readonly ReserveScenario[] = [
   {
     name: 'nothing in the way',
     arrange: async (store, ids) => (await family(store, ids), reserveInput(ids.child)),
-    expected: { kind: 'reserved', tainted: false },
+    expected: { kind: 'reserved', tainted: false, room: ROOM },
   },
   {
     name: 'an unknown key',
@@ -236,7 +270,7 @@ const RESERVE_SCENARIOS: readonly ReserveScenario[] = [
       await store.taintKey(ids.parent);
       return reserveInput(ids.child, { sensitive: false });
     },
-    expected: { kind: 'reserved', tainted: true },
+    expected: { kind: 'reserved', tainted: true, room: ROOM },
   },
   {
     name: 'idempotency key reused + in use + over every cap: reused',
@@ -311,13 +345,75 @@ const RESERVE_SCENARIOS: readonly ReserveScenario[] = [
     },
     expected: { kind: 'refused', code: 'cap_exhausted', capKey: 'child' },
   },
+  // Issue 26: step 7, the limits, nearest key first, after every cap.
+  {
+    name: "issue 26: within the family's limits: reserved, with the tightest room",
+    arrange: async (store, ids) => {
+      await limitedFamily(store, ids, { maxConcurrent: 3, maxRequestsPerSecond: 10 }, { maxRequestsPerMinute: 5 });
+      await store.reserve(reserveInput(ids.child, { costMicros: 0 }));
+      return reserveInput(ids.child);
+    },
+    expected: { kind: 'reserved', tainted: false, room: { remainingMicros: 2_000_000, requests: 3, concurrent: 1 } },
+  },
+  {
+    name: "issue 26: the parent's max_concurrent reached by a call in flight: concurrency_limited",
+    arrange: async (store, ids) => {
+      await limitedFamily(store, ids, { maxConcurrent: 1 });
+      await store.reserve(reserveInput(ids.child, { costMicros: 0 }));
+      return reserveInput(ids.child);
+    },
+    expected: { kind: 'refused', code: 'concurrency_limited', retryAfterS: 1 },
+  },
+  {
+    name: 'issue 26: a settled call no longer counts in flight',
+    arrange: async (store, ids) => {
+      await limitedFamily(store, ids, { maxConcurrent: 1 });
+      await spend(store, ids.child, 0);
+      return reserveInput(ids.child);
+    },
+    expected: { kind: 'reserved', tainted: false, room: { remainingMicros: 2_000_000, requests: null, concurrent: 0 } },
+  },
+  {
+    name: "issue 26: the child's own per-minute window full: rate_limited to the minute's end",
+    arrange: async (store, ids) => {
+      await limitedFamily(store, ids, { maxRequestsPerSecond: 10 }, { maxRequestsPerMinute: 1 });
+      await spend(store, ids.child, 0);
+      // 39.75 s before the minute ends: 40 whole seconds.
+      return reserveInput(ids.child, { now: T0 + HOUR + 20_250 });
+    },
+    expected: { kind: 'refused', code: 'rate_limited', retryAfterS: 40 },
+  },
+  {
+    name: "issue 26: the parent's per-second window full at its 999th ms: rate_limited for 1 s",
+    arrange: async (store, ids) => {
+      await limitedFamily(store, ids, { maxRequestsPerSecond: 1 });
+      await spend(store, ids.child, 0, T0 + HOUR - 2000);
+      await spend(store, ids.child, 0, T0 + HOUR - 1000);
+      return reserveInput(ids.child, { now: T0 + HOUR - 1 });
+    },
+    expected: { kind: 'refused', code: 'rate_limited', retryAfterS: 1 },
+  },
+  {
+    name: 'issue 26: over a cap and over a limit: the cap hit',
+    arrange: async (store, ids) => {
+      await limitedFamily(store, ids, { maxConcurrent: 1, maxRequestsPerSecond: 1 });
+      await store.reserve(reserveInput(ids.child, { costMicros: 0 }));
+      return reserveInput(ids.child, { costMicros: 3_500_000 });
+    },
+    expected: { kind: 'refused', code: 'cap_exhausted', capKey: 'child' },
+  },
 ];
 
 function comparable(output: ReserveOutput, ids: Family): unknown {
   if (output.kind === 'replay') return { kind: 'replay' };
   if (output.kind === 'reserved') return output;
   const capKey = output.capKeyId === ids.parent ? 'parent' : output.capKeyId === ids.child ? 'child' : output.capKeyId;
-  return { kind: 'refused', code: output.code, ...(capKey === undefined ? {} : { capKey }) };
+  return {
+    kind: 'refused',
+    code: output.code,
+    ...(capKey === undefined ? {} : { capKey }),
+    ...(output.retryAfterS === undefined ? {} : { retryAfterS: output.retryAfterS }),
+  };
 }
 
 describe('issue 20: reserve answers the same on every store, in the order of Store.reserve', () => {

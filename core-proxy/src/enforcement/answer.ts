@@ -3,6 +3,7 @@ import type { KeybrakeContext } from '../http/plugins/keybrake.js';
 import { encodePath } from '../keys/allowlist.js';
 import type { AuditInput, CallOutcome, ReserveInput } from '../store/store.js';
 import type { AuditFacts, Outcome } from './call-facts.js';
+import { roomHeaders } from './headers.js';
 import { appendAudit } from './store-calls.js';
 
 const MAX_AUDITED_PATH = 1024;
@@ -90,6 +91,7 @@ export function answer(kb: KeybrakeContext, outcome: Outcome, reply: ProxyReply)
       kb.metrics.recordSpend(vendor, outcome.facts.key?.agentRunLabel, settled.micros / 1e6);
       reply.code(outcome.response.status);
       reply.headers(outcome.headers);
+      if (outcome.facts.room) reply.headers(roomHeaders(outcome.facts.room));
       reply.send(outcome.body);
       return;
     }
@@ -102,6 +104,7 @@ export function answer(kb: KeybrakeContext, outcome: Outcome, reply: ProxyReply)
         reason: error.code,
       });
       kb.metrics.recordSpend(vendor, outcome.facts.key?.agentRunLabel, outcome.costMicros / 1e6);
+      if (outcome.facts.room) reply.headers(roomHeaders(outcome.facts.room));
       return refusalReply(reply, error);
     }
     case 'replayed':
@@ -147,6 +150,9 @@ async function answerRefusal(
   const vendor = facts.call.vendor.name;
   kb.metrics.requests.inc({ vendor, outcome: 'blocked', reason: error.code });
   if (error.code === 'cap_exhausted') kb.metrics.capHits.inc({ vendor });
+  if (error.code === 'rate_limited' || error.code === 'concurrency_limited') {
+    kb.metrics.limitRefusals.inc({ vendor, reason: error.code });
+  }
   return refusalReply(reply, error);
 }
 

@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { KeybrakeError, StoreUnavailableError, UpstreamError } from '../errors.js';
 import type { CallPrice, CallSettlement } from '../pricing/price-call.js';
-import type { StoredResponse, VaultKeyRecord } from '../store/store.js';
+import type { ReserveRoom, StoredResponse, VaultKeyRecord } from '../store/store.js';
 import type { ObjectCall } from '../vendors/vendor.js';
 import type { ForwardResult } from './forwarder.js';
 import type { ClaimedObjectCall } from './object-calls.js';
@@ -79,6 +79,8 @@ export interface Reserved extends Priced {
   readonly reservationId: string;
   /** The key or an ancestor is tainted, as the store read it (fresher than a cached key record). */
   readonly keyTainted: boolean;
+  /** Issue 26: what the reservation left, for the remaining-room headers. */
+  readonly room: ReserveRoom | undefined;
 }
 
 /** `forward`: the call was sent upstream (or could not be). */
@@ -147,6 +149,7 @@ export function arrivedFacts(call: ArrivedCall): Arrived {
     claim: undefined,
     reservationId: undefined,
     keyTainted: undefined,
+    room: undefined,
     result: undefined,
   };
   return facts;

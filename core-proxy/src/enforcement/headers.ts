@@ -2,6 +2,7 @@
  * Header policy of the proxy: what the client's headers say about a call (provenance, method
  * overrides, `Connection`), what is forwarded upstream, and what is passed back.
  */
+import type { ReserveRoom } from '../store/store.js';
 import type { IncomingHttpHeaders } from 'node:http';
 import { METHOD_OVERRIDE_HEADERS } from '../keys/allowlist.js';
 import { countHeader } from '../vendors/request-params.js';
@@ -118,4 +119,27 @@ export function returnedHeaders(response: VendorResponse): Record<string, string
     returned[name] = value;
   }
   return returned;
+}
+
+/**
+ * Issue 26: the remaining-room headers of a call that reserved, after its reservation:
+ * `X-Keybrake-Remaining-Usd` (USD left under the tightest cap, own or any ancestor's, lifetime or
+ * daily, as a decimal with exactly 6 places: the micro-dollars the store counts, never rounded up),
+ * `X-Keybrake-Requests-Remaining` (calls left in the tightest request window; absent when no key
+ * of the family has a rate limit), `X-Keybrake-Concurrent-Remaining` (calls that may still start
+ * while this one is in flight; absent without a concurrency limit).
+ */
+export function roomHeaders(room: ReserveRoom): Record<string, string> {
+  const headers: Record<string, string> = {
+    'x-keybrake-remaining-usd': formatMicrosUsd(room.remainingMicros),
+  };
+  if (room.requests !== null) headers['x-keybrake-requests-remaining'] = String(Math.max(0, room.requests));
+  if (room.concurrent !== null) headers['x-keybrake-concurrent-remaining'] = String(Math.max(0, room.concurrent));
+  return headers;
+}
+
+/** Integer micro-dollars as a USD decimal with 6 places (`12.500000`), exact. */
+export function formatMicrosUsd(micros: number): string {
+  const whole = Math.floor(micros / 1_000_000);
+  return `${whole}.${String(micros - whole * 1_000_000).padStart(6, '0')}`;
 }

@@ -15,6 +15,7 @@ import {
   InvalidVaultKeyError,
   type KeybrakeError,
   KeyDepthExceededError,
+  LimitRefusalError,
   TaintedRequestRefusedError,
   UnsupportedMediaTypeError,
   UpstreamError,
@@ -189,7 +190,8 @@ export const price: Step<TaintChecked, Priced> = {
 };
 
 /**
- * 429 `cap_exhausted` (own or any ancestor's cap), 409 `idempotency_key_in_use`, 400
+ * 429 `cap_exhausted` (own or any ancestor's cap), 429 `rate_limited` / `concurrency_limited` (own or
+ * any ancestor's limit, issue 26), 409 `idempotency_key_in_use`, 400
  * `idempotency_key_reused`, or the stored response of a finished repeat. A call on a tracked
  * object first claims the object (409 `object_in_use`), and is priced from its state. The store
  * checks the key's state and taint again, atomically with the reservation.
@@ -238,7 +240,7 @@ export const reserve: Step<Priced, Reserved> = {
       throw error;
     }
     if (reserved.kind === 'reserved')
-      return { ...facts, price: callPrice, claim, reservationId, keyTainted: reserved.tainted };
+      return { ...facts, price: callPrice, claim, reservationId, keyTainted: reserved.tainted, room: reserved.room };
     const claimed = { ...facts, price: callPrice, claim };
     if (reserved.kind === 'replay') return { kind: 'replayed', facts: claimed, stored: reserved.response };
     return refused(
@@ -359,6 +361,9 @@ function reserveRefusal(reserved: Extract<ReserveOutput, { kind: 'refused' }>, k
       return new IdempotencyKeyInUseError();
     case 'key_depth_exceeded':
       return new KeyDepthExceededError(MAX_KEY_DEPTH);
+    case 'rate_limited':
+    case 'concurrency_limited':
+      return new LimitRefusalError(reserved.code, reserved.retryAfterS ?? 1);
   }
 }
 

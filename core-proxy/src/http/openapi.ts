@@ -2,6 +2,7 @@
  * The OpenAPI 3.1 document of the admin API, the proxy and the error shape, served at
  * `/openapi.json`. It restates `shared/CONTRACT.md` and writes down what the contract leaves open.
  */
+import { CHAIN_FAILURE_REASONS } from '../archive/verify.js';
 import { MAX_KEY_DEPTH } from '../keys/key-depth.js';
 import { BUILT_IN_REGISTRY, type VendorRegistry } from '../vendors/registry.js';
 
@@ -192,6 +193,27 @@ export function openApiDocument(vendors: VendorRegistry) {
               description: `Spend of the child also counts against the parent caps; must name an active key. A key has at most MAX_KEY_DEPTH = ${MAX_KEY_DEPTH} ancestors: a parent that already has ${MAX_KEY_DEPTH} is refused with 400 key_depth_exceeded`,
             },
             tainted: { type: 'boolean', default: false },
+            max_requests_per_second: {
+              type: ['integer', 'null'],
+              minimum: 1,
+              maximum: 1_000_000,
+              description:
+                "Issue 26: calls admitted per UTC clock second (fixed window: up to twice this within 1 s across a boundary), counting every descendant's calls. Over it: 429 rate_limited",
+            },
+            max_requests_per_minute: {
+              type: ['integer', 'null'],
+              minimum: 1,
+              maximum: 1_000_000,
+              description:
+                'Issue 26: calls admitted per UTC clock minute (fixed window), descendants included. Over it: 429 rate_limited',
+            },
+            max_concurrent: {
+              type: ['integer', 'null'],
+              minimum: 1,
+              maximum: 1_000_000,
+              description:
+                'Issue 26: calls in flight at once (reserved, not yet settled), descendants included. Over it: 429 concurrency_limited',
+            },
             alerts: {
               type: 'array',
               maxItems: 10,
@@ -256,6 +278,15 @@ export function openApiDocument(vendors: VendorRegistry) {
             tainted: { type: 'boolean' },
             created_at: { type: 'string', format: 'date-time' },
             alerts: { $ref: '#/components/schemas/AlertThresholds' },
+            limits: {
+              type: 'object',
+              description: 'Issue 26: present only when the key has a limit of its own',
+              properties: {
+                max_requests_per_second: { type: ['integer', 'null'] },
+                max_requests_per_minute: { type: ['integer', 'null'] },
+                max_concurrent: { type: ['integer', 'null'] },
+              },
+            },
           },
         },
         VaultKey: {
@@ -296,6 +327,17 @@ export function openApiDocument(vendors: VendorRegistry) {
               type: 'array',
               description: 'GET /vault/keys/{key_id} only: the cap-hit alerts fired, once per cap period',
               items: { $ref: '#/components/schemas/FiredAlert' },
+            },
+            limits: {
+              type: 'object',
+              description:
+                'Issue 26: present only when the key has a limit of its own; in_flight: calls of the key and its descendants in flight now (counted while the key has max_concurrent)',
+              properties: {
+                max_requests_per_second: { type: ['integer', 'null'] },
+                max_requests_per_minute: { type: ['integer', 'null'] },
+                max_concurrent: { type: ['integer', 'null'] },
+                in_flight: { type: 'integer', minimum: 0 },
+              },
             },
           },
         },
@@ -459,7 +501,9 @@ export function openApiDocument(vendors: VendorRegistry) {
           summary: 'Every proxied request made with this key, oldest first',
           description:
             'Without parameters: every call, as the contract says. With limit, cursor or after_seq: a page, oldest first, ' +
-            'and next_cursor (null when the page was not full). after_seq=N starts after audit seq N (live catch-up).',
+            'and next_cursor (null when the page was not full). after_seq=N starts after audit seq N (live catch-up). ' +
+            'Calls come from the live store only: once records are archived (issue 23), archived says up to which seq ' +
+            'calls are not listed here and where the archive is.',
           parameters: [
             query('limit', { type: 'integer', minimum: 1, maximum: 1000, default: 100 }, 'Calls per page at most'),
             query('cursor', cursorSchema, 'next_cursor of the previous page'),
@@ -480,6 +524,19 @@ export function openApiDocument(vendors: VendorRegistry) {
                     properties: {
                       calls: { type: 'array', items: { $ref: '#/components/schemas/Call' } },
                       next_cursor: { type: ['string', 'null'], description: 'Paged form only' },
+                      archived: {
+                        type: 'object',
+                        description:
+                          'Issue 23, present once records are archived: calls with seq <= through_seq are not listed ' +
+                          '(they left the live store) and are in the archive segments at archive (dir:/path or ' +
+                          's3://bucket/prefix; null when the proxy has no archive configured now)',
+                        required: ['through_seq', 'archive', 'segments'],
+                        properties: {
+                          through_seq: { type: 'integer', minimum: 1 },
+                          archive: { type: ['string', 'null'] },
+                          segments: { type: 'integer', minimum: 0 },
+                        },
+                      },
                     },
                   },
                 },
@@ -544,7 +601,14 @@ export function openApiDocument(vendors: VendorRegistry) {
                 '(records a checkpoint vouches for are gone), checkpoint_mismatch (the chain was rewritten after the ' +
                 'last matching checkpoint), checkpoint_signature_invalid (a checkpoint was forged or edited), ' +
                 'records_missing (the chain verifies, but the store holds records that are not in it: first_bad_seq ' +
-                'is the seq after the end of the chain, missing_records how many)',
+                'is the seq after the end of the chain, missing_records how many). Issue 23: the chain is checked from ' +
+                'genesis through every archived segment (archived_records, segments) to the live head; an archive ' +
+                'failure names the segment and one of segment_missing (a gap: deleted, or the archive ends before the ' +
+                'store says), segment_overlap, segment_truncated (records or its checkpoint cut, gzip cut short), ' +
+                'record_edited, record_missing, segment_reordered (content not what the name says: renamed, swapped), ' +
+                'signature_invalid, checkpoint_untrusted (signed by a key not trusted), segment_unsigned, ' +
+                'segment_unreadable, archive_unavailable (records archived but the archive cannot be read). For a ' +
+                'signature failure first_bad_seq is the first record no valid checkpoint vouches for.',
               content: {
                 'application/json': {
                   schema: {
@@ -559,6 +623,12 @@ export function openApiDocument(vendors: VendorRegistry) {
                           checkpoints: { type: 'integer', minimum: 0 },
                           last_checkpoint_records: { type: 'integer', minimum: 0 },
                           untrusted_checkpoints: { type: 'integer', minimum: 0 },
+                          archived_records: {
+                            type: 'integer',
+                            minimum: 0,
+                            description: 'Records 1..N verified in the archive (issue 23)',
+                          },
+                          segments: { type: 'integer', minimum: 0, description: 'Archive segments verified' },
                         },
                       },
                       {
@@ -568,16 +638,11 @@ export function openApiDocument(vendors: VendorRegistry) {
                           ok: { const: false },
                           records: { type: 'integer', minimum: 0 },
                           first_bad_seq: { type: 'integer' },
-                          reason: {
-                            enum: [
-                              'chain_broken',
-                              'truncated',
-                              'checkpoint_mismatch',
-                              'checkpoint_signature_invalid',
-                              'records_missing',
-                            ],
-                          },
+                          reason: { enum: [...CHAIN_FAILURE_REASONS] },
                           missing_records: { type: 'integer', minimum: 1 },
+                          archived_records: { type: 'integer', minimum: 0 },
+                          segment: { type: 'string', description: 'The archive segment at fault' },
+                          detail: { type: 'string', description: 'What the archive or the decoder said' },
                         },
                       },
                     ],
@@ -685,7 +750,9 @@ export function openApiDocument(vendors: VendorRegistry) {
           description:
             'Vault key as the vendor SDK presents its secret (each vendor module, or its KEYBRAKE_VENDORS_FILE entry, says how: Bearer, Basic or a named header). ' +
             'Idempotency-Key (<= 255 chars) scopes replays per key for at least 24 hours; a replay carries Idempotent-Replayed: true. ' +
-            'Every response carries X-Keybrake-Key-Id once the key is known. A refusal or error of Keybrake itself (not of the vendor) carries X-Keybrake-Error: <error.code>.',
+            'Every response carries X-Keybrake-Key-Id once the key is known. A refusal or error of Keybrake itself (not of the vendor) carries X-Keybrake-Error: <error.code>. ' +
+            'Issue 26: every response of a call that reserved (the vendor answer, or an upstream error) carries X-Keybrake-Remaining-Usd (USD left under the tightest cap, own or any ancestor, lifetime or daily, after this call, with exactly 6 decimals), ' +
+            'X-Keybrake-Requests-Remaining (calls left in the tightest request window of the key and its ancestors; absent when none has a rate limit) and X-Keybrake-Concurrent-Remaining (calls that may still start; absent without a concurrency limit). Replays and refusals carry none of them.',
           security: [],
           'x-keybrake-pricing': pricingConfiguration(vendors),
           responses: {
@@ -725,8 +792,17 @@ export function openApiDocument(vendors: VendorRegistry) {
             ),
             '429': {
               description:
-                'Cap exhausted: header X-Keybrake-Cap-Hit: true, nothing forwarded (error.code: cap_exhausted). A vendor 429 has no such header.',
-              headers: { 'X-Keybrake-Cap-Hit': { schema: { const: 'true' } } },
+                'Cap exhausted: header X-Keybrake-Cap-Hit: true and Stripe-Should-Retry: false, nothing forwarded; terminal. ' +
+                'Issue 26, rate_limited / concurrency_limited: a request or concurrency limit of the key or an ancestor; transient: Retry-After (whole seconds >= 1, also error.retry_after_s), Stripe-Should-Retry: true, never X-Keybrake-Cap-Hit; nothing forwarded, nothing reserved. ' +
+                'A vendor 429 has none of these headers. (error.code: cap_exhausted, rate_limited, concurrency_limited)',
+              headers: {
+                'X-Keybrake-Cap-Hit': { schema: { const: 'true' }, description: 'cap_exhausted only' },
+                'Retry-After': {
+                  schema: { type: 'integer', minimum: 1 },
+                  description: 'rate_limited, concurrency_limited',
+                },
+                'Stripe-Should-Retry': { schema: { enum: ['true', 'false'] } },
+              },
               content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
             },
             '502': error('Vendor unreachable (nothing sent) or failed mid-call (outcome unknown)', [

@@ -4,6 +4,7 @@ import { parseAlertsField } from '../alerts/alert-thresholds.js';
 import { InvalidRequestError, VendorNotConfiguredError } from '../errors.js';
 import { type Micros, usdToMicros } from '../pricing/money.js';
 import { BUILT_IN_REGISTRY, type VendorRegistry } from '../vendors/registry.js';
+import { type KeyLimits, MAX_LIMIT_VALUE, hasLimits } from '../store/key-limits.js';
 
 /** The largest cap accepted: a billion dollars keeps every micro-dollar sum exact in a double. */
 const MAX_CAP_USD = 1_000_000_000;
@@ -21,6 +22,10 @@ export const ISSUANCE_FIELDS: ReadonlySet<string> = new Set([
   'parent_key_id',
   'tainted',
   'alerts',
+  // Issue 26.
+  'max_requests_per_second',
+  'max_requests_per_minute',
+  'max_concurrent',
 ]);
 
 /** A validated `POST /vault/keys` body. */
@@ -35,6 +40,18 @@ export interface IssueKeyInput {
   readonly tainted: boolean;
   /** `alerts` (issue 26): thresholds ascending; null when absent (the server's defaults apply). */
   readonly alertFractions: readonly number[] | null;
+  /** Issue 26: request and concurrency limits; null when none is set. */
+  readonly limits: KeyLimits | null;
+}
+
+/** Issue 26: an optional limit, an integer from 1 to `MAX_LIMIT_VALUE`. */
+function parseLimit(body: Record<string, unknown>, field: string): number | null {
+  const value = body[field];
+  if (value === undefined || value === null) return null;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > MAX_LIMIT_VALUE) {
+    throw new InvalidRequestError(`${field} must be an integer from 1 to ${MAX_LIMIT_VALUE}.`);
+  }
+  return value;
 }
 
 function parseCap(body: Record<string, unknown>, field: string): Micros | null {
@@ -109,6 +126,12 @@ export function parseIssueKeyInput(
   }
   const alertFractions = parseAlertsField(fields.alerts);
 
+  const limits: KeyLimits = {
+    maxRequestsPerSecond: parseLimit(fields, 'max_requests_per_second'),
+    maxRequestsPerMinute: parseLimit(fields, 'max_requests_per_minute'),
+    maxConcurrent: parseLimit(fields, 'max_concurrent'),
+  };
+
   // Validation first, configuration second: a malformed body is the caller's bug either way.
   if (!configuredVendors.has(vendor)) {
     throw new VendorNotConfiguredError(vendor);
@@ -124,6 +147,7 @@ export function parseIssueKeyInput(
     parentKeyId: (parentKeyId as string | undefined) ?? null,
     tainted: tainted === true,
     alertFractions,
+    limits: hasLimits(limits) ? limits : null,
   };
 }
 

@@ -26,6 +26,15 @@ import {
 import { type KeyListPage, type KeyListQuery, catchUpDigest, listKeyPage } from './key-listing.js';
 import { ALERTS_SCHEMA, SqliteAlerts } from './sqlite-alerts.js';
 import { SqliteCheckpointer } from './sqlite-checkpointer.js';
+import { admitCall, hasLimits, remainingUnderCaps } from './key-limits.js';
+import {
+  type LimitColumns,
+  addLimitColumns,
+  countAdmittedCall,
+  limitStateOfRow,
+  limitsOfRow,
+  releaseInFlight,
+} from './sqlite-limits.js';
 import { ARCHIVE_SCHEMA, SqliteArchive } from './sqlite-archive.js';
 import { LISTING_SCHEMA, SqliteListing } from './sqlite-listing.js';
 import { OwnerLock, ownerAlive } from './sqlite-owner.js';
@@ -69,7 +78,7 @@ export interface SqliteStoreOptions {
   readonly now?: () => number;
 }
 
-interface KeyRow {
+interface KeyRow extends LimitColumns {
   key_id: string;
   key_hash: string;
   vendor: string;
@@ -102,6 +111,8 @@ interface ReservationRow {
   pending: string;
   /** The store that made it (`OwnerLock.ownerId`); null for a reservation written before owners. */
   owner: string | null;
+  /** JSON ids of the keys whose in-flight count it holds (issue 26); null: none. */
+  in_flight_keys: string | null;
 }
 
 /** A write queued for the next group commit. */
@@ -361,6 +372,7 @@ export class SqliteStore implements Store {
         this.db.exec(SCHEMA);
         this.db.exec(OBJECT_SCHEMA);
         for (const table of KEYED_TABLES) this.withoutRowid(table);
+        addLimitColumns(this.db);
         this.db.exec(LISTING_SCHEMA);
         this.db.exec(ALERTS_SCHEMA);
         this.db.exec(ARCHIVE_SCHEMA);
@@ -408,8 +420,8 @@ export class SqliteStore implements Store {
       }
       this.statement(
         `INSERT INTO vault_keys (key_id, key_hash, vendor, daily_cap, cap, allowed_endpoints, agent_run_label,
-             parent_key_id, tainted, created_at, expires_at, revoked_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+             parent_key_id, tainted, created_at, expires_at, revoked_at, max_rps, max_rpm, max_concurrent)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ).run(
         stored.keyId,
         stored.keyHash,
@@ -423,6 +435,9 @@ export class SqliteStore implements Store {
         stored.createdAt,
         stored.expiresAt,
         stored.revokedAt,
+        stored.limits?.maxRequestsPerSecond ?? null,
+        stored.limits?.maxRequestsPerMinute ?? null,
+        stored.limits?.maxConcurrent ?? null,
       );
       this.listing.keyCreated(stored);
       this.alerts.keyCreated(stored);
@@ -467,6 +482,7 @@ export class SqliteStore implements Store {
         unknownMicros: row.unknown,
         spentTodayMicros: today?.spent ?? 0,
         reservedTodayMicros: today?.reserved ?? 0,
+        inFlight: row.in_flight,
       };
     });
   }
@@ -551,11 +567,28 @@ export class SqliteStore implements Store {
         }
       }
 
+      // 7. Issue 26: request and concurrency limits, only for a chain that has one.
+      let inFlightKeys: string | null = null;
+      let requests: number | null = null;
+      let concurrent: number | null = null;
+      if (chain.some((key) => key.max_rps !== null || key.max_rpm !== null || key.max_concurrent !== null)) {
+        const states = chain.flatMap((key) => {
+          const limits = limitsOfRow(key);
+          return hasLimits(limits) ? [limitStateOfRow(key, limits)] : [];
+        });
+        const decision = admitCall(states, input.now);
+        if (decision.kind === 'refused') {
+          return { kind: 'refused', code: decision.code, retryAfterS: decision.retryAfterS };
+        }
+        inFlightKeys = countAdmittedCall((sql) => this.statement(sql), decision.updates);
+        ({ requests, concurrent } = decision.room);
+      }
+
       // Reserve before forwarding: a call that reaches the vendor can no longer be un-spent.
       for (const key of chain) this.addSpend(key.key_id, day, { reserved: input.costMicros });
       this.statement(
-        `INSERT INTO reservations (reservation_id, key_id, day, amount, idempotency_key, pending, owner)
-           VALUES (?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO reservations (reservation_id, key_id, day, amount, idempotency_key, pending, owner, in_flight_keys)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
       ).run(
         input.reservationId,
         input.keyId,
@@ -564,6 +597,7 @@ export class SqliteStore implements Store {
         input.idempotency?.key ?? null,
         JSON.stringify(input.pending),
         this.owner.ownerId,
+        inFlightKeys,
       );
       this.rememberAncestry(chain);
       if (input.idempotency) {
@@ -571,7 +605,16 @@ export class SqliteStore implements Store {
           'INSERT INTO idempotency (key_id, idempotency_key, fingerprint, response, created_at) VALUES (?, ?, ?, NULL, ?)',
         ).run(input.keyId, input.idempotency.key, input.idempotency.fingerprint, input.now);
       }
-      return { kind: 'reserved', tainted };
+      const remainingMicros = remainingUnderCaps(
+        chain.map((key) => ({
+          cap: key.cap,
+          used: key.spent + key.reserved,
+          dailyCap: key.daily_cap,
+          usedToday: (key.day_spent ?? 0) + (key.day_reserved ?? 0),
+        })),
+        input.costMicros,
+      );
+      return { kind: 'reserved', tainted, room: { remainingMicros, requests, concurrent } };
     });
   }
 
@@ -922,6 +965,8 @@ export class SqliteStore implements Store {
    * ancestor, in the day it was reserved.
    */
   private book(reservation: ReservationRow, actualMicros: Micros, unknown: boolean): void {
+    // Issue 26: the call is no longer in flight, however it ended (settled, released, recovered).
+    releaseInFlight((sql) => this.statement(sql), reservation.in_flight_keys);
     const keyIds = this.ancestryIds(reservation.key_id);
     for (const keyId of keyIds) {
       this.addSpend(keyId, reservation.day, {
@@ -1207,5 +1252,6 @@ function toRecord(row: KeyRow): VaultKeyRecord {
     createdAt: row.created_at,
     expiresAt: row.expires_at,
     revokedAt: row.revoked_at,
+    limits: limitsOfRow(row),
   };
 }

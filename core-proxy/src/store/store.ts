@@ -1,6 +1,7 @@
 import type { AuditInput, AuditRecordJson, PendingAudit } from '../audit/record.js';
 import { KeybrakeError, StoreUnavailableError } from '../errors.js';
 import type { Micros } from '../pricing/money.js';
+import type { KeyLimits, LimitRoom } from './key-limits.js';
 import type { KeyListPage, KeyListQuery } from './key-listing.js';
 
 export type { AuditInput, CallOutcome, PendingAudit } from '../audit/record.js';
@@ -30,6 +31,8 @@ export interface VaultKeyRecord {
    * @default none
    */
   readonly alertFractions?: readonly number[];
+  /** Request and concurrency limits (issue 26); absent or null: none. Immutable, like the caps. */
+  readonly limits?: KeyLimits | null;
 }
 
 /** A vault key with its spend. Spend of a key includes the spend of its children. */
@@ -43,6 +46,8 @@ export interface VaultKeyState extends VaultKeyRecord {
   /** Spend and reservations of the given UTC day. */
   readonly spentTodayMicros: Micros;
   readonly reservedTodayMicros: Micros;
+  /** Calls in flight counted against the key's `max_concurrent` (issue 26); 0 without that limit. */
+  readonly inFlight?: number;
 }
 
 /** A vendor response kept for idempotent replay. */
@@ -92,14 +97,27 @@ export interface ReserveInput {
 /** Result of {@link Store.reserve}. */
 export type ReserveOutput =
   /** `tainted`: the key or an ancestor is tainted, as read inside the reservation. */
-  | { readonly kind: 'reserved'; readonly tainted: boolean }
+  | {
+      readonly kind: 'reserved';
+      readonly tainted: boolean;
+      /** What is left after this reservation, for the remaining-room headers (issue 26). */
+      readonly room?: ReserveRoom;
+    }
   | { readonly kind: 'replay'; readonly response: StoredResponse }
   | {
       readonly kind: 'refused';
       readonly code: ReserveRefusalCode;
       /** The key whose cap was hit (the key itself or an ancestor). */
       readonly capKeyId?: string;
+      /** `rate_limited`, `concurrency_limited`: whole seconds to wait, at least 1 (issue 26). */
+      readonly retryAfterS?: number;
     };
+
+/** Room left after a reservation: USD against the tightest cap (own or any ancestor's), and the limits'. */
+export interface ReserveRoom extends LimitRoom {
+  /** Micro-dollars left under the tightest cap after this call's reservation, at least 0. */
+  readonly remainingMicros: Micros;
+}
 
 /**
  * Why `reserve` refused, in the order both stores check (see {@link Store.reserve}): when several
@@ -114,7 +132,9 @@ export type ReserveRefusalCode =
   | 'tainted_request_refused'
   | 'idempotency_key_reused'
   | 'idempotency_key_in_use'
-  | 'cap_exhausted';
+  | 'cap_exhausted'
+  | 'rate_limited'
+  | 'concurrency_limited';
 
 /** Input of {@link Store.settle}. */
 export interface SettleInput {
@@ -251,7 +271,11 @@ export interface Store {
    * 5. the idempotency claim: another fingerprint (`idempotency_key_reused`), a call still in
    *    flight (`idempotency_key_in_use`), or a kept response (`replay`, not a refusal);
    * 6. for each key of the chain, nearest first: its lifetime cap, then its daily cap
-   *    (`cap_exhausted`, `capKeyId` naming that key).
+   *    (`cap_exhausted`, `capKeyId` naming that key);
+   * 7. for each key of the chain, nearest first: its requests per second, per minute, then calls
+   *    in flight (`rate_limited`, `concurrency_limited`, with `retryAfterS`; see `key-limits.ts`).
+   *    Only a chain with a limit runs this step. An admitted call counts in the same write, and its
+   *    in-flight count is released by its settlement (or by the recovery of its reservation).
    * The embedded store runs these steps in TypeScript, the Redis store in `lua/reserve.ts`; both
    * are numbered after this list, and `redis-issue-20-store-contract.test.ts` runs the same
    * scenarios against both and compares the answers.

@@ -1,6 +1,16 @@
 import { keyStatus } from '../../keys/key-status.js';
 import { type Micros, microsToUsd } from '../../pricing/money.js';
 import type { VaultKeyState } from '../../store/store.js';
+import { type KeyLimits, hasLimits } from '../../store/key-limits.js';
+
+/** Issue 26: a key's limits as the admin API shows them. */
+export function limitsView(limits: KeyLimits): Record<string, number | null> {
+  return {
+    max_requests_per_second: limits.maxRequestsPerSecond,
+    max_requests_per_minute: limits.maxRequestsPerMinute,
+    max_concurrent: limits.maxConcurrent,
+  };
+}
 
 function remainingMicros(key: VaultKeyState): Micros | null {
   const limits: Micros[] = [];
@@ -30,5 +40,7 @@ export function keyView(key: VaultKeyState, now: number): Record<string, unknown
     allowed_endpoints: key.allowedEndpoints,
     parent_key_id: key.parentKeyId,
     tainted: key.tainted,
+    // Issue 26: absent for a key with no limit of its own (an ancestor's are on the ancestor).
+    ...(hasLimits(key.limits) ? { limits: { ...limitsView(key.limits), in_flight: key.inFlight ?? 0 } } : {}),
   };
 }

@@ -14,6 +14,7 @@ import {
   parentMissingError,
 } from '../key-family.js';
 import { type KeyListPage, type KeyListQuery, catchUpDigest, listKeyPage } from '../key-listing.js';
+import { hasLimits } from '../key-limits.js';
 import { RELEASE_LOCK_LUA, SEAL_APPEND_LUA } from './lua/audit-seal.js';
 import { CREATE_KEY_LUA, MARK_SUBTREE_LUA } from './lua/family.js';
 import { RESERVE_LUA } from './lua/reserve.js';
@@ -93,6 +94,10 @@ interface FamilyEntry {
    * else its first `MAX_CHAIN_LENGTH + 1` keys (a chain written before the limit, never used).
    */
   readonly chain: readonly string[];
+  /** Issue 26: some key of the chain has a request or concurrency limit (the reserve script's step 7). */
+  readonly limited: boolean;
+  /** Issue 26: 1-based positions in `chain` of the keys with `max_concurrent`. */
+  readonly concurrent: readonly number[];
 }
 
 /** What settle needs to know about a reservation made by this replica. */
@@ -120,10 +125,12 @@ interface ReservationEntry {
   /** Epoch ms after which any replica's sweeper may resolve it as unknown. */
   readonly deadline: number;
   readonly pending: PendingAudit;
+  /** Issue 26: 1-based chain positions whose in-flight count the call holds (absent: none). */
+  readonly conc?: readonly number[];
 }
 
 interface ScriptCommands {
-  kbReserve(...args: (string | number)[]): Promise<[string, string?, string?]>;
+  kbReserve(...args: (string | number)[]): Promise<[string, string?, string?, (string | number)?, string?]>;
   kbSettle(...args: (string | number)[]): Promise<[number, number]>;
   kbCreateKey(...args: (string | number)[]): Promise<[string, string?]>;
   kbMarkSubtree(...args: (string | number)[]): Promise<number>;
@@ -274,7 +281,16 @@ export class RedisStore implements Store {
       keyHashKey,
       dayKey,
     });
-    this.archive = new RedisArchive(this.background, CHAIN);
+    this.archive = new RedisArchive(this.background, {
+      chain: CHAIN,
+      rids: CHAIN_RIDS,
+      head: CHAIN_HEAD,
+      sealLock: SEAL_LOCK,
+      auditList: auditListKey,
+      sealedSeqs: sealedSeqsKey,
+      shardOf: async (keyId) => (keyId === null ? NO_KEY_SHARD : ((await this.rootOf(keyId)) ?? NO_KEY_SHARD)),
+      cluster: this.cluster,
+    });
     this.reservationTtlMs = options.reservationTtlMs ?? 600_000;
     this.sealLockTtlMs = options.sealLockTtlMs ?? 2000;
     this.retentionMs = options.idempotencyRetentionMs ?? DEFAULT_IDEMPOTENCY_RETENTION_MS;
@@ -317,6 +333,11 @@ export class RedisStore implements Store {
         'unknown', 0,
         'alerts', (record.alertFractions ?? []).map(fractionText).join(','),
       ]; // prettier-ignore
+      // Issue 26: only a key with limits has their fields (the reserve script reads them only then).
+      const limits = record.limits;
+      if (limits?.maxRequestsPerSecond != null) fields.push('max_rps', limits.maxRequestsPerSecond);
+      if (limits?.maxRequestsPerMinute != null) fields.push('max_rpm', limits.maxRequestsPerMinute);
+      if (limits?.maxConcurrent != null) fields.push('max_conc', limits.maxConcurrent);
       const parentHash =
         record.parentKeyId === null ? keyHashKey(root, record.keyId) : keyHashKey(root, record.parentKeyId);
       const [created, tainted] = await this.redis.kbCreateKey(
@@ -374,6 +395,7 @@ export class RedisStore implements Store {
         unknownMicros: Number(fields.unknown ?? 0),
         spentTodayMicros: Number(today[0] ?? 0),
         reservedTodayMicros: Number(today[1] ?? 0),
+        inFlight: Number(fields.in_flight ?? 0),
       };
     });
   }
@@ -391,7 +413,7 @@ export class RedisStore implements Store {
       // Steps 1 and 2 of `Store.reserve` here, on the cached immutable ancestry; 3 to 6 in the script.
       const family = await this.family(input.keyId);
       if (!family) return { kind: 'refused', code: 'invalid_vault_key' };
-      const { root, chain } = family;
+      const { root, chain, limited, concurrent } = family;
       // Regression: issue 16. Only a chain written before the depth limit can be longer; its
       // furthest caps would go unchecked, so it cannot be used at all.
       if (chain.length > MAX_CHAIN_LENGTH) return { kind: 'refused', code: 'key_depth_exceeded' };
@@ -405,6 +427,7 @@ export class RedisStore implements Store {
         idem_key: idem?.key ?? null,
         deadline: input.now + this.reservationTtlMs,
         pending: input.pending,
+        ...(concurrent.length > 0 ? { conc: concurrent } : {}),
       };
       const keys = [
         reservationsKey(root),
@@ -424,11 +447,19 @@ export class RedisStore implements Store {
         JSON.stringify(reservation),
         this.reservationTtlMs,
         DAY_TTL_MS,
+        limited ? '1' : '0',
       );
       switch (result[0]) {
-        case 'reserved':
+        case 'reserved': {
           this.pending.set(input.reservationId, { root, chain, day, idempotencyKey: idem?.key ?? null });
-          return { kind: 'reserved', tainted: result[1] === '1' };
+          const [, tainted, remaining, requests, inFlightRoom] = result;
+          const room = {
+            remainingMicros: Number(remaining ?? 0),
+            requests: requests ? Number(requests) : null,
+            concurrent: inFlightRoom ? Number(inFlightRoom) : null,
+          };
+          return { kind: 'reserved', tainted: tainted === '1', room };
+        }
         case 'replay':
           return { kind: 'replay', response: JSON.parse(result[1] as string) as StoredResponse };
         default:
@@ -440,6 +471,7 @@ export class RedisStore implements Store {
             kind: 'refused',
             code: result[1] as Extract<ReserveOutput, { kind: 'refused' }>['code'],
             ...(result[2] ? { capKeyId: result[2] } : {}),
+            ...(result[3] !== undefined ? { retryAfterS: Number(result[3]) } : {}),
           };
       }
     });
@@ -485,9 +517,9 @@ export class RedisStore implements Store {
       const root = await this.rootOf(keyId);
       if (root === undefined) return [];
       await this.seal([root]);
-      // Seqs first: every record they count was written before them.
-      const seqs = await this.redis.lrange(sealedSeqsKey(root), 0, -1);
-      const records = seqs.length === 0 ? [] : await this.redis.lrange(auditListKey(root), 0, seqs.length - 1);
+      // Seqs first: every record they count was written before them. On one Redis the archive's
+      // trim moves both lists' heads together (issue 23): both are read in one transaction.
+      const [seqs, records] = await this.familyAudit(root);
       const calls: AuditRecordJson[] = [];
       records.forEach((raw, i) => {
         const record = JSON.parse(raw) as FamilyAuditRecord;
@@ -495,6 +527,24 @@ export class RedisStore implements Store {
       });
       return calls;
     });
+  }
+
+  /** A family's sealed seqs and its records at the same positions. */
+  private async familyAudit(root: string): Promise<[string[], string[]]> {
+    if (this.cluster) {
+      const seqs = await this.redis.lrange(sealedSeqsKey(root), 0, -1);
+      return [seqs, seqs.length === 0 ? [] : await this.redis.lrange(auditListKey(root), 0, seqs.length - 1)];
+    }
+    const replies = await (this.redis as Redis)
+      .multi()
+      .lrange(sealedSeqsKey(root), 0, -1)
+      .lrange(auditListKey(root), 0, -1)
+      .exec();
+    const [seqs, records] = (replies ?? []).map(([error, value]) => {
+      if (error) throw error;
+      return value as string[];
+    }) as [string[], string[]];
+    return [seqs, records.slice(0, seqs.length)];
   }
 
   listCallsPage(keyId: string, afterSeq: number, limit: number): Promise<AuditRecordJson[]> {
@@ -519,7 +569,8 @@ export class RedisStore implements Store {
   readAudit(afterSeq: number, limit: number): Promise<AuditEntry[]> {
     return this.run(async () => {
       if (limit <= 0) return [];
-      const raws = await this.redis.lrange(CHAIN, afterSeq, afterSeq + limit - 1);
+      // Issue 23: the chain's index 0 is the first live record, past those archived and trimmed.
+      const raws = await this.archive.readChain(afterSeq, limit);
       return raws.map((raw, i) => {
         try {
           const entry = JSON.parse(raw) as { seq: number; record: string; prev: string; hash: string };
@@ -610,10 +661,7 @@ export class RedisStore implements Store {
   }
 
   trimArchivedAudit(holder: string, limit: number): Promise<number> {
-    // The trim of the chain and the families' lists lands with the archiver (issue 23, step 2).
-    void holder;
-    void limit;
-    return Promise.resolve(0);
+    return this.run(() => this.archive.trim(holder, limit));
   }
 
   ping(): Promise<void> {
@@ -802,7 +850,13 @@ export class RedisStore implements Store {
     const record = toRecord(fields);
     const parent = record.parentKeyId === null ? undefined : await this.family(record.parentKeyId);
     // One key beyond the permitted chain is enough to tell that a chain is too long.
-    const entry = { record, root, chain: [keyId, ...(parent?.chain ?? [])].slice(0, ANCESTRY_WALK_LIMIT) };
+    const chain = [keyId, ...(parent?.chain ?? [])].slice(0, ANCESTRY_WALK_LIMIT);
+    const concurrent = [
+      ...(record.limits?.maxConcurrent != null ? [1] : []),
+      ...(parent?.concurrent ?? []).map((position) => position + 1),
+    ].filter((position) => position <= chain.length);
+    const limited = hasLimits(record.limits) || (parent?.limited ?? false);
+    const entry: FamilyEntry = { record, root, chain, limited, concurrent };
     remember(this.families, keyId, entry);
     return entry;
   }
@@ -1075,6 +1129,14 @@ function toRecord(fields: Record<string, string>): VaultKeyRecord {
     createdAt: Number(fields.created_at),
     expiresAt: Number(fields.expires_at),
     revokedAt: optionalNumber(fields.revoked_at),
+    limits:
+      fields.max_rps || fields.max_rpm || fields.max_conc
+        ? {
+            maxRequestsPerSecond: optionalNumber(fields.max_rps),
+            maxRequestsPerMinute: optionalNumber(fields.max_rpm),
+            maxConcurrent: optionalNumber(fields.max_conc),
+          }
+        : null,
   };
 }
 

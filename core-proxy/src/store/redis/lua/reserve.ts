@@ -21,7 +21,11 @@
  * ARGV[8]   reservation record (JSON) kept until settled or swept
  * ARGV[9]   TTL of an in-flight idempotency claim, ms
  * ARGV[10]  TTL of a daily spend hash, ms
- * Returns {'reserved', tainted '1'|'0'} | {'replay', response_json} | {'refused', code, cap_key_id?}
+ * ARGV[11]  '1' when a key of the chain has a request or concurrency limit (issue 26: step 7 runs
+ *           only then; a chain with none pays nothing for it)
+ * Returns {'reserved', tainted '1'|'0', remaining micro-dollars under the tightest cap, requests
+ * left in the tightest window ('' none), calls left under the tightest concurrency limit ('' none)}
+ * | {'replay', response_json} | {'refused', code, cap_key_id or '', retry_after_s?}
  */
 export const RESERVE_LUA = `
 local cost = tonumber(ARGV[2])
@@ -50,18 +54,62 @@ if ARGV[5] == '1' then
     return {'replay', claim[2]}
   end
 end
--- 6. Every cap, key by key, nearest first: lifetime, then daily.
+-- 6. Every cap, key by key, nearest first: lifetime, then daily. What the tightest leaves after
+-- this call is the remaining-room header (issue 26).
+local remaining = nil
 for i = 1, n do
   local f = chain[i]
-  if f[4] and f[4] ~= '' and tonumber(f[6]) + tonumber(f[7]) + cost > tonumber(f[4]) then
-    return {'refused', 'cap_exhausted', f[8]}
+  if f[4] and f[4] ~= '' then
+    local left = tonumber(f[4]) - tonumber(f[6]) - tonumber(f[7]) - cost
+    if left < 0 then return {'refused', 'cap_exhausted', f[8]} end
+    if not remaining or left < remaining then remaining = left end
   end
   if f[5] and f[5] ~= '' then
     local d = redis.call('HMGET', KEYS[2 + 2 * i], 'spent', 'reserved')
-    if tonumber(d[1] or '0') + tonumber(d[2] or '0') + cost > tonumber(f[5]) then
-      return {'refused', 'cap_exhausted', f[8]}
-    end
+    local left = tonumber(f[5]) - tonumber(d[1] or '0') - tonumber(d[2] or '0') - cost
+    if left < 0 then return {'refused', 'cap_exhausted', f[8]} end
+    if not remaining or left < remaining then remaining = left end
   end
+end
+-- 7. Issue 26: requests per second, per minute, then calls in flight, key by key, nearest first,
+-- in fixed windows (the rule of key-limits.ts). Counted only once every check has passed.
+local requests, concurrent = '', ''
+local counts = {}
+if ARGV[11] == '1' then
+  local second = math.floor(now / 1000)
+  local minute = math.floor(now / 60000)
+  local function retry(window_end) return math.max(1, math.ceil((window_end - now) / 1000)) end
+  local function tighter(room, left) if room == '' or left < room then return left end return room end
+  for i = 1, n do
+    local g = redis.call('HMGET', KEYS[1 + 2 * i], 'max_rps', 'max_rpm', 'max_conc', 'in_flight', 'rps_w', 'rps_n', 'rpm_w', 'rpm_n')
+    local set = {}
+    if g[1] then
+      local w, c = tonumber(g[5] or '-1'), tonumber(g[6] or '0')
+      if second > w then w, c = second, 0 end
+      if c + 1 > tonumber(g[1]) then return {'refused', 'rate_limited', '', retry((w + 1) * 1000)} end
+      requests = tighter(requests, tonumber(g[1]) - c - 1)
+      set[#set + 1] = 'rps_w'; set[#set + 1] = string.format('%d', w)
+      set[#set + 1] = 'rps_n'; set[#set + 1] = string.format('%d', c + 1)
+    end
+    if g[2] then
+      local w, c = tonumber(g[7] or '-1'), tonumber(g[8] or '0')
+      if minute > w then w, c = minute, 0 end
+      if c + 1 > tonumber(g[2]) then return {'refused', 'rate_limited', '', retry((w + 1) * 60000)} end
+      requests = tighter(requests, tonumber(g[2]) - c - 1)
+      set[#set + 1] = 'rpm_w'; set[#set + 1] = string.format('%d', w)
+      set[#set + 1] = 'rpm_n'; set[#set + 1] = string.format('%d', c + 1)
+    end
+    if g[3] then
+      local inflight = tonumber(g[4] or '0')
+      if inflight + 1 > tonumber(g[3]) then return {'refused', 'concurrency_limited', '', 1} end
+      concurrent = tighter(concurrent, tonumber(g[3]) - inflight - 1)
+    end
+    counts[i] = {set, g[3]}
+  end
+end
+for i, count in pairs(counts) do
+  if #count[1] > 0 then redis.call('HSET', KEYS[1 + 2 * i], unpack(count[1])) end
+  if count[2] then redis.call('HINCRBY', KEYS[1 + 2 * i], 'in_flight', 1) end
 end
 for i = 1, n do
   redis.call('HINCRBY', KEYS[1 + 2 * i], 'reserved', ARGV[2])
@@ -73,6 +121,7 @@ if ARGV[5] == '1' then
   redis.call('HSET', KEYS[2], 'fingerprint', ARGV[6])
   redis.call('PEXPIRE', KEYS[2], ARGV[9])
 end
-if tainted then return {'reserved', '1'} end
-return {'reserved', '0'}
+local room = {string.format('%d', math.max(0, remaining or 0)), tostring(requests), tostring(concurrent)}
+if tainted then return {'reserved', '1', room[1], room[2], room[3]} end
+return {'reserved', '0', room[1], room[2], room[3]}
 `;

@@ -127,6 +127,12 @@ export interface VerifyArchiveOptions {
    * @default the newest given checkpoint: the archive must reach every one
    */
   readonly through?: number;
+  /**
+   * Continue after a verified segment ending at `seq` with hash `head`: only later segments are
+   * read (a walk resumed because the archive moved meanwhile).
+   * @default genesis
+   */
+  readonly from?: { readonly seq: number; readonly head: string };
 }
 
 const fail = (
@@ -322,9 +328,12 @@ export async function verifyArchive(options: VerifyArchiveOptions): Promise<Arch
     .filter((segment): segment is { name: string; range: { firstSeq: number; lastSeq: number } } => !!segment.range)
     .sort((a, b) => a.range.firstSeq - b.range.firstSeq || a.range.lastSeq - b.range.lastSeq);
   const given = [...options.checkpoints].sort((a, b) => a.records - b.records);
-  const at: Position = { seq: 0, head: GENESIS_HASH, vouched: 0, checkpoints: 0, untrusted: 0 };
-  const boundaries = new Map<number, string>([[0, GENESIS_HASH]]);
+  const from = options.from ?? { seq: 0, head: GENESIS_HASH };
+  const at: Position = { seq: from.seq, head: from.head, vouched: from.seq, checkpoints: 0, untrusted: 0 };
+  const boundaries = new Map<number, string>([[from.seq, from.head]]);
+  let verified = 0;
   for (const { name, range } of segments) {
+    if (range.lastSeq <= from.seq) continue;
     if (range.firstSeq > at.seq + 1) return fail(at.seq, at.seq + 1, 'segment_missing', { segment: name });
     if (range.firstSeq <= at.seq) return fail(at.seq, range.firstSeq, 'segment_overlap', { segment: name });
     let body: Buffer | undefined;
@@ -337,6 +346,7 @@ export async function verifyArchive(options: VerifyArchiveOptions): Promise<Arch
     const failure = await verifySegment(name, body, range, at, given, options);
     if (failure) return failure;
     boundaries.set(at.seq, at.head);
+    verified += 1;
   }
   const through = options.through ?? given.at(-1)?.records ?? 0;
   if (at.seq < through) return fail(at.seq, at.seq + 1, 'segment_missing');
@@ -352,7 +362,7 @@ export async function verifyArchive(options: VerifyArchiveOptions): Promise<Arch
     ok: true,
     records: at.seq,
     head: at.head,
-    segments: segments.length,
+    segments: verified,
     checkpoints: at.checkpoints,
     untrustedCheckpoints: at.untrusted,
     boundaries,
@@ -449,13 +459,35 @@ async function verifyOnce(
     }
     start = { records: state.archivedThrough, head: archivedHead };
   }
-  const firstPage = head.records > start.records ? await store.readAudit(start.records, 1000) : [];
-  const firstSeq = firstPage[0]?.seq;
-  if (firstSeq !== undefined && firstSeq > start.records + 1) {
-    // Trimmed meanwhile: continue from the segment that ends just before, or walk again.
-    const boundary = boundaries.get(firstSeq - 1);
-    if (boundary === undefined) return 'retry';
-    start = { records: firstSeq - 1, head: boundary };
+  let firstPage = head.records > start.records ? await store.readAudit(start.records, 1000) : [];
+  // Trimmed meanwhile (the archiver runs on, and trims a slice at a time): the records before the
+  // first live one are in segments. Continue after the segment that holds the last of them, reading
+  // only the segments written since the walk; walk again only if that fails.
+  for (let resumed = 0; sink && (firstPage[0]?.seq ?? 0) > start.records + 1; resumed += 1) {
+    if (resumed >= 20) return 'retry';
+    const gone = (firstPage[0] as AuditEntry).seq - 1;
+    const after = (): number | undefined =>
+      [...boundaries.keys()]
+        .filter((seq) => seq >= gone)
+        .reduce<number | undefined>((a, b) => (a === undefined || b < a ? b : a), undefined);
+    let end = after();
+    if (end === undefined) {
+      const last = [...boundaries.keys()].reduce((a, b) => Math.max(a, b), 0);
+      const more = await verifyArchive({
+        source: sink,
+        trusted,
+        checkpoints: checkpoints.filter((checkpoint) => checkpoint.records > last),
+        through: gone,
+        from: { seq: last, head: boundaries.get(last) as string },
+      });
+      if (!more.ok) return { ...more, archivedRecords: state.archivedThrough, segments };
+      segments += more.segments;
+      boundaries = new Map([...boundaries, ...more.boundaries]);
+      end = after();
+      if (end === undefined) return 'retry';
+    }
+    start = { records: end, head: boundaries.get(end) as string };
+    firstPage = head.records > end ? await store.readAudit(end, 1000) : [];
   }
   const live = await verifyAuditChain({
     start,

@@ -6,7 +6,8 @@
  * Opens the real `SqliteStore` (from `core-proxy/dist`, so build first; with `--against`, also the
  * one built in another checkout, e.g. `~/.cache/keybrake/bench-against/<commit>`) in a fresh
  * folder under `--dir` and makes `--calls` calls in sequence, as the proxy makes them:
- * `findKeyByHash`, `reserve`, then `settle` with its audit record (two durable commits). It
+ * `findKeyByHash`, `reserve`, then `settle` with its audit record and the PaymentIntent it created
+ * (two durable commits). It
  * prints µs per commit for the first commits of a fresh file (while the WAL would grow) and for
  * the rest, CPU per call, the SQL statements each call runs (every `run`/`get`/`all` of a
  * prepared statement, transaction and savepoint statements included), the WAL frames each commit
@@ -169,6 +170,8 @@ async function storeRun(SqliteStore: StoreClass, dataDir: string, fsync = true):
       reservationId,
       actualMicros: 900,
       idempotentResponse: null,
+      // The PaymentIntent the answer created, recorded with the settlement as the proxy does.
+      objects: [{ objectId: `pi_${i}`, state: { amount: 1000, currency: 'usd', bookedMicros: 900 } }],
       audit: {
         ...PENDING,
         keyId,

@@ -15,7 +15,9 @@
  *   WAL frames it appended (the `-shm` wal-index header's `mxFrame`, before and after) and whether
  *   it restarted the WAL;
  * - `checkpoint`: every `PRAGMA wal_checkpoint` (the checkpointer thread's), with SQLite's answer;
- * - `second`: once a second, the heap, the new space's size and the event-loop delay's p99 / max.
+ * - `second`: once a second, the heap, the new space's size and the event-loop delay's p99 / max;
+ * - `clock`: once, at start, the monotonic clock (`process.hrtime`, V8's `--cpu-prof` timestamps)
+ *   beside the epoch time, so that a CPU profile's samples line up with the stalls.
  *
  * Measurement only: never loaded by the proxy itself.
  */
@@ -64,6 +66,8 @@ function install(path: string): void {
 
   patchSqlite(events, now, runQueueMs);
   if (!isMainThread) return;
+  // The monotonic clock (V8's, of a `--cpu-prof` profile's timestamps) at one epoch time.
+  events.push({ event: 'clock', t: now(), monoMs: Number(process.hrtime.bigint()) / 1e6 });
 
   new PerformanceObserver((list) => {
     for (const entry of list.getEntries()) {

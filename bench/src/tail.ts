@@ -2,7 +2,7 @@
  * What the fixed-rate tail of `keybrake serve` on the embedded store is made of (issue 21).
  *
  * `node bench/dist/tail.js [--rates=500,2000] [--seconds=10] [--rounds=1] [--against=<git-ref>]
- *   [--flags="<node flags>"] [--pass-through] [--out=<file>]`
+ *   [--flags="<node flags>"] [--pass-through] [--cpu-prof[=<ms>]] [--keep=<dir>] [--out=<file>]`
  *
  * Runs `keybrake serve` with `tail-probe.cjs` preloaded (see there) against the bench's mock
  * upstream, evenly paced by oha (`KEYBRAKE_OHA_BIN`, `--latency-correction`, as `pnpm bench` does)
@@ -13,11 +13,16 @@
  * Contenders, alternated run by run: this tree; with `--against` that commit's build (as
  * `pnpm bench --against` builds it); with `--flags` this tree again under those node flags; with
  * `--pass-through` the bench's Node pass-through too (oha figures only: the machine's own tail).
+ * `--cpu-prof` runs this tree under `node --cpu-prof` and, at the end, prints what its samples were
+ * doing during each rate's runs and inside the stalls of at least `<ms>` (default 10): by category
+ * and by function (`cpu-profile.ts`), lined up through the probe's `clock` event; `--keep` copies
+ * the profile and the probe's events into that folder.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildRef } from './against.js';
+import { index, printSummary, readProfile, samplesIn, summarise, type Sample } from './cpu-profile.js';
 import { runLoad, type LoadResult } from './load.js';
 import { freePort, startService, type Service } from './processes.js';
 import { DIST, ROOT, issueBenchKey, paymentTarget, type Target } from './variants.js';
@@ -36,7 +41,8 @@ const PROBE = join(DIST, 'tail-probe.cjs');
 const BACKSTOP_PAGES = 4000;
 
 interface ProbeEvent {
-  readonly event: 'stall' | 'gc' | 'commit' | 'checkpoint' | 'second';
+  readonly event: 'stall' | 'gc' | 'commit' | 'checkpoint' | 'second' | 'clock';
+  readonly monoMs?: number;
   readonly thread: string;
   readonly t: number;
   readonly ms?: number;
@@ -57,6 +63,8 @@ interface Contender {
   readonly name: string;
   readonly cli: string | undefined;
   readonly nodeFlags: readonly string[];
+  /** Run under `--cpu-prof` (into the run's folder). */
+  readonly profile?: boolean;
 }
 
 interface Running {
@@ -88,7 +96,14 @@ async function start(contender: Contender, upstream: string): Promise<Running> {
   const service = await startService(
     'keybrake',
     process.execPath,
-    ['--require', PROBE, ...contender.nodeFlags, contender.cli, 'serve'],
+    [
+      '--require',
+      PROBE,
+      ...contender.nodeFlags,
+      ...(contender.profile ? ['--cpu-prof', `--cpu-prof-dir=${join(dir, 'prof')}`] : []),
+      contender.cli,
+      'serve',
+    ],
     {
       cwd: join(contender.cli, '../../..'),
       env: {
@@ -277,7 +292,16 @@ function log(message: string): void {
 }
 
 async function main(): Promise<void> {
-  const contenders: Contender[] = [{ name: 'this tree', cli: join(ROOT, 'core-proxy/dist/cli.js'), nodeFlags: [] }];
+  const profileOption = process.argv.find((arg) => arg === '--cpu-prof' || arg.startsWith('--cpu-prof='));
+  const profiledStallMs = profileOption?.includes('=') ? Number(profileOption.split('=')[1]) : 10;
+  const contenders: Contender[] = [
+    {
+      name: 'this tree',
+      cli: join(ROOT, 'core-proxy/dist/cli.js'),
+      nodeFlags: [],
+      profile: profileOption !== undefined,
+    },
+  ];
   const flags = option('flags');
   if (flags) contenders.push({ name: `this tree ${flags}`, cli: contenders[0]!.cli, nodeFlags: flags.split(' ') });
   const against = option('against');
@@ -293,6 +317,7 @@ async function main(): Promise<void> {
   const upstreamUrl = `http://127.0.0.1:${/listening (\d+)/.exec(upstream.output[0] ?? '')?.[1]}`;
   const running: Running[] = [];
   const results: { contender: string; rate: number; round: number; load: LoadResult; breakdown?: Breakdown }[] = [];
+  const windows: { proxy: Running; rate: number; from: number; to: number }[] = [];
   try {
     for (const contender of contenders) running.push(await start(contender, upstreamUrl));
     for (const proxy of running) await runLoad([proxy.target], { durationSeconds: 3, connections: 16 });
@@ -316,6 +341,7 @@ async function main(): Promise<void> {
             ? breakdown(readEvents(proxy.probeFile, from, to), (to - from) / 1000)
             : undefined;
           results.push({ contender: proxy.contender.name, rate, round, load, breakdown: parts });
+          windows.push({ proxy, rate, from, to });
           report(proxy.contender.name, rate, round, load, parts);
         }
       }
@@ -323,6 +349,12 @@ async function main(): Promise<void> {
   } finally {
     for (const proxy of running) {
       for (const service of proxy.services) await service.stop();
+      if (proxy.contender.profile && proxy.probeFile)
+        reportProfile(
+          proxy,
+          windows.filter((window) => window.proxy === proxy),
+          profiledStallMs,
+        );
       rmSync(proxy.dir, { recursive: true, force: true });
     }
     await upstream.stop();
@@ -355,3 +387,49 @@ function report(name: string, rate: number, round: number, load: LoadResult, par
 }
 
 await main();
+
+/**
+ * What the profiled contender's samples were doing: over each rate's runs, and inside the stalls
+ * of at least `stallMs` (the probe's stall events, moved onto the profile's monotonic clock).
+ */
+function reportProfile(
+  proxy: Running,
+  runs: readonly { rate: number; from: number; to: number }[],
+  stallMs: number,
+): void {
+  const folder = join(proxy.dir, 'prof');
+  const file = readdirSync(folder).find((name) => name.endsWith('.cpuprofile'));
+  const all = readEvents(proxy.probeFile!, 0, Infinity);
+  const clock = all.find((event) => event.event === 'clock');
+  if (!file || !clock) {
+    log(`no CPU profile or clock event for ${proxy.contender.name}`);
+    return;
+  }
+  const keep = option('keep');
+  if (keep) {
+    mkdirSync(keep, { recursive: true });
+    copyFileSync(join(folder, file), join(keep, file));
+    copyFileSync(proxy.probeFile!, join(keep, `${file}.probe.jsonl`));
+    log(`kept ${join(keep, file)} and its probe events`);
+  }
+  const indexed = index(readProfile(join(folder, file)));
+  const toMicros = (epochMs: number): number => (clock.monoMs! + (epochMs - clock.t)) * 1000;
+  const write = (line: string): void => log(line);
+  for (const rate of [...new Set(runs.map((run) => run.rate))]) {
+    const mine = runs.filter((run) => run.rate === rate);
+    const during: Sample[] = mine.flatMap((run) => samplesIn(indexed, toMicros(run.from), toMicros(run.to)));
+    printSummary(`CPU profile, ${proxy.contender.name} @${rate} req/s, whole runs`, summarise(indexed, during), write);
+    const stalls = all.filter(
+      (event) =>
+        event.event === 'stall' && event.ms! >= stallMs && mine.some((run) => event.t >= run.from && event.t <= run.to),
+    );
+    const inStalls: Sample[] = stalls.flatMap((stall) =>
+      samplesIn(indexed, toMicros(stall.t), toMicros(stall.t + stall.ms!)),
+    );
+    printSummary(
+      `CPU profile, ${proxy.contender.name} @${rate} req/s, inside the ${stalls.length} stalls of ${stallMs} ms or more (${sum(stalls.map((stall) => stall.ms!)).toFixed(0)} ms)`,
+      summarise(indexed, inStalls),
+      write,
+    );
+  }
+}

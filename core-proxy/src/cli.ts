@@ -4,8 +4,10 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { parseArgs } from 'node:util';
-import { CheckpointSigner, verificationJson } from './audit/checkpoints.js';
+import { CheckpointSigner, trustedKeys, verificationJson } from './audit/checkpoints.js';
 import { AuditExportError, checkpointsFromText, verifyExportFile } from './audit/export.js';
+import { DirectorySink } from './archive/directory-sink.js';
+import { type SegmentSource, archiveFailureJson, verifyArchive } from './archive/verify.js';
 import { ConfigError, loadConfig } from './config.js';
 import { serve } from './http/workers.js';
 
@@ -20,17 +22,27 @@ const USAGE = `keybrake: credential-enforcement proxy for AI agents
   keybrake keys show KEY_ID
   keybrake keys revoke KEY_ID
   keybrake calls KEY_ID
-  keybrake audit verify                   verify the chain and its signed checkpoints (on the proxy)
+  keybrake audit verify                   verify the chain from genesis through the archive to the
+                                          live head, and every signed checkpoint (on the proxy);
+                                          exit 1 when it does not verify
   keybrake audit checkpoints              the signing public key and every checkpoint
   keybrake audit export [--out FILE]      the whole audit log as JSON Lines, for an auditor
   keybrake audit verify-export FILE [--public-key PEM_FILE]... [--checkpoints FILE]...
                                           verify an export offline: no proxy, no store. Pin the
                                           proxy's public key; --checkpoints takes checkpoints kept
                                           elsewhere (e.g. the proxy's log) that the export must hold
+  keybrake audit verify-archive --sink dir:/path|s3://bucket/prefix --public-key PEM_FILE
+                      [--public-key PEM_FILE]... [--checkpoints FILE]...
+                                          verify an archive offline: every segment, in order, from
+                                          genesis, against the pinned key; --checkpoints (e.g. the
+                                          proxy's log) proves the newest segments are all there.
+                                          S3 credentials from the standard AWS environment;
+                                          KEYBRAKE_ARCHIVE_S3_ENDPOINT/_REGION/_PATH_STYLE as for serve.
+                                          Exit 0 verified, 1 not verified or unreadable, 2 usage
   keybrake audit keygen --out FILE        a new Ed25519 signing key (PKCS#8 PEM, mode 0600) for
                                           KEYBRAKE_AUDIT_SIGNING_KEY_FILE; prints its public key
 
-Client commands (all but serve, verify-export and keygen) talk to KEYBRAKE_URL (default http://127.0.0.1:8080) with the issuer key
+Client commands (all but serve, verify-export, verify-archive and keygen) talk to KEYBRAKE_URL (default http://127.0.0.1:8080) with the issuer key
 KEYBRAKE_API_KEY (or the first of KEYBRAKE_API_KEYS). They print the API's JSON answer and
 exit 1 on an error answer.
 `;
@@ -162,6 +174,85 @@ async function verifyExport(args: string[]): Promise<number> {
   return result.ok ? 0 : EXIT_REFUSED;
 }
 
+/** `audit verify`: the proxy's answer, exit 1 when the chain does not verify (a 200 with `ok: false`). */
+async function verifyOnProxy(): Promise<number> {
+  const response = await adminRequest('GET', '/audit/verify');
+  const text = await response.text();
+  let body: { ok?: unknown } | undefined;
+  try {
+    body = JSON.parse(text) as { ok?: unknown };
+  } catch {
+    // not JSON: printed as it came
+  }
+  const verified = response.ok && body?.ok === true;
+  (verified ? process.stdout : process.stderr).write(`${body ? JSON.stringify(body, null, 2) : text}\n`);
+  return verified ? 0 : EXIT_REFUSED;
+}
+
+/** The sink an auditor names: `dir:/path` or `s3://bucket/prefix`. */
+function segmentSource(spec: string): SegmentSource {
+  if (spec.startsWith('dir:') && spec.length > 4) return new DirectorySink(spec.slice(4));
+  throw new UsageError(`--sink must be dir:/path or s3://bucket/prefix, not ${JSON.stringify(spec)}.`);
+}
+
+/** `audit verify-archive`: the archive alone, offline, against pinned keys. */
+async function verifyArchiveOffline(args: string[]): Promise<number> {
+  let values: { sink?: string; 'public-key'?: string[]; checkpoints?: string[] };
+  try {
+    ({ values } = parseArgs({
+      args,
+      options: {
+        sink: { type: 'string' },
+        'public-key': { type: 'string', multiple: true },
+        checkpoints: { type: 'string', multiple: true },
+      },
+    }));
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  if (!values.sink) throw new UsageError('verify-archive needs --sink dir:/path or s3://bucket/prefix.');
+  const pems = (values['public-key'] ?? []).map(readText);
+  if (pems.length === 0)
+    throw new UsageError('verify-archive needs --public-key PEM_FILE: the key the proxy signs with.');
+  let trusted;
+  try {
+    trusted = trustedKeys(pems);
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  const source = segmentSource(values.sink);
+  const checkpoints = (values.checkpoints ?? []).flatMap((path) => checkpointsFromText(readText(path)));
+  const result = await verifyArchive({ source, trusted, checkpoints, rejectUntrusted: true });
+  const output = result.ok
+    ? {
+        ok: true,
+        records: result.records,
+        head: result.head,
+        segments: result.segments,
+        checkpoints: result.checkpoints,
+        archive: source.describe(),
+        // The newest checkpoint given, which the archive reaches: without one at the proxy's
+        // head nothing shows that the newest segments are all there.
+        newest_given_checkpoint: checkpoints.reduce((newest, checkpoint) => Math.max(newest, checkpoint.records), 0),
+      }
+    : { ...archiveFailureJson(result), archive: source.describe() };
+  (result.ok ? process.stdout : process.stderr).write(`${JSON.stringify(output, null, 2)}\n`);
+  if (result.ok && checkpoints.length === 0) {
+    process.stderr.write(
+      'keybrake: nothing here proves the newest segments are all there; add --checkpoints FILE with a later checkpoint (the proxy log).\n',
+    );
+  }
+  return result.ok ? 0 : EXIT_REFUSED;
+}
+
+function readText(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    throw new UsageError(`Cannot read ${path}.`);
+  }
+}
+
 function keygen(args: string[]): number {
   const { values } = parseArgs({ args, options: { out: { type: 'string' } } });
   if (!values.out) throw new UsageError('keygen needs --out FILE (the private key is never printed).');
@@ -195,7 +286,9 @@ async function main(argv: string[]): Promise<number> {
     case 'calls':
       return callAdmin('GET', `/vault/keys/${keyId(sub ? [sub] : [])}/calls`);
     case 'audit verify':
-      return callAdmin('GET', '/audit/verify');
+      return verifyOnProxy();
+    case 'audit verify-archive':
+      return verifyArchiveOffline(rest);
     case 'audit checkpoints':
       return callAdmin('GET', '/audit/checkpoints');
     case 'audit export':

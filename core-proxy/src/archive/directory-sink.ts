@@ -95,6 +95,10 @@ export class DirectorySink implements ArchiveSink {
       .sort();
   }
 
+  prepare(): Promise<void> {
+    return Promise.resolve();
+  }
+
   close(): Promise<void> {
     return Promise.resolve();
   }

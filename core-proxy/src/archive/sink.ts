@@ -28,6 +28,11 @@ export interface ArchiveSink {
   list(): Promise<string[]>;
   /** Where the sink writes, with no credential: `dir:/path`, `s3://bucket/prefix`. */
   describe(): string;
+  /**
+   * Checks at start-up what the configuration promises of the sink (S3: Object Lock when asked
+   * for); `sink_misconfigured` stops the start, `sink_unavailable` only delays archiving.
+   */
+  prepare(): Promise<void>;
   /** Releases what the sink holds open (clients). */
   close(): Promise<void>;
 }

@@ -174,6 +174,12 @@ export interface ChainToVerify {
    * merely left out (a replica that sees its siblings' own keys).
    */
   readonly rejectUntrusted?: boolean;
+  /**
+   * Where the chain continues from: the archive's last record and its hash (issue 23), when the
+   * records before it are no longer in the store. Checkpoints at or before it are not checked here.
+   * @default genesis: 0 records, 64 zeros
+   */
+  readonly start?: AuditHead;
 }
 
 /**
@@ -183,7 +189,9 @@ export interface ChainToVerify {
 export async function verifyAuditChain(chain: ChainToVerify): Promise<AuditVerification> {
   const verified: AuditCheckpoint[] = [];
   let untrustedCheckpoints = 0;
+  const start = chain.start ?? { records: 0, head: GENESIS_HASH };
   for (const checkpoint of chain.checkpoints) {
+    if (checkpoint.records <= start.records) continue;
     const key = chain.trusted.get(checkpoint.key_id);
     if (!key) {
       if (chain.rejectUntrusted) {
@@ -200,10 +208,10 @@ export async function verifyAuditChain(chain: ChainToVerify): Promise<AuditVerif
   verified.sort((a, b) => a.records - b.records);
 
   const limit = chain.head?.records ?? Number.POSITIVE_INFINITY;
-  let prevHash = GENESIS_HASH;
-  let records = 0;
+  let prevHash = start.head;
+  let records = start.records;
   let next = 0; // index of the next checkpoint to meet
-  let lastCheckpointRecords = 0;
+  let lastCheckpointRecords = start.records;
   for await (const entry of chain.entries) {
     if (records >= limit) break;
     const seq = records + 1;

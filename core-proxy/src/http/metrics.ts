@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Archiver, ArchiverStatus } from '../archive/archiver.js';
 
 /** Distinct run labels `keybrake_spend_by_label_usd_total` keeps per process; later ones count as `other`. */
 export const MAX_SPEND_LABELS = 1000;
@@ -71,6 +72,78 @@ export class ProxyMetrics {
     collect: () => {
       this.deferredSettlements.set(this.deferredSettlementsCount());
     },
+  });
+
+  /** The audit archiver whose figures the archive gauges show (issue 23); none when archiving is off. */
+  archiver: Archiver | undefined;
+
+  private archiveStatus(): ArchiverStatus | undefined {
+    return this.archiver?.snapshot();
+  }
+
+  /** Audit records in the live store (issue 23). */
+  readonly auditRecordsLive: Gauge = new Gauge({
+    name: 'keybrake_audit_records_live',
+    help: 'Audit records held in the live store (the chain minus the records archived and trimmed), as of the last archive round.',
+    registers: [this.registry],
+    collect: () => {
+      const status = this.archiveStatus();
+      if (status?.head && status.state) this.auditRecordsLive.set(status.head.records - status.state.trimmedThrough);
+    },
+  });
+
+  readonly auditRecordsArchived: Gauge = new Gauge({
+    name: 'keybrake_audit_records_archived',
+    help: 'Audit records in archive segments confirmed stored and read back (archivedThrough).',
+    registers: [this.registry],
+    collect: () => {
+      const status = this.archiveStatus();
+      if (status?.state) this.auditRecordsArchived.set(status.state.archivedThrough);
+    },
+  });
+
+  readonly auditArchiveLagRecords: Gauge = new Gauge({
+    name: 'keybrake_audit_archive_lag_records',
+    help: 'Audit records past the live window not archived yet.',
+    registers: [this.registry],
+    collect: () => {
+      const status = this.archiveStatus();
+      if (status) this.auditArchiveLagRecords.set(status.lagRecords);
+    },
+  });
+
+  readonly auditArchiveLagSeconds: Gauge = new Gauge({
+    name: 'keybrake_audit_archive_lag_seconds',
+    help: 'Seconds since the archive was last caught up with the live window (0 while it is).',
+    registers: [this.registry],
+    collect: () => {
+      const status = this.archiveStatus();
+      if (status) this.auditArchiveLagSeconds.set(status.lagSeconds);
+    },
+  });
+
+  readonly auditArchiveLastError: Gauge = new Gauge({
+    name: 'keybrake_audit_archive_last_error_timestamp_seconds',
+    help: 'Unix time of the last failed archive round on this replica (0: none).',
+    registers: [this.registry],
+    collect: () => {
+      const status = this.archiveStatus();
+      if (status) this.auditArchiveLastError.set(status.lastError ? status.lastError.at / 1000 : 0);
+    },
+  });
+
+  /** Failed archive rounds by reason (`sink_unavailable`, `readback_mismatch`, `lease_lost`, ...). */
+  readonly auditArchiveErrors = new Counter({
+    name: 'keybrake_audit_archive_errors_total',
+    help: 'Failed archive rounds on this replica, by reason.',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+
+  readonly auditArchiveSegments = new Counter({
+    name: 'keybrake_audit_archive_segments_total',
+    help: 'Archive segments this replica stored, read back and recorded.',
+    registers: [this.registry],
   });
 
   /** Counts a call's spend, per vendor and per run label. */

@@ -2,6 +2,7 @@
  * The OpenAPI 3.1 document of the admin API, the proxy and the error shape, served at
  * `/openapi.json`. It restates `shared/CONTRACT.md` and writes down what the contract leaves open.
  */
+import { CHAIN_FAILURE_REASONS } from '../archive/verify.js';
 import { MAX_KEY_DEPTH } from '../keys/key-depth.js';
 import { BUILT_IN_REGISTRY, type VendorRegistry } from '../vendors/registry.js';
 
@@ -395,7 +396,9 @@ export function openApiDocument(vendors: VendorRegistry) {
           summary: 'Every proxied request made with this key, oldest first',
           description:
             'Without parameters: every call, as the contract says. With limit, cursor or after_seq: a page, oldest first, ' +
-            'and next_cursor (null when the page was not full). after_seq=N starts after audit seq N (live catch-up).',
+            'and next_cursor (null when the page was not full). after_seq=N starts after audit seq N (live catch-up). ' +
+            'Calls come from the live store only: once records are archived (issue 23), archived says up to which seq ' +
+            'calls are not listed here and where the archive is.',
           parameters: [
             query('limit', { type: 'integer', minimum: 1, maximum: 1000, default: 100 }, 'Calls per page at most'),
             query('cursor', cursorSchema, 'next_cursor of the previous page'),
@@ -416,6 +419,19 @@ export function openApiDocument(vendors: VendorRegistry) {
                     properties: {
                       calls: { type: 'array', items: { $ref: '#/components/schemas/Call' } },
                       next_cursor: { type: ['string', 'null'], description: 'Paged form only' },
+                      archived: {
+                        type: 'object',
+                        description:
+                          'Issue 23, present once records are archived: calls with seq <= through_seq are not listed ' +
+                          '(they left the live store) and are in the archive segments at archive (dir:/path or ' +
+                          's3://bucket/prefix; null when the proxy has no archive configured now)',
+                        required: ['through_seq', 'archive', 'segments'],
+                        properties: {
+                          through_seq: { type: 'integer', minimum: 1 },
+                          archive: { type: ['string', 'null'] },
+                          segments: { type: 'integer', minimum: 0 },
+                        },
+                      },
                     },
                   },
                 },
@@ -480,7 +496,14 @@ export function openApiDocument(vendors: VendorRegistry) {
                 '(records a checkpoint vouches for are gone), checkpoint_mismatch (the chain was rewritten after the ' +
                 'last matching checkpoint), checkpoint_signature_invalid (a checkpoint was forged or edited), ' +
                 'records_missing (the chain verifies, but the store holds records that are not in it: first_bad_seq ' +
-                'is the seq after the end of the chain, missing_records how many)',
+                'is the seq after the end of the chain, missing_records how many). Issue 23: the chain is checked from ' +
+                'genesis through every archived segment (archived_records, segments) to the live head; an archive ' +
+                'failure names the segment and one of segment_missing (a gap: deleted, or the archive ends before the ' +
+                'store says), segment_overlap, segment_truncated (records or its checkpoint cut, gzip cut short), ' +
+                'record_edited, record_missing, segment_reordered (content not what the name says: renamed, swapped), ' +
+                'signature_invalid, checkpoint_untrusted (signed by a key not trusted), segment_unsigned, ' +
+                'segment_unreadable, archive_unavailable (records archived but the archive cannot be read). For a ' +
+                'signature failure first_bad_seq is the first record no valid checkpoint vouches for.',
               content: {
                 'application/json': {
                   schema: {
@@ -495,6 +518,12 @@ export function openApiDocument(vendors: VendorRegistry) {
                           checkpoints: { type: 'integer', minimum: 0 },
                           last_checkpoint_records: { type: 'integer', minimum: 0 },
                           untrusted_checkpoints: { type: 'integer', minimum: 0 },
+                          archived_records: {
+                            type: 'integer',
+                            minimum: 0,
+                            description: 'Records 1..N verified in the archive (issue 23)',
+                          },
+                          segments: { type: 'integer', minimum: 0, description: 'Archive segments verified' },
                         },
                       },
                       {
@@ -504,16 +533,11 @@ export function openApiDocument(vendors: VendorRegistry) {
                           ok: { const: false },
                           records: { type: 'integer', minimum: 0 },
                           first_bad_seq: { type: 'integer' },
-                          reason: {
-                            enum: [
-                              'chain_broken',
-                              'truncated',
-                              'checkpoint_mismatch',
-                              'checkpoint_signature_invalid',
-                              'records_missing',
-                            ],
-                          },
+                          reason: { enum: [...CHAIN_FAILURE_REASONS] },
                           missing_records: { type: 'integer', minimum: 1 },
+                          archived_records: { type: 'integer', minimum: 0 },
+                          segment: { type: 'string', description: 'The archive segment at fault' },
+                          detail: { type: 'string', description: 'What the archive or the decoder said' },
                         },
                       },
                     ],

@@ -36,25 +36,55 @@ export interface SqliteCheckpointerOptions {
  */
 export class SqliteCheckpointer {
   private readonly worker: Worker;
+  private readonly exited: Promise<void>;
+  private stopping: Promise<void> | undefined;
 
   constructor(databasePath: string, options: SqliteCheckpointerOptions) {
     this.worker = new Worker(WORKER_SOURCE, {
       eval: true,
       workerData: { databasePath, intervalMs: options.intervalMs, minPages: options.minPages },
     });
+    this.exited = new Promise((resolve) => this.worker.once('exit', () => resolve()));
     // A checkpoint that fails (disk full) is retried at the next tick; the backstop stays.
     this.worker.on('error', () => undefined);
     this.worker.unref();
   }
 
-  async stop(): Promise<void> {
-    await this.worker.terminate();
+  /**
+   * Asks the thread to stop and waits until it has: it finishes the step it is in, closes its
+   * connection and ends by itself. `worker.terminate()` while the thread was inside a native
+   * better-sqlite3 call could leave `keybrake serve` stuck on SIGTERM (its main thread waiting in a
+   * futex; better-sqlite3 issue #1507 is the same kind of failure), so it is only the last resort,
+   * after {@link STOP_WAIT_MS}, for a thread that does not answer.
+   */
+  stop(): Promise<void> {
+    this.stopping ??= this.stopThread();
+    return this.stopping;
+  }
+
+  private async stopThread(): Promise<void> {
+    // Keeps the process alive until the thread has gone (it is unref'd while it runs).
+    this.worker.ref();
+    this.worker.postMessage('stop');
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((resolve) => {
+      timer = setTimeout(() => resolve('late'), STOP_WAIT_MS);
+    });
+    const answer = await Promise.race([this.exited.then(() => 'exited' as const), late]);
+    clearTimeout(timer);
+    if (answer === 'late') await this.worker.terminate();
   }
 }
 
+/**
+ * How long {@link SqliteCheckpointer.stop} waits for the thread to end by itself: a checkpoint
+ * step is a few milliseconds here (tens on a slow disk), so a thread still there after this is stuck.
+ */
+const STOP_WAIT_MS = 10_000;
+
 const WORKER_SOURCE = `
 const { closeSync, openSync, readSync } = require('node:fs');
-const { workerData } = require('node:worker_threads');
+const { parentPort, workerData } = require('node:worker_threads');
 const Database = require(${JSON.stringify(createRequire(import.meta.url).resolve('better-sqlite3'))});
 const db = new Database(workerData.databasePath, { timeout: 0 });
 db.pragma('synchronous = FULL');
@@ -78,7 +108,7 @@ const walPages = () => {
     return Infinity;
   }
 };
-setInterval(() => {
+const timer = setInterval(() => {
   if (walPages() < workerData.minPages) return;
   try {
     checkpoint.get();
@@ -93,4 +123,17 @@ setInterval(() => {
     if (db.inTransaction) rollback.run();
   }
 }, workerData.intervalMs);
+// Stop: between two steps (a message never interrupts one), close the connection and let the
+// thread end by itself, with nothing left to run.
+parentPort.once('message', () => {
+  clearInterval(timer);
+  try {
+    if (db.inTransaction) rollback.run();
+    db.close();
+  } catch {
+    // Closing a connection that failed: the thread ends all the same.
+  }
+  if (shm >= 0) closeSync(shm);
+  parentPort.close();
+});
 `;

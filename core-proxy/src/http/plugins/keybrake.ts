@@ -2,6 +2,9 @@ import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import type { KeybrakeConfig } from '../../config.js';
 import { AuditCheckpointer, type TrustedKeys, trustedKeys } from '../../audit/checkpoints.js';
+import { Archiver } from '../../archive/archiver.js';
+import { openSink } from '../../archive/open-sink.js';
+import { type ArchiveSink, ArchiveSinkError } from '../../archive/sink.js';
 import { DeferredSettlements } from '../../enforcement/deferred-settlements.js';
 import { Forwarder } from '../../enforcement/forwarder.js';
 import { ProxyMetrics } from '../metrics.js';
@@ -20,6 +23,10 @@ export interface KeybrakeContext {
   readonly now: () => number;
   /** Signs the audit chain head every N records or minutes. */
   readonly checkpointer: AuditCheckpointer;
+  /** Archives sealed ranges of the chain and trims them from the live store (issue 23); none when off. */
+  readonly archiver: Archiver | undefined;
+  /** Where the archive's segments are (`KEYBRAKE_ARCHIVE`); none when off. */
+  readonly archiveSink: ArchiveSink | undefined;
   /** Settlements of answered calls the store could not record yet, retried until it can. */
   readonly settlements: DeferredSettlements;
   /** Keys whose checkpoints `GET /audit/verify` trusts: this proxy's own. */
@@ -58,6 +65,41 @@ export const keybrakePlugin = fp(
       onCheckpoint: (checkpoint) => app.log.info({ checkpoint }, 'audit checkpoint'),
     });
     const metrics = new ProxyMetrics();
+    const archive = options.config.archive;
+    if (archive.warning) app.log.warn(archive.warning);
+    const sink = await openSink(archive.target);
+    try {
+      await sink?.prepare();
+    } catch (error) {
+      // A bucket that is not what the configuration says stops the start; one out of reach only waits.
+      if (!(error instanceof ArchiveSinkError) || error.reason !== 'sink_unavailable') {
+        await sink?.close();
+        throw error;
+      }
+      app.log.warn({ sink: sink?.describe(), reason: error.reason }, error.message);
+    }
+    const archiver =
+      sink &&
+      new Archiver({
+        store: options.store,
+        sink,
+        signer: options.config.auditSigner,
+        liveRecords: archive.liveRecords,
+        liveMs: archive.liveMs,
+        intervalMs: archive.intervalMs,
+        segmentRecords: archive.segmentRecords,
+        now,
+        onCheckpoint: (checkpoint) => app.log.info({ checkpoint }, 'audit checkpoint'),
+        onSegment: (segment) => {
+          metrics.auditArchiveSegments.inc();
+          app.log.info({ segment: { ...segment, sink: sink.describe() } }, 'audit segment archived');
+        },
+        onError: (error) => {
+          metrics.auditArchiveErrors.inc({ reason: error.reason });
+          app.log.warn({ sink: sink.describe(), reason: error.reason }, `audit archive: ${error.message}`);
+        },
+      });
+    metrics.archiver = archiver;
     const settlements = new DeferredSettlements(options.store, app.log);
     metrics.deferredSettlementsCount = () => settlements.size;
     const lifecycle = { draining: false };
@@ -70,10 +112,13 @@ export const keybrakePlugin = fp(
       apiKeyDigests: digestApiKeys(options.config.apiKeys),
       now,
       checkpointer,
+      archiver,
+      archiveSink: sink,
       trustedKeys: trustedKeys([options.config.auditSigner.publicKeyPem()]),
       lifecycle,
     });
     checkpointer.start();
+    archiver?.start();
     // While draining, answer in-flight calls with `Connection: close`: a keep-alive connection
     // that turns idle after close() began would otherwise hold the shutdown open.
     app.addHook('preClose', async () => {
@@ -88,6 +133,8 @@ export const keybrakePlugin = fp(
       await forwarder.close();
       await settlements.close();
       await checkpointer.stop();
+      await archiver?.stop();
+      await sink?.close();
       await options.store.close();
     });
   },

@@ -1,7 +1,9 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Readable } from 'node:stream';
 import { formatEndpointPattern } from '../../keys/allowlist.js';
-import { auditSnapshot, storedAuditPages, verificationJson, verifyStore } from '../../audit/checkpoints.js';
+import { auditSnapshot } from '../../audit/checkpoints.js';
+import { chainPages, chainVerificationJson, verifyArchiveAndStore } from '../../archive/verify.js';
+import type { ArchiveSink } from '../../archive/sink.js';
 import { auditExportHeader, exportRecordLine } from '../../audit/export.js';
 import { InvalidRequestError, NotFoundError, UnauthorizedError } from '../../errors.js';
 import { assertWithinParent, parseIssueKeyInput } from '../../keys/key-issuance.js';
@@ -39,6 +41,9 @@ export async function adminRoutes(app: FastifyInstance): Promise<void> {
       return reply.code(error.statusCode).send(error.toJSON());
     }
   });
+
+  // TODO(i23-archive lands the app's sink): the cast goes.
+  const archiveSink = (): ArchiveSink | undefined => (kb as { archiveSink?: ArchiveSink }).archiveSink;
 
   app.post('/vault/keys', { bodyLimit: 64 * 1024 }, async (request, reply) => {
     const input = parseIssueKeyInput(request.body, new Set(Object.keys(kb.config.vendorSecrets)), kb.config.vendors);
@@ -126,16 +131,43 @@ export async function adminRoutes(app: FastifyInstance): Promise<void> {
   app.get<{ Params: KeyParams }>('/vault/keys/:keyId/calls', async (request) => {
     const page = parseCallsPage(request.query as Record<string, unknown>);
     if (!(await kb.store.getKey(request.params.keyId, kb.now()))) throw notFound();
-    if (page === null) return { calls: await kb.store.listCalls(request.params.keyId) };
+    const archived = await archivedCalls();
+    if (page === null) return { calls: await kb.store.listCalls(request.params.keyId), ...archived };
     // Issue 22: oldest first from the cursor; a full page says where the next one starts.
     const calls = await kb.store.listCallsPage(request.params.keyId, page.afterSeq, page.limit);
     const last = calls.at(-1);
-    return { calls, next_cursor: calls.length === page.limit && last ? encodeCallsCursor(last.seq) : null };
+    return {
+      calls,
+      next_cursor: calls.length === page.limit && last ? encodeCallsCursor(last.seq) : null,
+      ...archived,
+    };
   });
+
+  /**
+   * Issue 23: calls are listed from the live store only. Once records were archived (and trimmed),
+   * the answer says so: calls with `seq <= through_seq` are not listed, and are in the archive's
+   * segments (named by seq) at `archive`. Nothing is read back from the archive on this path.
+   */
+  async function archivedCalls(): Promise<{
+    archived?: { through_seq: number; archive: string | null; segments: number };
+  }> {
+    const state = await kb.store.archiveState();
+    if (state.archivedThrough === 0) return {};
+    return {
+      archived: {
+        through_seq: state.archivedThrough,
+        archive: archiveSink()?.describe() ?? null,
+        segments: state.segments,
+      },
+    };
+  }
 
   await app.register(eventRoutes);
 
-  app.get('/audit/verify', async () => verificationJson(await verifyStore(kb.store, kb.trustedKeys)));
+  // Issue 23: from genesis through every archived segment to the live head.
+  app.get('/audit/verify', async () =>
+    chainVerificationJson(await verifyArchiveAndStore(kb.store, archiveSink(), kb.trustedKeys)),
+  );
 
   app.get('/audit/checkpoints', async () => ({
     public_key: { key_id: kb.config.auditSigner.keyId, pem: kb.config.auditSigner.publicKeyPem() },
@@ -154,10 +186,12 @@ export async function adminRoutes(app: FastifyInstance): Promise<void> {
     const store = kb.store;
     const { checkpoints, head } = await auditSnapshot(store);
     const header = auditExportHeader(head, kb.config.auditSigner, new Date(kb.now()).toISOString());
+    const sink = archiveSink();
     async function* lines(): AsyncGenerator<string> {
       yield `${JSON.stringify(header)}\n`;
       for (const checkpoint of checkpoints) yield `${JSON.stringify({ type: 'checkpoint', ...checkpoint })}\n`;
-      for await (const page of storedAuditPages(store, head.records)) {
+      // Issue 23: the whole chain from genesis, archived records read back a segment at a time.
+      for await (const page of chainPages(store, sink, head.records)) {
         yield page.map((entry) => `${JSON.stringify(exportRecordLine(entry))}\n`).join('');
       }
     }

@@ -266,7 +266,16 @@ export class RedisStore implements Store {
       this.background = open();
     }
     this.listing = new RedisListing(this.redis);
-    this.archive = new RedisArchive(this.background, CHAIN);
+    this.archive = new RedisArchive(this.background, {
+      chain: CHAIN,
+      rids: CHAIN_RIDS,
+      head: CHAIN_HEAD,
+      sealLock: SEAL_LOCK,
+      auditList: auditListKey,
+      sealedSeqs: sealedSeqsKey,
+      shardOf: async (keyId) => (keyId === null ? NO_KEY_SHARD : ((await this.rootOf(keyId)) ?? NO_KEY_SHARD)),
+      cluster: this.cluster,
+    });
     this.reservationTtlMs = options.reservationTtlMs ?? 600_000;
     this.sealLockTtlMs = options.sealLockTtlMs ?? 2000;
     this.retentionMs = options.idempotencyRetentionMs ?? DEFAULT_IDEMPOTENCY_RETENTION_MS;
@@ -488,9 +497,9 @@ export class RedisStore implements Store {
       const root = await this.rootOf(keyId);
       if (root === undefined) return [];
       await this.seal([root]);
-      // Seqs first: every record they count was written before them.
-      const seqs = await this.redis.lrange(sealedSeqsKey(root), 0, -1);
-      const records = seqs.length === 0 ? [] : await this.redis.lrange(auditListKey(root), 0, seqs.length - 1);
+      // Seqs first: every record they count was written before them. On one Redis the archive's
+      // trim moves both lists' heads together (issue 23): both are read in one transaction.
+      const [seqs, records] = await this.familyAudit(root);
       const calls: AuditRecordJson[] = [];
       records.forEach((raw, i) => {
         const record = JSON.parse(raw) as FamilyAuditRecord;
@@ -498,6 +507,24 @@ export class RedisStore implements Store {
       });
       return calls;
     });
+  }
+
+  /** A family's sealed seqs and its records at the same positions. */
+  private async familyAudit(root: string): Promise<[string[], string[]]> {
+    if (this.cluster) {
+      const seqs = await this.redis.lrange(sealedSeqsKey(root), 0, -1);
+      return [seqs, seqs.length === 0 ? [] : await this.redis.lrange(auditListKey(root), 0, seqs.length - 1)];
+    }
+    const replies = await (this.redis as Redis)
+      .multi()
+      .lrange(sealedSeqsKey(root), 0, -1)
+      .lrange(auditListKey(root), 0, -1)
+      .exec();
+    const [seqs, records] = (replies ?? []).map(([error, value]) => {
+      if (error) throw error;
+      return value as string[];
+    }) as [string[], string[]];
+    return [seqs, records.slice(0, seqs.length)];
   }
 
   listCallsPage(keyId: string, afterSeq: number, limit: number): Promise<AuditRecordJson[]> {
@@ -522,7 +549,8 @@ export class RedisStore implements Store {
   readAudit(afterSeq: number, limit: number): Promise<AuditEntry[]> {
     return this.run(async () => {
       if (limit <= 0) return [];
-      const raws = await this.redis.lrange(CHAIN, afterSeq, afterSeq + limit - 1);
+      // Issue 23: the chain's index 0 is the first live record, past those archived and trimmed.
+      const raws = await this.archive.readChain(afterSeq, limit);
       return raws.map((raw, i) => {
         try {
           const entry = JSON.parse(raw) as { seq: number; record: string; prev: string; hash: string };
@@ -613,10 +641,7 @@ export class RedisStore implements Store {
   }
 
   trimArchivedAudit(holder: string, limit: number): Promise<number> {
-    // The trim of the chain and the families' lists lands with the archiver (issue 23, step 2).
-    void holder;
-    void limit;
-    return Promise.resolve(0);
+    return this.run(() => this.archive.trim(holder, limit));
   }
 
   ping(): Promise<void> {

@@ -54,7 +54,10 @@ describe('keybrakeWorker (real proxy, stripe-mock)', () => {
       max_requests_per_second: 1,
     });
     const worker = keybrakeWorker(
-      { taskDefName: 'charge_customer', execute: (t, keybrake) => charge(t.inputData, keybrake) },
+      {
+        taskDefName: 'charge_customer',
+        execute: async (t, keybrake) => ({ status: 'COMPLETED', outputData: await charge(t.inputData, keybrake) }),
+      },
       { proxyUrl: proxy.url },
     );
     const results = await Promise.all(

@@ -23,6 +23,7 @@ const SHARED_SUITE = [
   'issue-22-key-list',
   'issue-22-key-list-10k',
   'issue-22-events',
+  'issue-26-alerts',
   'issue-26-limits',
 ].map((name) => `core-proxy/test/${name}.test.ts`);
 

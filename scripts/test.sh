@@ -29,6 +29,9 @@ WORKFLOWS_EMULATOR_BIN="$(bash scripts/install-workflows-emulator.sh)"
 export WORKFLOWS_EMULATOR_BIN
 TOXIPROXY_BIN="$(bash scripts/install-toxiproxy.sh)"
 export SCHEMATHESIS_BIN TOXIPROXY_BIN
+# moto_server: an S3-compatible server for the audit archive's S3 sink (issue 23).
+MOTO_SERVER_BIN="$(bash scripts/install-moto.sh)"
+export MOTO_SERVER_BIN
 bash scripts/install-litellm.sh >/dev/null
 # The Python package's virtualenv (integrations/python/.venv: the official stripe, twilio, resend,
 # conductor-python and temporalio SDKs, pytest); its tests run from vitest (integrations/python/test).

@@ -9,6 +9,7 @@ import {
   parseFxRates,
   parseSensitiveEndpoints,
 } from './pricing/cost-rules.js';
+import { type AlertConfig, loadAlertConfig } from './alerts/alert-config.js';
 import { type ArchiveConfig, readArchiveConfig } from './archive/archive-config.js';
 import { CheckpointSigner } from './audit/checkpoints.js';
 import { ConfigError, type Env, flag, positiveInt, readSecret } from './env.js';
@@ -83,6 +84,8 @@ export interface KeybrakeConfig {
    * `KEYBRAKE_WORKERS` or `serve --workers N`. @default 1
    */
   readonly workers: number;
+  /** Threshold alerts: the webhook and the default thresholds (issue 26; `alerts/alert-config.ts`). */
+  readonly alerts: AlertConfig;
   /** The audit archive and the live window (issue 23; `archive/archive-config.ts`). */
   readonly archive: ArchiveConfig;
 }
@@ -249,6 +252,7 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
     auditCheckpointRecords: positiveInt(env, 'KEYBRAKE_AUDIT_CHECKPOINT_RECORDS', 1000),
     auditCheckpointIntervalMs: positiveInt(env, 'KEYBRAKE_AUDIT_CHECKPOINT_INTERVAL_MS', 60_000),
     workers: positiveInt(env, 'KEYBRAKE_WORKERS', 1),
+    alerts: loadAlertConfig(env),
     archive: readArchiveConfig(env, { dataDir, redis: readSecret(env, 'KEYBRAKE_REDIS_URL') !== undefined }),
   };
 }

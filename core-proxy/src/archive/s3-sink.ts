@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import {
   GetObjectCommand,
   GetObjectLockConfigurationCommand,
@@ -48,7 +49,13 @@ export class S3Sink implements ArchiveSink {
   private readonly prefix: string;
   private readonly objectLockDays: number | null;
 
-  constructor(target: S3Target) {
+  constructor(
+    target: S3Target,
+    options: {
+      /** How long one request may take. @default 30000 */
+      readonly requestTimeoutMs?: number;
+    } = {},
+  ) {
     this.bucket = target.bucket;
     this.prefix = target.prefix;
     this.objectLockDays = target.objectLockDays;
@@ -58,8 +65,8 @@ export class S3Sink implements ArchiveSink {
       forcePathStyle: target.pathStyle,
       maxAttempts: 2,
       requestHandler: {
-        requestTimeout: REQUEST_TIMEOUT_MS,
-        connectionTimeout: CONNECT_TIMEOUT_MS,
+        requestTimeout: options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS,
+        connectionTimeout: Math.min(CONNECT_TIMEOUT_MS, options.requestTimeoutMs ?? CONNECT_TIMEOUT_MS),
         throwOnRequestTimeout: true,
       },
     });
@@ -86,7 +93,6 @@ export class S3Sink implements ArchiveSink {
         throw new ArchiveSinkError(
           'sink_unavailable',
           `${this.describe()}: cannot read the bucket's Object Lock configuration: ${describeError(error)}`,
-          { cause: error },
         );
       }
       enabled = false;
@@ -115,7 +121,10 @@ export class S3Sink implements ArchiveSink {
       Body: body,
       ContentLength: body.length,
       ContentType: 'application/gzip',
+      ChecksumAlgorithm: 'SHA256',
       ChecksumSHA256: Buffer.from(sha256, 'hex').toString('base64'),
+      // Object Lock puts need an integrity header; S3 checks it on upload either way.
+      ContentMD5: createHash('md5').update(body).digest('base64'),
       IfNoneMatch: '*',
       ...(this.objectLockDays === null
         ? {}
@@ -209,8 +218,7 @@ export class S3Sink implements ArchiveSink {
   }
 
   private unavailable(what: string, error: unknown): ArchiveSinkError {
-    return new ArchiveSinkError('sink_unavailable', `${this.describe()}: ${what}: ${describeError(error)}`, {
-      cause: error,
-    });
+    // Not the SDK's error as a cause: it carries the signed request, access key id included.
+    return new ArchiveSinkError('sink_unavailable', `${this.describe()}: ${what}: ${describeError(error)}`);
   }
 }

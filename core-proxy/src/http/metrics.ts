@@ -45,6 +45,30 @@ export class ProxyMetrics {
     registers: [this.registry],
   });
 
+  /** Alerts delivered to the webhook by this process (issue 26). */
+  readonly alertsSent = new Counter({
+    name: 'keybrake_alerts_sent_total',
+    help: 'Alerts delivered to the webhook by this process, by type.',
+    labelNames: ['type'] as const,
+    registers: [this.registry],
+  });
+
+  /** Alerts this process gave up on (attempts or age exhausted, or refused by the receiver). */
+  readonly alertsFailed = new Counter({
+    name: 'keybrake_alerts_failed_total',
+    help: 'Alerts marked failed by this process (attempts or age exhausted, or refused by the receiver), by type.',
+    labelNames: ['type'] as const,
+    registers: [this.registry],
+  });
+
+  /** Alerts of the store's outbox not yet delivered nor failed, as this process's sender last counted. */
+  readonly alertsPending = new Gauge({
+    name: 'keybrake_alerts_pending',
+    help: "Alerts waiting in the store's outbox (all replicas), as this process's sender last counted them, by type.",
+    labelNames: ['type'] as const,
+    registers: [this.registry],
+  });
+
   /** Issue 26: calls refused by a request or concurrency limit, by reason (`rate_limited`, `concurrency_limited`). */
   readonly limitRefusals = new Counter({
     name: 'keybrake_limit_refusals_total',

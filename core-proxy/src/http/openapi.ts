@@ -77,6 +77,57 @@ export function openApiDocument(vendors: VendorRegistry) {
             'keybrake serve worker processes on one port and one data directory (also serve --workers N); every guarantee holds across them as across replicas (default 1)',
         },
       },
+      'x-keybrake-alerts': {
+        description:
+          'Threshold and cap-hit alerts (README, "Alerts"): each fires once per key, cap period and threshold across every replica, ' +
+          'from a durable outbox in the store, POSTed with Keybrake-Signature: t=<unix s>,v1=<hex HMAC-SHA256 of "<t>.<body>">.',
+        environment: {
+          KEYBRAKE_ALERT_WEBHOOK_URL:
+            'Where alerts are POSTed (read like a secret, also _FILE; never logged). Unset: none sent',
+          KEYBRAKE_ALERT_WEBHOOK_SECRET:
+            'HMAC-SHA256 key of Keybrake-Signature (also _FILE; never logged); required with json',
+          KEYBRAKE_ALERT_FORMAT: 'json (default) or slack (an incoming-webhook {"text"} body)',
+          KEYBRAKE_ALERT_THRESHOLDS:
+            'Thresholds of a key issued without alerts, when a webhook is set (default 0.8,1; empty: none)',
+          KEYBRAKE_ALERT_MAX_ATTEMPTS: 'Attempts before an alert is marked failed (default 12)',
+          KEYBRAKE_ALERT_MAX_AGE_S: 'Age past which an undelivered alert is marked failed (default 86400)',
+          KEYBRAKE_ALERT_RETRY_BASE_MS:
+            'First retry delay, doubled per attempt up to 5 minutes, with jitter (default 1000)',
+          KEYBRAKE_ALERT_TIMEOUT_MS: 'One delivery attempt; a timeout is retried (default 10000)',
+        },
+        webhookBody: {
+          type: 'object',
+          required: [
+            'id',
+            'type',
+            'created_at',
+            'key_id',
+            'agent_run_label',
+            'vendor',
+            'spent_usd',
+            'cap_usd',
+            'cap',
+            'period',
+            'at_fraction',
+          ],
+          properties: {
+            id: { type: 'string', description: 'Stable per key, cap period and threshold: de-duplicate on it' },
+            type: { enum: ['keybrake.alert.threshold', 'keybrake.alert.cap_hit'] },
+            created_at: { type: 'string', format: 'date-time' },
+            key_id: { type: 'string' },
+            agent_run_label: { type: ['string', 'null'] },
+            vendor: { type: 'string' },
+            spent_usd: {
+              type: 'number',
+              description: 'Spend on the cap when it fired (a cap hit: settled plus reserved)',
+            },
+            cap_usd: { type: 'number' },
+            cap: { enum: ['lifetime', 'daily'] },
+            period: { type: 'string', description: 'lifetime, or the UTC day (YYYY-MM-DD) of the daily cap' },
+            at_fraction: { type: ['number', 'null'], description: 'null for a cap hit' },
+          },
+        },
+      },
     },
     components: {
       securitySchemes: { issuerKey: { type: 'http', scheme: 'bearer', description: 'One of KEYBRAKE_API_KEYS' } },
@@ -163,6 +214,43 @@ export function openApiDocument(vendors: VendorRegistry) {
               description:
                 'Issue 26: calls in flight at once (reserved, not yet settled), descendants included. Over it: 429 concurrency_limited',
             },
+            alerts: {
+              type: 'array',
+              maxItems: 10,
+              items: {
+                type: 'object',
+                additionalProperties: false,
+                required: ['at_fraction'],
+                properties: { at_fraction: { type: 'number', exclusiveMinimum: 0, maximum: 1 } },
+              },
+              description:
+                'Threshold alerts on the key own spend (children included), of each of its caps; distinct. Absent: KEYBRAKE_ALERT_THRESHOLDS when a webhook is configured. A child inherits none. Bad input: 400 invalid_request',
+            },
+          },
+        },
+        AlertThresholds: {
+          type: 'array',
+          items: { type: 'object', properties: { at_fraction: { type: 'number' } } },
+        },
+        FiredAlert: {
+          type: 'object',
+          properties: {
+            period: { type: 'string', description: 'lifetime, or the UTC day of the daily cap' },
+            cap: { enum: ['lifetime', 'daily'] },
+            fired_at: { type: 'string', format: 'date-time' },
+            spent_usd: { type: 'number' },
+            deliveries: {
+              type: 'array',
+              items: {
+                type: 'object',
+                properties: {
+                  id: { type: 'string', description: 'The alert id, as the webhook body carries it' },
+                  state: { enum: ['pending', 'delivered', 'failed'] },
+                  attempts: { type: 'integer', minimum: 0 },
+                  last_status: { type: ['integer', 'null'] },
+                },
+              },
+            },
           },
         },
         IssuedKey: {
@@ -189,6 +277,7 @@ export function openApiDocument(vendors: VendorRegistry) {
             parent_key_id: { type: ['string', 'null'] },
             tainted: { type: 'boolean' },
             created_at: { type: 'string', format: 'date-time' },
+            alerts: { $ref: '#/components/schemas/AlertThresholds' },
             limits: {
               type: 'object',
               description: 'Issue 26: present only when the key has a limit of its own',
@@ -223,6 +312,22 @@ export function openApiDocument(vendors: VendorRegistry) {
             allowed_endpoints: { type: 'array', items: { type: 'string' } },
             parent_key_id: { type: ['string', 'null'] },
             tainted: { type: 'boolean' },
+            alerts: {
+              type: 'array',
+              description: 'GET /vault/keys/{key_id} only: each threshold with the alerts it fired (issue 26)',
+              items: {
+                type: 'object',
+                properties: {
+                  at_fraction: { type: 'number' },
+                  fired: { type: 'array', items: { $ref: '#/components/schemas/FiredAlert' } },
+                },
+              },
+            },
+            cap_hit_alerts: {
+              type: 'array',
+              description: 'GET /vault/keys/{key_id} only: the cap-hit alerts fired, once per cap period',
+              items: { $ref: '#/components/schemas/FiredAlert' },
+            },
             limits: {
               type: 'object',
               description:

@@ -1,5 +1,6 @@
 import { type EndpointPattern, formatEndpointPattern, isPatternCovered, parseEndpointPattern } from './allowlist.js';
 import { parseExpiresIn } from './durations.js';
+import { parseAlertsField } from '../alerts/alert-thresholds.js';
 import { InvalidRequestError, VendorNotConfiguredError } from '../errors.js';
 import { type Micros, usdToMicros } from '../pricing/money.js';
 import { BUILT_IN_REGISTRY, type VendorRegistry } from '../vendors/registry.js';
@@ -20,6 +21,7 @@ export const ISSUANCE_FIELDS: ReadonlySet<string> = new Set([
   'agent_run_label',
   'parent_key_id',
   'tainted',
+  'alerts',
   // Issue 26.
   'max_requests_per_second',
   'max_requests_per_minute',
@@ -36,6 +38,8 @@ export interface IssueKeyInput {
   readonly agentRunLabel: string | null;
   readonly parentKeyId: string | null;
   readonly tainted: boolean;
+  /** `alerts` (issue 26): thresholds ascending; null when absent (the server's defaults apply). */
+  readonly alertFractions: readonly number[] | null;
   /** Issue 26: request and concurrency limits; null when none is set. */
   readonly limits: KeyLimits | null;
 }
@@ -120,6 +124,7 @@ export function parseIssueKeyInput(
   if (tainted !== undefined && typeof tainted !== 'boolean') {
     throw new InvalidRequestError('tainted must be a boolean.');
   }
+  const alertFractions = parseAlertsField(fields.alerts);
 
   const limits: KeyLimits = {
     maxRequestsPerSecond: parseLimit(fields, 'max_requests_per_second'),
@@ -141,6 +146,7 @@ export function parseIssueKeyInput(
     agentRunLabel: (label as string | undefined) ?? null,
     parentKeyId: (parentKeyId as string | undefined) ?? null,
     tainted: tainted === true,
+    alertFractions,
     limits: hasLimits(limits) ? limits : null,
   };
 }

@@ -24,6 +24,7 @@ import {
   parentMissingError,
 } from './key-family.js';
 import { type KeyListPage, type KeyListQuery, catchUpDigest, listKeyPage } from './key-listing.js';
+import { ALERTS_SCHEMA, SqliteAlerts } from './sqlite-alerts.js';
 import { SqliteCheckpointer } from './sqlite-checkpointer.js';
 import { admitCall, hasLimits, remainingUnderCaps } from './key-limits.js';
 import {
@@ -39,11 +40,15 @@ import { LISTING_SCHEMA, SqliteListing } from './sqlite-listing.js';
 import { OwnerLock, ownerAlive } from './sqlite-owner.js';
 import {
   DEFAULT_IDEMPOTENCY_RETENTION_MS,
+  type AlertClaimInput,
+  type AlertClaimOutput,
+  type AlertFinishInput,
   type ArchiveLeaseInput,
   type ArchiveState,
   type ArchivedSegmentInput,
   type AuditInput,
   type AuditCheckpoint,
+  type KeyAlerts,
   type ObjectClaimInput,
   type ObjectClaimOutput,
   type ObjectRecordInput,
@@ -349,6 +354,11 @@ export class SqliteStore implements Store {
   });
   /** The digest catch-up in flight: concurrent listings share it. */
   private digestRun: Promise<void> | null = null;
+  /** Threshold and cap-hit alerts and their outbox (issue 26). */
+  private readonly alerts = new SqliteAlerts({
+    statement: (sql) => this.statement(sql),
+    now: () => this.now(),
+  });
   /** The audit archive's state, lease and trim (issue 23). */
   private readonly archive = new SqliteArchive({
     statement: (sql) => this.statement(sql),
@@ -372,6 +382,7 @@ export class SqliteStore implements Store {
         for (const table of KEYED_TABLES) this.withoutRowid(table);
         addLimitColumns(this.db);
         this.db.exec(LISTING_SCHEMA);
+        this.db.exec(ALERTS_SCHEMA);
         this.db.exec(ARCHIVE_SCHEMA);
       })
       .immediate();
@@ -437,6 +448,7 @@ export class SqliteStore implements Store {
         stored.limits?.maxConcurrent ?? null,
       );
       this.listing.keyCreated(stored);
+      this.alerts.keyCreated(stored);
       return stored;
     });
   }
@@ -551,12 +563,14 @@ export class SqliteStore implements Store {
       // 6. Every cap, key by key, nearest first: lifetime, then daily.
       for (const key of chain) {
         if (key.cap !== null && key.spent + key.reserved + input.costMicros > key.cap) {
+          this.alerts.capHit(key, 'lifetime', day);
           return { kind: 'refused', code: 'cap_exhausted', capKeyId: key.key_id };
         }
         if (
           key.daily_cap !== null &&
           (key.day_spent ?? 0) + (key.day_reserved ?? 0) + input.costMicros > key.daily_cap
         ) {
+          this.alerts.capHit(key, 'daily', day);
           return { kind: 'refused', code: 'cap_exhausted', capKeyId: key.key_id };
         }
       }
@@ -703,6 +717,21 @@ export class SqliteStore implements Store {
         this.statement('SELECT checkpoint FROM audit_checkpoints ORDER BY records').all() as { checkpoint: string }[]
       ).map((row) => JSON.parse(row.checkpoint) as AuditCheckpoint),
     );
+  }
+
+  keyAlerts(keyId: string): Promise<KeyAlerts> {
+    return this.run(() => this.alerts.keyAlerts(keyId));
+  }
+
+  async claimAlerts(input: AlertClaimInput): Promise<AlertClaimOutput> {
+    // Read first: an idle outbox costs the sender's timer no write transaction.
+    const due = await this.run(() => this.alerts.due(input.now));
+    if (!due.any) return { claimed: [], pending: due.pending };
+    return this.write(() => this.alerts.claim(input));
+  }
+
+  finishAlert(input: AlertFinishInput): Promise<void> {
+    return this.write(() => this.alerts.finish(input));
   }
 
   archiveState(): Promise<ArchiveState> {
@@ -959,13 +988,16 @@ export class SqliteStore implements Store {
   private book(reservation: ReservationRow, actualMicros: Micros, unknown: boolean): void {
     // Issue 26: the call is no longer in flight, however it ended (settled, released, recovered).
     releaseInFlight((sql) => this.statement(sql), reservation.in_flight_keys);
-    for (const keyId of this.ancestryIds(reservation.key_id)) {
+    const keyIds = this.ancestryIds(reservation.key_id);
+    for (const keyId of keyIds) {
       this.addSpend(keyId, reservation.day, {
         reserved: -reservation.amount,
         spent: actualMicros,
         unknown: unknown ? actualMicros : 0,
       });
     }
+    // Issue 26: thresholds fire on spend, in the transaction that books it.
+    this.alerts.booked(keyIds, reservation.day);
   }
 
   private resolveIdempotency(keyId: string, idempotencyKey: string, response: StoredResponse | null): void {

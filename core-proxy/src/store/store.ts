@@ -25,6 +25,12 @@ export interface VaultKeyRecord {
   readonly createdAt: number;
   readonly expiresAt: number;
   readonly revokedAt: number | null;
+  /**
+   * Threshold alerts (issue 26): fractions of each cap, `0 < x <= 1`, ascending. Written by
+   * `createKey`; the records other methods return leave it out (read it with `keyAlerts`).
+   * @default none
+   */
+  readonly alertFractions?: readonly number[];
   /** Request and concurrency limits (issue 26); absent or null: none. Immutable, like the caps. */
   readonly limits?: KeyLimits | null;
 }
@@ -360,6 +366,85 @@ export interface Store {
   releaseObject(input: ObjectReleaseInput): Promise<void>;
   /** Records the state of an object a vendor's answer showed (one the proxy just created). */
   recordObject(input: ObjectRecordInput): Promise<void>;
+  /**
+   * A key's alert thresholds and every alert it fired, with its delivery state (issue 26). Alerts
+   * are fired by the stores themselves: a threshold inside `settle` (and the recovery or sweep of
+   * an orphaned reservation), a cap hit inside (embedded) or right after (Redis) the `reserve`
+   * that refused; each is appended to the store's outbox at most once per key, cap period and
+   * threshold (`alertId`), whichever replica or process fires it.
+   */
+  keyAlerts(keyId: string): Promise<KeyAlerts>;
+  /**
+   * Leases up to `limit` pending alerts due at `now` to this sender for `leaseMs` and counts one
+   * attempt on each: no other sender takes them until the lease lapses (its sender died). Also
+   * returns how many alerts are pending, by type.
+   */
+  claimAlerts(input: AlertClaimInput): Promise<AlertClaimOutput>;
+  /** Records the outcome of one delivery attempt of a leased alert. */
+  finishAlert(input: AlertFinishInput): Promise<void>;
+}
+
+/** What fired an alert (the webhook's `type`). */
+export type AlertType = 'keybrake.alert.threshold' | 'keybrake.alert.cap_hit';
+
+/** Where an alert stands in the outbox. */
+export type AlertState = 'pending' | 'delivered' | 'failed';
+
+/** One alert of the outbox, as fired and as its deliveries left it. */
+export interface AlertEntry {
+  /** Stable per key, cap period and threshold (`alertId`): receivers de-duplicate on it. */
+  readonly id: string;
+  readonly type: AlertType;
+  readonly keyId: string;
+  readonly agentRunLabel: string | null;
+  readonly vendor: string;
+  /** The key's spend on the cap when it fired (for a cap hit: settled plus reserved). */
+  readonly spentMicros: Micros;
+  readonly capMicros: Micros;
+  readonly cap: 'lifetime' | 'daily';
+  /** `lifetime`, or the UTC day (`YYYY-MM-DD`) of a daily cap. */
+  readonly period: string;
+  /** The threshold; null for a cap hit. */
+  readonly atFraction: number | null;
+  /** Epoch ms. */
+  readonly createdAt: number;
+  readonly state: AlertState;
+  readonly attempts: number;
+  /** HTTP status of the last attempt; null before any, or when it got no answer. */
+  readonly lastStatus: number | null;
+  /** Epoch ms before which it is not attempted again. */
+  readonly nextAttemptAt: number;
+}
+
+/** Result of {@link Store.keyAlerts}. */
+export interface KeyAlerts {
+  readonly fractions: readonly number[];
+  /** Oldest first. */
+  readonly fired: readonly AlertEntry[];
+}
+
+/** Input of {@link Store.claimAlerts}. */
+export interface AlertClaimInput {
+  /** Epoch ms. */
+  readonly now: number;
+  readonly leaseMs: number;
+  readonly limit: number;
+}
+
+/** Result of {@link Store.claimAlerts}. */
+export interface AlertClaimOutput {
+  readonly claimed: readonly AlertEntry[];
+  readonly pending: Readonly<Record<AlertType, number>>;
+}
+
+/** Input of {@link Store.finishAlert}. */
+export interface AlertFinishInput {
+  readonly id: string;
+  readonly keyId: string;
+  readonly state: AlertState;
+  readonly lastStatus: number | null;
+  /** For a `pending` one: epoch ms of its next attempt. */
+  readonly nextAttemptAt: number;
 }
 
 /**

@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import type { KeybrakeConfig } from '../../config.js';
+import { AlertSender } from '../../alerts/alert-sender.js';
 import { AuditCheckpointer, type TrustedKeys, trustedKeys } from '../../audit/checkpoints.js';
 import { Archiver } from '../../archive/archiver.js';
 import { openSink } from '../../archive/open-sink.js';
@@ -118,6 +119,11 @@ export const keybrakePlugin = fp(
       lifecycle,
     });
     checkpointer.start();
+    // Issue 26: every process drains the outbox; the store's leases keep each alert to one sender.
+    const webhook = options.config.alerts.webhook;
+    // On the wall clock, not the app's: signature timestamps and retry times are real time.
+    const alertSender = webhook ? new AlertSender({ store: options.store, webhook, metrics, log: app.log }) : undefined;
+    alertSender?.start();
     archiver?.start();
     // While draining, answer in-flight calls with `Connection: close`: a keep-alive connection
     // that turns idle after close() began would otherwise hold the shutdown open.
@@ -133,6 +139,7 @@ export const keybrakePlugin = fp(
       await forwarder.close();
       await settlements.close();
       await checkpointer.stop();
+      await alertSender?.stop();
       await archiver?.stop();
       await sink?.close();
       await options.store.close();

@@ -9,6 +9,7 @@ import { InvalidRequestError, NotFoundError, UnauthorizedError } from '../../err
 import { assertWithinParent, parseIssueKeyInput } from '../../keys/key-issuance.js';
 import { microsToUsd } from '../../pricing/money.js';
 import { keyStatus } from '../../keys/key-status.js';
+import { alertsView } from '../../alerts/alert-view.js';
 import { keyView, limitsView } from './key-view.js';
 import { eventRoutes } from './events.js';
 import { hashVaultKey, matchesAnyApiKey, newKeyId, newVaultKey } from '../../keys/vault-keys.js';
@@ -76,6 +77,8 @@ export async function adminRoutes(app: FastifyInstance): Promise<void> {
       createdAt: now,
       expiresAt,
       revokedAt: null,
+      // Issue 26: the server's default thresholds apply only where a webhook will deliver them.
+      alertFractions: input.alertFractions ?? kb.config.alerts.defaultFractions,
       limits: input.limits,
     };
     const record = await kb.store.createKey(requested);
@@ -91,6 +94,7 @@ export async function adminRoutes(app: FastifyInstance): Promise<void> {
       parent_key_id: record.parentKeyId,
       tainted: record.tainted,
       created_at: new Date(now).toISOString(),
+      alerts: requested.alertFractions.map((fraction) => ({ at_fraction: fraction })),
       ...(record.limits ? { limits: limitsView(record.limits) } : {}),
     });
   });
@@ -115,7 +119,7 @@ export async function adminRoutes(app: FastifyInstance): Promise<void> {
     const now = kb.now();
     const key = await kb.store.getKey(request.params.keyId, now);
     if (!key) throw notFound();
-    return keyView(key, now);
+    return { ...keyView(key, now), ...alertsView(await kb.store.keyAlerts(key.keyId)) };
   });
 
   app.delete<{ Params: KeyParams }>('/vault/keys/:keyId', async (request) => {

@@ -3,6 +3,7 @@ import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { GENESIS_HASH, chainEntry } from '../../audit/chain.js';
 import { type AuditRecordJson, auditRecordJson, interruptedAuditInput } from '../../audit/record.js';
 import { InvalidVaultKeyError, StoreUnavailableError } from '../../errors.js';
+import { fractionText } from '../../alerts/alert-thresholds.js';
 import { MAX_CHAIN_LENGTH } from '../../keys/key-depth.js';
 import {
   ANCESTRY_WALK_LIMIT,
@@ -18,16 +19,21 @@ import { RELEASE_LOCK_LUA, SEAL_APPEND_LUA } from './lua/audit-seal.js';
 import { CREATE_KEY_LUA, MARK_SUBTREE_LUA } from './lua/family.js';
 import { RESERVE_LUA } from './lua/reserve.js';
 import { SETTLE_LUA } from './lua/settle.js';
+import { RedisAlerts, defineAlertScripts } from './redis-alerts.js';
 import { CLAIM_OBJECT_LUA, RECORD_OBJECT_LUA, RELEASE_OBJECT_LUA } from './lua/objects.js';
 import { RedisArchive } from './redis-archive.js';
 import { RedisListing } from './redis-listing.js';
 import {
   DEFAULT_IDEMPOTENCY_RETENTION_MS,
+  type AlertClaimInput,
+  type AlertClaimOutput,
+  type AlertFinishInput,
   type ArchiveLeaseInput,
   type ArchiveState,
   type ArchivedSegmentInput,
   type AuditInput,
   type AuditCheckpoint,
+  type KeyAlerts,
   type ObjectClaimInput,
   type ObjectClaimOutput,
   type ObjectRecordInput,
@@ -125,7 +131,7 @@ interface ReservationEntry {
 
 interface ScriptCommands {
   kbReserve(...args: (string | number)[]): Promise<[string, string?, string?, (string | number)?, string?]>;
-  kbSettle(...args: (string | number)[]): Promise<number>;
+  kbSettle(...args: (string | number)[]): Promise<[number, number]>;
   kbCreateKey(...args: (string | number)[]): Promise<[string, string?]>;
   kbMarkSubtree(...args: (string | number)[]): Promise<number>;
   kbSealAppend(...args: (string | number)[]): Promise<number>;
@@ -219,6 +225,8 @@ export class RedisStore implements Store {
   private readonly listing: RedisListing;
   /** The digest catch-up in flight: concurrent listings share it. */
   private digestRun: Promise<void> | null = null;
+  /** Threshold and cap-hit alerts and their outbox (issue 26). */
+  private readonly alerts: RedisAlerts;
   /** The audit archive's state, lease and trim (issue 23), on the background connection. */
   private readonly archive: RedisArchive;
 
@@ -266,6 +274,13 @@ export class RedisStore implements Store {
       this.background = open();
     }
     this.listing = new RedisListing(this.redis);
+    this.alerts = new RedisAlerts({
+      redis: this.redis,
+      cluster: this.cluster,
+      rootOf: (keyId) => this.rootOf(keyId),
+      keyHashKey,
+      dayKey,
+    });
     this.archive = new RedisArchive(this.background, {
       chain: CHAIN,
       rids: CHAIN_RIDS,
@@ -316,6 +331,7 @@ export class RedisStore implements Store {
         'spent', 0,
         'reserved', 0,
         'unknown', 0,
+        'alerts', (record.alertFractions ?? []).map(fractionText).join(','),
       ]; // prettier-ignore
       // Issue 26: only a key with limits has their fields (the reserve script reads them only then).
       const limits = record.limits;
@@ -447,6 +463,10 @@ export class RedisStore implements Store {
         case 'replay':
           return { kind: 'replay', response: JSON.parse(result[1] as string) as StoredResponse };
         default:
+          // Issue 26: a cap hit fires its alert; a failure to record it never changes the refusal.
+          if (result[1] === 'cap_exhausted' && result[2]) {
+            await this.alerts.capHit(root, result[2], input.costMicros, day).catch(() => undefined);
+          }
           return {
             kind: 'refused',
             code: result[1] as Extract<ReserveOutput, { kind: 'refused' }>['code'],
@@ -724,7 +744,7 @@ export class RedisStore implements Store {
       ...(this.cluster ? [] : [DIRTY_SHARDS]),
       ...objects.map((object) => objectKey(root, object.objectId)),
     ];
-    return client.kbSettle(
+    const [length, fired] = await client.kbSettle(
       keys.length,
       ...keys,
       reservationId,
@@ -740,6 +760,20 @@ export class RedisStore implements Store {
       OBJECT_TTL_MS,
       ...objects.flatMap(({ state }) => [state.amount, state.currency, state.bookedMicros]),
     );
+    await this.alerts.settled(root, fired).catch(() => undefined);
+    return length;
+  }
+
+  keyAlerts(keyId: string): Promise<KeyAlerts> {
+    return this.run(() => this.alerts.keyAlerts(keyId));
+  }
+
+  claimAlerts(input: AlertClaimInput): Promise<AlertClaimOutput> {
+    return this.run(() => this.alerts.claim(input));
+  }
+
+  finishAlert(input: AlertFinishInput): Promise<void> {
+    return this.run(() => this.alerts.finish(input));
   }
 
   /**
@@ -1119,5 +1153,6 @@ function defineScripts(redis: Redis | Cluster): Client {
   redis.defineCommand('kbClaimObject', { numberOfKeys: 1, lua: CLAIM_OBJECT_LUA });
   redis.defineCommand('kbReleaseObject', { numberOfKeys: 1, lua: RELEASE_OBJECT_LUA });
   redis.defineCommand('kbRecordObject', { numberOfKeys: 1, lua: RECORD_OBJECT_LUA });
+  defineAlertScripts(redis);
   return redis as Client;
 }

@@ -1,3 +1,5 @@
+import { FIRE_THRESHOLDS_LUA } from '../redis-alerts.js';
+
 /**
  * Settle a reservation and append the call's audit record, atomically, in one round trip: the
  * reservation leaves every chain member's `reserved` and the actual cost joins `spent` (and
@@ -30,16 +32,17 @@
  * The reservation's `conc` (issue 26): 1-based chain positions whose in-flight count it holds;
  * released here, by a settlement and by the sweeper alike, so a crashed replica leaves no count
  * stuck past its reservations' deadline.
- * Returns the audit list length, or -1 when the reservation is gone (or, sweeping, not yet due).
+ * Returns {the audit list length, alerts fired (issue 26: `FIRE_THRESHOLDS_LUA`)}, or {-1, 0} when the
+ * reservation is gone (or, sweeping, not yet due).
  */
 export const SETTLE_LUA = `
 -- HINCRBY needs integer text; tostring() would write large numbers in exponent form.
 local function int(x) return string.format('%d', x) end
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 -- Already settled (a retried settlement) or swept: settling twice would audit twice.
-if not raw then return -1 end
+if not raw then return {-1, 0} end
 local reservation = cjson.decode(raw)
-if tonumber(ARGV[7]) > 0 and reservation.deadline > tonumber(ARGV[7]) then return -1 end
+if tonumber(ARGV[7]) > 0 and reservation.deadline > tonumber(ARGV[7]) then return {-1, 0} end
 local amount = reservation.amount
 local actual = amount
 if ARGV[2] ~= '' then actual = tonumber(ARGV[2]) end
@@ -76,9 +79,10 @@ for j = 1, m do
   redis.call('HSET', key, 'amount', ARGV[a], 'currency', ARGV[a + 1], 'booked', int(booked))
   redis.call('PEXPIRE', key, ARGV[11])
 end
+${FIRE_THRESHOLDS_LUA}
 local length = redis.call('RPUSH', KEYS[3], ARGV[6])
 -- Regression: issue 21. The mark was its own command after this script's answer: a third write
 -- per call. In the same step, the mark also never lags the record it is for.
 if ARGV[9] ~= '' then redis.call('SADD', KEYS[4 + 2 * n], ARGV[9]) end
-return length
+return {length, alerts_fired}
 `;

@@ -25,6 +25,7 @@ const SHARED_SUITE = [
   'issue-22-events',
   'issue-26-alerts',
   'issue-26-limits',
+  'issue-23-verify',
 ].map((name) => `core-proxy/test/${name}.test.ts`);
 
 export default defineConfig({

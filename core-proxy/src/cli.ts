@@ -6,8 +6,10 @@ import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { parseArgs } from 'node:util';
 import { CheckpointSigner, trustedKeys, verificationJson } from './audit/checkpoints.js';
 import { AuditExportError, checkpointsFromText, verifyExportFile } from './audit/export.js';
-import { DirectorySink } from './archive/directory-sink.js';
-import { type SegmentSource, archiveFailureJson, verifyArchive } from './archive/verify.js';
+import { parseArchiveTarget } from './archive/archive-config.js';
+import { openSink } from './archive/open-sink.js';
+import type { ArchiveSink } from './archive/sink.js';
+import { archiveFailureJson, verifyArchive } from './archive/verify.js';
 import { ConfigError, loadConfig } from './config.js';
 import { serve } from './http/workers.js';
 
@@ -189,10 +191,20 @@ async function verifyOnProxy(): Promise<number> {
   return verified ? 0 : EXIT_REFUSED;
 }
 
-/** The sink an auditor names: `dir:/path` or `s3://bucket/prefix`. */
-function segmentSource(spec: string): SegmentSource {
-  if (spec.startsWith('dir:') && spec.length > 4) return new DirectorySink(spec.slice(4));
-  throw new UsageError(`--sink must be dir:/path or s3://bucket/prefix, not ${JSON.stringify(spec)}.`);
+/**
+ * The sink an auditor names: `dir:/path` or `s3://bucket/prefix` (S3 credentials from the standard
+ * AWS environment; `KEYBRAKE_ARCHIVE_S3_ENDPOINT`, `_REGION`, `_PATH_STYLE` as for `serve`).
+ */
+async function segmentSource(spec: string): Promise<ArchiveSink> {
+  let target;
+  try {
+    target = parseArchiveTarget(spec, process.env);
+  } catch (error) {
+    throw new UsageError(`--sink must be dir:/path or s3://bucket/prefix: ${(error as Error).message}`);
+  }
+  const sink = target.kind === 'off' ? undefined : await openSink(target);
+  if (!sink) throw new UsageError('--sink must be dir:/path or s3://bucket/prefix, not off.');
+  return sink;
 }
 
 /** `audit verify-archive`: the archive alone, offline, against pinned keys. */
@@ -220,9 +232,14 @@ async function verifyArchiveOffline(args: string[]): Promise<number> {
   } catch (error) {
     throw new UsageError((error as Error).message);
   }
-  const source = segmentSource(values.sink);
   const checkpoints = (values.checkpoints ?? []).flatMap((path) => checkpointsFromText(readText(path)));
-  const result = await verifyArchive({ source, trusted, checkpoints, rejectUntrusted: true });
+  const source = await segmentSource(values.sink);
+  let result;
+  try {
+    result = await verifyArchive({ source, trusted, checkpoints, rejectUntrusted: true });
+  } finally {
+    await source.close();
+  }
   const output = result.ok
     ? {
         ok: true,

@@ -269,23 +269,32 @@ async function verifySegment(
       ...given.filter(inRange).map((checkpoint) => ({ checkpoint, own: false })),
     ].sort((a, b) => a.checkpoint.records - b.checkpoint.records);
     let covered = false;
+    let coveredUntrusted = false;
+    // What the segment's own checkpoints vouch for: a failure of one of them is reported from the
+    // first record after the last of them that verified (a given one may vouch for more).
+    let ownVouched = firstSeq - 1;
     for (const { checkpoint, own: isOwn } of all) {
+      const from = (isOwn ? ownVouched : at.vouched) + 1;
       const key = options.trusted.get(checkpoint.key_id);
       if (!key) {
-        // A segment's own checkpoint is the only proof of it: it must be by a trusted key.
-        if (isOwn || options.rejectUntrusted) return bad(at.vouched + 1, 'checkpoint_untrusted');
+        // Pinned keys: any other is a forgery. Otherwise (a replica that sees its siblings' keys)
+        // it is left out, but the checkpoint over the segment's end must still be a trusted one.
+        if (options.rejectUntrusted) return bad(from, 'checkpoint_untrusted');
+        if (isOwn && checkpoint.records === lastSeq) coveredUntrusted = true;
         at.untrusted += 1;
         continue;
       }
-      if (!checkpointSignatureValid(checkpoint, key)) return bad(at.vouched + 1, 'signature_invalid');
-      if (hashes[checkpoint.records - firstSeq] !== checkpoint.head) return bad(at.vouched + 1, 'checkpoint_mismatch');
+      if (!checkpointSignatureValid(checkpoint, key)) return bad(from, 'signature_invalid');
+      if (hashes[checkpoint.records - firstSeq] !== checkpoint.head) return bad(from, 'checkpoint_mismatch');
       at.vouched = Math.max(at.vouched, checkpoint.records);
       at.checkpoints += 1;
+      if (isOwn) ownVouched = Math.max(ownVouched, checkpoint.records);
       if (isOwn && checkpoint.records === lastSeq) covered = true;
     }
     if (!covered) {
       // Cut after its records: the end of the segment, its checkpoint, is what is gone.
-      return status.cut ? bad(lastSeq, 'segment_truncated', status.error) : bad(at.vouched + 1, 'segment_unsigned');
+      if (status.cut) return bad(lastSeq, 'segment_truncated', status.error);
+      return bad(ownVouched + 1, coveredUntrusted ? 'checkpoint_untrusted' : 'segment_unsigned');
     }
     at.seq = lastSeq;
     at.head = prevHash;

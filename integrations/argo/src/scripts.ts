@@ -1,4 +1,4 @@
-import { KEYBRAKE_EXIT_CODES } from '@keybrake/client';
+import { KEYBRAKE_EXIT_CODES, LIMIT_REFUSED_EXIT_CODE } from '@keybrake/client';
 
 /**
  * The Python sources of the script steps. They run on `python:3.13-alpine` with the standard
@@ -217,14 +217,22 @@ for secret_name in [name.strip() for name in os.environ.get("KEYBRAKE_VAULT_KEY_
  */
 export const EXIT_CODE_MAPPING = String.raw`# Keybrake's exit codes (@keybrake/client KEYBRAKE_EXIT_CODES): a final refusal is never retried.
 KEYBRAKE_EXIT_CODES = ${JSON.stringify(KEYBRAKE_EXIT_CODES)}
+# A request or concurrency limit of the key (issue 26) is transient: its own code, retried.
+KEYBRAKE_LIMIT_EXIT_CODE = ${LIMIT_REFUSED_EXIT_CODE}
 
 
 def exit_for_refusal(error):
-    """Ends the step for a vendor call the proxy refused for good; returns for anything else."""
+    """Ends the step for a vendor call the proxy refused for good, or by a limit; returns for anything else."""
     code = error.headers.get("X-Keybrake-Error")
     if code in KEYBRAKE_EXIT_CODES:
         print("keybrake: %s (%s); exiting %d, not retried" % (code, error.code, KEYBRAKE_EXIT_CODES[code]), file=sys.stderr)
         sys.exit(KEYBRAKE_EXIT_CODES[code])
+    if code in ("rate_limited", "concurrency_limited"):
+        import time
+        wait = min(int(error.headers.get("Retry-After") or "1"), 300)
+        print("keybrake: %s; waiting Retry-After %d s, exiting %d, retried" % (code, wait, KEYBRAKE_LIMIT_EXIT_CODE), file=sys.stderr)
+        time.sleep(wait)
+        sys.exit(KEYBRAKE_LIMIT_EXIT_CODE)
 `;
 
 /**

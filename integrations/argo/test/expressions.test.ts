@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { KEYBRAKE_EXIT_CODES } from '@keybrake/client';
+import { KEYBRAKE_EXIT_CODES, LIMIT_REFUSED_EXIT_CODE } from '@keybrake/client';
 import { describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { KEYBRAKE_RETRY_EXPRESSION, argoTemplateFiles } from '../src/index.js';
@@ -112,6 +112,15 @@ describe("Keybrake's retry expressions in Argo's own controller (v4.0.5 processN
           retried: true,
         });
       }
+      // Issue 26: a limit refusal's own exit code is retried (keybrake-exec waited its Retry-After).
+      cases.push({
+        id: `${where} limit refused`,
+        strategy,
+        phase: 'Failed',
+        exitCode: String(LIMIT_REFUSED_EXIT_CODE),
+        attempts: 1,
+        retried: true,
+      });
       // A pod lost before its container ran: no exit code ("-1" in lastRetry), retried.
       cases.push({ id: `${where} error`, strategy, phase: 'Error', exitCode: '', attempts: 1, retried: true });
       // The limit still holds: after limit + 1 attempts, no more.

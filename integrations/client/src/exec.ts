@@ -4,7 +4,13 @@ import { request as httpsRequest } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { constants as osConstants } from 'node:os';
 import { CAP_HIT_HEADER } from './cap-hit.js';
-import { KEYBRAKE_EXIT_CODE_MAX, KEYBRAKE_EXIT_CODE_MIN, KEYBRAKE_EXIT_CODES } from './exit-codes.js';
+import {
+  KEYBRAKE_EXIT_CODE_MAX,
+  KEYBRAKE_EXIT_CODE_MIN,
+  KEYBRAKE_EXIT_CODES,
+  LIMIT_REFUSED_EXIT_CODE,
+} from './exit-codes.js';
+import { LIMIT_REFUSALS } from './limit-refusal.js';
 import { deriveIdempotencyKey } from './idempotency.js';
 import { ERROR_HEADER, TERMINAL_REFUSALS, type TerminalRefusal } from './refusal.js';
 
@@ -26,6 +32,11 @@ export interface ExecOptions {
   readonly env?: NodeJS.ProcessEnv;
   /** Where exec reports why it chose an exit code. @default process.stderr */
   readonly report?: (line: string) => void;
+  /**
+   * Issue 26: the longest `Retry-After` exec waits, after a limit refusal, before it exits 82 (so
+   * that the engine's retry comes after it). @default 300
+   */
+  readonly maxRetryAfterS?: number;
 }
 
 /** What {@link runExec} ended with. */
@@ -52,7 +63,11 @@ function firstHeader(headers: IncomingHttpHeaders, name: string): string | undef
  * notes every final refusal the proxy gives (`X-Keybrake-Error`, `X-Keybrake-Cap-Hit`), whatever
  * SDK or language the program uses.
  */
-async function startRelay(proxyUrl: string, onRefusal: (code: TerminalRefusal) => void): Promise<Server> {
+async function startRelay(
+  proxyUrl: string,
+  onRefusal: (code: TerminalRefusal) => void,
+  onLimit: (retryAfterS: number) => void,
+): Promise<Server> {
   const target = new URL(proxyUrl);
   const send = target.protocol === 'https:' ? httpsRequest : httpRequest;
   const basePath = target.pathname.replace(/\/+$/, '');
@@ -75,6 +90,9 @@ async function startRelay(proxyUrl: string, onRefusal: (code: TerminalRefusal) =
         const code = firstHeader(answer.headers, ERROR_HEADER);
         if (isTerminal(code)) onRefusal(code);
         else if (firstHeader(answer.headers, CAP_HIT_HEADER) === 'true') onRefusal('cap_exhausted');
+        else if (code !== undefined && (LIMIT_REFUSALS as readonly string[]).includes(code)) {
+          onLimit(Number(firstHeader(answer.headers, 'retry-after')) || 1);
+        }
         const back: Record<string, string | string[]> = {};
         for (const [name, value] of Object.entries(answer.headers)) {
           if (value !== undefined && !HOP_BY_HOP.has(name)) back[name] = value;
@@ -111,15 +129,24 @@ async function startRelay(proxyUrl: string, onRefusal: (code: TerminalRefusal) =
  * The exit code: 0 if the program exits 0; the program's own code if it is already one of
  * {@link KEYBRAKE_EXIT_CODES}; the code of the last final refusal the proxy gave the program if
  * it exits non-zero after one (a cap hit is 75: the program need not know the convention);
- * otherwise the program's code (128 + signal number if a signal ended it; 127 if it could not
- * be started).
+ * otherwise, if the proxy refused one of its calls by a request or concurrency limit (issue 26:
+ * transient), 82 ({@link LIMIT_REFUSED_EXIT_CODE}), after waiting that refusal's `Retry-After` so
+ * the engine's retry comes after it; otherwise the program's code (128 + signal number if a
+ * signal ended it; 127 if it could not be started). A final refusal always wins over a limit one.
  */
 export async function runExec(options: ExecOptions): Promise<ExecOutcome> {
   const report = options.report ?? ((line: string) => process.stderr.write(`${line}\n`));
   let refusal: TerminalRefusal | undefined;
-  const relay = await startRelay(options.proxyUrl, (code) => {
-    refusal = code;
-  });
+  let limitRetryAfterS: number | undefined;
+  const relay = await startRelay(
+    options.proxyUrl,
+    (code) => {
+      refusal = code;
+    },
+    (retryAfterS) => {
+      limitRetryAfterS = retryAfterS;
+    },
+  );
   try {
     const env: NodeJS.ProcessEnv = { ...(options.env ?? process.env) };
     env.KEYBRAKE_PROXY_URL = `http://127.0.0.1:${(relay.address() as AddressInfo).port}`;
@@ -153,6 +180,14 @@ export async function runExec(options: ExecOptions): Promise<ExecOutcome> {
       const exitCode = KEYBRAKE_EXIT_CODES[refusal];
       report(`keybrake-exec: ${program} exited ${own} after Keybrake refused a call (${refusal}); exiting ${exitCode}`);
       return { exitCode, refusal };
+    }
+    if (limitRetryAfterS !== undefined) {
+      const waitS = Math.min(limitRetryAfterS, options.maxRetryAfterS ?? 300);
+      report(
+        `keybrake-exec: ${program} exited ${own} after a Keybrake limit refused a call; waiting its Retry-After (${waitS} s), exiting ${LIMIT_REFUSED_EXIT_CODE} (retried)`,
+      );
+      await new Promise((resolve) => setTimeout(resolve, waitS * 1000));
+      return { exitCode: LIMIT_REFUSED_EXIT_CODE, refusal };
     }
     return { exitCode: own, refusal };
   } finally {

@@ -18,6 +18,13 @@ export const KEYBRAKE_EXIT_CODES: Readonly<Record<TerminalRefusal, number>> = Ob
   invalid_vault_key: 81,
 });
 
+/**
+ * Issue 26: the exit code of a process ended after a request or concurrency limit refused its call
+ * (`rate_limited`, `concurrency_limited`). Transient, unlike 75..81: outside that range on
+ * purpose, so Argo's `retryStrategy` expression (`KEYBRAKE_RETRY_EXPRESSION`) retries it.
+ */
+export const LIMIT_REFUSED_EXIT_CODE = 82;
+
 /** The exit code of a cap hit. */
 export const CAP_HIT_EXIT_CODE = KEYBRAKE_EXIT_CODES.cap_exhausted;
 /** The lowest exit code of a final Keybrake refusal. */

@@ -42,6 +42,52 @@ async function charge(input: Task['inputData'], keybrake: KeybrakeTaskContext) {
 describe('keybrakeWorker (real proxy, stripe-mock)', () => {
   const setup = () => stripeMockProxy();
 
+  it('issue 26: a limit refusal hands the task back IN_PROGRESS to run again after its Retry-After; a cap hit stays terminal', async () => {
+    // A frozen clock: both calls fall in one second of the proxy's, however slow the machine.
+    const proxy = await stripeMockProxy({ startAt: Date.now(), frozenClock: true });
+    const key = await proxy.issueKey({
+      vendor: 'stripe',
+      usd_cap: 1,
+      allowed_endpoints: ['POST /v1/payment_intents'],
+      expires_in: '1h',
+      max_concurrent: 1,
+      max_requests_per_second: 1,
+    });
+    const worker = keybrakeWorker(
+      {
+        taskDefName: 'charge_customer',
+        execute: async (t, keybrake) => ({ status: 'COMPLETED', outputData: await charge(t.inputData, keybrake) }),
+      },
+      { proxyUrl: proxy.url },
+    );
+    const results = await Promise.all(
+      // Two fork branches (their own idempotency keys) at once.
+      [1, 2].map((branch) =>
+        worker.execute(
+          task(key.vault_key, {
+            referenceTaskName: `_charge_${branch}`,
+            inputData: { amountCents: 10, vaultKey: key.vault_key },
+          }),
+        ),
+      ),
+    );
+    const retry = results.find((result) => (result as { status?: string }).status === 'IN_PROGRESS') as Record<
+      string,
+      any
+    >;
+    expect(retry).toBeDefined();
+    expect(retry.callbackAfterSeconds).toBe(1);
+    expect(['rate_limited', 'concurrency_limited']).toContain(retry.outputData.error.code);
+    expect(JSON.stringify(retry)).not.toContain(key.vault_key);
+    const capped = await worker.execute(
+      task(key.vault_key, { referenceTaskName: '_charge_3', inputData: { amountCents: 500, vaultKey: key.vault_key } }),
+    );
+    expect(capped).toMatchObject({
+      status: 'FAILED_WITH_TERMINAL_ERROR',
+      outputData: { error: { code: 'cap_exhausted' } },
+    });
+  });
+
   it('gives execute the vault key, and the task input without it', async () => {
     const proxy = await setup();
     const { vault_key: vaultKey } = await stripeKey(proxy, 100);

@@ -21,6 +21,13 @@ export function refusalFailureType(code: string): string {
     .join('')}`;
 }
 
+/**
+ * Issue 26: `ApplicationFailure` types of a call refused by a request or concurrency limit of the
+ * key (or an ancestor's): retryable, after the proxy's `Retry-After` (`nextRetryDelay`).
+ */
+export const RATE_LIMITED_FAILURE = 'KeybrakeRateLimited';
+export const CONCURRENCY_LIMITED_FAILURE = 'KeybrakeConcurrencyLimited';
+
 /** `ApplicationFailure` type of a vendor's own 429: retried after the vendor's `Retry-After`. */
 export const VENDOR_RATE_LIMITED_FAILURE = 'KeybrakeVendorRateLimited';
 

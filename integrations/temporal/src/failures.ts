@@ -1,6 +1,11 @@
 import { ApplicationFailure } from '@temporalio/common';
-import { keybrakeRefusal } from '@keybrake/client';
-import { VENDOR_RATE_LIMITED_FAILURE, refusalFailureType } from './constants.js';
+import { keybrakeRefusal, limitRefusal, retryAfterMs } from '@keybrake/client';
+import {
+  CONCURRENCY_LIMITED_FAILURE,
+  RATE_LIMITED_FAILURE,
+  VENDOR_RATE_LIMITED_FAILURE,
+  refusalFailureType,
+} from './constants.js';
 
 function headerOf(error: unknown, name: string): string | undefined {
   const headers = (error as { headers?: unknown }).headers;
@@ -21,6 +26,8 @@ function statusOf(error: unknown): number | undefined {
  * - a Keybrake refusal a retry cannot change becomes a non-retryable `ApplicationFailure` typed
  *   by its code: `KeybrakeCapExhausted`, `KeybrakeTaintedRequestRefused`, `KeybrakeEndpointNotAllowed`,
  *   `KeybrakeVendorMismatch`, `KeybrakeVaultKeyRevoked`, `KeybrakeVaultKeyExpired`, `KeybrakeInvalidVaultKey`;
+ * - a refusal by a request or concurrency limit of the key (issue 26) stays retryable, typed
+ *   `KeybrakeRateLimited` / `KeybrakeConcurrencyLimited`, with `nextRetryDelay` from its `Retry-After`;
  * - a vendor's own 429 with `Retry-After` stays retryable, with `nextRetryDelay` set to it;
  * - anything else is returned unchanged (Temporal's retry policy decides).
  */
@@ -33,6 +40,17 @@ export function toTemporalFailure(error: unknown): unknown {
       `Keybrake refused the call (${refusal}): ${message}`,
       refusalFailureType(refusal),
     );
+  }
+  const limit = limitRefusal(error);
+  if (limit !== undefined) {
+    const delayMs = retryAfterMs(error) ?? 1000;
+    return ApplicationFailure.create({
+      message: `Keybrake limit (${limit}): retry after ${delayMs / 1000} s`,
+      type: limit === 'rate_limited' ? RATE_LIMITED_FAILURE : CONCURRENCY_LIMITED_FAILURE,
+      nonRetryable: false,
+      nextRetryDelay: delayMs,
+      cause: error instanceof Error ? error : undefined,
+    });
   }
   if (statusOf(error) === 429) {
     const retryAfter = Number(headerOf(error, 'retry-after'));

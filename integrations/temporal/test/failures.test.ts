@@ -36,6 +36,33 @@ describe('toTemporalFailure on real Stripe SDK errors (fake vendor)', () => {
     expect(failure).toMatchObject({ type: 'KeybrakeVendorRateLimited', nonRetryable: false, nextRetryDelay: 3000 });
   });
 
+  it('issue 26: a limit 429 of the proxy stays retryable, typed by its limit, after its Retry-After; a cap hit stays terminal', async () => {
+    const vendor = await startFakeVendor((_request, response) =>
+      sendJson(response, 200, { id: 'pi_1', amount: 5, currency: 'usd' }),
+    );
+    // A frozen clock: both calls fall in one second of the proxy's, however slow the machine.
+    const proxy = await startProxy({
+      store: 'embedded',
+      startAt: Date.now(),
+      frozenClock: true,
+      env: { KEYBRAKE_STRIPE_BASE_URL: vendor.url },
+    });
+    const key = await proxy.issueKey({
+      vendor: 'stripe',
+      usd_cap: 1,
+      allowed_endpoints: ['POST /v1/payment_intents'],
+      max_requests_per_second: 1,
+    });
+    const stripe = new Stripe(key.vault_key, stripeOptions(proxy.url, { maxNetworkRetries: 0 }));
+    const attempt = () => stripe.paymentIntents.create({ amount: 5, currency: 'usd' }).catch((error: unknown) => error);
+    // Two calls in one second of the proxy's: one admitted, one refused by the per-second window.
+    const outcomes = await Promise.all([attempt(), attempt()]);
+    const refused = outcomes.find((outcome) => outcome instanceof Error);
+    const failure = toTemporalFailure(refused);
+    expect(failure).toBeInstanceOf(ApplicationFailure);
+    expect(failure).toMatchObject({ type: 'KeybrakeRateLimited', nonRetryable: false, nextRetryDelay: 1000 });
+  });
+
   it('leaves other errors to the retry policy', () => {
     const error = new Error('connection reset');
     expect(toTemporalFailure(error)).toBe(error);

@@ -228,6 +228,44 @@ describe('issue 26: threshold alerts', () => {
     expect((await nextDay()).deliveries[0]).toMatchObject({ state: 'delivered', last_status: 200 });
   });
 
+  it('gives up after KEYBRAKE_ALERT_MAX_ATTEMPTS on 500s, and at once on a 4xx: marked failed, counted, no longer pending', async () => {
+    const secret = randomBytes(32).toString('hex');
+    // Answers 500 to every well-signed delivery for this test's whole length.
+    const down = await startAlertReceiver({ secret, failFirst: 1_000_000 });
+    const proxy = await alertingProxy(down.url, secret, { KEYBRAKE_ALERT_MAX_ATTEMPTS: '3' });
+    const key = await proxy.issueKey({
+      vendor: 'stripe',
+      usd_cap: 1,
+      allowed_endpoints: ['POST /v1/payment_intents'],
+      alerts: [{ at_fraction: 1 }],
+    });
+    expect((await stripeCharge(proxy, key.vault_key, 100)).status).toBe(200);
+    const view = await settledView(proxy, key.key_id, 1);
+    expect(view.alerts[0].fired[0].deliveries[0]).toMatchObject({ state: 'failed', attempts: 3, last_status: 500 });
+    expect(down.answered500()).toBe(3);
+    expect(await metric(proxy, 'keybrake_alerts_failed_total', 'keybrake.alert.threshold')).toBe(1);
+    expect(await metric(proxy, 'keybrake_alerts_sent_total', 'keybrake.alert.threshold')).toBe(0);
+
+    // A receiver that refuses the signature (400): one attempt, then failed.
+    const wrongSecret = await startAlertReceiver({ secret: 'not the secret' });
+    const refusing = await alertingProxy(wrongSecret.url, secret);
+    const other = await refusing.issueKey({
+      vendor: 'stripe',
+      usd_cap: 1,
+      allowed_endpoints: ['POST /v1/payment_intents'],
+      alerts: [{ at_fraction: 1 }],
+    });
+    expect((await stripeCharge(refusing, other.vault_key, 100)).status).toBe(200);
+    const refused = await settledView(refusing, other.key_id, 1);
+    expect(refused.alerts[0].fired[0].deliveries[0]).toMatchObject({ state: 'failed', attempts: 1, last_status: 400 });
+    expect(wrongSecret.bad).toEqual(['signature mismatch']);
+    // The gauge is the outbox as the sender last counted it: at its next claim, after this failure.
+    while ((await metric(refusing, 'keybrake_alerts_pending', 'keybrake.alert.threshold')) !== 0) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect(await metric(refusing, 'keybrake_alerts_failed_total', 'keybrake.alert.threshold')).toBe(1);
+  });
+
   it('the Slack format posts {"text"} naming the key and threshold, with no vault key', async () => {
     const receiver = await startAlertReceiver({ secret: null });
     const proxy = await alertingProxy(receiver.url, null, { KEYBRAKE_ALERT_FORMAT: 'slack' });

@@ -18,6 +18,8 @@ export type ArchiveTarget =
       readonly pathStyle: boolean;
       /** `KEYBRAKE_ARCHIVE_OBJECT_LOCK`: days of COMPLIANCE retention per segment; null: none. */
       readonly objectLockDays: number | null;
+      /** `KEYBRAKE_ARCHIVE_S3_TIMEOUT`: longest one S3 request may take, ms. @default 30000 */
+      readonly requestTimeoutMs: number;
     };
 
 /** The archive's configuration (issue 23), read by {@link readArchiveConfig}. */
@@ -78,6 +80,9 @@ export function parseArchiveTarget(text: string, env: Env = {}): ArchiveTarget {
       region: env.KEYBRAKE_ARCHIVE_S3_REGION || env.AWS_REGION || 'us-east-1',
       pathStyle: truthy(env, 'KEYBRAKE_ARCHIVE_S3_PATH_STYLE'),
       objectLockDays: lock === undefined || lock === '' ? null : positiveInt(env, 'KEYBRAKE_ARCHIVE_OBJECT_LOCK', 1),
+      requestTimeoutMs: env.KEYBRAKE_ARCHIVE_S3_TIMEOUT
+        ? parseDurationMs('KEYBRAKE_ARCHIVE_S3_TIMEOUT', env.KEYBRAKE_ARCHIVE_S3_TIMEOUT)
+        : 30_000,
     };
   }
   throw new ConfigError('KEYBRAKE_ARCHIVE must be dir:/path, s3://bucket/prefix or off.');

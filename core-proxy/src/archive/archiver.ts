@@ -34,7 +34,13 @@ export interface ArchiverOptions {
   /** Called with each checkpoint the archiver signs (the server logs it, as the checkpointer's). */
   readonly onCheckpoint?: (checkpoint: AuditCheckpoint) => void;
   /** Called with each segment recorded as archived. */
-  readonly onSegment?: (segment: { name: string; firstSeq: number; lastSeq: number; bytes: number }) => void;
+  readonly onSegment?: (segment: {
+    name: string;
+    firstSeq: number;
+    lastSeq: number;
+    bytes: number;
+    adopted: boolean;
+  }) => void;
   /** Called with each failed round: never a credential in it (the sink's errors name the sink only). */
   readonly onError?: (error: ArchiveRoundError) => void;
 }
@@ -276,7 +282,7 @@ export class Archiver {
       }
     }
     this.status.segmentsWritten += 1;
-    this.options.onSegment?.({ name, firstSeq: first, lastSeq, bytes });
+    this.options.onSegment?.({ name, firstSeq: first, lastSeq, bytes, adopted: adopted !== undefined });
     this.status.state = await this.trim(await store.archiveState());
     this.status.lagRecords = Math.max(0, last - lastSeq);
     if (this.status.lagRecords === 0) this.caughtUpAt = this.now();

@@ -65,8 +65,11 @@ export class S3Sink implements ArchiveSink {
       forcePathStyle: target.pathStyle,
       maxAttempts: 2,
       requestHandler: {
-        requestTimeout: options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS,
-        connectionTimeout: Math.min(CONNECT_TIMEOUT_MS, options.requestTimeoutMs ?? CONNECT_TIMEOUT_MS),
+        requestTimeout: options.requestTimeoutMs ?? target.requestTimeoutMs ?? REQUEST_TIMEOUT_MS,
+        connectionTimeout: Math.min(
+          CONNECT_TIMEOUT_MS,
+          options.requestTimeoutMs ?? target.requestTimeoutMs ?? CONNECT_TIMEOUT_MS,
+        ),
         throwOnRequestTimeout: true,
       },
     });

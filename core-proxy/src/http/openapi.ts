@@ -77,6 +77,26 @@ export function openApiDocument(vendors: VendorRegistry) {
             'keybrake serve worker processes on one port and one data directory (also serve --workers N); every guarantee holds across them as across replicas (default 1)',
         },
       },
+      'x-keybrake-archive': {
+        description:
+          'The audit archive (README, "Audit archive"): sealed, checkpointed ranges of the chain written once as ' +
+          'segments/<first>-<last>.jsonl.gz to a sink, read back (size and SHA-256), then trimmed from the live store.',
+        environment: {
+          KEYBRAKE_ARCHIVE:
+            'dir:/path, s3://bucket/prefix or off (default: dir:<data dir>/archive embedded; off on Redis)',
+          KEYBRAKE_ARCHIVE_S3_ENDPOINT: 'S3-compatible endpoint (MinIO, Ceph, R2, GCS); credentials from AWS_* only',
+          KEYBRAKE_ARCHIVE_S3_REGION: 'S3 region (default AWS_REGION or us-east-1)',
+          KEYBRAKE_ARCHIVE_S3_PATH_STYLE: '1: path-style URLs (default 0)',
+          KEYBRAKE_ARCHIVE_S3_TIMEOUT: 'Longest one S3 request may take (default 30s)',
+          KEYBRAKE_ARCHIVE_OBJECT_LOCK:
+            'Days of Object Lock COMPLIANCE retention per segment (the bucket must have Object Lock)',
+          KEYBRAKE_AUDIT_LIVE_RECORDS: 'Newest records kept live (default 1000000)',
+          KEYBRAKE_AUDIT_LIVE_HOURS:
+            'Records younger than this stay live (default 168; KEYBRAKE_AUDIT_LIVE_SECONDS wins if set)',
+          KEYBRAKE_ARCHIVE_INTERVAL: 'Time between archive rounds without a backlog (default 60s)',
+          KEYBRAKE_ARCHIVE_SEGMENT_RECORDS: 'Most records per segment (default 10000)',
+        },
+      },
       'x-keybrake-alerts': {
         description:
           'Threshold and cap-hit alerts (README, "Alerts"): each fires once per key, cap period and threshold across every replica, ' +

@@ -59,6 +59,44 @@ export async function billingWorkflow(input: BillingInput): Promise<BillingSumma
   );
 }
 
+/** Issue 26: charges retried until the key's limit lets them through (each retry after its Retry-After). */
+const { chargeCustomer: chargeUnderLimit } = proxyActivities<typeof activities>({
+  startToCloseTimeout: '30s',
+  retry: { initialInterval: '200ms', backoffCoefficient: 1, maximumAttempts: 60 },
+});
+
+/**
+ * Issue 26: the billing fan-out on a key with `max_concurrent: 2`: Keybrake's limit 429s are
+ * retryable (`KeybrakeConcurrencyLimited`, after their Retry-After) and end charged; the charge
+ * past the cap stays `KeybrakeCapExhausted`, never retried.
+ */
+export async function limitedBillingWorkflow(input: BillingInput): Promise<BillingSummary> {
+  return withVaultKey(
+    {
+      vendor: 'stripe',
+      usd_cap: input.capUsd,
+      allowed_endpoints: ['POST /v1/payment_intents'],
+      expires_in: '1h',
+      max_concurrent: 2,
+    },
+    async ({ keyId }) => {
+      const results = await Promise.allSettled(input.customers.map((customer) => chargeUnderLimit(customer)));
+      let charged = 0;
+      let chargedCents = 0;
+      let capped = 0;
+      for (const result of results) {
+        if (result.status === 'fulfilled') {
+          charged += 1;
+          chargedCents += result.value.amountCents;
+        } else if (isCapHit(result.reason)) {
+          capped += 1;
+        }
+      }
+      return { keyId, charged, chargedCents, capped, failed: results.length - charged - capped };
+    },
+  );
+}
+
 /** Charges one customer, then fails: the key must still be revoked. */
 export async function failingBillingWorkflow(input: BillingInput): Promise<never> {
   return withVaultKey(

@@ -102,6 +102,36 @@ describe('Temporal integration on a real Temporal dev server (stripe-mock upstre
     );
   });
 
+  it('issue 26: a 20-charge fan-out on a max_concurrent 2 key: limit 429s are retried (KeybrakeConcurrencyLimited, after Retry-After) and charged; the cap hit stays terminal', async () => {
+    const proxy = await stripeProxy();
+    const workflowId = `limited-${randomUUID()}`;
+    // Twenty $1 charges under $19.50: nineteen fit, one is a cap hit.
+    const list = Array.from({ length: 20 }, (_, i) => ({ customerId: `cus_${i}`, amountCents: 100 }));
+    const summary = await runOnWorker(proxy, {}, (taskQueue) =>
+      env.client.workflow.execute<(input: BillingInput) => Promise<BillingSummary>>('limitedBillingWorkflow', {
+        taskQueue,
+        workflowId,
+        args: [{ capUsd: 19.5, customers: list }],
+      }),
+    );
+    expect(summary).toMatchObject({ charged: 19, capped: 1, failed: 0 });
+    const history = await env.client.workflow.getHandle(workflowId).fetchHistory();
+    const { failures } = activityOutcomes(history);
+    const capFailures = failures.filter((f) => f.type === 'KeybrakeCapExhausted');
+    expect(capFailures).toHaveLength(1);
+    expect(capFailures[0]!.nonRetryable).toBe(true);
+    const calls = (await proxy.admin('GET', `/vault/keys/${summary.keyId}/calls`)).body.calls as {
+      reason: string | null;
+    }[];
+    const limited = calls.filter((call) => call.reason === 'concurrency_limited').length;
+    // 20 activities at once against a limit of 2: refusals happened, and each was retried.
+    expect(limited).toBeGreaterThan(0);
+    expect(calls.filter((call) => call.reason === 'cap_exhausted')).toHaveLength(1);
+    console.log(
+      `[figures] issue 26 Temporal fan-out (max_concurrent 2): 19 charged, 1 cap hit (non-retryable), ${limited} KeybrakeConcurrencyLimited retried after Retry-After`,
+    );
+  });
+
   it('a transient failure after the charge is retried by Temporal and replayed by the proxy: one charge upstream', async () => {
     const proxy = await stripeProxy();
     // stripe-node retries a reset connection once by itself, even with retries off; dropping

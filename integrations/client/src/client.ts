@@ -31,6 +31,10 @@ export interface IssueVaultKeyInput {
   readonly agent_run_label?: string;
   readonly parent_key_id?: string;
   readonly tainted?: boolean;
+  /** Issue 26: request and concurrency limits (integers >= 1); children count against them. */
+  readonly max_requests_per_second?: number;
+  readonly max_requests_per_minute?: number;
+  readonly max_concurrent?: number;
 }
 
 /** A newly issued key. `vault_key` is shown only here. */

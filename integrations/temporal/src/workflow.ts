@@ -24,6 +24,10 @@ export interface WithVaultKeyInput {
   readonly agent_run_label?: string;
   readonly parent_key_id?: string;
   readonly tainted?: boolean;
+  /** Issue 26: request and concurrency limits of the execution's key (integers >= 1). */
+  readonly max_requests_per_second?: number;
+  readonly max_requests_per_minute?: number;
+  readonly max_concurrent?: number;
 }
 
 const keybrakeActivities = proxyActivities<KeybrakeActivities>({

@@ -26,6 +26,14 @@ function routeHeaders(headers: IncomingHttpHeaders | Record<string, unknown>): A
   ) as Answer['headers'];
 }
 
+const REMAINING_USD = 'x-keybrake-remaining-usd';
+
+function withoutRemaining(answer: Answer): Answer {
+  const headers = { ...answer.headers };
+  delete headers[REMAINING_USD];
+  return { ...answer, headers };
+}
+
 interface Call {
   readonly method: string;
   readonly path: string;
@@ -219,9 +227,13 @@ describe('issue 21: the proxy route on node:http answers exactly as the fastify 
     for (const call of calls) {
       const { answer } = await overHttp(proxy, call);
       const viaFastify = await throughFastify(proxy, call);
-      expect(answer, `${call.method} ${call.path} ${JSON.stringify(call.headers?.['content-type'] ?? null)}`).toEqual(
-        viaFastify,
-      );
+      const what = `${call.method} ${call.path} ${JSON.stringify(call.headers?.['content-type'] ?? null)}`;
+      // The second call of a pair runs on the same key after the first, so what is left under the
+      // cap (issue 26) may be lower there; it is on both answers or on neither, and never higher.
+      const [left, leftAfter] = [answer, viaFastify].map((one) => one.headers[REMAINING_USD]);
+      expect(left === undefined, what).toBe(leftAfter === undefined);
+      if (left !== undefined) expect(Number(leftAfter), what).toBeLessThanOrEqual(Number(left));
+      expect(withoutRemaining(answer), what).toEqual(withoutRemaining(viaFastify));
     }
     // fastify's two request lines for every call, over HTTP too, with one request id per call.
     const lines = proxy.logs().map((line) => JSON.parse(line) as Record<string, any>);

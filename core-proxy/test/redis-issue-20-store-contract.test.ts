@@ -2,7 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, inject, it } from 'vitest';
+import { describe, expect, inject, it } from 'vitest';
+import { closeOpenedAfterEach, opened, reachable, storeBackends } from './store-backends.js';
 import {
   type AuditInput,
   type ReserveInput,
@@ -31,43 +32,9 @@ import { freePort } from './ports.js';
 const HOUR = 3_600_000;
 const T0 = Date.parse('2026-06-01T12:00:00.000Z');
 
-interface Backend {
-  readonly name: string;
-  open(): Promise<Store>;
-}
+closeOpenedAfterEach();
 
-const opened: Store[] = [];
-afterEach(async () => {
-  await Promise.all(opened.splice(0).map((store) => store.close()));
-});
-
-async function reachable(store: Store): Promise<Store> {
-  opened.push(store);
-  for (let attempt = 0; ; attempt += 1) {
-    try {
-      await store.ping();
-      return store;
-    } catch (error) {
-      if (attempt > 200) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 25));
-    }
-  }
-}
-
-const BACKENDS: readonly Backend[] = [
-  {
-    name: 'embedded',
-    open: () => reachable(new SqliteStore({ dataDir: mkdtempSync(join(tmpdir(), 'keybrake-i20-')) })),
-  },
-  {
-    name: 'redis',
-    open: () => reachable(new RedisStore({ url: inject('redisUrl'), prefix: `t:${randomUUID()}:` })),
-  },
-  {
-    name: 'redis cluster',
-    open: () => reachable(new RedisStore({ url: inject('redisClusterUrl'), prefix: `t:${randomUUID()}:` })),
-  },
-];
+const BACKENDS = storeBackends('keybrake-i20-');
 
 function keyRecord(keyId: string, overrides: Partial<VaultKeyRecord> = {}): VaultKeyRecord {
   return {

@@ -1,47 +1,16 @@
-import { randomUUID } from 'node:crypto';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterEach, describe, expect, inject, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { closeOpenedAfterEach, storeBackends } from './store-backends.js';
 import { GENESIS_HASH } from '../src/audit/chain.js';
-import { RedisStore } from '../src/store/redis/redis-store.js';
-import { SqliteStore } from '../src/store/sqlite-store.js';
-import type { AuditInput, Store } from '../src/store/store.js';
+import type { AuditInput } from '../src/store/store.js';
 
 /**
  * Issue 23: the store's part of the archive, the same on the embedded store, one Redis and a Redis
  * Cluster: the archive state, the archiver's lease, the fenced record of a segment.
  */
 
-const opened: Store[] = [];
-afterEach(async () => {
-  await Promise.all(opened.splice(0).map((store) => store.close()));
-});
+closeOpenedAfterEach();
 
-async function reachable(store: Store): Promise<Store> {
-  opened.push(store);
-  for (let attempt = 0; ; attempt += 1) {
-    try {
-      await store.ping();
-      return store;
-    } catch (error) {
-      if (attempt > 200) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 25));
-    }
-  }
-}
-
-const BACKENDS: readonly { name: string; open(): Promise<Store> }[] = [
-  {
-    name: 'embedded',
-    open: () => reachable(new SqliteStore({ dataDir: mkdtempSync(join(tmpdir(), 'keybrake-i23-')) })),
-  },
-  { name: 'redis', open: () => reachable(new RedisStore({ url: inject('redisUrl'), prefix: `t:${randomUUID()}:` })) },
-  {
-    name: 'redis cluster',
-    open: () => reachable(new RedisStore({ url: inject('redisClusterUrl'), prefix: `t:${randomUUID()}:` })),
-  },
-];
+const BACKENDS = storeBackends('keybrake-i23-');
 
 function record(i: number): AuditInput {
   return {

@@ -2,14 +2,13 @@ import { randomUUID } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, inject, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { closeOpenedAfterEach, opened, storeBackends } from './store-backends.js';
 import { Archiver } from '../src/archive/archiver.js';
 import { DirectorySink } from '../src/archive/directory-sink.js';
 import { decodeSegment, encodeSegment, segmentName } from '../src/archive/segment.js';
 import { CheckpointSigner } from '../src/audit/checkpoints.js';
 import { GENESIS_HASH } from '../src/audit/chain.js';
-import { RedisStore } from '../src/store/redis/redis-store.js';
-import { SqliteStore } from '../src/store/sqlite-store.js';
 import type { AuditEntry, AuditInput, Store, VaultKeyRecord } from '../src/store/store.js';
 
 /**
@@ -19,35 +18,9 @@ import type { AuditEntry, AuditInput, Store, VaultKeyRecord } from '../src/store
  * archivers never archive the same range.
  */
 
-const opened: { close(): Promise<void> }[] = [];
-afterEach(async () => {
-  await Promise.all(opened.splice(0).map((thing) => thing.close()));
-});
+closeOpenedAfterEach();
 
-async function reachable(store: Store): Promise<Store> {
-  opened.push(store);
-  for (let attempt = 0; ; attempt += 1) {
-    try {
-      await store.ping();
-      return store;
-    } catch (error) {
-      if (attempt > 200) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 25));
-    }
-  }
-}
-
-const BACKENDS: readonly { name: string; open(): Promise<Store> }[] = [
-  {
-    name: 'embedded',
-    open: () => reachable(new SqliteStore({ dataDir: mkdtempSync(join(tmpdir(), 'keybrake-i23-')) })),
-  },
-  { name: 'redis', open: () => reachable(new RedisStore({ url: inject('redisUrl'), prefix: `t:${randomUUID()}:` })) },
-  {
-    name: 'redis cluster',
-    open: () => reachable(new RedisStore({ url: inject('redisClusterUrl'), prefix: `t:${randomUUID()}:` })),
-  },
-];
+const BACKENDS = storeBackends('keybrake-i23-');
 
 const T0 = Date.parse('2026-06-01T12:00:00.000Z');
 const signer = CheckpointSigner.fromPem(CheckpointSigner.generatePem());

@@ -391,6 +391,45 @@ export async function startFakeVendor(
   return { url: `http://127.0.0.1:${port}`, received };
 }
 
+/**
+ * A fake vendor (ours) for limit tests (issue 26) that makes the calls overlap by construction, not
+ * by timing: it holds the first charge it receives until `proxy()` has refused a call over a
+ * request or concurrency limit (its `keybrake_limit_refusals_total`), and every other charge
+ * `holdMs`; with `holdFirst: n` (the key's `max_concurrent`) the first n charges are held. On a
+ * loaded machine the engine's branches may start far apart; the held charges keep the limit taken
+ * until another branch has tried and been refused. If no refusal comes in
+ * `giveUpMs` it answers anyway, and the test's own "refusals happened" assertion fails.
+ */
+export async function startHoldingChargeVendor(
+  proxy: () => TestProxy | undefined,
+  options: { holdMs?: number; giveUpMs?: number; holdFirst?: number } = {},
+): Promise<{ url: string; charges: () => number; maxInFlight: () => number }> {
+  let inFlight = 0;
+  let maxInFlight = 0;
+  let charges = 0;
+  const refused = async (): Promise<boolean> => {
+    const current = proxy();
+    if (!current) return false;
+    const text = await (await current.call('/metrics')).text();
+    return [...text.matchAll(/^keybrake_limit_refusals_total\{[^}]*\} (\d+)/gm)].some((match) => Number(match[1]) > 0);
+  };
+  const vendor = await startFakeVendor(async (_request, response) => {
+    inFlight += 1;
+    charges += 1;
+    const charge = charges;
+    maxInFlight = Math.max(maxInFlight, inFlight);
+    if (charge <= (options.holdFirst ?? 1)) {
+      const deadline = Date.now() + (options.giveUpMs ?? 60_000);
+      while (Date.now() < deadline && !(await refused())) await new Promise((resolve) => setTimeout(resolve, 50));
+    } else {
+      await new Promise((resolve) => setTimeout(resolve, options.holdMs ?? 50));
+    }
+    inFlight -= 1;
+    sendJson(response, 200, { id: `pi_${charge}`, object: 'payment_intent', amount: 100, currency: 'usd' });
+  });
+  return { url: vendor.url, charges: () => charges, maxInFlight: () => maxInFlight };
+}
+
 /** Sends JSON from a fake vendor. */
 export function sendJson(
   response: ServerResponse,

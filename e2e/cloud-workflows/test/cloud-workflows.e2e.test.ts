@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { KeybrakeClient } from '@keybrake/client';
 import { mergeSubworkflows, subworkflowsSource } from '@keybrake/cloud-workflows';
 import { describe, expect, inject, it } from 'vitest';
-import { sendJson, startFakeVendor, startProxy, type TestProxy } from '../../../core-proxy/test/helpers.js';
+import { startHoldingChargeVendor, startProxy, type TestProxy } from '../../../core-proxy/test/helpers.js';
 import { executionEnv, runInEmulator } from './emulator.js';
 import { startRelay, type CountingRelay } from '../../../core-proxy/test/counting-relay.js';
 
@@ -119,20 +119,11 @@ describe('Cloud Workflows subworkflows in workflows-emulator (real proxy, stripe
     expect((await admin.getVaultKey(outcome.result.key_id)).status).toBe('revoked');
   });
 
-  it('issue 26: a parallel fan-out on a max_concurrent 1 key (fake vendor of ours holding each charge 300 ms): every limit 429 is retried after its Retry-After and charged, the cap hit stays terminal', async () => {
-    let inFlight = 0;
-    let maxInFlight = 0;
-    let charges = 0;
-    const vendor = await startFakeVendor((_request, response) => {
-      inFlight += 1;
-      charges += 1;
-      maxInFlight = Math.max(maxInFlight, inFlight);
-      setTimeout(() => {
-        inFlight -= 1;
-        sendJson(response, 200, { id: `pi_${charges}`, object: 'payment_intent', amount: 100, currency: 'usd' });
-      }, 300);
-    });
+  it('issue 26: a parallel fan-out on a max_concurrent 1 key (fake vendor of ours holding the first charge until the limit has refused a call): every limit 429 is retried after its Retry-After and charged, the cap hit stays terminal', async () => {
+    const started: { proxy?: TestProxy } = {};
+    const vendor = await startHoldingChargeVendor(() => started.proxy, { holdMs: 300 });
     const proxy = await startProxy({ store: 'embedded', env: { KEYBRAKE_STRIPE_BASE_URL: vendor.url } });
+    started.proxy = proxy;
     const admin = new KeybrakeClient({ baseUrl: proxy.url, apiKey: proxy.apiKey });
     // Six $1 charges under a $5.50 cap: five fit, the sixth is a cap hit.
     const key = await proxy.issueKey({
@@ -147,10 +138,13 @@ describe('Cloud Workflows subworkflows in workflows-emulator (real proxy, stripe
       { proxy_url: proxy.url, vault_key: key.vault_key, charge_ids: ['a', 'b', 'c', 'd', 'e', 'f'] },
       executionEnv({ workflowId: 'limit-fan-out', executionId: randomUUID() }),
     );
+    // SUCCEEDED: no branch raised, so each ended charged or as the one cap hit. The workflow's own
+    // shared counters are reported, not asserted: workflows-emulator 1.10.0 merges a branch's copy
+    // of the shared variables back when the branch ends (StepParallel.filter_vars), so concurrent
+    // increments can be lost there. The vendor's and the proxy's counts below are the facts.
     expect(outcome.state, outcome.stderr.slice(-3000)).toBe('SUCCEEDED');
-    expect(outcome.result).toEqual({ charged: 5, cap_hits: 1 });
-    expect(charges).toBe(5);
-    expect(maxInFlight).toBe(1);
+    expect(vendor.charges()).toBe(5);
+    expect(vendor.maxInFlight()).toBe(1);
     const calls = await admin.listCalls(key.key_id);
     const reasons = calls.map((call) => call.reason ?? call.outcome);
     // The branches overlapped (or the limit proves nothing here), and the cap hit was not retried.
@@ -158,7 +152,7 @@ describe('Cloud Workflows subworkflows in workflows-emulator (real proxy, stripe
     expect(reasons.filter((reason) => reason === 'cap_exhausted')).toHaveLength(1);
     expect(reasons.filter((reason) => reason === 'forwarded')).toHaveLength(5);
     console.info(
-      `[figures] issue 26 Cloud Workflows fan-out (max_concurrent 1): 5 charged, 1 cap hit, ${reasons.filter((reason) => reason === 'concurrency_limited').length} limit 429s retried`,
+      `[figures] issue 26 Cloud Workflows fan-out (max_concurrent 1): 5 charged, 1 cap hit, ${reasons.filter((reason) => reason === 'concurrency_limited').length} limit 429s retried (the emulator's own counters: ${JSON.stringify(outcome.result)})`,
     );
   });
 

@@ -12,7 +12,12 @@ import {
 } from '@keybrake/temporal';
 import { deriveIdempotencyKey } from '@keybrake/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { stripeMockProxy, type TestProxy } from '../../../core-proxy/test/helpers.js';
+import {
+  startHoldingChargeVendor,
+  startProxy,
+  stripeMockProxy,
+  type TestProxy,
+} from '../../../core-proxy/test/helpers.js';
 import { startDroppingRelay } from '../../../integrations/client/test/dropping-proxy.js';
 import * as activities from '../src/activities.js';
 import type { BillingInput, BillingSummary, SupportSummary } from '../src/workflows.js';
@@ -102,8 +107,11 @@ describe('Temporal integration on a real Temporal dev server (stripe-mock upstre
     );
   });
 
-  it('issue 26: a 20-charge fan-out on a max_concurrent 2 key: limit 429s are retried (KeybrakeConcurrencyLimited, after Retry-After) and charged; the cap hit stays terminal', async () => {
-    const proxy = await stripeProxy();
+  it('issue 26: a 20-charge fan-out on a max_concurrent 2 key (fake vendor of ours holding the first charge until the limit has refused a call): limit 429s are retried (KeybrakeConcurrencyLimited, after Retry-After) and charged; the cap hit stays terminal', async () => {
+    const started: { proxy?: TestProxy } = {};
+    const vendor = await startHoldingChargeVendor(() => started.proxy, { holdFirst: 2 });
+    const proxy = await startProxy({ store: 'embedded', env: { KEYBRAKE_STRIPE_BASE_URL: vendor.url } });
+    started.proxy = proxy;
     const workflowId = `limited-${randomUUID()}`;
     // Twenty $1 charges under $19.50: nineteen fit, one is a cap hit.
     const list = Array.from({ length: 20 }, (_, i) => ({ customerId: `cus_${i}`, amountCents: 100 }));
@@ -127,6 +135,8 @@ describe('Temporal integration on a real Temporal dev server (stripe-mock upstre
     // 20 activities at once against a limit of 2: refusals happened, and each was retried.
     expect(limited).toBeGreaterThan(0);
     expect(calls.filter((call) => call.reason === 'cap_exhausted')).toHaveLength(1);
+    expect(vendor.charges()).toBe(19);
+    expect(vendor.maxInFlight()).toBeLessThanOrEqual(2);
     console.log(
       `[figures] issue 26 Temporal fan-out (max_concurrent 2): 19 charged, 1 cap hit (non-retryable), ${limited} KeybrakeConcurrencyLimited retried after Retry-After`,
     );

@@ -3,6 +3,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import Database from 'better-sqlite3';
 import { Redis } from 'ioredis';
 import { describe, expect, inject, it } from 'vitest';
 import { closeOpenedAfterEach, reachable } from './store-backends.js';
@@ -332,6 +333,93 @@ describe.each(BACKENDS)('issue 23: removal of expired keys ($name)', (backend) =
         reserveInput(live[0] as string, AFTER, { idempotency: { key: 'charge-1', fingerprint: 'f1' } }),
       ),
     ).toEqual({ kind: 'replay', response });
+  });
+});
+
+/** Every place of a store that still names `ids`: Redis key names, or embedded rows by table. */
+async function leftovers(backend: Backend, place: string, ids: readonly string[]): Promise<string[]> {
+  if (backend.name === 'embedded') {
+    const db = new Database(join(place, 'keybrake.sqlite3'), { readonly: true });
+    try {
+      const found: string[] = [];
+      const tables: [string, string][] = [
+        ['vault_keys', 'key_id'],
+        ['daily_spend', 'key_id'],
+        ['reservations', 'key_id'],
+        ['idempotency', 'key_id'],
+        ['key_stats', 'key_id'],
+        ['key_alerts', 'key_id'],
+        ['alert_outbox', 'key_id'],
+        ['vendor_objects', 'family'],
+      ];
+      for (const [table, column] of tables) {
+        for (const id of ids) {
+          if (db.prepare(`SELECT 1 FROM ${table} WHERE ${column} = ?`).get(id)) found.push(`${table} ${id}`);
+        }
+      }
+      return found;
+    } finally {
+      db.close();
+    }
+  }
+  const raw = new Redis(inject('redisUrl'));
+  try {
+    const found: string[] = [];
+    let cursor = '0';
+    do {
+      const [next, names] = await raw.scan(cursor, 'MATCH', `${place}*`, 'COUNT', 1000);
+      cursor = next;
+      for (const name of names.filter((candidate) => ids.some((id) => candidate.includes(id)))) {
+        // Kept responses and tracked objects are not listed per family: they go by their own TTL
+        // (the idempotency retention; 8 days), which must be there.
+        const ttl = await raw.pttl(name);
+        if (/}:(i|obj):/.test(name) && ttl > 0 && ttl <= 8 * DAY) continue;
+        found.push(name);
+      }
+    } while (cursor !== '0');
+    for (const index of ['newest', 'spent', 'headroom']) {
+      for (const id of ids)
+        if ((await raw.zscore(`${place}{list}:${index}`, id)) !== null) found.push(`${index} ${id}`);
+    }
+    for (const id of ids) if ((await raw.hexists(`${place}{list}:stats`, id)) === 1) found.push(`stats ${id}`);
+    for (const id of ids) if ((await raw.zscore(`${place}{expiry}:roots`, id)) !== null) found.push(`roots ${id}`);
+    for (const set of ['shards', 'audit-dirty']) {
+      for (const id of ids) if ((await raw.sismember(`${place}${set}`, id)) === 1) found.push(`${set} ${id}`);
+    }
+    return found;
+  } finally {
+    raw.disconnect();
+  }
+}
+
+describe.each(BACKENDS.slice(0, 2))('issue 23: nothing of a removed family is left ($name)', (backend) => {
+  it('removes every row or key of the family: spend, limit counters, objects, idempotency, indexes (Redis: those with no TTL)', async () => {
+    const place = backend.place();
+    const store = await backend.open(place);
+    const root = `vk_${randomUUID()}`;
+    const child = `vk_${randomUUID()}`;
+    const limits = { maxRequestsPerSecond: 5, maxRequestsPerMinute: 100, maxConcurrent: 2 };
+    await store.createKey(keyRecord(root, { limits, alertFractions: [0.5] }));
+    await store.createKey(keyRecord(child, { parentKeyId: root, limits }));
+    await charge(store, child, T0 + 60_000);
+    const idempotent = reserveInput(child, T0 + 120_000, { idempotency: { key: 'k1', fingerprint: 'f' } });
+    expect(await store.reserve(idempotent)).toMatchObject({ kind: 'reserved' });
+    await store.settle(
+      settleInput(child, idempotent.reservationId, {
+        idempotentResponse: { status: 200, headers: {}, body: 'e30=', vendorRequestId: null },
+        objects: [{ objectId: 'pi_1', state: { amount: 100, currency: 'usd', bookedMicros: 1_000_000 } }],
+      }),
+    );
+    // Another expired family, removed in the same call.
+    await store.createKey(keyRecord(`vk_${randomUUID()}`));
+    await archiveAll(store);
+    expect((await leftovers(backend, place, [root, child])).length).toBeGreaterThan(0);
+
+    expect(await store.purgeExpired({ now: AFTER, keyRetentionMs: RETENTION, limit: 100 })).toMatchObject({
+      families: 2,
+      keys: 3,
+    });
+    expect(await leftovers(backend, place, [root, child])).toEqual([]);
   });
 });
 

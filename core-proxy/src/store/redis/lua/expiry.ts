@@ -1,8 +1,9 @@
 /**
  * The removal of one expired key family (issue 23; `redis-expiry.ts`). Every key it touches
  * shares the family's `{vk:<root>}` hash tag, so the checks and the removal are one atomic step
- * on Redis Cluster too. Day spend hashes are named from KEYS[1] (`<prefix>{vk:<root>}:res`, in
- * the same slot), as the alert scripts name the family's outbox.
+ * on Redis Cluster too. Day spend hashes (`{vk:<root>}:d:<id>:<day>`) and in-flight sets
+ * (`{vk:<root>}:fl:<id>`) are named from KEYS[1] (`<prefix>{vk:<root>}:res`, in the same slot), as
+ * the alert scripts name the family's outbox.
  *
  * KEYS[1]   the family's reservations hash                       {vk:<root>}:res
  * KEYS[2]   the family's member set                              {vk:<root>}:members
@@ -28,9 +29,13 @@ local alerts = redis.call('HVALS', KEYS[4])
 for _, raw in ipairs(alerts) do
   if cjson.decode(raw).state == 'pending' then return {-5} end
 end
-local removed = 0
-for i = 5, #KEYS do removed = removed + redis.call('DEL', KEYS[i]) end
 local base = string.sub(KEYS[1], 1, -5)
+local removed = 0
+for i = 5, #KEYS do
+  removed = removed + redis.call('DEL', KEYS[i])
+  -- Issue 26: the key's calls in flight (none is: the reservations hash is empty); ids after ':k:'.
+  redis.call('DEL', base .. ':fl:' .. string.sub(KEYS[i], #base + 4))
+end
 local days = 0
 for i = 3, #ARGV do days = days + redis.call('DEL', base .. ':d:' .. ARGV[i]) end
 redis.call('DEL', KEYS[1], KEYS[3], KEYS[4])

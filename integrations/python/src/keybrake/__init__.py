@@ -16,11 +16,15 @@ from .exit_codes import (
 )
 from .idempotency import derive_idempotency_key
 from .refusal import CAP_HIT_HEADER, ERROR_HEADER, TERMINAL_REFUSALS, is_cap_hit, keybrake_refusal
+from .token_file import TokenFile, TokenFileError, TokenProvider
 
 __all__ = [
     "KeybrakeClient",
     "KeybrakeApiError",
     "CapExhaustedError",
+    "TokenFile",
+    "TokenFileError",
+    "TokenProvider",
     "is_cap_hit",
     "keybrake_refusal",
     "CAP_HIT_HEADER",

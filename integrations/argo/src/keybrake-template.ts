@@ -83,11 +83,7 @@ function authParameter() {
  * What every script step shares: image, non-root, read-only root, small, bounded in time
  * (internal). `admin` steps also mount the projected service-account token.
  */
-export function scriptStep(
-  source: string,
-  variables: IEnvVar[],
-  admin = false,
-): Pick<ITemplate, 'script' | 'volumes'> {
+export function scriptStep(source: string, variables: IEnvVar[], admin = false): Pick<ITemplate, 'script' | 'volumes'> {
   const tokenVolume = {
     name: SERVICE_ACCOUNT_TOKEN.volume,
     projected: {

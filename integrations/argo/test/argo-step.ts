@@ -179,7 +179,11 @@ export interface RunStepOptions {
  * in a timestamped folder behind the `..data` symlink) under `dir`; returns each mount's path
  * there, so the env values that point into the mount can be pointed at it.
  */
-function projectTokens(template: Record<string, any>, dir: string, tokens: Record<string, string>): Map<string, string> {
+function projectTokens(
+  template: Record<string, any>,
+  dir: string,
+  tokens: Record<string, string>,
+): Map<string, string> {
   const mounts = new Map<string, string>();
   for (const volume of (template.volumes ?? []) as Record<string, any>[]) {
     const sources = (volume.projected?.sources ?? []) as Record<string, any>[];

@@ -297,7 +297,12 @@ describe('issue 25: script-level, the admin steps authenticate with the projecte
     expect(issued.exitCode, issued.stderr).toBe(0);
     const revoked = await runScriptStep(committedTemplate(WORKFLOW_TEMPLATE, 'revoke-vault-key'), {
       workflow: s.workflow,
-      args: { 'key-id': issued.outputs['key-id']!, 'workflow-status': 'Succeeded', 'proxy-url': s.proxy.url, auth: 'issuer-key' },
+      args: {
+        'key-id': issued.outputs['key-id']!,
+        'workflow-status': 'Succeeded',
+        'proxy-url': s.proxy.url,
+        auth: 'issuer-key',
+      },
       kubernetes: s.kubernetes,
       secretRefs: s.secretRefs,
       serviceAccountTokens: s.serviceAccountTokens,

@@ -179,7 +179,9 @@ describe('templates/argo (generated from @keybrake/argo)', () => {
           expect(source, where).toMatchObject({ audience: 'keybrake', path: 'token' });
           expect(source.expirationSeconds, where).toBeGreaterThanOrEqual(600);
           expect(source.expirationSeconds, where).toBeLessThanOrEqual(3600);
-          const mount = (template.script.volumeMounts as Record<string, any>[]).find((m) => m.name === 'keybrake-token');
+          const mount = (template.script.volumeMounts as Record<string, any>[]).find(
+            (m) => m.name === 'keybrake-token',
+          );
           expect(mount, where).toMatchObject({ readOnly: true });
           expect(tokenFile, where).toBe(`${mount!.mountPath}/token`);
         }

@@ -28,7 +28,7 @@ interface FileVersion {
 }
 
 /**
- * A {@link TokenProvider} that reads a token from a file and reads it again whenever the file
+ * A {@link TokenProvider} (always async) that reads a token from a file and reads it again whenever the file
  * changes. Kubernetes rotates a projected service-account token by writing a new timestamped
  * folder and renaming the `..data` symlink over to it (an atomic swap); the token path is a
  * symlink through `..data`, so `stat` (which follows symlinks) sees another inode. The check is a
@@ -38,7 +38,7 @@ interface FileVersion {
  * The token's text never appears in an error or a log line: only the path does.
  * @param path e.g. `/var/run/secrets/keybrake/token`
  */
-export function fromTokenFile(path: string, options: TokenFileOptions = {}): TokenProvider {
+export function fromTokenFile(path: string, options: TokenFileOptions = {}): () => Promise<string> {
   const maxAgeMs = options.maxAgeMs ?? 60_000;
   let cached: { version: FileVersion; token: string; readAt: number } | undefined;
   let reading: Promise<string> | undefined;
@@ -50,11 +50,7 @@ export function fromTokenFile(path: string, options: TokenFileOptions = {}): Tok
       // stat before reading: if the file is swapped between the two, the next call sees a new
       // version and reads again, so a stale token is never kept.
       version = versionOf(await stat(path));
-      if (
-        cached !== undefined &&
-        sameVersion(cached.version, version) &&
-        Date.now() - cached.readAt < maxAgeMs
-      ) {
+      if (cached !== undefined && sameVersion(cached.version, version) && Date.now() - cached.readAt < maxAgeMs) {
         return cached.token;
       }
       text = await readFile(path, 'utf8');

@@ -133,8 +133,8 @@ describe('issue 25: the client SDK token provider (fromTokenFile)', () => {
 
   it('takes exactly one of apiKey and tokenProvider', () => {
     expect(() => new KeybrakeClient({ baseUrl: 'http://127.0.0.1:1' })).toThrow(TypeError);
-    expect(
-      () => new KeybrakeClient({ baseUrl: 'http://127.0.0.1:1', apiKey: 'k', tokenProvider: () => 't' }),
-    ).toThrow(TypeError);
+    expect(() => new KeybrakeClient({ baseUrl: 'http://127.0.0.1:1', apiKey: 'k', tokenProvider: () => 't' })).toThrow(
+      TypeError,
+    );
   });
 });

@@ -179,9 +179,9 @@ describe('issue 24: the Python package (pytest, integrations/python/tests)', () 
     expect(output).toMatch(/^Success: no issues found in \d+ source files/m);
   });
 
-  it('the official stripe, twilio and resend Python SDKs through the proxy: happy path, cap hit, revocation, retry-replay, vendor 429 (stripe-mock; Twilio and Resend stand-ins)', async () => {
+  it('the official stripe, twilio and resend Python SDKs through the proxy: happy path, cap hit, revocation, retry-replay, vendor 429, issue 26 limit refusals (stripe-mock; Twilio and Resend stand-ins)', async () => {
     const { env } = await startVendorProxies();
-    const { code, output } = await pytest(['test_vendor_sdks.py'], env);
+    const { code, output } = await pytest(['test_vendor_sdks.py', 'test_issue26_limits.py'], env);
     expect(code, output).toBe(0);
   });
 

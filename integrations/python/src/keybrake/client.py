@@ -74,9 +74,13 @@ class KeybrakeClient:
         agent_run_label: Optional[str] = None,
         parent_key_id: Optional[str] = None,
         tainted: Optional[bool] = None,
+        max_requests_per_second: Optional[int] = None,
+        max_requests_per_minute: Optional[int] = None,
+        max_concurrent: Optional[int] = None,
     ) -> Dict[str, Any]:
         """Issues a vault key for one execution (``POST /vault/keys``). The answer's ``vault_key``
-        is shown only here. Not retried once sent: a second key would be issued."""
+        is shown only here. Not retried once sent: a second key would be issued. The three limits
+        (issue 26) make a call over them a transient 429 (see :func:`keybrake.limit_refusal`)."""
         body: Dict[str, Any] = {"vendor": vendor, "allowed_endpoints": list(allowed_endpoints), "expires_in": expires_in}
         for name, value in (
             ("daily_usd_cap", daily_usd_cap),
@@ -84,6 +88,9 @@ class KeybrakeClient:
             ("agent_run_label", agent_run_label),
             ("parent_key_id", parent_key_id),
             ("tainted", tainted),
+            ("max_requests_per_second", max_requests_per_second),
+            ("max_requests_per_minute", max_requests_per_minute),
+            ("max_concurrent", max_concurrent),
         ):
             if value is not None:
                 body[name] = value
@@ -150,4 +157,10 @@ class KeybrakeClient:
                 time.sleep(_backoff_seconds(attempt))
                 attempt += 1
                 continue
-            raise KeybrakeApiError(response.status_code, code, message)
+            retry_after = response.headers.get("retry-after")
+            raise KeybrakeApiError(
+                response.status_code,
+                code,
+                message,
+                retry_after_s=int(retry_after) if retry_after is not None and retry_after.isdigit() else None,
+            )

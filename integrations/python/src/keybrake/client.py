@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from typing import Any, Dict, List, Optional, Sequence, Union, cast
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union, cast
 from urllib.parse import quote
 
 import httpx
@@ -30,19 +30,26 @@ class KeybrakeClient:
     exponential backoff and jitter; an issue request only when it provably stored nothing
     (connection refused, 503 ``store_unavailable``), since a repeat would issue a second key. A cap
     hit is never retried (:class:`CapExhaustedError`).
+
+    Authentication: ``api_key`` (an issuer key, one of the proxy's ``KEYBRAKE_API_KEYS``) or, for
+    workload identity (issue 25), ``token_provider``: called before every attempt for the bearer
+    token to send, e.g. ``TokenFile("/var/run/secrets/keybrake/token")``. Exactly one of the two.
     """
 
     def __init__(
         self,
         base_url: str,
-        api_key: str,
+        api_key: Optional[str] = None,
         *,
+        token_provider: Optional[Callable[[], str]] = None,
         timeout: float = 80.0,
         max_network_retries: int = 2,
         http_client: Optional[httpx.Client] = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
-        self._api_key = api_key
+        if (api_key is None) == (token_provider is None):
+            raise TypeError("KeybrakeClient: give exactly one of api_key (an issuer key) and token_provider")
+        self._bearer: Callable[[], str] = token_provider or (lambda: cast(str, api_key))
         self._timeout = timeout
         self._max_network_retries = max_network_retries
         self._http = http_client or httpx.Client()
@@ -107,13 +114,15 @@ class KeybrakeClient:
         return cast(List[Dict[str, Any]], answer["calls"])
 
     def _request(self, method: str, path: str, body: Any = None, *, repeatable: bool = True) -> Any:
-        headers = {"authorization": f"Bearer {self._api_key}"}
         content: Optional[bytes] = None
         if body is not None:
-            headers["content-type"] = "application/json"
             content = json.dumps(body).encode()
         attempt = 0
         while True:
+            # Asked on every attempt: a retry after a rotation sends the new token.
+            headers = {"authorization": f"Bearer {self._bearer()}"}
+            if content is not None:
+                headers["content-type"] = "application/json"
             try:
                 response = self._http.request(
                     method, f"{self._base_url}{path}", headers=headers, content=content, timeout=self._timeout

@@ -9,6 +9,7 @@ import { describe, expect, inject, it } from 'vitest';
 import { closeOpenedAfterEach, reachable } from './store-backends.js';
 import { Archiver } from '../src/archive/archiver.js';
 import { DirectorySink } from '../src/archive/directory-sink.js';
+import { ExpiryPurger } from '../src/archive/expiry-purger.js';
 import { CheckpointSigner } from '../src/audit/checkpoints.js';
 import { RedisStore, type RedisStoreOptions } from '../src/store/redis/redis-store.js';
 import { SqliteStore } from '../src/store/sqlite-store.js';
@@ -423,6 +424,44 @@ describe.each(BACKENDS.slice(0, 2))('issue 23: nothing of a removed family is le
   });
 });
 
+describe.each(BACKENDS.slice(0, 2))('issue 23: one purge at a time, under the archiver’s lease ($name)', (backend) => {
+  it('a replica whose archiver holds the lease purges; another replica’s purger waits; with the archive off it takes the lease', async () => {
+    const store = await backend.open(backend.place());
+    const roots = Array.from({ length: 3 }, () => `vk_${randomUUID()}`);
+    for (const root of roots) await store.createKey(keyRecord(root));
+    const archiver = new Archiver({
+      store,
+      sink: new DirectorySink(mkdtempSync(join(tmpdir(), 'keybrake-i23-expiry-sink-'))),
+      signer,
+      liveRecords: 1000,
+      liveMs: DAY,
+      intervalMs: 60_000,
+    });
+    const purger = (holder: string | undefined) =>
+      new ExpiryPurger({ store, holder, keyRetentionMs: RETENTION, intervalMs: 60_000, now: () => AFTER });
+    try {
+      // The archiver of replica A takes the lease in its round.
+      expect(await archiver.runOnce()).toEqual({ kind: 'idle' });
+      const other = purger(undefined);
+      expect(await other.runOnce()).toEqual({ kind: 'not_leader' });
+      expect(await store.getKey(roots[0] as string, AFTER)).toBeDefined();
+      const mine = purger(archiver.holder);
+      expect(await mine.runOnce()).toMatchObject({ kind: 'purged', families: 3 });
+      expect(mine.snapshot()).toMatchObject({ leader: true, rounds: 1, purged: { families: 3, keys: 3 } });
+      // The archiver's lease, renewed by the purge, is still the archiver's.
+      expect(await archiver.runOnce()).toEqual({ kind: 'idle' });
+      expect(await other.runOnce()).toEqual({ kind: 'not_leader' });
+    } finally {
+      await archiver.stop();
+    }
+    // The archiver gone (its lease given up): a purger with no archiver takes the lease itself.
+    const alone = purger(undefined);
+    expect(await alone.runOnce()).toMatchObject({ kind: 'purged', families: 0 });
+    expect(alone.snapshot().leader).toBe(true);
+    await alone.stop();
+  });
+});
+
 describe('issue 23: removal of kept idempotent responses past their retention (embedded, clock moved)', () => {
   it('a response inside the retention replays; past it, the purge removes it and the key reaches the vendor again', async () => {
     let now = T0;
@@ -442,7 +481,12 @@ describe('issue 23: removal of kept idempotent responses past their retention (e
     });
     expect(await store.reserve(reserveInput(keyId, now, { idempotency: idem }))).toEqual({ kind: 'replay', response });
 
+    // The kept responses are purged at most every 10 minutes (a walk of the whole table).
     now = T0 + DAY + 60_000;
+    expect(await store.purgeExpired({ now, keyRetentionMs: RETENTION, limit: 100 })).toMatchObject({
+      idempotentResponses: 0,
+    });
+    now = T0 + DAY + 11 * 60_000;
     expect(await store.purgeExpired({ now, keyRetentionMs: RETENTION, limit: 100 })).toMatchObject({
       idempotentResponses: 1,
     });

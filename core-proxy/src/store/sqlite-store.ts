@@ -170,6 +170,9 @@ const CHECKPOINT_MIN_PAGES = 1000;
  */
 const PURGE_SLICE_ROWS = 500;
 
+/** How often the kept responses are purged (a walk of the whole table, a slice per write). */
+const KEPT_PURGE_INTERVAL_MS = 10 * 60 * 1000;
+
 /** Where a purge of kept responses has got to: the last row it looked at, in key order. */
 interface IdempotencyPosition {
   readonly keyId: string;
@@ -331,6 +334,8 @@ export class SqliteStore implements Store {
   private purging: Promise<void> | undefined;
   /** Kept responses the purge has removed so far, for `purgeExpired`'s count. */
   private purgedResponses = 0;
+  /** When the last purge of kept responses started (epoch ms, as its caller's clock says). */
+  private keptPurgedAt = Number.NEGATIVE_INFINITY;
   private lockWaitTimer: NodeJS.Timeout | undefined;
   /** When the current batch first found the write lock taken (0: it has not). */
   private lockWaitSince = 0;
@@ -408,7 +413,7 @@ export class SqliteStore implements Store {
     this.recoverOrphanedReservations(this.now());
     this.db.pragma('busy_timeout = 0');
     void this.purgeKeptResponses(this.now());
-    this.purgeTimer = setInterval(() => void this.purgeKeptResponses(Date.now()), 10 * 60 * 1000);
+    this.purgeTimer = setInterval(() => void this.purgeKeptResponses(Date.now()), KEPT_PURGE_INTERVAL_MS);
     this.purgeTimer.unref();
     // Another process of this data directory may die mid-call while this one runs on.
     this.recoveryTimer = setInterval(
@@ -768,9 +773,10 @@ export class SqliteStore implements Store {
   async purgeExpired(input: ExpiryPurgeInput): Promise<ExpiryPurgeOutput> {
     const families = await this.expiry.purge(input);
     const before = this.purgedResponses;
-    // The purge of kept responses in progress (from the store's own timer) is joined, then one of `now`.
+    // The purge of kept responses walks the whole table: at most once per its own interval, though
+    // the archiver's schedule may be every few seconds. One in progress (the timer's) is joined.
     if (this.purging) await this.purging;
-    await this.purgeKeptResponses(input.now);
+    if (input.now - this.keptPurgedAt >= KEPT_PURGE_INTERVAL_MS) await this.purgeKeptResponses(input.now);
     return { ...families, idempotentResponses: families.idempotentResponses + this.purgedResponses - before };
   }
 
@@ -1156,6 +1162,7 @@ export class SqliteStore implements Store {
    * Stops at `close`; the next start or interval takes it up again.
    */
   private purgeKeptResponses(now: number): Promise<void> {
+    if (!this.purging) this.keptPurgedAt = now;
     this.purging ??= (async () => {
       let after: IdempotencyPosition | null = null;
       do {

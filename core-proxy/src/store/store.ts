@@ -33,6 +33,18 @@ export interface VaultKeyRecord {
   readonly alertFractions?: readonly number[];
   /** Request and concurrency limits (issue 26); absent or null: none. Immutable, like the caps. */
   readonly limits?: KeyLimits | null;
+  /** Issue 25: the workload identity it was issued to; absent or null: issued with an issuer key. */
+  readonly identity?: KeyIdentity | null;
+}
+
+/** Issue 25: who a key was issued to, as a verified token said (never the token itself). */
+export interface KeyIdentity {
+  /** The token's `iss`. */
+  readonly issuer: string;
+  /** The token's `sub`. */
+  readonly subject: string;
+  /** The policy of the issuers file that matched it. */
+  readonly policy: string;
 }
 
 /** A vault key with its spend. Spend of a key includes the spend of its children. */

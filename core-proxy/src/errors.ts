@@ -63,14 +63,14 @@ export const ERROR_TABLE = {
   policy_no_match: { status: 403, message: 'No policy of the issuers file matches this identity.' },
   policy_vendor: { status: 403, message: "This vendor is not in the identity's policy; nothing was issued." },
   policy_cap: { status: 403, message: "The caps are beyond the identity's policy; nothing was issued." },
-  policy_ttl: { status: 403, message: "expires_in is beyond the identity's policy; nothing was issued." },
+  policy_ttl: { status: 403, message: "The requested expires_in is beyond the identity's policy; nothing was issued." },
   policy_endpoints: {
     status: 403,
-    message: "allowed_endpoints is not within the identity's policy ceiling; nothing was issued.",
+    message: "The requested allowed_endpoints are not within the identity's policy ceiling; nothing was issued.",
   },
   policy_label: {
     status: 403,
-    message: "agent_run_label is not a canonical label under the identity's policy prefix; nothing was issued.",
+    message: "The agent_run_label is not a canonical label under the identity's policy prefix; nothing was issued.",
   },
   policy_not_own_key: {
     status: 403,

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { adminClient, startProxy } from './helpers.js';
+import { adminClient, stripeMockProxy } from './helpers.js';
 import { type HydraServer, startHydra } from './hydra-server.js';
 import { issuersFile } from './workload-tokens.js';
 
@@ -49,16 +49,24 @@ function kidOf(token: string): string {
 }
 
 describe('issue 25: workload identity with tokens from ORY Hydra (a real OIDC provider, client credentials)', () => {
-  it("bounds a key issued with a Hydra token by its policy, and records the identity on the key", async () => {
-    const proxy = await startProxy({ env: { KEYBRAKE_ISSUERS_FILE: hydraIssuersFile() } });
+  it('bounds a key issued with a Hydra token by its policy, and records the identity on the key', async () => {
+    const proxy = await stripeMockProxy({ env: { KEYBRAKE_ISSUERS_FILE: hydraIssuersFile() } });
     const client = await hydra.createClient({ clientId: `billing-${Date.now()}` });
     const token = await hydra.token(client);
     const workload = adminClient(proxy.url, token);
 
     for (const [what, change, code] of [
       ['over the cap', { usd_cap: 10.5 }, 'policy_cap'],
-      ['another vendor', { vendor: 'twilio', allowed_endpoints: ['POST /2010-04-01/Accounts/*/Messages.json'] }, 'policy_vendor'],
-      ['a wider allowlist', { allowed_endpoints: ['POST /v1/payment_intents', 'POST /v1/refunds'] }, 'policy_endpoints'],
+      [
+        'another vendor',
+        { vendor: 'twilio', allowed_endpoints: ['POST /2010-04-01/Accounts/*/Messages.json'] },
+        'policy_vendor',
+      ],
+      [
+        'a wider allowlist',
+        { allowed_endpoints: ['POST /v1/payment_intents', 'POST /v1/refunds'] },
+        'policy_endpoints',
+      ],
       ['a label outside the prefix', { agent_run_label: 'temporal/payroll/wf-1' }, 'policy_label'],
       ['a TTL over the most', { expires_in: '2h' }, 'policy_ttl'],
     ] as const) {
@@ -72,9 +80,9 @@ describe('issue 25: workload identity with tokens from ORY Hydra (a real OIDC pr
     const identity = { issuer: hydra.issuer, subject: client.clientId, policy: 'billing-workers' };
     expect(issued.body.identity).toEqual(identity);
     expect((await workload('GET', `/vault/keys/${issued.body.key_id}`)).body.identity).toEqual(identity);
-    expect((await proxy.admin('GET', '/vault/keys')).body.keys.map((key: { identity: unknown }) => key.identity)).toEqual([
-      identity,
-    ]);
+    expect(
+      (await proxy.admin('GET', '/vault/keys')).body.keys.map((key: { identity: unknown }) => key.identity),
+    ).toEqual([identity]);
 
     // A Hydra client the policy does not match, and a token for another audience.
     const stranger = await hydra.createClient({ clientId: `payroll-${Date.now()}` });
@@ -88,11 +96,28 @@ describe('issue 25: workload identity with tokens from ORY Hydra (a real OIDC pr
     );
     expect([wrongAudience.status, wrongAudience.body.error.code]).toEqual([401, 'token_audience']);
     expect((await proxy.admin('GET', '/vault/keys')).body.keys).toHaveLength(1);
-    expect(proxy.logs().join('\n')).not.toContain(token.split('.')[2]);
+
+    // The key works on the proxy within its allowlist, and its call's audit record names the identity.
+    const call = await proxy.call('/stripe/v1/payment_intents', {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${issued.body.vault_key}`,
+        'content-type': 'application/x-www-form-urlencoded',
+      },
+      body: 'amount=500&currency=usd',
+    });
+    expect(call.status).toBe(200);
+    const calls = await workload('GET', `/vault/keys/${issued.body.key_id}/calls`);
+    expect(
+      calls.body.calls.map((entry: { outcome: string; identity: unknown }) => [entry.outcome, entry.identity]),
+    ).toEqual([['forwarded', identity]]);
+    expect((await proxy.admin('GET', '/audit/verify')).body.ok).toBe(true);
+    const everything = [JSON.stringify(calls.body), ...proxy.logs()].join('\n');
+    expect(everything).not.toContain(token.split('.')[2]);
   });
 
   it("follows Hydra's key rotation without a restart, refetching its JWKS on an unknown kid at most once per cooldown", async () => {
-    const proxy = await startProxy({ env: { KEYBRAKE_ISSUERS_FILE: hydraIssuersFile() } });
+    const proxy = await stripeMockProxy({ env: { KEYBRAKE_ISSUERS_FILE: hydraIssuersFile() } });
     const client = await hydra.createClient({ clientId: `billing-rotation-${Date.now()}` });
     const before = await hydra.token(client);
     expect((await adminClient(proxy.url, before)('POST', '/vault/keys', WITHIN)).status).toBe(201);

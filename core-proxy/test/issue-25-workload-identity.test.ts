@@ -51,7 +51,11 @@ async function startCluster(): Promise<Cluster> {
     ],
   });
   const proxy = await startProxy({ env: { KEYBRAKE_ISSUERS_FILE: file } });
-  const token = (serviceAccount = 'billing-agent', claims: Record<string, unknown> = {}, namespace = 'argo'): string => {
+  const token = (
+    serviceAccount = 'billing-agent',
+    claims: Record<string, unknown> = {},
+    namespace = 'argo',
+  ): string => {
     const now = Math.floor(Date.now() / 1000);
     return signToken(key, {
       iss: K8S_ISSUER,
@@ -104,7 +108,11 @@ describe('issue 25: workload identity, Kubernetes-shaped tokens from a static JW
 
     const issued = await workload('POST', '/vault/keys', WITHIN);
     expect(issued.status, JSON.stringify(issued.body)).toBe(201);
-    const identity = { issuer: K8S_ISSUER, subject: 'system:serviceaccount:argo:billing-agent', policy: 'argo-billing' };
+    const identity = {
+      issuer: K8S_ISSUER,
+      subject: 'system:serviceaccount:argo:billing-agent',
+      policy: 'argo-billing',
+    };
     expect(issued.body.identity).toEqual(identity);
     const read = await proxy.admin('GET', `/vault/keys/${issued.body.key_id}`);
     expect(read.body.identity).toEqual(identity);
@@ -193,7 +201,12 @@ describe('issue 25: workload identity, Kubernetes-shaped tokens from a static JW
         401,
         'token_duplicate_claim',
       ],
-      ['a tampered payload', `${token().split('.')[0]}.${Buffer.from(payload.replace('billing-agent', 'billing-admin')).toString('base64url')}.${token().split('.')[2]}`, 401, 'token_signature'],
+      [
+        'a tampered payload',
+        `${token().split('.')[0]}.${Buffer.from(payload.replace('billing-agent', 'billing-admin')).toString('base64url')}.${token().split('.')[2]}`,
+        401,
+        'token_signature',
+      ],
       ['garbage in JWT shape', 'abc.def.ghi', 401, 'token_invalid'],
       ['not a JWT nor an issuer key', `kb_admin_${randomUUID()}`, 401, 'unauthorized'],
     ];
@@ -223,13 +236,28 @@ describe('issue 25: workload identity, Kubernetes-shaped tokens from a static JW
       ['a backslash in the label', { agent_run_label: 'argo/billing/..\\payroll' }, 403, 'policy_label'],
       ['a full-width label', { agent_run_label: 'ａrgo/billing/x' }, 403, 'policy_label'],
       ['an upper-case label', { agent_run_label: 'ARGO/BILLING/x' }, 403, 'policy_label'],
-      ['a ".." climbing out of the ceiling', { allowed_endpoints: ['POST /v1/payment_intents/../charges'] }, 403, 'policy_endpoints'],
+      [
+        'a ".." climbing out of the ceiling',
+        { allowed_endpoints: ['POST /v1/payment_intents/../charges'] },
+        403,
+        'policy_endpoints',
+      ],
       ['an encoded ".."', { allowed_endpoints: ['POST /v1/payment_intents/%2e%2e/charges'] }, 403, 'policy_endpoints'],
       ['an encoded slash', { allowed_endpoints: ['POST /v1/payment_intents%2f..%2fcharges'] }, 400, 'invalid_request'],
-      ['a double encoding', { allowed_endpoints: ['POST /v1/payment_intents/%252e%252e/charges'] }, 400, 'invalid_request'],
+      [
+        'a double encoding',
+        { allowed_endpoints: ['POST /v1/payment_intents/%252e%252e/charges'] },
+        400,
+        'invalid_request',
+      ],
       ['upper case', { allowed_endpoints: ['POST /V1/PAYMENT_INTENTS'] }, 403, 'policy_endpoints'],
       ['a wildcard segment', { allowed_endpoints: ['GET /v1/*/*'] }, 403, 'policy_endpoints'],
-      ['a wildcard for an id the ceiling names', { allowed_endpoints: ['POST /*/payment_intents'] }, 403, 'policy_endpoints'],
+      [
+        'a wildcard for an id the ceiling names',
+        { allowed_endpoints: ['POST /*/payment_intents'] },
+        403,
+        'policy_endpoints',
+      ],
     ];
     for (const [what, change, status, code] of tricks) {
       const answer = await workload('POST', '/vault/keys', { ...WITHIN, ...change });

@@ -38,7 +38,8 @@ export function signRaw(
 ): string {
   const input = `${b64(headerText)}.${b64(payloadText)}`;
   if (signer === 'unsigned') return `${input}.`;
-  if ('hmacSecret' in signer) return `${input}.${createHmac('sha256', signer.hmacSecret).update(input).digest('base64url')}`;
+  if ('hmacSecret' in signer)
+    return `${input}.${createHmac('sha256', signer.hmacSecret).update(input).digest('base64url')}`;
   return `${input}.${sign('sha256', Buffer.from(input), signer.key.privateKey).toString('base64url')}`;
 }
 

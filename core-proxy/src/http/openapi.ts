@@ -33,10 +33,10 @@ const unauthorized = error('Missing or wrong issuer key, or a bearer JWT that do
   'token_unknown_key',
   'token_signature',
 ]);
-const storeDown = error(
-  "The store, or a token issuer's keys (JWKS, discovery), cannot be reached; nothing changed",
-  ['store_unavailable', 'issuer_unavailable'],
-);
+const storeDown = error("The store, or a token issuer's keys (JWKS, discovery), cannot be reached; nothing changed", [
+  'store_unavailable',
+  'issuer_unavailable',
+]);
 /** Issue 25: a workload identity (bearer JWT) asking for more than its policy grants. */
 const beyondPolicy = error('A workload identity beyond its policy (issue 25); nothing changed', [
   'policy_no_match',
@@ -140,7 +140,8 @@ export function openApiDocument(vendors: VendorRegistry) {
           'which keys it may read, revoke or taint. Issuer keys keep working and are never JWTs.',
         environment: {
           KEYBRAKE_ISSUERS_FILE: 'YAML file of trusted token issuers and their policies; unset: issuer keys only',
-          KEYBRAKE_MAX_TOKEN_BYTES: 'Bearer JWTs longer than this are refused unparsed, 401 token_too_large (default 8192)',
+          KEYBRAKE_MAX_TOKEN_BYTES:
+            'Bearer JWTs longer than this are refused unparsed, 401 token_too_large (default 8192)',
         },
       },
       'x-keybrake-alerts': {
@@ -202,7 +203,8 @@ export function openApiDocument(vendors: VendorRegistry) {
           type: 'http',
           scheme: 'bearer',
           bearerFormat: 'JWT',
-          description: 'Issue 25: a JWT of an issuer of KEYBRAKE_ISSUERS_FILE; /vault/keys routes only, within its policy',
+          description:
+            'Issue 25: a JWT of an issuer of KEYBRAKE_ISSUERS_FILE; /vault/keys routes only, within its policy',
         },
       },
       schemas: {

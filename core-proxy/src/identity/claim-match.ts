@@ -28,7 +28,8 @@ export function parseClaimMatcher(claim: string, expected: unknown, exactOnly = 
   return {
     claim,
     expected: values.map((value) => {
-      if (typeof value !== 'string' || value === '') throw new Error('must be a string or a non-empty list of strings.');
+      if (typeof value !== 'string' || value === '')
+        throw new Error('must be a string or a non-empty list of strings.');
       const prefix = value.endsWith('*');
       const literal = prefix ? value.slice(0, -1) : value;
       if (literal.includes('*')) throw new Error(`"${value}": "*" is allowed only at the end (a prefix).`);
@@ -62,6 +63,8 @@ export function matchesClaim(matcher: ClaimMatcher, payload: unknown): boolean {
   return values.some(
     (value) =>
       typeof value === 'string' &&
-      matcher.expected.some((expected) => (expected.prefix ? value.startsWith(expected.value) : value === expected.value)),
+      matcher.expected.some((expected) =>
+        expected.prefix ? value.startsWith(expected.value) : value === expected.value,
+      ),
   );
 }

@@ -182,7 +182,8 @@ function parseIssuer(value: unknown, field: string, fail: Fail, baseDir: string)
       );
     }
   }
-  const clockSkewSeconds = fields.clock_skew === undefined ? 30 : seconds(fields.clock_skew, `${field}.clock_skew`, fail);
+  const clockSkewSeconds =
+    fields.clock_skew === undefined ? 30 : seconds(fields.clock_skew, `${field}.clock_skew`, fail);
   if (clockSkewSeconds > MAX_CLOCK_SKEW_SECONDS) fail(`${field}.clock_skew`, 'may be at most 5m.');
   return {
     issuer,
@@ -229,7 +230,8 @@ function parseGrant(value: unknown, field: string, fail: Fail, vendors: Readonly
   if (otherKeys !== 'none' && otherKeys !== 'read' && otherKeys !== 'manage') {
     fail(`${field}.other_keys`, 'must be none, read or manage.');
   }
-  const maxTtlSeconds = fields.max_ttl === undefined ? MAX_TTL_SECONDS : seconds(fields.max_ttl, `${field}.max_ttl`, fail);
+  const maxTtlSeconds =
+    fields.max_ttl === undefined ? MAX_TTL_SECONDS : seconds(fields.max_ttl, `${field}.max_ttl`, fail);
   return {
     vendors: new Set(grantVendors),
     maxCapMicros: usd(fields.max_usd_cap, `${field}.max_usd_cap`, fail),

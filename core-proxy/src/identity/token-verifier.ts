@@ -71,7 +71,7 @@ function tokenError(error: unknown): KeybrakeError {
 }
 
 /** Options of {@link TokenVerifier}. */
-export interface TokenVerifierOptions extends IssuerKeysOptions {}
+export type TokenVerifierOptions = IssuerKeysOptions;
 
 /**
  * Verifies `Authorization: Bearer <JWT>` against the issuers file and finds the caller's policy.

@@ -133,11 +133,11 @@ describe('issue 25: the client SDK token provider (fromTokenFile)', () => {
 
   it('a 401 token_expired is retried once with the token file rotated meanwhile, never without a rotation', async () => {
     const authorizations: (string | undefined)[] = [];
-    let rotateOnExpiry: (() => void) | undefined;
+    const onExpiry: { rotate?: () => void } = {};
     const server = createServer((request, response) => {
       authorizations.push(request.headers.authorization);
       const expired = request.headers.authorization === 'Bearer old-token';
-      if (expired) rotateOnExpiry?.();
+      if (expired) onExpiry.rotate?.();
       response.writeHead(expired ? 401 : 404, { 'content-type': 'application/json' });
       response.end(JSON.stringify({ error: { code: expired ? 'token_expired' : 'not_found', message: 'x' } }));
     });
@@ -153,7 +153,7 @@ describe('issue 25: the client SDK token provider (fromTokenFile)', () => {
     await expect(client.getVaultKey('key_a')).rejects.toMatchObject({ status: 401, code: 'token_expired' });
     expect(authorizations).toEqual(['Bearer old-token']);
     // The kubelet rotates the file while the expired token is in flight: the new one is sent next.
-    rotateOnExpiry = () => volume.rotate('new-token');
+    onExpiry.rotate = () => volume.rotate('new-token');
     await expect(
       client.issueVaultKey({ vendor: 'stripe', allowed_endpoints: [], expires_in: 60 }),
     ).rejects.toMatchObject({

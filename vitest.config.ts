@@ -28,6 +28,7 @@ const SHARED_SUITE = [
   'issue-23-verify',
   'issue-25-workload-identity',
   'issue-25-hydra',
+  'issue-23-expiry',
 ].map((name) => `core-proxy/test/${name}.test.ts`);
 
 export default defineConfig({

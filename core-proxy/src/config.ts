@@ -13,6 +13,7 @@ import { type AlertConfig, loadAlertConfig } from './alerts/alert-config.js';
 import { type ArchiveConfig, readArchiveConfig } from './archive/archive-config.js';
 import { CheckpointSigner } from './audit/checkpoints.js';
 import { type IssuersConfig, loadIssuersConfig } from './identity/issuers-file.js';
+import { type ExpiryConfig, readExpiryConfig } from './store/expiry-config.js';
 import { ConfigError, type Env, flag, positiveInt, readSecret } from './env.js';
 import { BUILT_IN_VENDORS, VendorRegistry, baseUrlVariable } from './vendors/registry.js';
 import { loadDeclaredVendors } from './vendors/vendors-file.js';
@@ -94,6 +95,8 @@ export interface KeybrakeConfig {
    * API takes issuer keys only. @default null
    */
   readonly issuers: IssuersConfig | null;
+  /** Retention of expired keys and of kept idempotent responses (issue 23; `store/expiry-config.ts`). */
+  readonly expiry: ExpiryConfig;
 }
 
 /**
@@ -261,5 +264,6 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
     alerts: loadAlertConfig(env),
     archive: readArchiveConfig(env, { dataDir, redis: readSecret(env, 'KEYBRAKE_REDIS_URL') !== undefined }),
     issuers: loadIssuersConfig(env, new Set(vendors.names())),
+    expiry: readExpiryConfig(env),
   };
 }

@@ -8,41 +8,81 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_deps
-STRIPE_MOCK_BIN="$(bash scripts/install-stripe-mock.sh)"
-export STRIPE_MOCK_BIN
-bash scripts/install-redis.sh
-# go-httpbin: a real third-party server standing in for a vendor declared in KEYBRAKE_VENDORS_FILE.
-GO_HTTPBIN_BIN="$(bash scripts/install-httpbin.sh)"
-export GO_HTTPBIN_BIN
-TEMPORAL_CLI_BIN="$(bash scripts/install-temporal.sh)"
-export TEMPORAL_CLI_BIN
-# Argo's own CLI, built from the Go module proxy, used only as an offline linter of templates/argo,
-# and its controller's test binary with our retry-expression test (integrations/argo/expr-test).
-ARGO_BIN="$(bash scripts/install-argo.sh)"
-ARGO_EXPR_TEST_BIN="$(bash scripts/install-argo.sh --expr-test)"
-export ARGO_BIN ARGO_EXPR_TEST_BIN
-eval "$(bash scripts/install-conductor.sh)"
-export CONDUCTOR_JAR CONDUCTOR_JAVA
-bash scripts/install-bench.sh
-SCHEMATHESIS_BIN="$(bash scripts/install-schemathesis.sh)"
-WORKFLOWS_EMULATOR_BIN="$(bash scripts/install-workflows-emulator.sh)"
-export WORKFLOWS_EMULATOR_BIN
-TOXIPROXY_BIN="$(bash scripts/install-toxiproxy.sh)"
-export SCHEMATHESIS_BIN TOXIPROXY_BIN
-# moto_server: an S3-compatible server for the audit archive's S3 sink (issue 23).
-MOTO_SERVER_BIN="$(bash scripts/install-moto.sh)"
-export MOTO_SERVER_BIN
-bash scripts/install-litellm.sh >/dev/null
-# The Python package's virtualenv (integrations/python/.venv: the official stripe, twilio, resend,
-# conductor-python and temporalio SDKs, pytest); its tests run from vitest (integrations/python/test).
-KEYBRAKE_PYTHON="$(bash scripts/install-python.sh)"
-export KEYBRAKE_PYTHON
-# Debian's chromium for the console's browser tests (playwright-core drives it; never `playwright install`).
-KEYBRAKE_CHROMIUM_BIN="$(bash scripts/install-chromium.sh)"
-export KEYBRAKE_CHROMIUM_BIN
-HELM_BIN="$(bash scripts/install-helm.sh)"
-KUSTOMIZE_BIN="$(bash scripts/install-kustomize.sh)"
-export HELM_BIN KUSTOMIZE_BIN
+# The tools install in four lanes at once, since on a fresh machine most of the time is downloads
+# and unpacking beside CPU-bound Go builds: the Go builds (one at a time: each uses every core),
+# Debian's packages (one dpkg at a time), PyPI's virtualenvs, and the Conductor jar from Maven
+# Central. Each lane prints `NAME=path` lines for the tools it installed; a failed lane fails the
+# run with its own log, after the others finish.
+go_lane() {
+  # stripe-mock; go-httpbin (a real third-party server standing in for a vendor declared in
+  # KEYBRAKE_VENDORS_FILE); the Temporal CLI; Argo's own CLI, built from the Go module proxy and used
+  # only as an offline linter of templates/argo, and its controller's test binary with our
+  # retry-expression test (integrations/argo/expr-test); toxiproxy; Helm and kustomize.
+  local bin
+  bin="$(bash scripts/install-stripe-mock.sh)"
+  echo "STRIPE_MOCK_BIN=$bin"
+  bin="$(bash scripts/install-httpbin.sh)"
+  echo "GO_HTTPBIN_BIN=$bin"
+  bin="$(bash scripts/install-temporal.sh)"
+  echo "TEMPORAL_CLI_BIN=$bin"
+  bin="$(bash scripts/install-argo.sh)"
+  echo "ARGO_BIN=$bin"
+  bin="$(bash scripts/install-argo.sh --expr-test)"
+  echo "ARGO_EXPR_TEST_BIN=$bin"
+  bin="$(bash scripts/install-toxiproxy.sh)"
+  echo "TOXIPROXY_BIN=$bin"
+  bin="$(bash scripts/install-helm.sh)"
+  echo "HELM_BIN=$bin"
+  bin="$(bash scripts/install-kustomize.sh)"
+  echo "KUSTOMIZE_BIN=$bin"
+}
+apt_lane() {
+  # redis-server, nginx for the quick benchmark, and chromium for the console's browser tests
+  # (playwright-core drives it; never `playwright install`).
+  local bin
+  bash scripts/install-redis.sh
+  bash scripts/install-bench.sh
+  bin="$(bash scripts/install-chromium.sh)"
+  echo "KEYBRAKE_CHROMIUM_BIN=$bin"
+}
+pip_lane() {
+  # schemathesis; workflows-emulator; moto_server (an S3-compatible server for the audit archive's
+  # S3 sink, issue 23); LiteLLM for the benchmark's comparison; the Python package's virtualenv
+  # (integrations/python/.venv: the official stripe, twilio, resend, conductor-python and temporalio
+  # SDKs, pytest), whose tests run from vitest (integrations/python/test).
+  local bin
+  bin="$(bash scripts/install-schemathesis.sh)"
+  echo "SCHEMATHESIS_BIN=$bin"
+  bin="$(bash scripts/install-workflows-emulator.sh)"
+  echo "WORKFLOWS_EMULATOR_BIN=$bin"
+  bin="$(bash scripts/install-moto.sh)"
+  echo "MOTO_SERVER_BIN=$bin"
+  bash scripts/install-litellm.sh >/dev/null
+  bin="$(bash scripts/install-python.sh)"
+  echo "KEYBRAKE_PYTHON=$bin"
+}
+maven_lane() {
+  bash scripts/install-conductor.sh
+}
+lanes="$(mktemp -d)"
+for lane in go apt pip maven; do
+  # errexit holds inside each lane (no `&&` there, which would suspend it): its first failed install ends it.
+  (set -e; "${lane}_lane") >"$lanes/$lane.env" 2> >(sed -u "s/^/[install $lane] /" >&2) &
+  echo $! >"$lanes/$lane.pid"
+done
+failed=""
+for lane in go apt pip maven; do
+  wait "$(cat "$lanes/$lane.pid")" || failed="$failed $lane"
+done
+[ -z "$failed" ] || { echo "installing failed in:$failed (see the [install ...] lines above)" >&2; exit 1; }
+# The lanes' lines are NAME=path (install-conductor.sh prints its own CONDUCTOR_JAR= and CONDUCTOR_JAVA=).
+set -a
+for lane in go apt pip maven; do
+  # shellcheck disable=SC1090
+  . "$lanes/$lane.env"
+done
+set +a
+rm -rf "$lanes"
 pnpm run build
 pnpm run typecheck
 pnpm run lint

@@ -179,15 +179,23 @@ describe('issue 24: the Python package (pytest, integrations/python/tests)', () 
     expect(output).toMatch(/^Success: no issues found in \d+ source files/m);
   });
 
-  it('the official stripe, twilio and resend Python SDKs through the proxy: happy path, cap hit, revocation, retry-replay, vendor 429 (stripe-mock; Twilio and Resend stand-ins)', async () => {
+  it('the official stripe, twilio and resend Python SDKs through the proxy: happy path, cap hit, revocation, retry-replay, vendor 429, issue 26 limit refusals (stripe-mock; Twilio and Resend stand-ins)', async () => {
     const { env } = await startVendorProxies();
-    const { code, output } = await pytest(['test_vendor_sdks.py'], env);
+    const { code, output } = await pytest(['test_vendor_sdks.py', 'test_issue26_limits.py'], env);
     expect(code, output).toBe(0);
   });
 
   it('KeybrakeClient against the real admin API, and keybrake-exec mapping a cap hit to exit 75 (stripe-mock)', async () => {
     const { env } = await startVendorProxies();
     const { code, output } = await pytest(['test_client.py', 'test_exec.py'], env);
+    expect(code, output).toBe(0);
+  });
+});
+
+describe('issue 25: the Python token provider (pytest)', () => {
+  it('TokenFile re-reads a projected token after a kubelet-style ..data swap; KeybrakeClient(token_provider=) sends it to the real proxy', async () => {
+    const { env } = await startVendorProxies();
+    const { code, output } = await pytest(['test_issue25_token_file.py'], env);
     expect(code, output).toBe(0);
   });
 });

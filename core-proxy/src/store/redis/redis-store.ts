@@ -106,6 +106,8 @@ interface PendingReservation {
   readonly chain: readonly string[];
   readonly day: string;
   readonly idempotencyKey: string | null;
+  /** Issue 26: 1-based chain positions whose in-flight sets hold the reservation (absent: none). */
+  readonly conc?: readonly number[];
 }
 
 /**
@@ -125,7 +127,7 @@ interface ReservationEntry {
   /** Epoch ms after which any replica's sweeper may resolve it as unknown. */
   readonly deadline: number;
   readonly pending: PendingAudit;
-  /** Issue 26: 1-based chain positions whose in-flight count the call holds (absent: none). */
+  /** Issue 26: 1-based chain positions whose in-flight sets (`flightKey`) hold the call (absent: none). */
   readonly conc?: readonly number[];
 }
 
@@ -155,6 +157,8 @@ const dayKey = (root: string, id: string, day: string): string => `${tag(root)}:
 const reservationsKey = (root: string): string => `${tag(root)}:res`;
 const membersKey = (root: string): string => `${tag(root)}:members`;
 const idempotencyKey = (root: string, id: string, key: string): string => `${tag(root)}:i:${id}:${key}`;
+/** Issue 26: a key's calls in flight, reservation ids scored by their deadlines (see `lua/reserve.ts`). */
+const flightKey = (root: string, id: string): string => `${tag(root)}:fl:${id}`;
 const auditListKey = (shard: string): string => `${tag(shard)}:audit`;
 /** The seqs of a shard's sealed records, in the shard's order: beside the chain, in its slot. */
 const sealedSeqsKey = (shard: string): string => `{audit}:sealed:${shard}`;
@@ -391,9 +395,11 @@ export class RedisStore implements Store {
     return this.run(async () => {
       const root = await this.rootOf(keyId);
       if (root === undefined) return undefined;
-      const [fields, today] = await Promise.all([
+      const [fields, today, flight] = await Promise.all([
         this.redis.hgetall(keyHashKey(root, keyId)),
         this.redis.hmget(dayKey(root, keyId, utcDay(now)), 'spent', 'reserved'),
+        // Issue 26: the calls in flight, as the reserve script counts them (see `lua/reserve.ts`).
+        this.redis.zrangebyscore(flightKey(root, keyId), `(${now}`, '+inf'),
       ]);
       if (!fields.key_id) return undefined;
       return {
@@ -403,7 +409,10 @@ export class RedisStore implements Store {
         unknownMicros: Number(fields.unknown ?? 0),
         spentTodayMicros: Number(today[0] ?? 0),
         reservedTodayMicros: Number(today[1] ?? 0),
-        inFlight: Number(fields.in_flight ?? 0),
+        inFlight:
+          flight.length === 0
+            ? 0
+            : (await this.redis.hmget(reservationsKey(root), ...flight)).filter((entry) => entry !== null).length,
       };
     });
   }
@@ -427,13 +436,14 @@ export class RedisStore implements Store {
       if (chain.length > MAX_CHAIN_LENGTH) return { kind: 'refused', code: 'key_depth_exceeded' };
       const day = utcDay(input.now);
       const idem = input.idempotency;
+      const deadline = input.now + this.reservationTtlMs;
       const reservation: ReservationEntry = {
         amount: input.costMicros,
         day,
         chain,
         idem: idem !== null,
         idem_key: idem?.key ?? null,
-        deadline: input.now + this.reservationTtlMs,
+        deadline,
         pending: input.pending,
         ...(concurrent.length > 0 ? { conc: concurrent } : {}),
       };
@@ -441,6 +451,7 @@ export class RedisStore implements Store {
         reservationsKey(root),
         idem ? idempotencyKey(root, input.keyId, idem.key) : reservationsKey(root),
         ...chain.flatMap((id) => [keyHashKey(root, id), dayKey(root, id, day)]),
+        ...(limited ? chain.map((id) => flightKey(root, id)) : []),
       ];
       const result = await this.redis.kbReserve(
         keys.length,
@@ -456,10 +467,17 @@ export class RedisStore implements Store {
         this.reservationTtlMs,
         DAY_TTL_MS,
         limited ? '1' : '0',
+        deadline,
       );
       switch (result[0]) {
         case 'reserved': {
-          this.pending.set(input.reservationId, { root, chain, day, idempotencyKey: idem?.key ?? null });
+          this.pending.set(input.reservationId, {
+            root,
+            chain,
+            day,
+            idempotencyKey: idem?.key ?? null,
+            ...(concurrent.length > 0 ? { conc: concurrent } : {}),
+          });
           const [, tainted, remaining, requests, inFlightRoom] = result;
           const room = {
             remainingMicros: Number(remaining ?? 0),
@@ -488,7 +506,7 @@ export class RedisStore implements Store {
   settle(input: SettleInput): Promise<boolean> {
     return this.run(async () => {
       const reservation = this.pending.get(input.reservationId);
-      const family = reservation ?? { ...(await this.familyOrThrow(input.keyId)), day: '', idempotencyKey: null };
+      const family = reservation ?? (await this.unknownReservation(input.keyId));
       const length = await this.settleScript(
         input.reservationId,
         family,
@@ -767,7 +785,13 @@ export class RedisStore implements Store {
         const record = interruptedAuditInput(reservation.pending, new Date(now).toISOString(), reservation.amount);
         const length = await this.settleScript(
           reservationId,
-          { root, chain: reservation.chain, day: reservation.day, idempotencyKey: reservation.idem_key },
+          {
+            root,
+            chain: reservation.chain,
+            day: reservation.day,
+            idempotencyKey: reservation.idem_key,
+            ...(reservation.conc ? { conc: reservation.conc } : {}),
+          },
           '',
           true,
           '',
@@ -805,6 +829,7 @@ export class RedisStore implements Store {
       auditListKey(root),
       ...chain.flatMap((id) => [keyHashKey(root, id), dayKey(root, id, day)]),
       ...(this.cluster ? [] : [DIRTY_SHARDS]),
+      ...(reservation.conc ?? []).map((position) => flightKey(root, chain[position - 1] as string)),
       ...objects.map((object) => objectKey(root, object.objectId)),
     ];
     const [length, fired] = await client.kbSettle(
@@ -933,6 +958,15 @@ export class RedisStore implements Store {
     const family = await this.family(keyId);
     if (!family) throw new InvalidVaultKeyError(true);
     return family.root;
+  }
+
+  /**
+   * What settle knows of a reservation this replica did not make (or forgot): the key's family,
+   * with the in-flight positions its reservation was made with (the same family entry's).
+   */
+  private async unknownReservation(keyId: string): Promise<PendingReservation> {
+    const { root, chain, concurrent } = await this.familyOrThrow(keyId);
+    return { root, chain, day: '', idempotencyKey: null, ...(concurrent.length > 0 ? { conc: concurrent } : {}) };
   }
 
   private async familyOrThrow(keyId: string): Promise<FamilyEntry> {

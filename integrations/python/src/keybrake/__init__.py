@@ -11,21 +11,41 @@ from .exit_codes import (
     KEYBRAKE_EXIT_CODE_MAX,
     KEYBRAKE_EXIT_CODE_MIN,
     KEYBRAKE_EXIT_CODES,
+    LIMIT_REFUSED_EXIT_CODE,
     exit_code_for,
     refusal_for_exit_code,
 )
 from .idempotency import derive_idempotency_key
-from .refusal import CAP_HIT_HEADER, ERROR_HEADER, TERMINAL_REFUSALS, is_cap_hit, keybrake_refusal
+from .refusal import (
+    CAP_HIT_HEADER,
+    ERROR_HEADER,
+    LIMIT_REFUSALS,
+    TERMINAL_REFUSALS,
+    is_cap_hit,
+    is_limit_refusal,
+    keybrake_refusal,
+    limit_refusal,
+    retry_after_ms,
+)
+from .token_file import TokenFile, TokenFileError, TokenProvider
 
 __all__ = [
     "KeybrakeClient",
     "KeybrakeApiError",
     "CapExhaustedError",
+    "TokenFile",
+    "TokenFileError",
+    "TokenProvider",
     "is_cap_hit",
     "keybrake_refusal",
     "CAP_HIT_HEADER",
     "ERROR_HEADER",
     "TERMINAL_REFUSALS",
+    "LIMIT_REFUSALS",
+    "limit_refusal",
+    "is_limit_refusal",
+    "retry_after_ms",
+    "LIMIT_REFUSED_EXIT_CODE",
     "derive_idempotency_key",
     "KEYBRAKE_EXIT_CODES",
     "CAP_HIT_EXIT_CODE",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from typing import Any, Dict, List, Optional, Sequence, Union, cast
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union, cast
 from urllib.parse import quote
 
 import httpx
@@ -30,19 +30,26 @@ class KeybrakeClient:
     exponential backoff and jitter; an issue request only when it provably stored nothing
     (connection refused, 503 ``store_unavailable``), since a repeat would issue a second key. A cap
     hit is never retried (:class:`CapExhaustedError`).
+
+    Authentication: ``api_key`` (an issuer key, one of the proxy's ``KEYBRAKE_API_KEYS``) or, for
+    workload identity (issue 25), ``token_provider``: called before every attempt for the bearer
+    token to send, e.g. ``TokenFile("/var/run/secrets/keybrake/token")``. Exactly one of the two.
     """
 
     def __init__(
         self,
         base_url: str,
-        api_key: str,
+        api_key: Optional[str] = None,
         *,
+        token_provider: Optional[Callable[[], str]] = None,
         timeout: float = 80.0,
         max_network_retries: int = 2,
         http_client: Optional[httpx.Client] = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
-        self._api_key = api_key
+        if (api_key is None) == (token_provider is None):
+            raise TypeError("KeybrakeClient: give exactly one of api_key (an issuer key) and token_provider")
+        self._bearer: Callable[[], str] = token_provider or (lambda: cast(str, api_key))
         self._timeout = timeout
         self._max_network_retries = max_network_retries
         self._http = http_client or httpx.Client()
@@ -67,9 +74,13 @@ class KeybrakeClient:
         agent_run_label: Optional[str] = None,
         parent_key_id: Optional[str] = None,
         tainted: Optional[bool] = None,
+        max_requests_per_second: Optional[int] = None,
+        max_requests_per_minute: Optional[int] = None,
+        max_concurrent: Optional[int] = None,
     ) -> Dict[str, Any]:
         """Issues a vault key for one execution (``POST /vault/keys``). The answer's ``vault_key``
-        is shown only here. Not retried once sent: a second key would be issued."""
+        is shown only here. Not retried once sent: a second key would be issued. The three limits
+        (issue 26) make a call over them a transient 429 (see :func:`keybrake.limit_refusal`)."""
         body: Dict[str, Any] = {"vendor": vendor, "allowed_endpoints": list(allowed_endpoints), "expires_in": expires_in}
         for name, value in (
             ("daily_usd_cap", daily_usd_cap),
@@ -77,6 +88,9 @@ class KeybrakeClient:
             ("agent_run_label", agent_run_label),
             ("parent_key_id", parent_key_id),
             ("tainted", tainted),
+            ("max_requests_per_second", max_requests_per_second),
+            ("max_requests_per_minute", max_requests_per_minute),
+            ("max_concurrent", max_concurrent),
         ):
             if value is not None:
                 body[name] = value
@@ -100,13 +114,15 @@ class KeybrakeClient:
         return cast(List[Dict[str, Any]], answer["calls"])
 
     def _request(self, method: str, path: str, body: Any = None, *, repeatable: bool = True) -> Any:
-        headers = {"authorization": f"Bearer {self._api_key}"}
         content: Optional[bytes] = None
         if body is not None:
-            headers["content-type"] = "application/json"
             content = json.dumps(body).encode()
         attempt = 0
         while True:
+            # Asked on every attempt: a retry after a rotation sends the new token.
+            headers = {"authorization": f"Bearer {self._bearer()}"}
+            if content is not None:
+                headers["content-type"] = "application/json"
             try:
                 response = self._http.request(
                     method, f"{self._base_url}{path}", headers=headers, content=content, timeout=self._timeout
@@ -141,4 +157,10 @@ class KeybrakeClient:
                 time.sleep(_backoff_seconds(attempt))
                 attempt += 1
                 continue
-            raise KeybrakeApiError(response.status_code, code, message)
+            retry_after = response.headers.get("retry-after")
+            raise KeybrakeApiError(
+                response.status_code,
+                code,
+                message,
+                retry_after_s=int(retry_after) if retry_after is not None and retry_after.isdigit() else None,
+            )

@@ -23,6 +23,10 @@
   (``cap_exhausted``, ``tainted_request_refused``...), as do a missing vault key
   (``missing_vault_key``) and the SDK's ``NonRetryableException`` (``non_retryable``); every other
   failure stays a retryable ``FAILED``;
+- a call refused by a request or concurrency limit of the key (issue 26: ``rate_limited``,
+  ``concurrency_limited``; transient) ends the attempt ``IN_PROGRESS`` with
+  ``callback_after_seconds`` the proxy's ``Retry-After``: Conductor polls the same task again once
+  that has passed (same idempotency key; no ``retryCount`` used up), as the TypeScript worker does;
 - ``async def`` functions are awaited (the wrapped worker is then ``async`` too, and
   conductor-python runs it on its asyncio runner); a returned ``TaskInProgress`` passes through;
   other outputs are normalised as conductor-python's ``Worker.execute`` does (a dataclass becomes a
@@ -50,13 +54,14 @@ from conductor.client.worker.exception import NonRetryableException
 
 from ._redact import VAULT_KEY_REDACTED, redact_vault_key, redact_vault_key_text
 from .idempotency import Part, derive_idempotency_key
-from .refusal import keybrake_refusal
+from .refusal import keybrake_refusal, limit_refusal, retry_after_ms
 
 __all__ = [
     "KeybrakeTaskContext",
     "KeybrakeRetryableError",
     "keybrake_worker",
     "terminal_failure",
+    "limit_retry",
     "VAULT_KEY_REDACTED",
 ]
 
@@ -91,6 +96,20 @@ def terminal_failure(code: str, message: str) -> TaskResult:
         output_data={"error": {"code": code, "message": message}},
     )
     result.logs = [TaskExecLog(log=f"{code}: {message}", created_time=int(time.time() * 1000))]
+    return result
+
+
+def limit_retry(code: str, retry_after_s: int, message: str) -> TaskResult:
+    """Issue 26: a result that hands a limit-refused task back to Conductor to run again after
+    ``retry_after_s``: ``IN_PROGRESS`` with ``callback_after_seconds`` (a ``FAILED`` task's retry
+    would wait only its definition's fixed ``retryDelaySeconds`` and use up one of its
+    ``retryCount``). The twin of the TypeScript worker's ``limitRetry``."""
+    result = TaskResult(
+        status=TaskResultStatus.IN_PROGRESS,
+        callback_after_seconds=retry_after_s,
+        output_data={"error": {"code": code, "message": message, "retry_after_s": retry_after_s}},
+    )
+    result.logs = [TaskExecLog(log=f"{code}: retrying after {retry_after_s} s", created_time=int(time.time() * 1000))]
     return result
 
 
@@ -181,7 +200,8 @@ def _stamp(result: TaskResult, task: Task) -> TaskResult:
 
 
 def _map_failure(error: Exception, vault_key: str) -> TaskResult:
-    """A terminal result for a final Keybrake refusal or a NonRetryableException; raises a
+    """A terminal result for a final Keybrake refusal or a NonRetryableException, an ``IN_PROGRESS``
+    one for a limit refusal; raises a
     redacted :class:`KeybrakeRetryableError` for everything else."""
     message = redact_vault_key_text(str(error), vault_key)
     if isinstance(error, NonRetryableException):
@@ -191,6 +211,10 @@ def _map_failure(error: Exception, vault_key: str) -> TaskResult:
         return terminal_failure("cap_exhausted", f"Keybrake cap exhausted: {message}")
     if refusal is not None:
         return terminal_failure(refusal, f"Keybrake refused the call ({refusal}): {message}")
+    limit = limit_refusal(error)
+    if limit is not None:
+        seconds = max(1, -(-(retry_after_ms(error) or 1000) // 1000))
+        return limit_retry(limit, seconds, f"Keybrake limit ({limit}): {message}")
     # The SDK logs and stores what is raised: only the type's name and the redacted message go
     # on (a vendor SDK error's bodies and headers stay here).
     raise KeybrakeRetryableError(f"{type(error).__name__}: {message}") from None

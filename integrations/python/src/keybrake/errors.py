@@ -8,11 +8,14 @@ from typing import Optional
 class KeybrakeApiError(Exception):
     """An error answer from the Keybrake admin API or proxy."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, retry_after_s: Optional[int] = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        #: Issue 26: the proxy's ``Retry-After`` (seconds) on a limit refusal (``rate_limited``,
+        #: ``concurrency_limited``), else None.
+        self.retry_after_s = retry_after_s
 
 
 class CapExhaustedError(KeybrakeApiError):

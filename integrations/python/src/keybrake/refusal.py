@@ -29,6 +29,10 @@ TERMINAL_REFUSALS: Tuple[str, ...] = (
     "invalid_vault_key",
 )
 
+#: Issue 26: refusals by a request or concurrency limit of the vault key (or an ancestor's).
+#: Unlike :data:`TERMINAL_REFUSALS` they are transient: retry after ``Retry-After``.
+LIMIT_REFUSALS: Tuple[str, ...] = ("rate_limited", "concurrency_limited")
+
 
 def header_value(headers: Any, name: str) -> Optional[str]:
     """A header of an httpx/requests/urllib3 headers object or a plain mapping, by lower-case name."""
@@ -116,3 +120,57 @@ def keybrake_refusal(value: Any) -> Optional[str]:
     else:
         code = _body_code(value) if _status_of(value) in (401, 403) else None
     return code if code in TERMINAL_REFUSALS else None
+
+
+def _body_error(value: Any) -> Optional[Mapping[str, Any]]:
+    body = getattr(value, "json_body", None)
+    if isinstance(body, Mapping) and isinstance(body.get("error"), Mapping):
+        return body["error"]  # type: ignore[no-any-return]
+    return None
+
+
+def limit_refusal(value: Any) -> Optional[str]:
+    """Issue 26: the limit a response or error was refused by (``rate_limited``,
+    ``concurrency_limited``), or None; the twin of ``limitRefusal`` in ``@keybrake/client``.
+    Recognises what :func:`keybrake_refusal` does, by the proxy's ``X-Keybrake-Error`` header (a
+    vendor's own 429 never carries it), or by the proxy's error body for a value with no headers
+    at all. A cap hit is never a limit refusal."""
+    if value is None:
+        return None
+    if isinstance(value, KeybrakeApiError):
+        return value.code if value.code in LIMIT_REFUSALS else None
+    headers = _headers_of(value)
+    if headers is not None:
+        code = header_value(headers, ERROR_HEADER)
+        return code if code in LIMIT_REFUSALS else None
+    code = _body_code(value) if _status_of(value) == 429 else None
+    return code if code in LIMIT_REFUSALS else None
+
+
+def is_limit_refusal(value: Any) -> bool:
+    """Whether a response or error is a refusal by a request or concurrency limit (see
+    :func:`limit_refusal`): transient, retry it after :func:`retry_after_ms`."""
+    return limit_refusal(value) is not None
+
+
+def retry_after_ms(value: Any) -> Optional[int]:
+    """How long to wait before retrying a limit refusal, in ms: its ``Retry-After`` (whole
+    seconds), else its body's ``error.retry_after_s``; None for anything that is not a limit
+    refusal. A limit refusal always says when: 1 s, the smallest it ever says, when it does not."""
+    if not is_limit_refusal(value):
+        return None
+    header = header_value(_headers_of(value), "retry-after")
+    try:
+        seconds = float(header) if header is not None else 0.0
+    except ValueError:
+        seconds = 0.0
+    if seconds > 0:
+        return int(seconds * 1000)
+    candidates = [getattr(value, "retry_after_s", None)]
+    error = _body_error(value)
+    if error is not None:
+        candidates.append(error.get("retry_after_s"))
+    for candidate in candidates:
+        if isinstance(candidate, (int, float)) and not isinstance(candidate, bool) and candidate > 0:
+            return int(candidate * 1000)
+    return 1000

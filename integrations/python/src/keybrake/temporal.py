@@ -36,7 +36,9 @@ Activity::
 - a cap hit becomes a non-retryable ``ApplicationError`` of type ``KeybrakeCapExhausted``; the other
   final refusals ``Keybrake`` + their code in PascalCase (``KeybrakeTaintedRequestRefused``...); a
   vendor's own 429 with ``Retry-After`` a retryable ``KeybrakeVendorRateLimited`` with
-  ``next_retry_delay``; anything else is left to Temporal's retry policy.
+  ``next_retry_delay``; a refusal by a request or concurrency limit of the key (issue 26) a
+  retryable ``KeybrakeRateLimited`` / ``KeybrakeConcurrencyLimited`` with ``next_retry_delay`` the
+  proxy's ``Retry-After``; anything else is left to Temporal's retry policy.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ from temporalio.worker import (
 
 from .client import KeybrakeClient
 from .idempotency import Part, derive_idempotency_key
-from .refusal import _headers_of, _status_of, header_value, keybrake_refusal
+from .refusal import _headers_of, _status_of, header_value, keybrake_refusal, limit_refusal, retry_after_ms
 
 #: Activity header that carries the execution's vault key (sealed unless sealing is off).
 VAULT_KEY_HEADER = "keybrake-vault-key"
@@ -76,6 +78,10 @@ CAP_EXHAUSTED_FAILURE = "KeybrakeCapExhausted"
 TAINTED_REQUEST_REFUSED_FAILURE = "KeybrakeTaintedRequestRefused"
 #: ``ApplicationError`` type of a vendor's own 429: retried after the vendor's ``Retry-After``.
 VENDOR_RATE_LIMITED_FAILURE = "KeybrakeVendorRateLimited"
+#: Issue 26: ``ApplicationError`` types of a call refused by a request or concurrency limit of the
+#: key: retryable, with ``next_retry_delay`` the proxy's ``Retry-After`` (as ``@keybrake/temporal``).
+RATE_LIMITED_FAILURE = "KeybrakeRateLimited"
+CONCURRENCY_LIMITED_FAILURE = "KeybrakeConcurrencyLimited"
 ISSUE_ACTIVITY = "keybrakeIssueVaultKey"
 REVOKE_ACTIVITY = "keybrakeRevokeVaultKey"
 _SEAL_PREFIX = "kbs1"
@@ -237,6 +243,14 @@ def to_temporal_failure(error: BaseException) -> BaseException:
             f"Keybrake refused the call ({refusal}): {error}", type=refusal_failure_type(refusal), non_retryable=True
         )
         return failure
+    limit = limit_refusal(error)
+    if limit is not None:
+        delay_ms = retry_after_ms(error) or 1000
+        return ApplicationError(
+            f"Keybrake limit ({limit}): retry after {delay_ms / 1000:g} s",
+            type=RATE_LIMITED_FAILURE if limit == "rate_limited" else CONCURRENCY_LIMITED_FAILURE,
+            next_retry_delay=timedelta(milliseconds=delay_ms),
+        )
     if _status_of(error) == 429:
         retry_after = header_value(_headers_of(error), "retry-after")
         try:

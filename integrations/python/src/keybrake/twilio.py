@@ -74,7 +74,13 @@ class KeybrakeTwilioHttpClient(TwilioHttpClient):
             raise CapExhaustedError(vendor="twilio")
         refusal = header_value(response.headers, ERROR_HEADER)
         if refusal is not None:
-            raise KeybrakeApiError(response.status_code, refusal, f"Keybrake refused the call: {refusal}")
+            retry_after = header_value(response.headers, "retry-after")
+            raise KeybrakeApiError(
+                response.status_code,
+                refusal,
+                f"Keybrake refused the call: {refusal}",
+                retry_after_s=int(retry_after) if retry_after is not None and retry_after.isdigit() else None,
+            )
         return response
 
 

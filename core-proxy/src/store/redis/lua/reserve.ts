@@ -23,6 +23,12 @@
  * ARGV[10]  TTL of a daily spend hash, ms
  * ARGV[11]  '1' when a key of the chain has a request or concurrency limit (issue 26: step 7 runs
  *           only then; a chain with none pays nothing for it)
+ * ARGV[12]  the reservation's deadline, epoch ms (issue 26: the score of its in-flight entries)
+ * KEYS[3+2n..] only when ARGV[11] = '1', per chain member, nearest first: the key's calls in flight,
+ *           a sorted set of reservation ids scored by their deadlines   {vk:<root>}:fl:<id>
+ *           An entry counts while its reservation is in KEYS[1] and its deadline is ahead: a replica
+ *           killed mid-call holds the limit until its reservation's deadline at the latest, whether
+ *           or not any sweeper runs (the settle script removes the entry of a settled call).
  * Returns {'reserved', tainted '1'|'0', remaining micro-dollars under the tightest cap, requests
  * left in the tightest window ('' none), calls left under the tightest concurrency limit ('' none)}
  * | {'replay', response_json} | {'refused', code, cap_key_id or '', retry_after_s?}
@@ -100,7 +106,18 @@ if ARGV[11] == '1' then
       set[#set + 1] = 'rpm_n'; set[#set + 1] = string.format('%d', c + 1)
     end
     if g[3] then
-      local inflight = tonumber(g[4] or '0')
+      -- Calls in flight: entries past their deadline are dropped first (their replica died
+      -- mid-call); at the limit, also those whose reservation is gone (settled by a replica that
+      -- could not remove its entry, or swept), so only live reservations refuse a call.
+      local flight = KEYS[2 + 2 * n + i]
+      redis.call('ZREMRANGEBYSCORE', flight, '-inf', now)
+      local inflight = redis.call('ZCARD', flight)
+      if inflight + 1 > tonumber(g[3]) then
+        for _, id in ipairs(redis.call('ZRANGE', flight, 0, -1)) do
+          if redis.call('HEXISTS', KEYS[1], id) == 0 then redis.call('ZREM', flight, id) end
+        end
+        inflight = redis.call('ZCARD', flight)
+      end
       if inflight + 1 > tonumber(g[3]) then return {'refused', 'concurrency_limited', '', 1} end
       concurrent = tighter(concurrent, tonumber(g[3]) - inflight - 1)
     end
@@ -109,7 +126,14 @@ if ARGV[11] == '1' then
 end
 for i, count in pairs(counts) do
   if #count[1] > 0 then redis.call('HSET', KEYS[1 + 2 * i], unpack(count[1])) end
-  if count[2] then redis.call('HINCRBY', KEYS[1 + 2 * i], 'in_flight', 1) end
+  if count[2] then
+    local flight = KEYS[2 + 2 * n + i]
+    redis.call('ZADD', flight, ARGV[12], ARGV[1])
+    -- The set outlives none of its entries: it expires with the latest deadline it holds (a TTL
+    -- from the caller's clock, which the deadlines are on, not Redis's).
+    local last = redis.call('ZRANGE', flight, -1, -1, 'WITHSCORES')
+    redis.call('PEXPIRE', flight, string.format('%d', math.max(1, tonumber(last[2]) - now)))
+  end
 end
 for i = 1, n do
   redis.call('HINCRBY', KEYS[1 + 2 * i], 'reserved', ARGV[2])

@@ -29,9 +29,11 @@ import { FIRE_THRESHOLDS_LUA } from '../redis-alerts.js';
  *           the reservation is settled here)
  * ARGV[11]  TTL of an object's hash, ms
  * ARGV[12..] per object, three each: amount, currency, booked (integer micro-dollars)
- * The reservation's `conc` (issue 26): 1-based chain positions whose in-flight count it holds;
- * released here, by a settlement and by the sweeper alike, so a crashed replica leaves no count
- * stuck past its reservations' deadline.
+ * then, per position of the reservation's `conc` (issue 26: 1-based chain positions whose calls in
+ *           flight it is counted in), that key's in-flight set   {vk:<root>}:fl:<id>
+ *           (before the objects); the reservation's entry leaves it here, by a settlement and by the
+ *           sweeper alike. The reserve script also drops entries past their deadline by itself, so a
+ *           crashed replica holds no limit past its reservations' deadline even with no sweeper.
  * Returns {the audit list length, alerts fired (issue 26: `FIRE_THRESHOLDS_LUA`)}, or {-1, 0} when the
  * reservation is gone (or, sweeping, not yet due).
  */
@@ -48,7 +50,9 @@ local actual = amount
 if ARGV[2] ~= '' then actual = tonumber(ARGV[2]) end
 local n = tonumber(ARGV[8])
 if reservation.conc then
-  for _, i in ipairs(reservation.conc) do redis.call('HINCRBY', KEYS[2 + 2 * i], 'in_flight', -1) end
+  local base = 3 + 2 * n
+  if ARGV[9] ~= '' then base = base + 1 end
+  for k, _ in ipairs(reservation.conc) do redis.call('ZREM', KEYS[base + k], ARGV[1]) end
 end
 for i = 1, n do
   local key = KEYS[2 + 2 * i]

@@ -315,6 +315,7 @@ export class RedisStore implements Store {
       members: membersKey,
       auditList: auditListKey,
       sealedSeqs: sealedSeqsKey,
+      sealedTrimmed: SEALED_TRIMMED,
       alerts: alertsKey,
       listIndexes: Object.values(INDEX),
       listStats: STATS,

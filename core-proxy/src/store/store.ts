@@ -351,6 +351,11 @@ export interface Store {
    */
   completeAuditHead(): Promise<AuditHead>;
   /**
+   * The chain's head as chained right now, never waiting to chain more first (issue 23: the
+   * archiver, which only needs a head it may archive below, must not queue behind the sealers).
+   */
+  chainedAuditHead(): Promise<AuditHead>;
+  /**
    * How many audit records written before this call are not in the chain once everything written
    * so far is chained. A chain must never silently omit a record: verification fails on any. A
    * store that writes each record as its chain entry, in one transaction (embedded), has none by

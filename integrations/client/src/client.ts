@@ -97,6 +97,7 @@ export class KeybrakeClient {
   private readonly maxNetworkRetries: number;
   private readonly fetchImpl: typeof fetch;
   private readonly bearer: TokenProvider;
+  private readonly rotates: boolean;
 
   constructor(options: KeybrakeClientOptions) {
     const { apiKey, tokenProvider } = options;
@@ -104,6 +105,7 @@ export class KeybrakeClient {
       throw new TypeError('KeybrakeClient: give exactly one of apiKey (an issuer key) and tokenProvider');
     }
     this.bearer = tokenProvider ?? (() => apiKey as string);
+    this.rotates = tokenProvider !== undefined;
     this.baseUrl = options.baseUrl.replace(/\/+$/, '');
     this.timeoutMs = options.timeoutMs ?? 80_000;
     this.maxNetworkRetries = options.maxNetworkRetries ?? 2;
@@ -138,6 +140,7 @@ export class KeybrakeClient {
    * @param repeatable whether the request may be sent again after it may have reached the proxy.
    */
   private async request<T>(method: string, path: string, body?: unknown, repeatable = true): Promise<T> {
+    let retriedExpired = false;
     for (let attempt = 0; ; attempt += 1) {
       // Asked on every attempt: a retry after a rotation sends the new token.
       const token = await this.bearer();
@@ -167,6 +170,15 @@ export class KeybrakeClient {
       const message = parsed?.error?.message ?? `HTTP ${response.status}`;
       if (response.status === 429 && response.headers.get('x-keybrake-cap-hit') === 'true') {
         throw new CapExhaustedError(message);
+      }
+      // Issue 25: an expired token was refused before anything was stored. If the token file has
+      // been rotated since (the kubelet replaces it well before expiry), send the new one, once.
+      if (response.status === 401 && code === 'token_expired' && this.rotates && !retriedExpired) {
+        retriedExpired = true;
+        if ((await this.bearer()) !== token) {
+          attempt -= 1;
+          continue;
+        }
       }
       // 503 store_unavailable stored nothing: safe to repeat whatever the method.
       const storedNothing = response.status === 503 && code === 'store_unavailable';

@@ -131,6 +131,37 @@ describe('issue 25: the client SDK token provider (fromTokenFile)', () => {
     expect(server.authorizations).toEqual(Array.from({ length: 8 }, () => 'Bearer shared-token'));
   });
 
+  it('a 401 token_expired is retried once with the token file rotated meanwhile, never without a rotation', async () => {
+    const authorizations: (string | undefined)[] = [];
+    const onExpiry: { rotate?: () => void } = {};
+    const server = createServer((request, response) => {
+      authorizations.push(request.headers.authorization);
+      const expired = request.headers.authorization === 'Bearer old-token';
+      if (expired) onExpiry.rotate?.();
+      response.writeHead(expired ? 401 : 404, { 'content-type': 'application/json' });
+      response.end(JSON.stringify({ error: { code: expired ? 'token_expired' : 'not_found', message: 'x' } }));
+    });
+    const port = await listenOnLoopback(server);
+    onTestFinished(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    const volume = projectedVolume('old-token');
+    const client = new KeybrakeClient({
+      baseUrl: `http://127.0.0.1:${port}`,
+      tokenProvider: fromTokenFile(volume.path),
+      maxNetworkRetries: 0,
+    });
+    // No rotation: the refusal is the answer, after one request.
+    await expect(client.getVaultKey('key_a')).rejects.toMatchObject({ status: 401, code: 'token_expired' });
+    expect(authorizations).toEqual(['Bearer old-token']);
+    // The kubelet rotates the file while the expired token is in flight: the new one is sent next.
+    onExpiry.rotate = () => volume.rotate('new-token');
+    await expect(
+      client.issueVaultKey({ vendor: 'stripe', allowed_endpoints: [], expires_in: 60 }),
+    ).rejects.toMatchObject({
+      status: 404,
+    });
+    expect(authorizations).toEqual(['Bearer old-token', 'Bearer old-token', 'Bearer new-token']);
+  });
+
   it('takes exactly one of apiKey and tokenProvider', () => {
     expect(() => new KeybrakeClient({ baseUrl: 'http://127.0.0.1:1' })).toThrow(TypeError);
     expect(() => new KeybrakeClient({ baseUrl: 'http://127.0.0.1:1', apiKey: 'k', tokenProvider: () => 't' })).toThrow(

@@ -135,3 +135,45 @@ def test_takes_exactly_one_of_api_key_and_token_provider() -> None:
         KeybrakeClient("http://127.0.0.1:1")
     with pytest.raises(TypeError):
         KeybrakeClient("http://127.0.0.1:1", "key", token_provider=lambda: "token")
+
+
+def test_a_401_token_expired_is_retried_once_with_the_rotated_token_never_without_a_rotation(tmp_path: Path) -> None:
+    volume = ProjectedVolume(tmp_path, "old-token")
+    seen: List[Optional[str]] = []
+    rotate_on_expiry: List[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            authorization = self.headers.get("authorization")
+            seen.append(authorization)
+            expired = authorization == "Bearer old-token"
+            if expired and rotate_on_expiry:
+                volume.rotate(rotate_on_expiry[0])
+            code = "token_expired" if expired else "not_found"
+            body = json.dumps({"error": {"code": code, "message": "x"}}).encode()
+            self.send_response(401 if expired else 404)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        with KeybrakeClient(url, token_provider=TokenFile(volume.path), max_network_retries=0) as client:
+            with pytest.raises(KeybrakeApiError) as refused:
+                client.get_vault_key("key_a")
+            assert (refused.value.status, refused.value.code) == (401, "token_expired")
+            assert seen == ["Bearer old-token"]
+            rotate_on_expiry.append("new-token")
+            with pytest.raises(KeybrakeApiError) as answered:
+                client.get_vault_key("key_a")
+            assert answered.value.status == 404
+        assert seen == ["Bearer old-token", "Bearer old-token", "Bearer new-token"]
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -50,6 +50,7 @@ class KeybrakeClient:
         if (api_key is None) == (token_provider is None):
             raise TypeError("KeybrakeClient: give exactly one of api_key (an issuer key) and token_provider")
         self._bearer: Callable[[], str] = token_provider or (lambda: cast(str, api_key))
+        self._rotates = token_provider is not None
         self._timeout = timeout
         self._max_network_retries = max_network_retries
         self._http = http_client or httpx.Client()
@@ -118,9 +119,11 @@ class KeybrakeClient:
         if body is not None:
             content = json.dumps(body).encode()
         attempt = 0
+        retried_expired = False
         while True:
             # Asked on every attempt: a retry after a rotation sends the new token.
-            headers = {"authorization": f"Bearer {self._bearer()}"}
+            token = self._bearer()
+            headers = {"authorization": f"Bearer {token}"}
             if content is not None:
                 headers["content-type"] = "application/json"
             try:
@@ -147,6 +150,17 @@ class KeybrakeClient:
             message = str(error_body.get("message") or f"HTTP {response.status_code}")
             if response.status_code == 429 and response.headers.get(CAP_HIT_HEADER) == "true":
                 raise CapExhaustedError(message)
+            # Issue 25: an expired token was refused before anything was stored. If the token file
+            # has been rotated since (the kubelet replaces it well before expiry), send the new one, once.
+            if (
+                response.status_code == 401
+                and code == "token_expired"
+                and self._rotates
+                and not retried_expired
+            ):
+                retried_expired = True
+                if self._bearer() != token:
+                    continue
             # 503 store_unavailable stored nothing: safe to repeat whatever the method.
             stored_nothing = response.status_code == 503 and code == "store_unavailable"
             if (

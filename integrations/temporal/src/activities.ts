@@ -1,5 +1,10 @@
 import { ApplicationFailure } from '@temporalio/common';
-import { type IssueVaultKeyInput, KeybrakeApiError, KeybrakeClient, type KeybrakeClientOptions } from '@keybrake/client';
+import {
+  type IssueVaultKeyInput,
+  KeybrakeApiError,
+  KeybrakeClient,
+  type KeybrakeClientOptions,
+} from '@keybrake/client';
 import { refusalFailureType, type VaultKeyRef } from './constants.js';
 import { sealVaultKey } from './seal.js';
 

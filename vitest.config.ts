@@ -26,6 +26,7 @@ const SHARED_SUITE = [
   'issue-26-alerts',
   'issue-26-limits',
   'issue-23-verify',
+  'issue-23-expiry',
 ].map((name) => `core-proxy/test/${name}.test.ts`);
 
 export default defineConfig({

@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Archiver, ArchiverStatus } from '../archive/archiver.js';
+import type { ExpiryPurger } from '../archive/expiry-purger.js';
 
 /** Distinct run labels `keybrake_spend_by_label_usd_total` keeps per process; later ones count as `other`. */
 export const MAX_SPEND_LABELS = 1000;
@@ -167,6 +168,53 @@ export class ProxyMetrics {
   readonly auditArchiveSegments = new Counter({
     name: 'keybrake_audit_archive_segments_total',
     help: 'Archive segments this replica stored, read back and recorded.',
+    registers: [this.registry],
+  });
+
+  /** The purge of expired keys and kept responses (issue 23). */
+  expiryPurger: ExpiryPurger | undefined;
+
+  /** Rows this replica's purge removed, by kind (issue 23). */
+  readonly expiryPurged: Counter = new Counter({
+    name: 'keybrake_expiry_purged_total',
+    help: 'Rows removed by the purge of expired keys on this replica, by kind (families, keys, spend_days, idempotent_responses, alerts, vendor_objects).',
+    labelNames: ['kind'] as const,
+    registers: [this.registry],
+  });
+
+  readonly expiryKept: Gauge = new Gauge({
+    name: 'keybrake_expiry_kept_families',
+    help: 'Key families past their retention kept in the last purge round: a call in flight, an alert pending, or audit records not yet archived and trimmed.',
+    registers: [this.registry],
+    collect: () => {
+      const status = this.expiryPurger?.snapshot();
+      if (status) this.expiryKept.set(status.kept);
+    },
+  });
+
+  readonly expiryLastRun: Gauge = new Gauge({
+    name: 'keybrake_expiry_last_run_timestamp_seconds',
+    help: 'Unix time of the last purge round this replica finished as the lease holder (0: none).',
+    registers: [this.registry],
+    collect: () => {
+      const status = this.expiryPurger?.snapshot();
+      if (status) this.expiryLastRun.set(status.lastRunAt / 1000);
+    },
+  });
+
+  readonly expiryLastError: Gauge = new Gauge({
+    name: 'keybrake_expiry_last_error_timestamp_seconds',
+    help: 'Unix time of the last failed purge round on this replica (0: none).',
+    registers: [this.registry],
+    collect: () => {
+      const status = this.expiryPurger?.snapshot();
+      if (status) this.expiryLastError.set(status.lastError ? status.lastError.at / 1000 : 0);
+    },
+  });
+
+  readonly expiryErrors = new Counter({
+    name: 'keybrake_expiry_errors_total',
+    help: 'Failed purge rounds on this replica.',
     registers: [this.registry],
   });
 

@@ -97,6 +97,18 @@ export function openApiDocument(vendors: VendorRegistry) {
           KEYBRAKE_ARCHIVE_SEGMENT_RECORDS: 'Most records per segment (default 10000)',
         },
       },
+      'x-keybrake-expiry': {
+        description:
+          'Removal of expired keys (README, "Removal of expired keys"), on the archive\'s schedule and lease: a key family whose ' +
+          'root key expired longer ago than the retention goes, once no call of it is in flight, no alert of it is pending and ' +
+          'none of its audit records is live; afterwards its keys answer 404 not_found and its vault keys 401 invalid_vault_key. ' +
+          'Kept idempotent responses go past their retention.',
+        environment: {
+          KEYBRAKE_EXPIRED_KEY_RETENTION: 'How long a family stays after its root key expired (default 30d; 36h, 90m)',
+          KEYBRAKE_IDEMPOTENCY_RETENTION:
+            'How long a kept idempotent response replays (default 24h; less than 24h is refused at start-up)',
+        },
+      },
       'x-keybrake-alerts': {
         description:
           'Threshold and cap-hit alerts (README, "Alerts"): each fires once per key, cap period and threshold across every replica, ' +
@@ -487,7 +499,9 @@ export function openApiDocument(vendors: VendorRegistry) {
               content: { 'application/json': { schema: { $ref: '#/components/schemas/VaultKey' } } },
             },
             '401': unauthorized,
-            '404': error('Unknown key', ['not_found']),
+            '404': error('Unknown key, or one removed after its retention (KEYBRAKE_EXPIRED_KEY_RETENTION)', [
+              'not_found',
+            ]),
             '503': storeDown,
           },
         },

@@ -11,7 +11,8 @@ export function openStore(config: KeybrakeConfig): Store {
       prefix: config.redisPrefix,
       commandTimeoutMs: config.redisTimeoutMs,
       reservationTtlMs: config.reservationTtlMs,
+      idempotencyRetentionMs: config.expiry.idempotencyRetentionMs,
     });
   }
-  return new SqliteStore({ dataDir: config.dataDir });
+  return new SqliteStore({ dataDir: config.dataDir, idempotencyRetentionMs: config.expiry.idempotencyRetentionMs });
 }

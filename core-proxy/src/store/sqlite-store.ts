@@ -36,6 +36,7 @@ import {
   releaseInFlight,
 } from './sqlite-limits.js';
 import { ARCHIVE_SCHEMA, SqliteArchive } from './sqlite-archive.js';
+import { EXPIRY_SCHEMA, SqliteExpiry } from './sqlite-expiry.js';
 import { LISTING_SCHEMA, SqliteListing } from './sqlite-listing.js';
 import { OwnerLock, ownerAlive } from './sqlite-owner.js';
 import {
@@ -47,6 +48,8 @@ import {
   type ArchiveState,
   type ArchivedSegmentInput,
   type AuditInput,
+  type ExpiryPurgeInput,
+  type ExpiryPurgeOutput,
   type AuditCheckpoint,
   type KeyAlerts,
   type ObjectClaimInput,
@@ -326,6 +329,8 @@ export class SqliteStore implements Store {
   private closing = false;
   /** The purge of kept responses in progress, if any (see `purgeKeptResponses`). */
   private purging: Promise<void> | undefined;
+  /** Kept responses the purge has removed so far, for `purgeExpired`'s count. */
+  private purgedResponses = 0;
   private lockWaitTimer: NodeJS.Timeout | undefined;
   /** When the current batch first found the write lock taken (0: it has not). */
   private lockWaitSince = 0;
@@ -366,6 +371,11 @@ export class SqliteStore implements Store {
     run: (operation) => this.run(operation),
     now: () => this.now(),
   });
+  /** The removal of expired families (issue 23). */
+  private readonly expiry = new SqliteExpiry({
+    statement: (sql) => this.statement(sql),
+    write: (operation) => this.write(operation),
+  });
 
   constructor(options: SqliteStoreOptions) {
     mkdirSync(options.dataDir, { recursive: true });
@@ -384,6 +394,7 @@ export class SqliteStore implements Store {
         this.db.exec(LISTING_SCHEMA);
         this.db.exec(ALERTS_SCHEMA);
         this.db.exec(ARCHIVE_SCHEMA);
+        this.db.exec(EXPIRY_SCHEMA);
       })
       .immediate();
     this.presizeWal();
@@ -752,6 +763,15 @@ export class SqliteStore implements Store {
 
   trimArchivedAudit(holder: string, limit: number): Promise<number> {
     return this.archive.trim(holder, limit);
+  }
+
+  async purgeExpired(input: ExpiryPurgeInput): Promise<ExpiryPurgeOutput> {
+    const families = await this.expiry.purge(input);
+    const before = this.purgedResponses;
+    // The purge of kept responses in progress (from the store's own timer) is joined, then one of `now`.
+    if (this.purging) await this.purging;
+    await this.purgeKeptResponses(input.now);
+    return { ...families, idempotentResponses: families.idempotentResponses + this.purgedResponses - before };
   }
 
   ping(): Promise<void> {
@@ -1163,16 +1183,15 @@ export class SqliteStore implements Store {
          ORDER BY key_id, idempotency_key LIMIT 1 OFFSET ${PURGE_SLICE_ROWS - 1}`,
     ).get(...past) as { key_id: string; idempotency_key: string } | undefined;
     if (end === undefined) {
-      this.statement(`DELETE FROM idempotency WHERE ${pastSql} response IS NOT NULL AND created_at < ?`).run(
-        ...past,
-        before,
-      );
+      this.purgedResponses += this.statement(
+        `DELETE FROM idempotency WHERE ${pastSql} response IS NOT NULL AND created_at < ?`,
+      ).run(...past, before).changes;
       return null;
     }
-    this.statement(
+    this.purgedResponses += this.statement(
       `DELETE FROM idempotency WHERE ${pastSql} (key_id, idempotency_key) <= (?, ?)
          AND response IS NOT NULL AND created_at < ?`,
-    ).run(...past, end.key_id, end.idempotency_key, before);
+    ).run(...past, end.key_id, end.idempotency_key, before).changes;
     return { keyId: end.key_id, idempotencyKey: end.idempotency_key };
   }
 

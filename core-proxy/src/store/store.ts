@@ -225,6 +225,36 @@ export interface ArchivedSegmentInput {
   readonly head: string;
 }
 
+/** Input of {@link Store.purgeExpired} (issue 23). */
+export interface ExpiryPurgeInput {
+  /** Epoch ms. */
+  readonly now: number;
+  /** A family goes once its root key expired this long ago (its children expire no later), ms. */
+  readonly keyRetentionMs: number;
+  /** Most families removed by this call: the rest wait for the next. */
+  readonly limit: number;
+}
+
+/** What one {@link Store.purgeExpired} removed, by kind. */
+export interface ExpiryPurgeOutput {
+  /** Vault keys removed (every key of each family removed). */
+  readonly keys: number;
+  /** Families removed (a root key and its descendants). */
+  readonly families: number;
+  /** Per-day spend rows of removed keys (the lifetime spend goes with the key itself). */
+  readonly spendDays: number;
+  /** Kept idempotent responses removed: past their retention, or of removed keys. */
+  readonly idempotentResponses: number;
+  /** Alerts of removed keys (delivered or failed: a family with a pending alert is kept). */
+  readonly alerts: number;
+  /** Tracked vendor objects of removed families. */
+  readonly vendorObjects: number;
+  /** Families past their retention kept for now: a call in flight, a pending alert or live audit records. */
+  readonly kept: number;
+  /** True when `limit` was reached: more may be due. */
+  readonly more: boolean;
+}
+
 /**
  * Everything the proxy keeps, behind one interface so the embedded store and the Redis store are
  * interchangeable and pass the same test suite. Every method is atomic on its own; `reserve` and
@@ -353,6 +383,18 @@ export interface Store {
    * if `holder` holds the lease. Returns how many were removed (0: none left, or no lease).
    */
   trimArchivedAudit(holder: string, limit: number): Promise<number>;
+  /**
+   * Removes what has expired (issue 23), in slices that never hold calls back for long: every
+   * family whose root key expired more than `keyRetentionMs` ago (a child never outlives its
+   * parent, so the whole family has expired), with its keys, spend, limit counters, alerts,
+   * tracked objects and indexes; and the kept idempotent responses past the store's retention.
+   * A family is kept, and counted in `kept`, while a reservation of it is in flight, an alert of
+   * it is still pending, or any of its audit records is live (not yet archived and trimmed): what
+   * `GET /vault/keys/{id}/calls` answers stays whole. Audit records themselves are never removed
+   * here (the archive's trim does that). Safe to run on several replicas at once (each family's
+   * checks and removal are one atomic step); the proxy runs it under the archiver's lease.
+   */
+  purgeExpired(input: ExpiryPurgeInput): Promise<ExpiryPurgeOutput>;
   /** Resolves when the store is reachable. */
   ping(): Promise<void>;
   close(): Promise<void>;

@@ -17,8 +17,30 @@ export const SCRIPT_IMAGE = 'python:3.13-alpine';
 /** Where the proxy is, by default: the Helm chart's Service, release `keybrake` in namespace `keybrake`. */
 export const DEFAULT_PROXY_URL = 'http://keybrake.keybrake.svc:8080';
 
-/** The Secret (in the workflow's namespace) and its key that hold the issuer key. */
+/**
+ * The Secret (in the workflow's namespace) and its key that hold the issuer key: read only when a
+ * step is given `auth: issuer-key` (the Secret may be absent otherwise).
+ */
 export const ISSUER_SECRET = { name: 'keybrake-issuer', key: 'api-key' } as const;
+
+/**
+ * Issue 25: workload identity, the default. The admin steps authenticate with a projected
+ * service-account token of the workflow's service account, for this audience only (a token for the
+ * Kubernetes API is not accepted by the proxy, nor this one by the Kubernetes API), short-lived
+ * (600 s is the least Kubernetes allows) and rotated by the kubelet. The proxy trusts it through
+ * its issuers file (`KEYBRAKE_ISSUERS_FILE`): the cluster's issuer and a policy on
+ * `kubernetes.io.namespace` / `kubernetes.io.serviceaccount.name`.
+ */
+export const SERVICE_ACCOUNT_TOKEN = {
+  volume: 'keybrake-token',
+  audience: 'keybrake',
+  expirationSeconds: 600,
+  mountPath: '/var/run/secrets/keybrake',
+  path: 'token',
+} as const;
+
+/** The values of the admin steps' `auth` parameter; the first is the default. */
+export const AUTH_MODES = ['service-account-token', 'issuer-key'] as const;
 
 /** The key of the per-workflow Secret that holds the vault key (and `key-id`, its id). */
 export const VAULT_KEY_SECRET_KEY = 'vault-key';
@@ -37,13 +59,47 @@ function env(name: string, value: string): IEnvVar {
 
 const ISSUER_KEY_ENV: IEnvVar = {
   name: 'KEYBRAKE_API_KEY',
-  valueFrom: { secretKeyRef: { name: ISSUER_SECRET.name, key: ISSUER_SECRET.key } },
+  // Optional: with the default auth (the projected token) there need be no such Secret.
+  valueFrom: { secretKeyRef: { name: ISSUER_SECRET.name, key: ISSUER_SECRET.key, optional: true } },
 };
 
-/** What every script step shares: image, non-root, read-only root, small, bounded in time (internal). */
-export function scriptStep(source: string, variables: IEnvVar[]): Pick<ITemplate, 'script' | 'volumes'> {
+/** How an admin step authenticates: the `auth` parameter, the token file, the optional issuer key. */
+const ADMIN_AUTH_ENV: IEnvVar[] = [
+  env('KEYBRAKE_AUTH', '{{inputs.parameters.auth}}'),
+  env('KEYBRAKE_TOKEN_FILE', `${SERVICE_ACCOUNT_TOKEN.mountPath}/${SERVICE_ACCOUNT_TOKEN.path}`),
+  ISSUER_KEY_ENV,
+];
+
+function authParameter() {
+  return param(
+    'auth',
+    AUTH_MODES[0],
+    `how the step proves itself to the proxy: ${AUTH_MODES[0]} (a projected token of the workflow's service ` +
+      `account, audience ${SERVICE_ACCOUNT_TOKEN.audience}) or ${AUTH_MODES[1]} (the ${ISSUER_SECRET.name} Secret)`,
+  );
+}
+
+/**
+ * What every script step shares: image, non-root, read-only root, small, bounded in time
+ * (internal). `admin` steps also mount the projected service-account token.
+ */
+export function scriptStep(source: string, variables: IEnvVar[], admin = false): Pick<ITemplate, 'script' | 'volumes'> {
+  const tokenVolume = {
+    name: SERVICE_ACCOUNT_TOKEN.volume,
+    projected: {
+      sources: [
+        {
+          serviceAccountToken: {
+            audience: SERVICE_ACCOUNT_TOKEN.audience,
+            expirationSeconds: SERVICE_ACCOUNT_TOKEN.expirationSeconds,
+            path: SERVICE_ACCOUNT_TOKEN.path,
+          },
+        },
+      ],
+    },
+  };
   return {
-    volumes: [{ name: 'keybrake-outputs', emptyDir: { sizeLimit: '1Mi' } }],
+    volumes: [{ name: 'keybrake-outputs', emptyDir: { sizeLimit: '1Mi' } }, ...(admin ? [tokenVolume] : [])],
     script: {
       name: 'main',
       image: SCRIPT_IMAGE,
@@ -56,7 +112,12 @@ export function scriptStep(source: string, variables: IEnvVar[]): Pick<ITemplate
         env('KEYBRAKE_WORKFLOW_UID', '{{workflow.uid}}'),
         env('PYTHONUNBUFFERED', '1'),
       ],
-      volumeMounts: [{ name: 'keybrake-outputs', mountPath: OUTPUT_DIR }],
+      volumeMounts: [
+        { name: 'keybrake-outputs', mountPath: OUTPUT_DIR },
+        ...(admin
+          ? [{ name: SERVICE_ACCOUNT_TOKEN.volume, mountPath: SERVICE_ACCOUNT_TOKEN.mountPath, readOnly: true }]
+          : []),
+      ],
       resources: { requests: { cpu: '50m', memory: '32Mi' }, limits: { memory: '64Mi' } },
       securityContext: {
         runAsNonRoot: true,
@@ -92,12 +153,13 @@ function issueParameters(label: string, secret: string) {
     param('label', label, 'agent_run_label'),
     param('vault-key-secret', secret, 'the Secret (owned by the Workflow) the vault key is stored in'),
     param('proxy-url', DEFAULT_PROXY_URL, 'the Keybrake proxy'),
+    authParameter(),
   ];
 }
 
 function issueEnv(tainted: string, parentKeyId: string): IEnvVar[] {
   return [
-    ISSUER_KEY_ENV,
+    ...ADMIN_AUTH_ENV,
     env('KEYBRAKE_PROXY_URL', '{{inputs.parameters.proxy-url}}'),
     env('KEYBRAKE_VENDOR', '{{inputs.parameters.vendor}}'),
     env('KEYBRAKE_USD_CAP', '{{inputs.parameters.usd-cap}}'),
@@ -150,7 +212,7 @@ export function keybrakeTemplates(): ITemplate[] {
       },
       activeDeadlineSeconds: 120,
       retryStrategy: ISSUE_RETRY,
-      ...scriptStep(ISSUE_SCRIPT, issueEnv('{{inputs.parameters.tainted}}', '')),
+      ...scriptStep(ISSUE_SCRIPT, issueEnv('{{inputs.parameters.tainted}}', ''), true),
     },
     {
       name: 'issue-tainted-vault-key',
@@ -166,7 +228,7 @@ export function keybrakeTemplates(): ITemplate[] {
       },
       activeDeadlineSeconds: 120,
       retryStrategy: ISSUE_RETRY,
-      ...scriptStep(ISSUE_SCRIPT, issueEnv('true', '{{inputs.parameters.parent-key-id}}')),
+      ...scriptStep(ISSUE_SCRIPT, issueEnv('true', '{{inputs.parameters.parent-key-id}}'), true),
     },
     {
       name: 'revoke-vault-key',
@@ -181,19 +243,24 @@ export function keybrakeTemplates(): ITemplate[] {
             'comma-separated Secrets to delete now (they are deleted with the Workflow anyway)',
           ),
           param('proxy-url', DEFAULT_PROXY_URL, 'the Keybrake proxy'),
+          authParameter(),
         ],
       },
       outputs: { parameters: [outputPath('spent-usd')] },
       activeDeadlineSeconds: 300,
       // Revoking is idempotent: retried on anything (the proxy was briefly unreachable).
       retryStrategy: { limit: 4, retryPolicy: 'Always', backoff: { duration: '5s', factor: 2 } },
-      ...scriptStep(REVOKE_SCRIPT, [
-        ISSUER_KEY_ENV,
-        env('KEYBRAKE_PROXY_URL', '{{inputs.parameters.proxy-url}}'),
-        env('KEYBRAKE_KEY_ID', '{{inputs.parameters.key-id}}'),
-        env('KEYBRAKE_WORKFLOW_STATUS', '{{inputs.parameters.workflow-status}}'),
-        env('KEYBRAKE_VAULT_KEY_SECRETS', '{{inputs.parameters.vault-key-secrets}}'),
-      ]),
+      ...scriptStep(
+        REVOKE_SCRIPT,
+        [
+          ...ADMIN_AUTH_ENV,
+          env('KEYBRAKE_PROXY_URL', '{{inputs.parameters.proxy-url}}'),
+          env('KEYBRAKE_KEY_ID', '{{inputs.parameters.key-id}}'),
+          env('KEYBRAKE_WORKFLOW_STATUS', '{{inputs.parameters.workflow-status}}'),
+          env('KEYBRAKE_VAULT_KEY_SECRETS', '{{inputs.parameters.vault-key-secrets}}'),
+        ],
+        true,
+      ),
     },
   ];
 }

@@ -14,6 +14,11 @@ export const WORKFLOW_SERVICE_ACCOUNT = 'keybrake-workflow';
  *   Secrets still go with their Workflow, which owns them).
  * - `workflowtaskresults` `create`/`patch`: what Argo's executor needs in every pod (v3.4+).
  * No `workflowtasksets` rules: the templates use no `http` steps, so no agent pod runs.
+ *
+ * The admin steps' projected token (issue 25) needs no rule: the kubelet requests it for the pod
+ * (TokenRequest). The proxy identifies the caller by this account: its token's
+ * `kubernetes.io.serviceaccount.name` is `keybrake-workflow`, `kubernetes.io.namespace` the
+ * workflow's namespace; the proxy's issuers file maps those to a policy (what it may issue).
  */
 export function workflowRbac(namespace?: string): [ServiceAccount, Role, RoleBinding] {
   const metadata = {

@@ -32,7 +32,9 @@ export function argoTemplateFiles(): ArgoTemplateFile[] {
     },
     {
       path: 'rbac.yaml',
-      description: "The workflows' service account and what it may do (Secrets create/delete, task results)",
+      description:
+        "The workflows' service account (its projected token, audience keybrake, is the workflow's identity to " +
+        'the proxy) and what it may do (Secrets create/delete, task results)',
       documents: workflowRbac(),
       argo: false,
     },

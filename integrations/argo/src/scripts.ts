@@ -31,15 +31,38 @@ def fail(message):
     sys.exit(1)
 
 
+def bearer():
+    """What the step proves itself with (issue 25). service-account-token, the default: the
+    projected token of the workflow's service account (audience keybrake), read on every attempt
+    since the kubelet rotates it. issuer-key: the keybrake-issuer Secret. Never printed."""
+    auth = os.environ.get("KEYBRAKE_AUTH", "service-account-token").strip()
+    if auth == "issuer-key":
+        key = os.environ.get("KEYBRAKE_API_KEY", "").strip()
+        if not key:
+            fail("auth is issuer-key but the keybrake-issuer Secret (key api-key) is missing or empty")
+        return key
+    if auth != "service-account-token":
+        fail("auth must be service-account-token or issuer-key, not %r" % auth)
+    path = os.environ.get("KEYBRAKE_TOKEN_FILE", "/var/run/secrets/keybrake/token")
+    try:
+        with open(path) as token_file:
+            token = token_file.read().strip()
+    except OSError as error:
+        fail("cannot read the projected service-account token %s: %s" % (path, error.strerror))
+    if not token or any(ch.isspace() for ch in token):
+        fail("the projected service-account token %s is empty or not one token" % path)
+    return token
+
+
 def admin(method, path, body=None, attempts=1):
-    """Calls the Keybrake admin API with the issuer key. Retries network errors and 502/503/504
+    """Calls the Keybrake admin API as bearer() says. Retries network errors and 502/503/504
     only when attempts > 1 (reads and revocations, never an issue)."""
     url = os.environ["KEYBRAKE_PROXY_URL"].rstrip("/") + path
     data = None if body is None else json.dumps(body).encode()
-    headers = {"authorization": "Bearer " + os.environ["KEYBRAKE_API_KEY"], "accept": "application/json"}
-    if data is not None:
-        headers["content-type"] = "application/json"
     for attempt in range(attempts):
+        headers = {"authorization": "Bearer " + bearer(), "accept": "application/json"}
+        if data is not None:
+            headers["content-type"] = "application/json"
         request = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=30) as response:

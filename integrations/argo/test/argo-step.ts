@@ -1,6 +1,6 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -167,6 +167,44 @@ export interface RunStepOptions {
   readonly kubernetes: FakeKubernetes;
   /** Values of `secretKeyRef`s the test provides itself (the issuer key Secret): `name/key`. */
   readonly secretRefs: Record<string, string>;
+  /**
+   * Issue 25: the token the kubelet would project for each audience of a `serviceAccountToken`
+   * volume source; an audience left out gets no file (the step then cannot read its token).
+   */
+  readonly serviceAccountTokens?: Record<string, string>;
+}
+
+/**
+ * The template's projected service-account token volumes, written as the kubelet does (the token
+ * in a timestamped folder behind the `..data` symlink) under `dir`; returns each mount's path
+ * there, so the env values that point into the mount can be pointed at it.
+ */
+function projectTokens(
+  template: Record<string, any>,
+  dir: string,
+  tokens: Record<string, string>,
+): Map<string, string> {
+  const mounts = new Map<string, string>();
+  for (const volume of (template.volumes ?? []) as Record<string, any>[]) {
+    const sources = (volume.projected?.sources ?? []) as Record<string, any>[];
+    const tokenSources = sources.filter((source) => source.serviceAccountToken);
+    if (tokenSources.length === 0) continue;
+    const mount = (template.script.volumeMounts as Record<string, any>[]).find((m) => m.name === volume.name);
+    if (!mount) continue;
+    const root = join(dir, 'projected', volume.name as string);
+    const data = join(root, '..2026_12_02_00_00_00.000000001');
+    mkdirSync(data, { recursive: true });
+    symlinkSync('..2026_12_02_00_00_00.000000001', join(root, '..data'));
+    for (const source of tokenSources) {
+      const { audience, path } = source.serviceAccountToken as { audience: string; path: string };
+      const token = tokens[audience];
+      if (token === undefined) continue;
+      writeFileSync(join(data, path), token);
+      symlinkSync(join('..data', path), join(root, path));
+    }
+    mounts.set(mount.mountPath as string, root);
+  }
+  return mounts;
 }
 
 /**
@@ -199,13 +237,23 @@ export async function runScriptStep(template: Record<string, any>, options: RunS
     KEYBRAKE_SERVICEACCOUNT_DIR: options.kubernetes.serviceAccountDir,
     KEYBRAKE_OUTPUT_DIR: outputDir,
   };
+  const mounts = projectTokens(template, dir, options.serviceAccountTokens ?? {});
   for (const variable of template.script.env as Record<string, any>[]) {
-    if (variable.value !== undefined) env[variable.name] = substitute(variable.value, variables);
-    else {
-      const ref = variable.valueFrom.secretKeyRef as { name: string; key: string };
+    if (variable.value !== undefined) {
+      let value = substitute(variable.value, variables);
+      for (const [mountPath, local] of mounts) {
+        if (value.startsWith(`${mountPath}/`)) value = local + value.slice(mountPath.length);
+      }
+      env[variable.name] = value;
+    } else {
+      const ref = variable.valueFrom.secretKeyRef as { name: string; key: string; optional?: boolean };
       const name = substitute(ref.name, variables);
-      env[variable.name] =
-        options.secretRefs[`${name}/${ref.key}`] ?? options.kubernetes.secretValue(workflow.namespace, name, ref.key);
+      const given = options.secretRefs[`${name}/${ref.key}`];
+      if (given !== undefined) env[variable.name] = given;
+      // An optional reference to a missing Secret: the kubelet leaves the variable unset.
+      else if (ref.optional !== true || options.kubernetes.secrets.has(`${workflow.namespace}/${name}`)) {
+        env[variable.name] = options.kubernetes.secretValue(workflow.namespace, name, ref.key);
+      }
     }
   }
   const source = join(dir, 'script');

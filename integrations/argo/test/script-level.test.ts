@@ -27,13 +27,23 @@ interface Setup {
   kubernetes: FakeKubernetes;
   workflow: WorkflowContext;
   secretRefs: Record<string, string>;
+  /** Issue 25: what the kubelet projects for audience `keybrake` (the admin steps' default auth). */
+  serviceAccountTokens: Record<string, string>;
 }
 
 async function setup(): Promise<Setup> {
   const proxy = await stripeMockProxy();
   const kubernetes = await startFakeKubernetes();
   const workflow = newWorkflow();
-  return { proxy, kubernetes, workflow, secretRefs: { 'keybrake-issuer/api-key': proxy.apiKey } };
+  // The bearer is opaque to the scripts: the proxy's issuer key stands in for the projected token
+  // here (the proxy accepts it); the workload-identity tests below tell the two routes apart.
+  return {
+    proxy,
+    kubernetes,
+    workflow,
+    secretRefs: { 'keybrake-issuer/api-key': proxy.apiKey },
+    serviceAccountTokens: { keybrake: proxy.apiKey },
+  };
 }
 
 function issue(s: Setup, args: Record<string, string>, template = 'issue-vault-key') {
@@ -42,6 +52,7 @@ function issue(s: Setup, args: Record<string, string>, template = 'issue-vault-k
     args: { 'proxy-url': s.proxy.url, 'expires-in': '1h', ...args },
     kubernetes: s.kubernetes,
     secretRefs: s.secretRefs,
+    serviceAccountTokens: s.serviceAccountTokens,
   });
 }
 
@@ -55,6 +66,7 @@ function vendorStep(s: Setup, file: string, template: string, args: Record<strin
     args,
     kubernetes: s.kubernetes,
     secretRefs: s.secretRefs,
+    serviceAccountTokens: s.serviceAccountTokens,
   });
 }
 
@@ -64,6 +76,7 @@ function revoke(s: Setup, keyId: string, status: string) {
     args: { 'key-id': keyId, 'workflow-status': status, 'proxy-url': s.proxy.url },
     kubernetes: s.kubernetes,
     secretRefs: s.secretRefs,
+    serviceAccountTokens: s.serviceAccountTokens,
   });
 }
 
@@ -262,6 +275,74 @@ describe('script-level (python3 and keybrake exec against the real proxy and str
     expect(run.exitCode).toBe(1);
     expect(run.stderr).toContain('invalid_request');
     expect(s.kubernetes.secrets.size).toBe(0);
+  });
+});
+
+describe('issue 25: script-level, the admin steps authenticate with the projected service-account token by default', () => {
+  it('script-level: by default issue and revoke send the projected token (audience keybrake), not the issuer Secret', async () => {
+    const s = await setup();
+    // The issuer Secret holds a key the proxy refuses: only the projected token can succeed.
+    s.secretRefs = { 'keybrake-issuer/api-key': 'kb_admin_not-trusted' };
+    const issued = await issue(s, { ...STRIPE, 'usd-cap': '30' });
+    expect(issued.exitCode, issued.stderr).toBe(0);
+    const revoked = await revoke(s, issued.outputs['key-id']!, 'Succeeded');
+    expect(revoked.exitCode, revoked.stderr).toBe(0);
+    expect((await s.proxy.admin('GET', `/vault/keys/${issued.outputs['key-id']!}`)).body.status).toBe('revoked');
+  });
+
+  it('script-level: auth=issuer-key uses the keybrake-issuer Secret and ignores the projected token', async () => {
+    const s = await setup();
+    s.serviceAccountTokens = { keybrake: 'not-a-token-the-proxy-trusts' };
+    const issued = await issue(s, { ...STRIPE, 'usd-cap': '30', auth: 'issuer-key' });
+    expect(issued.exitCode, issued.stderr).toBe(0);
+    const revoked = await runScriptStep(committedTemplate(WORKFLOW_TEMPLATE, 'revoke-vault-key'), {
+      workflow: s.workflow,
+      args: {
+        'key-id': issued.outputs['key-id']!,
+        'workflow-status': 'Succeeded',
+        'proxy-url': s.proxy.url,
+        auth: 'issuer-key',
+      },
+      kubernetes: s.kubernetes,
+      secretRefs: s.secretRefs,
+      serviceAccountTokens: s.serviceAccountTokens,
+    });
+    expect(revoked.exitCode, revoked.stderr).toBe(0);
+  });
+
+  it('script-level: auth=issuer-key with no keybrake-issuer Secret fails clearly and issues nothing', async () => {
+    const s = await setup();
+    s.secretRefs = {};
+    const run = await issue(s, { ...STRIPE, 'usd-cap': '30', auth: 'issuer-key' });
+    expect(run.exitCode).toBe(1);
+    expect(run.stderr).toContain('keybrake-issuer Secret');
+    expect(s.proxy.issuedVaultKeys()).toEqual([]);
+  });
+
+  it('script-level: no projected token (no file), or one the proxy refuses (401), fails the issue step; the token is never printed', async () => {
+    const s = await setup();
+    s.serviceAccountTokens = {};
+    const missing = await issue(s, { ...STRIPE, 'usd-cap': '30' });
+    expect(missing.exitCode).toBe(1);
+    expect(missing.stderr).toContain('cannot read the projected service-account token');
+    const refusedToken = 'eyJhbGciOiJSUzI1NiJ9.refused-token-text.sig';
+    s.serviceAccountTokens = { keybrake: refusedToken };
+    const refused = await issue(s, { ...STRIPE, 'usd-cap': '30' });
+    expect(refused.exitCode).toBe(1);
+    expect(refused.stderr).toContain('unauthorized');
+    for (const text of [missing.stdout, missing.stderr, refused.stdout, refused.stderr]) {
+      expect(text).not.toContain('refused-token-text');
+    }
+    expect(s.proxy.issuedVaultKeys()).toEqual([]);
+    expect(s.kubernetes.secrets.size).toBe(0);
+  });
+
+  it('script-level: an unknown auth value fails before anything is sent', async () => {
+    const s = await setup();
+    const run = await issue(s, { ...STRIPE, 'usd-cap': '30', auth: 'basic' });
+    expect(run.exitCode).toBe(1);
+    expect(run.stderr).toContain('auth must be service-account-token or issuer-key');
+    expect(s.proxy.issuedVaultKeys()).toEqual([]);
   });
 });
 

@@ -162,6 +162,35 @@ describe('templates/argo (generated from @keybrake/argo)', () => {
     }
   });
 
+  it('issue 25: every admin step mounts a projected service-account token (audience keybrake, short-lived) and defaults to it', () => {
+    let adminSteps = 0;
+    for (const path of argoFiles) {
+      for (const document of documentsOf(path)) {
+        for (const template of document.spec.templates as Record<string, any>[]) {
+          const variables = (template.script?.env ?? []) as Record<string, any>[];
+          if (!variables.some((variable) => variable.name === 'KEYBRAKE_API_KEY')) continue;
+          adminSteps += 1;
+          const where = `${path}: ${template.name}`;
+          const auth = (template.inputs.parameters as Record<string, any>[]).find((p) => p.name === 'auth');
+          expect(auth?.default, where).toBe('service-account-token');
+          const tokenFile = variables.find((variable) => variable.name === 'KEYBRAKE_TOKEN_FILE')?.value as string;
+          const volume = (template.volumes as Record<string, any>[]).find((v) => v.name === 'keybrake-token');
+          const source = volume?.projected?.sources?.[0]?.serviceAccountToken;
+          expect(source, where).toMatchObject({ audience: 'keybrake', path: 'token' });
+          expect(source.expirationSeconds, where).toBeGreaterThanOrEqual(600);
+          expect(source.expirationSeconds, where).toBeLessThanOrEqual(3600);
+          const mount = (template.script.volumeMounts as Record<string, any>[]).find(
+            (m) => m.name === 'keybrake-token',
+          );
+          expect(mount, where).toMatchObject({ readOnly: true });
+          expect(tokenFile, where).toBe(`${mount!.mountPath}/token`);
+        }
+      }
+    }
+    // issue, tainted issue and revoke, in the WorkflowTemplate and the ClusterWorkflowTemplate.
+    expect(adminSteps).toBe(6);
+  });
+
   it('no template takes the issuer key as a literal or puts the vault key in a parameter', () => {
     for (const path of argoFiles) {
       const text = readFileSync(path, 'utf8');
@@ -172,6 +201,7 @@ describe('templates/argo (generated from @keybrake/argo)', () => {
               expect(variable.valueFrom?.secretKeyRef, `${path}: ${template.name}`).toEqual({
                 name: 'keybrake-issuer',
                 key: 'api-key',
+                optional: true,
               });
             }
             if (variable.name === 'KEYBRAKE_VAULT_KEY') {

@@ -1,12 +1,19 @@
 import { CapExhaustedError, KeybrakeApiError } from './errors.js';
+import type { TokenProvider } from './token-provider.js';
 import type { VendorName } from './vendors.js';
 
 /** Options of {@link KeybrakeClient}. */
 export interface KeybrakeClientOptions {
   /** Where the proxy listens, e.g. `http://keybrake:8080`. */
   readonly baseUrl: string;
-  /** An issuer key (one of the proxy's `KEYBRAKE_API_KEYS`). */
-  readonly apiKey: string;
+  /** An issuer key (one of the proxy's `KEYBRAKE_API_KEYS`). Give this or `tokenProvider`, not both. */
+  readonly apiKey?: string;
+  /**
+   * Issue 25: workload identity. Called before every request for the bearer token to send (a JWT
+   * from one of the proxy's trusted issuers), e.g. `fromTokenFile('/var/run/secrets/keybrake/token')`,
+   * which re-reads the file when Kubernetes rotates it. Give this or `apiKey`, not both.
+   */
+  readonly tokenProvider?: TokenProvider;
   /** Per-request timeout, as the Stripe SDK's. @default 80000 */
   readonly timeoutMs?: number;
   /**
@@ -89,8 +96,16 @@ export class KeybrakeClient {
   private readonly timeoutMs: number;
   private readonly maxNetworkRetries: number;
   private readonly fetchImpl: typeof fetch;
+  private readonly bearer: TokenProvider;
+  private readonly rotates: boolean;
 
-  constructor(private readonly options: KeybrakeClientOptions) {
+  constructor(options: KeybrakeClientOptions) {
+    const { apiKey, tokenProvider } = options;
+    if ((apiKey === undefined) === (tokenProvider === undefined)) {
+      throw new TypeError('KeybrakeClient: give exactly one of apiKey (an issuer key) and tokenProvider');
+    }
+    this.bearer = tokenProvider ?? (() => apiKey as string);
+    this.rotates = tokenProvider !== undefined;
     this.baseUrl = options.baseUrl.replace(/\/+$/, '');
     this.timeoutMs = options.timeoutMs ?? 80_000;
     this.maxNetworkRetries = options.maxNetworkRetries ?? 2;
@@ -125,13 +140,16 @@ export class KeybrakeClient {
    * @param repeatable whether the request may be sent again after it may have reached the proxy.
    */
   private async request<T>(method: string, path: string, body?: unknown, repeatable = true): Promise<T> {
+    let retriedExpired = false;
     for (let attempt = 0; ; attempt += 1) {
+      // Asked on every attempt: a retry after a rotation sends the new token.
+      const token = await this.bearer();
       let response: Response;
       try {
         response = await this.fetchImpl(`${this.baseUrl}${path}`, {
           method,
           headers: {
-            authorization: `Bearer ${this.options.apiKey}`,
+            authorization: `Bearer ${token}`,
             ...(body === undefined ? {} : { 'content-type': 'application/json' }),
           },
           body: body === undefined ? undefined : JSON.stringify(body),
@@ -152,6 +170,15 @@ export class KeybrakeClient {
       const message = parsed?.error?.message ?? `HTTP ${response.status}`;
       if (response.status === 429 && response.headers.get('x-keybrake-cap-hit') === 'true') {
         throw new CapExhaustedError(message);
+      }
+      // Issue 25: an expired token was refused before anything was stored. If the token file has
+      // been rotated since (the kubelet replaces it well before expiry), send the new one, once.
+      if (response.status === 401 && code === 'token_expired' && this.rotates && !retriedExpired) {
+        retriedExpired = true;
+        if ((await this.bearer()) !== token) {
+          attempt -= 1;
+          continue;
+        }
       }
       // 503 store_unavailable stored nothing: safe to repeat whatever the method.
       const storedNothing = response.status === 503 && code === 'store_unavailable';

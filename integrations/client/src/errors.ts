@@ -27,3 +27,20 @@ export class CapExhaustedError extends KeybrakeApiError {
     this.vendor = vendor;
   }
 }
+
+/**
+ * The token file of {@link fromTokenFile} cannot give a token (missing, unreadable, empty, or not
+ * one header-safe token). Carries the path only: never the file's text.
+ */
+export class TokenFileError extends Error {
+  /** Stable code, as the proxy's `error.code`s. */
+  readonly code = 'token_file_unreadable';
+
+  constructor(
+    readonly path: string,
+    reason: string,
+  ) {
+    super(`${reason} (${path})`);
+    this.name = new.target.name;
+  }
+}

@@ -6,7 +6,8 @@ export {
   type VaultKeyState,
   type VaultKeyCall,
 } from './client.js';
-export { KeybrakeApiError, CapExhaustedError } from './errors.js';
+export { KeybrakeApiError, CapExhaustedError, TokenFileError } from './errors.js';
+export { fromTokenFile, type TokenProvider, type TokenFileOptions } from './token-provider.js';
 export { BUILT_IN_VENDORS, type BuiltInVendor, type VendorName } from './vendors.js';
 export { isCapHit, CAP_HIT_HEADER } from './cap-hit.js';
 export { keybrakeRefusal, ERROR_HEADER, TERMINAL_REFUSALS, type TerminalRefusal } from './refusal.js';

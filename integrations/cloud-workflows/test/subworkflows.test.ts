@@ -136,6 +136,40 @@ describe('the template', () => {
     }
   });
 
+  it('issue 25: admin calls default to workload identity (auth OIDC, audience the proxy URL); the issuer key is the option', () => {
+    const template = parse(subworkflowsSource()) as Record<string, { params?: unknown[]; steps?: unknown[] }>;
+    const httpCalls = (name: string) =>
+      allSteps(template[name]).filter((step) => String(step.call).startsWith('http.'));
+    // Only keybrake_admin_call talks to the admin API; the public subworkflows go through it.
+    for (const name of ['keybrake_issue_vault_key', 'keybrake_get_vault_key', 'keybrake_revoke_vault_key']) {
+      expect(httpCalls(name), name).toEqual([]);
+      expect(template[name]?.params, name).toContainEqual({ issuer_key: '' });
+      expect(
+        allSteps(template[name]).map((step) => step.call),
+        name,
+      ).toContain('keybrake_admin_call');
+    }
+    const admin = httpCalls('keybrake_admin_call');
+    const oidc = admin.filter((step) => (step.args as any).auth !== undefined);
+    const keyed = admin.filter((step) => (step.args as any).headers !== undefined);
+    expect(oidc.map((step) => step.call).sort()).toEqual(['http.delete', 'http.get', 'http.post']);
+    expect(keyed.map((step) => step.call).sort()).toEqual(['http.delete', 'http.get', 'http.post']);
+    for (const step of oidc) {
+      expect((step.args as any).auth).toEqual({ type: 'OIDC', audience: '${oidc_audience}' });
+      // No Authorization header beside it: the ID token is the only credential.
+      expect((step.args as any).headers).toBeUndefined();
+    }
+    for (const step of keyed)
+      expect((step.args as any).headers).toEqual({ Authorization: '${"Bearer " + issuer_key}' });
+    const source = subworkflowsSource();
+    expect(source).toContain('- oidc_audience: ${proxy_url}');
+    // Each route's switch condition is the opposite of the other's (the emulator runs every match).
+    expect(source.match(/and issuer_key == ""\}/g)).toHaveLength(3);
+    expect(source.match(/and issuer_key != ""\}/g)).toHaveLength(3);
+    // The example's default is workload identity: issuer_key "" unless a flag says otherwise.
+    expect(source).toMatch(/- identity_default:\s+assign:\s+#[^\n]*\n\s+- issuer_key: ''/);
+  });
+
   it('names the cap hit KeybrakeCapExhausted with code 429, and the retry predicate takes `e`', () => {
     const template = parse(subworkflowsSource()) as Record<string, { params?: unknown[] }>;
     expect(template.keybrake_retry_predicate?.params).toEqual(['e']);

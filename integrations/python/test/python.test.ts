@@ -191,3 +191,11 @@ describe('issue 24: the Python package (pytest, integrations/python/tests)', () 
     expect(code, output).toBe(0);
   });
 });
+
+describe('issue 25: the Python token provider (pytest)', () => {
+  it('TokenFile re-reads a projected token after a kubelet-style ..data swap; KeybrakeClient(token_provider=) sends it to the real proxy', async () => {
+    const { env } = await startVendorProxies();
+    const { code, output } = await pytest(['test_issue25_token_file.py'], env);
+    expect(code, output).toBe(0);
+  });
+});

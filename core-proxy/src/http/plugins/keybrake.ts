@@ -4,6 +4,7 @@ import type { KeybrakeConfig } from '../../config.js';
 import { AlertSender } from '../../alerts/alert-sender.js';
 import { AuditCheckpointer, type TrustedKeys, trustedKeys } from '../../audit/checkpoints.js';
 import { Archiver } from '../../archive/archiver.js';
+import { ExpiryPurger } from '../../archive/expiry-purger.js';
 import { openSink } from '../../archive/open-sink.js';
 import { type ArchiveSink, ArchiveSinkError } from '../../archive/sink.js';
 import { DeferredSettlements } from '../../enforcement/deferred-settlements.js';
@@ -28,6 +29,8 @@ export interface KeybrakeContext {
   readonly archiver: Archiver | undefined;
   /** Where the archive's segments are (`KEYBRAKE_ARCHIVE`); none when off. */
   readonly archiveSink: ArchiveSink | undefined;
+  /** Removes expired key families and kept responses past their retention (issue 23). */
+  readonly expiryPurger: ExpiryPurger;
   /** Settlements of answered calls the store could not record yet, retried until it can. */
   readonly settlements: DeferredSettlements;
   /** Keys whose checkpoints `GET /audit/verify` trusts: this proxy's own. */
@@ -101,6 +104,28 @@ export const keybrakePlugin = fp(
         },
       });
     metrics.archiver = archiver;
+    // Issue 23: expired keys and kept responses go on the archiver's schedule, under its lease.
+    const expiryPurger = new ExpiryPurger({
+      store: options.store,
+      holder: archiver?.holder,
+      keyRetentionMs: options.config.expiry.keyRetentionMs,
+      intervalMs: archive.intervalMs,
+      now,
+      onPurge: (purged) => {
+        metrics.expiryPurged.inc({ kind: 'families' }, purged.families);
+        metrics.expiryPurged.inc({ kind: 'keys' }, purged.keys);
+        metrics.expiryPurged.inc({ kind: 'spend_days' }, purged.spendDays);
+        metrics.expiryPurged.inc({ kind: 'idempotent_responses' }, purged.idempotentResponses);
+        metrics.expiryPurged.inc({ kind: 'alerts' }, purged.alerts);
+        metrics.expiryPurged.inc({ kind: 'vendor_objects' }, purged.vendorObjects);
+        app.log.info({ purged }, 'expired keys purged');
+      },
+      onError: (error) => {
+        metrics.expiryErrors.inc();
+        app.log.warn(`expiry purge: ${error.message}`);
+      },
+    });
+    metrics.expiryPurger = expiryPurger;
     const settlements = new DeferredSettlements(options.store, app.log);
     metrics.deferredSettlementsCount = () => settlements.size;
     const lifecycle = { draining: false };
@@ -115,6 +140,7 @@ export const keybrakePlugin = fp(
       checkpointer,
       archiver,
       archiveSink: sink,
+      expiryPurger,
       trustedKeys: trustedKeys([options.config.auditSigner.publicKeyPem()]),
       lifecycle,
     });
@@ -125,6 +151,7 @@ export const keybrakePlugin = fp(
     const alertSender = webhook ? new AlertSender({ store: options.store, webhook, metrics, log: app.log }) : undefined;
     alertSender?.start();
     archiver?.start();
+    expiryPurger.start();
     // While draining, answer in-flight calls with `Connection: close`: a keep-alive connection
     // that turns idle after close() began would otherwise hold the shutdown open.
     app.addHook('preClose', async () => {
@@ -140,6 +167,8 @@ export const keybrakePlugin = fp(
       await settlements.close();
       await checkpointer.stop();
       await alertSender?.stop();
+      // Before the archiver, which gives up the lease they may share.
+      await expiryPurger.stop();
       await archiver?.stop();
       await sink?.close();
       await options.store.close();

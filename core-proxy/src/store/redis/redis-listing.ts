@@ -23,12 +23,13 @@ import {
 import type { KeyChange, KeyChangeKind, KeyChangesRead, VaultKeyRecord } from '../store.js';
 import { APPLY_DIGEST_LUA, SCAN_INDEX_LUA } from './lua/listing.js';
 
-const INDEX: Record<KeySort, string> = {
+/** The key list's indexes (exported for the purge of expired families, `redis-expiry.ts`). */
+export const INDEX: Record<KeySort, string> = {
   newest: '{list}:newest',
   most_spent: '{list}:spent',
   closest_to_cap: '{list}:headroom',
 };
-const STATS = '{list}:stats';
+export const STATS = '{list}:stats';
 const DIGEST = '{list}:digest';
 const CHANGES = '{list}:changes';
 /** Entries of the change log kept (approximately: `MAXLEN ~`). */

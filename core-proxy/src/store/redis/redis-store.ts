@@ -19,10 +19,11 @@ import { RELEASE_LOCK_LUA, SEAL_APPEND_LUA } from './lua/audit-seal.js';
 import { CREATE_KEY_LUA, MARK_SUBTREE_LUA } from './lua/family.js';
 import { RESERVE_LUA } from './lua/reserve.js';
 import { SETTLE_LUA } from './lua/settle.js';
-import { RedisAlerts, defineAlertScripts } from './redis-alerts.js';
+import { ALERT_FAMILIES, RedisAlerts, alertsKey, defineAlertScripts } from './redis-alerts.js';
 import { CLAIM_OBJECT_LUA, RECORD_OBJECT_LUA, RELEASE_OBJECT_LUA } from './lua/objects.js';
 import { RedisArchive } from './redis-archive.js';
-import { RedisListing } from './redis-listing.js';
+import { RedisExpiry } from './redis-expiry.js';
+import { INDEX, RedisListing, STATS } from './redis-listing.js';
 import {
   DEFAULT_IDEMPOTENCY_RETENTION_MS,
   type AlertClaimInput,
@@ -32,6 +33,8 @@ import {
   type ArchiveState,
   type ArchivedSegmentInput,
   type AuditInput,
+  type ExpiryPurgeInput,
+  type ExpiryPurgeOutput,
   type AuditCheckpoint,
   type KeyAlerts,
   type ObjectClaimInput,
@@ -238,6 +241,8 @@ export class RedisStore implements Store {
   private readonly alerts: RedisAlerts;
   /** The audit archive's state, lease and trim (issue 23), on the background connection. */
   private readonly archive: RedisArchive;
+  /** The removal of expired families (issue 23), on the background connection. */
+  private readonly expiry: RedisExpiry;
 
   constructor(options: RedisStoreOptions) {
     const prefix = options.prefix ?? 'keybrake:';
@@ -301,6 +306,26 @@ export class RedisStore implements Store {
       sealedSeqs: sealedSeqsKey,
       shardOf: async (keyId) => (keyId === null ? NO_KEY_SHARD : ((await this.rootOf(keyId)) ?? NO_KEY_SHARD)),
       cluster: this.cluster,
+    });
+    this.expiry = new RedisExpiry(this.background, {
+      prefix,
+      keyHash: keyHashKey,
+      reservations: reservationsKey,
+      members: membersKey,
+      auditList: auditListKey,
+      sealedSeqs: sealedSeqsKey,
+      alerts: alertsKey,
+      listIndexes: Object.values(INDEX),
+      listStats: STATS,
+      shardSets: [SHARDS, DIRTY_SHARDS, ALERT_FAMILIES],
+      newest: INDEX.newest,
+      removed: (ids) => {
+        for (const id of ids) {
+          const cached = this.families.get(id);
+          if (cached) this.byHash.delete(cached.record.keyHash);
+          this.families.delete(id);
+        }
+      },
     });
     this.reservationTtlMs = options.reservationTtlMs ?? 600_000;
     this.sealLockTtlMs = options.sealLockTtlMs ?? 2000;
@@ -370,6 +395,8 @@ export class RedisStore implements Store {
         this.redis.set(`h:${record.keyHash}`, `${record.keyId} ${root}`),
         this.redis.set(`root:${record.keyId}`, root),
         this.redis.sadd(SHARDS, root),
+        // Issue 23: a family is found by its root's expiry when it is due for removal.
+        record.parentKeyId === null ? this.expiry.rootCreated(root, expiresAt) : 0,
       ]);
       const stored = { ...record, expiresAt, tainted: tainted === '1' };
       await this.listing.keyCreated(stored);
@@ -703,6 +730,11 @@ export class RedisStore implements Store {
 
   trimArchivedAudit(holder: string, limit: number): Promise<number> {
     return this.run(() => this.archive.trim(holder, limit));
+  }
+
+  purgeExpired(input: ExpiryPurgeInput): Promise<ExpiryPurgeOutput> {
+    // Kept idempotent responses expire by their own TTL (`retentionMs`): none to count here.
+    return this.run(() => this.expiry.purge(input));
   }
 
   ping(): Promise<void> {

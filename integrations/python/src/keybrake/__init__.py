@@ -27,11 +27,15 @@ from .refusal import (
     limit_refusal,
     retry_after_ms,
 )
+from .token_file import TokenFile, TokenFileError, TokenProvider
 
 __all__ = [
     "KeybrakeClient",
     "KeybrakeApiError",
     "CapExhaustedError",
+    "TokenFile",
+    "TokenFileError",
+    "TokenProvider",
     "is_cap_hit",
     "keybrake_refusal",
     "CAP_HIT_HEADER",

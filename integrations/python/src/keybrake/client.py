@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from typing import Any, Dict, List, Optional, Sequence, Union, cast
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union, cast
 from urllib.parse import quote
 
 import httpx
@@ -30,19 +30,27 @@ class KeybrakeClient:
     exponential backoff and jitter; an issue request only when it provably stored nothing
     (connection refused, 503 ``store_unavailable``), since a repeat would issue a second key. A cap
     hit is never retried (:class:`CapExhaustedError`).
+
+    Authentication: ``api_key`` (an issuer key, one of the proxy's ``KEYBRAKE_API_KEYS``) or, for
+    workload identity (issue 25), ``token_provider``: called before every attempt for the bearer
+    token to send, e.g. ``TokenFile("/var/run/secrets/keybrake/token")``. Exactly one of the two.
     """
 
     def __init__(
         self,
         base_url: str,
-        api_key: str,
+        api_key: Optional[str] = None,
         *,
+        token_provider: Optional[Callable[[], str]] = None,
         timeout: float = 80.0,
         max_network_retries: int = 2,
         http_client: Optional[httpx.Client] = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
-        self._api_key = api_key
+        if (api_key is None) == (token_provider is None):
+            raise TypeError("KeybrakeClient: give exactly one of api_key (an issuer key) and token_provider")
+        self._bearer: Callable[[], str] = token_provider or (lambda: cast(str, api_key))
+        self._rotates = token_provider is not None
         self._timeout = timeout
         self._max_network_retries = max_network_retries
         self._http = http_client or httpx.Client()
@@ -107,13 +115,17 @@ class KeybrakeClient:
         return cast(List[Dict[str, Any]], answer["calls"])
 
     def _request(self, method: str, path: str, body: Any = None, *, repeatable: bool = True) -> Any:
-        headers = {"authorization": f"Bearer {self._api_key}"}
         content: Optional[bytes] = None
         if body is not None:
-            headers["content-type"] = "application/json"
             content = json.dumps(body).encode()
         attempt = 0
+        retried_expired = False
         while True:
+            # Asked on every attempt: a retry after a rotation sends the new token.
+            token = self._bearer()
+            headers = {"authorization": f"Bearer {token}"}
+            if content is not None:
+                headers["content-type"] = "application/json"
             try:
                 response = self._http.request(
                     method, f"{self._base_url}{path}", headers=headers, content=content, timeout=self._timeout
@@ -138,6 +150,17 @@ class KeybrakeClient:
             message = str(error_body.get("message") or f"HTTP {response.status_code}")
             if response.status_code == 429 and response.headers.get(CAP_HIT_HEADER) == "true":
                 raise CapExhaustedError(message)
+            # Issue 25: an expired token was refused before anything was stored. If the token file
+            # has been rotated since (the kubelet replaces it well before expiry), send the new one, once.
+            if (
+                response.status_code == 401
+                and code == "token_expired"
+                and self._rotates
+                and not retried_expired
+            ):
+                retried_expired = True
+                if self._bearer() != token:
+                    continue
             # 503 store_unavailable stored nothing: safe to repeat whatever the method.
             stored_nothing = response.status_code == 503 and code == "store_unavailable"
             if (

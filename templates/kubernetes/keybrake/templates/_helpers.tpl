@@ -133,6 +133,15 @@ its secrets, each a Secret key named `<NAME>_<FIELD>` (apiKey of acme-pay: ACME_
 {{- printf "%sBaseUrl" $key }}
 {{- end }}
 
+{{/* The ConfigMap holding the issuers file (KEYBRAKE_ISSUERS_FILE) and its JWKS files, or nothing when not configured. */}}
+{{- define "keybrake.issuersFileConfigMap" -}}
+{{- with .Values.workloadIdentity }}
+{{- if .existingConfigMap }}{{ .existingConfigMap }}
+{{- else if .issuersFile }}{{ printf "%s-issuers-file" (include "keybrake.fullname" $) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/* The ConfigMap holding the declared vendors' file (KEYBRAKE_VENDORS_FILE), or nothing when none is declared. */}}
 {{- define "keybrake.vendorsFileConfigMap" -}}
 {{- with .Values.declaredVendors }}
@@ -183,6 +192,17 @@ one. `helm template` has no cluster, so it generates every time; use existingSec
 {{- fail (printf "vendors.%s.enabled: set %s (e.g. --set-file) or vendors.existingSecret." $vendor (join " and " $fields)) }}
 {{- end }}
 {{- end }}
+{{- end }}
+{{- end }}
+{{- with .Values.workloadIdentity }}
+{{- if and .issuersFile .existingConfigMap }}
+{{- fail "workloadIdentity: set issuersFile or existingConfigMap, not both." }}
+{{- end }}
+{{- if and .jwksFiles (not .issuersFile) }}
+{{- fail "workloadIdentity.jwksFiles: set workloadIdentity.issuersFile, the file that names them (with existingConfigMap, put them in your ConfigMap)." }}
+{{- end }}
+{{- if hasKey .jwksFiles "issuers.yaml" }}
+{{- fail "workloadIdentity.jwksFiles: issuers.yaml is the issuers file itself; name the JWKS file differently." }}
 {{- end }}
 {{- end }}
 {{- with .Values.declaredVendors }}

@@ -3,7 +3,8 @@
 #   kind cluster (pinned kind, its default node image) -> Argo Workflows (pinned release) ->
 #   the proxy image built from ./Dockerfile and loaded into kind -> the Helm chart
 #   (templates/kubernetes/keybrake, bundled Redis, Stripe pointed at an in-cluster stripe-mock) ->
-#   templates/argo (RBAC, the keybrake WorkflowTemplate, the issuer key Secret) -> the examples.
+#   templates/argo (RBAC, the keybrake WorkflowTemplate; the steps authenticate with their projected
+#   service-account token, trusted through the chart's workloadIdentity values) -> the examples.
 # Asserts (e2e/argo-kind/assert.mjs): billing-agent's fan-out stops at the cap (12 of 20 $25
 # charges under $300, spend exactly $300), every cap-hit step ran once and exited 75 (never
 # retried), the key is revoked on exit and the vault-key Secret is gone; support-agent's
@@ -130,9 +131,34 @@ spec:
   ports: [{ port: 12111, targetPort: 12111 }]
 YAML
 kubectl -n keybrake rollout status deploy/stripe-mock --timeout=300s
+# Workload identity (issue 25), the templates' default: the proxy trusts the cluster's own
+# service-account issuer, through a static JWKS (the proxy pod need not reach the API server), and
+# lets the argo namespace's keybrake-workflow account issue Stripe keys.
+E2E_TMP_CHART="$(mktemp -d)"
+cluster_issuer="$(kubectl get --raw /.well-known/openid-configuration | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).issuer))')"
+kubectl get --raw /openid/v1/jwks >"$E2E_TMP_CHART/cluster-jwks.json"
+cat >"$E2E_TMP_CHART/issuers.yaml" <<ISSUERS
+issuers:
+  - issuer: $cluster_issuer
+    jwks_file: cluster-jwks.json
+    audiences: [keybrake]
+    algorithms: [RS256]
+policies:
+  - name: argo-examples
+    match:
+      iss: $cluster_issuer
+      kubernetes.io.namespace: argo
+      kubernetes.io.serviceaccount.name: keybrake-workflow
+    grant:
+      vendors: [stripe]
+      max_usd_cap: 300
+      label_prefix: argo/
+ISSUERS
 # kind's CNI (kindnet) does not enforce NetworkPolicy, so the chart's is left off here.
 "$HELM" upgrade --install keybrake templates/kubernetes/keybrake --kube-context "kind-$CLUSTER" \
   --namespace keybrake --wait --timeout 10m \
+  --set-file "workloadIdentity.issuersFile=$E2E_TMP_CHART/issuers.yaml" \
+  --set-file "workloadIdentity.jwksFiles.cluster-jwks\.json=$E2E_TMP_CHART/cluster-jwks.json" \
   --set image.repository=keybrake/proxy --set image.tag=e2e --set image.pullPolicy=Never \
   --set vendors.stripe.enabled=true --set "vendors.stripe.secretKey=$STRIPE_KEY" \
   --set config.stripeBaseUrl=http://stripe-mock.keybrake.svc:12111 \
@@ -140,10 +166,8 @@ kubectl -n keybrake rollout status deploy/stripe-mock --timeout=300s
   --set networkPolicy.enabled=false >&2
 kubectl -n keybrake rollout status deploy/keybrake --timeout=300s
 
-say "templates/argo: RBAC, the keybrake WorkflowTemplate, the issuer key Secret"
+say "templates/argo: RBAC, the keybrake WorkflowTemplate (no issuer key Secret: the steps present their projected token)"
 kubectl -n argo apply -f templates/argo/rbac.yaml -f templates/argo/keybrake-workflowtemplate.yaml >/dev/null
-kubectl -n argo create secret generic keybrake-issuer --from-literal=api-key="$ISSUER_KEY" \
-  --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 
 # The proxy's admin API from here, to check the key after the run.
 port="$(node -e 'const s=require("net").createServer().listen(0,()=>{console.log(s.address().port);s.close()})')"

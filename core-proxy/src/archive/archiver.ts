@@ -5,7 +5,7 @@ import { ArchiveSinkError, type ArchiveSink } from './sink.js';
 import {
   SegmentFormatError,
   decodeSegment,
-  encodeSegment,
+  encodeSegmentAsync,
   parseSegmentName,
   segmentName,
   sha256Hex,
@@ -25,7 +25,12 @@ export interface ArchiverOptions {
   readonly intervalMs: number;
   /** Most records per segment. @default 10000 */
   readonly segmentRecords?: number;
-  /** Live records removed per store write. @default 500 */
+  /**
+   * Most bytes of record text per segment (a segment ends at `segmentRecords` or here, whichever
+   * comes first): bounds a round's memory and time. @default 8 MiB
+   */
+  readonly segmentBytes?: number;
+  /** Live records removed per store write. @default 2000 */
   readonly trimSlice?: number;
   /** How long the lease lasts unless renewed, ms. @default max(30 s, 3 × intervalMs) capped at 5 min */
   readonly leaseTtlMs?: number;
@@ -111,6 +116,7 @@ const PAGE = 1000;
 export class Archiver {
   readonly holder = randomUUID();
   private readonly segmentRecords: number;
+  private readonly segmentBytes: number;
   private readonly trimSlice: number;
   private readonly leaseTtlMs: number;
   private readonly now: () => number;
@@ -138,7 +144,8 @@ export class Archiver {
 
   constructor(private readonly options: ArchiverOptions) {
     this.segmentRecords = options.segmentRecords ?? 10_000;
-    this.trimSlice = options.trimSlice ?? 500;
+    this.segmentBytes = options.segmentBytes ?? 8 * 1024 * 1024;
+    this.trimSlice = options.trimSlice ?? 2000;
     this.leaseTtlMs = options.leaseTtlMs ?? Math.min(300_000, Math.max(30_000, 3 * options.intervalMs));
     this.now = options.now ?? Date.now;
     this.caughtUpAt = this.now();
@@ -147,7 +154,12 @@ export class Archiver {
   /** Runs rounds: back to back while there is a backlog, else every `intervalMs`. */
   start(): void {
     this.stopped = false;
-    this.schedule(0);
+    // The first round waits for the store's connections (a round racing the start-up would fail
+    // as `store_unavailable` for nothing); a store still out of reach after one interval is reported.
+    void this.options.store.ping().then(
+      () => this.schedule(0),
+      () => this.schedule(this.options.intervalMs),
+    );
   }
 
   /** Stops after the round in flight (or at its next lease check) and gives the lease up. */
@@ -228,12 +240,19 @@ export class Archiver {
     let state = await store.archiveState();
     // A trim cut short (a kill, a lost lease) is finished first: the record is already there.
     if (state.trimmedThrough < state.archivedThrough) state = await this.trim(state);
-    const head = await store.auditHead();
+    // As chained now: with a backlog, waiting for the sealers would only delay the round (issue 23:
+    // 1-7 s under load). Only a round that would find nothing asks the store to chain what it has.
+    let head = await store.chainedAuditHead();
+    let { entries, behind } = await this.archivable(state, head);
+    if (entries.length === 0) {
+      head = await store.auditHead();
+      ({ entries, behind } = await this.archivable(state, head));
+    }
     this.status.head = head;
     this.status.state = state;
     const first = state.archivedThrough + 1;
-    const last = await this.lastArchivable(state, head);
-    this.status.lagRecords = Math.max(0, last - state.archivedThrough);
+    const last = entries.length === 0 ? state.archivedThrough : (entries[entries.length - 1] as AuditEntry).seq;
+    this.status.lagRecords = Math.max(0, behind);
     if (last < first) {
       this.caughtUpAt = this.now();
       return { kind: 'idle' };
@@ -247,11 +266,9 @@ export class Archiver {
       ({ name, lastSeq } = adopted);
       bytes = adopted.bytes;
     } else {
-      const entries = await this.readLive(first, last);
-      await this.checkpointAt(entries[entries.length - 1] as AuditEntry);
-      const segment = encodeSegment({
+      const segment = await encodeSegmentAsync({
         entries,
-        checkpoints: await this.checkpointsIn(first, last),
+        checkpoints: await this.checkpointsFor(first, entries[entries.length - 1] as AuditEntry),
         publicKeys: [{ key_id: this.options.signer.keyId, pem: this.options.signer.publicKeyPem() }],
       });
       await this.holdLease(true);
@@ -284,35 +301,56 @@ export class Archiver {
     this.status.segmentsWritten += 1;
     this.options.onSegment?.({ name, firstSeq: first, lastSeq, bytes, adopted: adopted !== undefined });
     this.status.state = await this.trim(await store.archiveState());
-    this.status.lagRecords = Math.max(0, last - lastSeq);
+    this.status.lagRecords = Math.max(0, behind - (lastSeq - state.archivedThrough));
     if (this.status.lagRecords === 0) this.caughtUpAt = this.now();
     return { kind: 'archived', name, firstSeq: first, lastSeq, adopted: adopted !== undefined };
   }
 
   /**
-   * The last seq a segment starting at `archivedThrough + 1` may end at: outside the live window
+   * The records of the next segment, read once: from `archivedThrough + 1`, outside the live window
    * (beyond the newest `liveRecords`, or older than `liveMs`), never the chain's last record (the
-   * next one is chained to it, so it stays live), at most `segmentRecords` records.
+   * next one is chained to it, so it stays live), at most `segmentRecords` records and about
+   * `segmentBytes` of record text. `behind`: how many records past the live window are not yet
+   * archived (as far as this round read).
    */
-  private async lastArchivable(state: ArchiveState, head: AuditHead): Promise<number> {
+  private async archivable(state: ArchiveState, head: AuditHead): Promise<{ entries: AuditEntry[]; behind: number }> {
     const first = state.archivedThrough + 1;
-    const ceiling = Math.min(head.records - 1, first + this.segmentRecords - 1);
-    if (ceiling < first) return state.archivedThrough;
-    let last = Math.min(ceiling, head.records - this.options.liveRecords);
-    if (last >= ceiling) return ceiling;
+    const chainEnd = head.records - 1;
+    const ceiling = Math.min(chainEnd, first + this.segmentRecords - 1);
+    if (ceiling < first) return { entries: [], behind: 0 };
+    // Past the newest `liveRecords`: archivable whatever their age.
+    const byCount = Math.min(chainEnd, head.records - this.options.liveRecords);
     // By age: records are appended in time order (an `at` out of order only ends the run early).
     const cutoff = this.now() - this.options.liveMs;
-    for (let after = Math.max(last, state.archivedThrough); after < ceiling;) {
+    const entries: AuditEntry[] = [];
+    let bytes = 0;
+    let young = false;
+    let full = false;
+    for (let after = first - 1; after < ceiling && !full && !young;) {
       const page = await this.options.store.readAudit(after, Math.min(PAGE, ceiling - after));
       if (page.length === 0) break;
       for (const entry of page) {
-        const at = recordTime(entry);
-        if (at === undefined || at >= cutoff) return Math.max(last, state.archivedThrough);
-        last = entry.seq;
+        if (entry.seq !== first + entries.length)
+          throw new ArchiveRoundError('store_unavailable', `live record ${first + entries.length} is missing`);
+        if (entry.seq > byCount) {
+          const at = recordTime(entry);
+          if (at === undefined || at >= cutoff) {
+            young = true;
+            break;
+          }
+        }
+        entries.push(entry);
+        bytes += entry.record.length;
+        if (bytes >= this.segmentBytes) {
+          full = true;
+          break;
+        }
       }
       after = (page[page.length - 1] as AuditEntry).seq;
     }
-    return Math.max(last, state.archivedThrough);
+    // Cut by size or count, not by age: at least one more record is waiting.
+    const more = !young && entries.length > 0 && (full || first + entries.length - 1 < chainEnd) ? 1 : 0;
+    return { entries, behind: Math.max(entries.length + more, byCount - state.archivedThrough) };
   }
 
   /** The live records `first..last`, checked contiguous. */
@@ -333,27 +371,24 @@ export class Archiver {
     return entries;
   }
 
-  private async checkpointsIn(first: number, last: number): Promise<AuditCheckpoint[]> {
-    return (await this.options.store.listCheckpoints()).filter((c) => c.records >= first && c.records <= last);
-  }
-
-  /** The stored checkpoint at `entry.seq`, signing and storing one when there is none. */
-  private async checkpointAt(entry: AuditEntry): Promise<AuditCheckpoint> {
-    const find = async (): Promise<AuditCheckpoint | undefined> =>
-      (await this.options.store.listCheckpoints()).find((c) => c.records === entry.seq && c.head === entry.hash);
-    const existing = await find();
-    if (existing) return existing;
-    // A true statement about the past: record `seq` had this hash (the chain proves it).
-    const signed = this.options.signer.sign(
-      { records: entry.seq, head: entry.hash },
-      new Date(this.now()).toISOString(),
-    );
-    await this.options.store.addCheckpoint(signed);
-    // Another replica's checkpoint for the same count may have been kept instead: use the stored one.
-    const stored = await find();
-    if (!stored) throw new ArchiveRoundError('store_unavailable', `the checkpoint at ${entry.seq} was not kept`);
-    if (stored.signature === signed.signature) this.options.onCheckpoint?.(signed);
-    return stored;
+  /**
+   * The stored checkpoints of the segment ending at `last`, one of them at `last` exactly: signed
+   * and stored first when there is none (a true statement about the past: record `seq` had this
+   * hash, as the chain proves). One read of the checkpoints, two when one is added.
+   */
+  private async checkpointsFor(first: number, last: AuditEntry): Promise<AuditCheckpoint[]> {
+    const { store, signer } = this.options;
+    let checkpoints = await store.listCheckpoints();
+    if (!checkpoints.some((c) => c.records === last.seq && c.head === last.hash)) {
+      const signed = signer.sign({ records: last.seq, head: last.hash }, new Date(this.now()).toISOString());
+      await store.addCheckpoint(signed);
+      // Another replica's checkpoint for the same count may have been kept instead: use the stored one.
+      checkpoints = await store.listCheckpoints();
+      const stored = checkpoints.find((c) => c.records === last.seq && c.head === last.hash);
+      if (!stored) throw new ArchiveRoundError('store_unavailable', `the checkpoint at ${last.seq} was not kept`);
+      if (stored.signature === signed.signature) this.options.onCheckpoint?.(signed);
+    }
+    return checkpoints.filter((c) => c.records >= first && c.records <= last.seq);
   }
 
   /**
@@ -366,7 +401,7 @@ export class Archiver {
   ): Promise<{ name: string; lastSeq: number; bytes: number } | undefined> {
     const { sink } = this.options;
     const prefix = segmentName(first, first).slice(0, 'segments/'.length + 12);
-    const names = (await sink.list()).filter((name) => name.startsWith(prefix));
+    const names = (await sink.list(prefix)).filter((name) => name.startsWith(prefix));
     const name = names[0];
     if (name === undefined) return undefined;
     const range = parseSegmentName(name);

@@ -81,7 +81,7 @@ export class DirectorySink implements ArchiveSink {
     return { size: body.length, sha256: sha256Hex(body) };
   }
 
-  async list(): Promise<string[]> {
+  async list(prefix = ''): Promise<string[]> {
     let files: string[];
     try {
       files = await readdir(join(this.root, SEGMENT_DIR));
@@ -91,7 +91,7 @@ export class DirectorySink implements ArchiveSink {
     }
     return files
       .map((file) => `${SEGMENT_DIR}/${file}`)
-      .filter((name) => parseSegmentName(name) !== undefined)
+      .filter((name) => name.startsWith(prefix) && parseSegmentName(name) !== undefined)
       .sort();
   }
 

@@ -172,7 +172,7 @@ export class S3Sink implements ArchiveSink {
     }
   }
 
-  async list(): Promise<string[]> {
+  async list(prefix?: string): Promise<string[]> {
     const names: string[] = [];
     let token: string | undefined;
     try {
@@ -180,7 +180,7 @@ export class S3Sink implements ArchiveSink {
         const page = await this.client.send(
           new ListObjectsV2Command({
             Bucket: this.bucket,
-            Prefix: `${this.prefix}${SEGMENT_DIR}/`,
+            Prefix: `${this.prefix}${prefix?.startsWith(`${SEGMENT_DIR}/`) ? prefix : `${SEGMENT_DIR}/`}`,
             ContinuationToken: token,
           }),
         );

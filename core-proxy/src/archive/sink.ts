@@ -24,8 +24,11 @@ export interface ArchiveSink {
   get(name: string): Promise<Buffer | undefined>;
   /** The segment's size (and hash where known), or `undefined` when there is none of that name. */
   stat(name: string): Promise<SegmentStat | undefined>;
-  /** Every segment name (`segments/…`; other objects are left out), sorted. */
-  list(): Promise<string[]>;
+  /**
+   * Every segment name (`segments/…`; other objects are left out), sorted; only those starting
+   * with `prefix` when given (the archiver asks for one range's, not the whole archive's).
+   */
+  list(prefix?: string): Promise<string[]>;
   /** Where the sink writes, with no credential: `dir:/path`, `s3://bucket/prefix`. */
   describe(): string;
   /**

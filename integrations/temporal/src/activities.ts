@@ -17,7 +17,11 @@ export interface KeybrakeActivities {
   keybrakeRevokeVaultKey(keyId: string): Promise<void>;
 }
 
-/** Creates the issue and revoke activities, talking to the proxy with an issuer key. */
+/**
+ * Creates the issue and revoke activities, talking to the proxy with an issuer key (`apiKey`) or,
+ * for workload identity (issue 25), a token the worker reads from a file
+ * (`tokenProvider: fromTokenFile('/var/run/secrets/keybrake/token')`, re-read when rotated).
+ */
 export function createKeybrakeActivities(options: KeybrakeActivitiesOptions): KeybrakeActivities {
   const client = new KeybrakeClient(options);
   return {

@@ -47,6 +47,8 @@ export interface RedisExpiryKeys {
   readonly members: (root: string) => string;
   readonly auditList: (shard: string) => string;
   readonly sealedSeqs: (shard: string) => string;
+  /** Shard -> count trimmed from its seqs list (the audit archive's; issue 23 keepup). */
+  readonly sealedTrimmed: string;
   readonly alerts: (root: string) => string;
   /** The key list's sorted-set indexes and its stats hash (key id members/fields). */
   readonly listIndexes: readonly string[];
@@ -184,7 +186,9 @@ export class RedisExpiry {
       ...ids.map((id) => this.redis.del(`root:${id}`)),
       ...keys.listIndexes.map((index) => (ids.length === 0 ? 0 : this.redis.zrem(index, ...ids))),
       ids.length === 0 ? 0 : this.redis.hdel(keys.listStats, ...ids),
-      this.redis.del(keys.sealedSeqs(root)),
+      // With its count trimmed, in one step: a record appended late is then sealed from position 0,
+      // as the purge script left its family list and that list's count (both removed together).
+      this.redis.multi().del(keys.sealedSeqs(root)).hdel(keys.sealedTrimmed, root).exec(),
     ]);
     // A refused call's record appended by a replica that still had the family cached: its shard
     // stays listed, so the record is sealed and counted as any other.

@@ -15,7 +15,8 @@ import {
 } from '../key-family.js';
 import { type KeyListPage, type KeyListQuery, catchUpDigest, listKeyPage } from '../key-listing.js';
 import { hasLimits } from '../key-limits.js';
-import { RELEASE_LOCK_LUA, SEAL_APPEND_LUA } from './lua/audit-seal.js';
+import { identityOfText, identityText } from '../key-identity.js';
+import { RELEASE_LOCK_LUA, SEALED_COUNT_LUA, SEAL_APPEND_LUA } from './lua/audit-seal.js';
 import { CREATE_KEY_LUA, MARK_SUBTREE_LUA } from './lua/family.js';
 import { RESERVE_LUA } from './lua/reserve.js';
 import { SETTLE_LUA } from './lua/settle.js';
@@ -145,6 +146,7 @@ interface ScriptCommands {
   kbCreateKey(...args: (string | number)[]): Promise<[string, string?]>;
   kbMarkSubtree(...args: (string | number)[]): Promise<number>;
   kbSealAppend(...args: (string | number)[]): Promise<number>;
+  kbSealedCount(...args: (string | number)[]): Promise<number>;
   kbReleaseLock(...args: (string | number)[]): Promise<number>;
   kbClaimObject(...args: (string | number)[]): Promise<string[]>;
   kbReleaseObject(...args: (string | number)[]): Promise<number>;
@@ -169,6 +171,10 @@ const flightKey = (root: string, id: string): string => `${tag(root)}:fl:${id}`;
 const auditListKey = (shard: string): string => `${tag(shard)}:audit`;
 /** The seqs of a shard's sealed records, in the shard's order: beside the chain, in its slot. */
 const sealedSeqsKey = (shard: string): string => `{audit}:sealed:${shard}`;
+/** Issue 23: how many entries the archive's trim removed from the head of each shard's seqs list. */
+const SEALED_TRIMMED = '{audit}:sealed-trimmed';
+/** Issue 23: how many entries the archive's trim removed from the head of a family's audit list. */
+const auditTrimmedKey = (shard: string): string => `${tag(shard)}:audit-trimmed`;
 const CHAIN_HEAD = '{audit}:head';
 const CHAIN = '{audit}:chain';
 const CHAIN_RIDS = '{audit}:rids';
@@ -231,6 +237,8 @@ export class RedisStore implements Store {
   private readonly sealLockTtlMs: number;
   /** This replica's seals run one at a time, in the order asked for. */
   private sealQueue: Promise<void> = Promise.resolve();
+  /** Issue 23: each shard's count trimmed from its family list's head, as last read (the sealer's guess). */
+  private readonly familyTrimmed = new Map<string, number>();
   /** A periodic seal is queued or running: a replica that is behind does not pile more up. */
   private periodicSealQueued = false;
   /** The console's listing indexes and change log (issue 22). */
@@ -301,8 +309,9 @@ export class RedisStore implements Store {
       chain: CHAIN,
       rids: CHAIN_RIDS,
       head: CHAIN_HEAD,
-      sealLock: SEAL_LOCK,
+      sealedTrimmed: SEALED_TRIMMED,
       auditList: auditListKey,
+      auditTrimmed: auditTrimmedKey,
       sealedSeqs: sealedSeqsKey,
       shardOf: async (keyId) => (keyId === null ? NO_KEY_SHARD : ((await this.rootOf(keyId)) ?? NO_KEY_SHARD)),
       cluster: this.cluster,
@@ -314,6 +323,7 @@ export class RedisStore implements Store {
       members: membersKey,
       auditList: auditListKey,
       sealedSeqs: sealedSeqsKey,
+      sealedTrimmed: SEALED_TRIMMED,
       alerts: alertsKey,
       listIndexes: Object.values(INDEX),
       listStats: STATS,
@@ -374,6 +384,9 @@ export class RedisStore implements Store {
       if (limits?.maxRequestsPerSecond != null) fields.push('max_rps', limits.maxRequestsPerSecond);
       if (limits?.maxRequestsPerMinute != null) fields.push('max_rpm', limits.maxRequestsPerMinute);
       if (limits?.maxConcurrent != null) fields.push('max_conc', limits.maxConcurrent);
+      // Issue 25: only a key issued to a workload identity has the field.
+      const identity = identityText(record.identity);
+      if (identity !== null) fields.push('identity', identity);
       const parentHash =
         record.parentKeyId === null ? keyHashKey(root, record.keyId) : keyHashKey(root, record.parentKeyId);
       const [created, tainted] = await this.redis.kbCreateKey(
@@ -581,22 +594,44 @@ export class RedisStore implements Store {
     });
   }
 
-  /** A family's sealed seqs and its records at the same positions. */
+  /**
+   * A family's sealed seqs and its records at the same positions. Issue 23: the archive's trim
+   * removes both lists' heads, counting what it removed of each; on one Redis in one script, on
+   * Cluster the family's list after its seqs. Positions are matched counted from the first record
+   * ever, so records trimmed from one list and not yet from the other are left out (archived).
+   */
   private async familyAudit(root: string): Promise<[string[], string[]]> {
-    if (this.cluster) {
-      const seqs = await this.redis.lrange(sealedSeqsKey(root), 0, -1);
-      return [seqs, seqs.length === 0 ? [] : await this.redis.lrange(auditListKey(root), 0, seqs.length - 1)];
+    const exec = async (multi: ReturnType<Client['multi']>): Promise<unknown[]> =>
+      ((await multi.exec()) ?? []).map(([error, value]) => {
+        if (error) throw error;
+        return value;
+      });
+    // Seqs first: every record they count was written before them.
+    const read = this.cluster
+      ? [
+          ...(await exec(this.redis.multi().hget(SEALED_TRIMMED, root).lrange(sealedSeqsKey(root), 0, -1))),
+          ...(await exec(this.redis.multi().get(auditTrimmedKey(root)).lrange(auditListKey(root), 0, -1))),
+        ]
+      : await exec(
+          (this.redis as Redis)
+            .multi()
+            .hget(SEALED_TRIMMED, root)
+            .lrange(sealedSeqsKey(root), 0, -1)
+            .get(auditTrimmedKey(root))
+            .lrange(auditListKey(root), 0, -1),
+        );
+    const [seqsFrom, seqs, recordsFrom, records] = read as [string | null, string[], string | null, string[]];
+    const seqsBase = Number(seqsFrom ?? 0);
+    const recordsBase = Number(recordsFrom ?? 0);
+    const from = Math.max(seqsBase, recordsBase);
+    const to = Math.min(seqsBase + seqs.length, recordsBase + records.length);
+    const pairedSeqs: string[] = [];
+    const pairedRecords: string[] = [];
+    for (let position = from; position < to; position += 1) {
+      pairedSeqs.push(seqs[position - seqsBase] as string);
+      pairedRecords.push(records[position - recordsBase] as string);
     }
-    const replies = await (this.redis as Redis)
-      .multi()
-      .lrange(sealedSeqsKey(root), 0, -1)
-      .lrange(auditListKey(root), 0, -1)
-      .exec();
-    const [seqs, records] = (replies ?? []).map(([error, value]) => {
-      if (error) throw error;
-      return value as string[];
-    }) as [string[], string[]];
-    return [seqs, records.slice(0, seqs.length)];
+    return [pairedSeqs, pairedRecords];
   }
 
   listCallsPage(keyId: string, afterSeq: number, limit: number): Promise<AuditRecordJson[]> {
@@ -646,6 +681,13 @@ export class RedisStore implements Store {
     return this.run(async () => this.sealedHead(await this.redis.smembers(SHARDS)));
   }
 
+  chainedAuditHead(): Promise<AuditHead> {
+    return this.run(async () => {
+      const [seq, hash] = await this.background.hmget(CHAIN_HEAD, 'seq', 'hash');
+      return { records: Number(seq ?? 0), head: hash || GENESIS_HASH };
+    });
+  }
+
   private async sealedHead(shards: readonly string[] | undefined): Promise<AuditHead> {
     await this.seal(shards);
     const [seq, hash] = await this.redis.hmget(CHAIN_HEAD, 'seq', 'hash');
@@ -679,18 +721,28 @@ export class RedisStore implements Store {
           const known = await this.redis.hmget(CHAIN_RIDS, ...rids);
           const unknown = rids.filter((_, j) => known[j] === null);
           if (unknown.length === 0) continue;
-          // A record the archive's trim removed (from its list and the chain index at once) after it
-          // was read here is archived, not missing: only one still in its list is counted.
-          const listed = new Set(
-            (await this.redis.lrange(auditListKey(shard), 0, -1)).map((raw) => {
-              try {
-                return String((JSON.parse(raw) as FamilyAuditRecord).rid);
-              } catch {
-                return '';
-              }
-            }),
-          );
+          // A record the archive's trim removed after it was read here is archived, not missing: only
+          // one still in its list, past the records trimmed from its seqs list, is counted (on
+          // Cluster the chain index and the seqs list are trimmed before the family's list: issue 23).
+          const [listedFrom, listedRaws] = (
+            (await this.redis.multi().get(auditTrimmedKey(shard)).lrange(auditListKey(shard), 0, -1).exec()) ?? []
+          ).map(([error, value]) => {
+            if (error) throw error;
+            return value;
+          }) as [string | null, string[]];
+          const positions = new Map<string, number>();
+          listedRaws.forEach((raw, j) => {
+            try {
+              positions.set(String((JSON.parse(raw) as FamilyAuditRecord).rid), Number(listedFrom ?? 0) + j);
+            } catch {
+              // An unreadable record has no id to check.
+            }
+          });
           const again = await this.redis.hmget(CHAIN_RIDS, ...unknown);
+          const archivedBelow = Number((await this.redis.hget(SEALED_TRIMMED, shard)) ?? 0);
+          const listed = new Set(
+            [...positions].filter(([, position]) => position >= archivedBelow).map(([rid]) => rid),
+          );
           missing += unknown.filter((rid, j) => again[j] === null && listed.has(rid)).length;
         }
       }
@@ -1030,10 +1082,8 @@ export class RedisStore implements Store {
       const chunk = shards.slice(from, from + SHARD_CHUNK);
       // Unmarked before reading: a record written after this is marked again by its writer.
       await this.background.srem(DIRTY_SHARDS, ...chunk);
-      const [sealed, written] = await Promise.all([
-        this.shardLengths(chunk, sealedSeqsKey),
-        this.shardLengths(chunk, auditListKey),
-      ]);
+      // Counted from each shard's first record ever: the archive's trim leaves these counts as they are.
+      const [sealed, written] = await Promise.all([this.sealedCounts(chunk), this.writtenCounts(chunk)]);
       for (const [i, shard] of chunk.entries()) {
         if ((written[i] as number) <= (sealed[i] as number)) continue;
         let done: boolean;
@@ -1067,11 +1117,7 @@ export class RedisStore implements Store {
    */
   private async sealShard(shard: string, token: string, sealed: number, written: number): Promise<boolean> {
     while (sealed < written) {
-      const raws = await this.background.lrange(
-        auditListKey(shard),
-        sealed,
-        Math.min(sealed + SEAL_BATCH, written) - 1,
-      );
+      const raws = await this.familyRecords(shard, sealed, Math.min(SEAL_BATCH, written - sealed));
       if (raws.length === 0) return true;
       const records = raws.map((raw) => JSON.parse(raw) as FamilyAuditRecord);
       const [head, known] = await Promise.all([
@@ -1106,11 +1152,13 @@ export class RedisStore implements Store {
         CHAIN_RIDS,
         SEAL_LOCK,
         sealedSeqsKey(shard),
+        SEALED_TRIMMED,
         token,
         this.sealLockTtlMs,
         expectedSeq,
         expectedHash,
         sealed,
+        shard,
         ...quadruples,
       );
       if (appended === -1) return false;
@@ -1120,6 +1168,61 @@ export class RedisStore implements Store {
       sealed += records.length;
     }
     return true;
+  }
+
+  /** Each shard's records sealed, counted from its first ever (those trimmed by the archive too). */
+  private async sealedCounts(shards: readonly string[]): Promise<number[]> {
+    return Promise.all(
+      shards.map(async (shard) =>
+        Number(await this.background.kbSealedCount(sealedSeqsKey(shard), SEALED_TRIMMED, shard)),
+      ),
+    );
+  }
+
+  /** Each shard's records written, counted from its first ever (those trimmed by the archive too). */
+  private async writtenCounts(shards: readonly string[]): Promise<number[]> {
+    return Promise.all(
+      shards.map(async (shard) => {
+        const [trimmed, length] = await this.familyRead(
+          this.background.multi().get(auditTrimmedKey(shard)).llen(auditListKey(shard)),
+        );
+        this.familyTrimmed.set(shard, Number(trimmed ?? 0));
+        return Number(trimmed ?? 0) + Number(length);
+      }),
+    );
+  }
+
+  /**
+   * A family's records from `position` (counted from its first record ever), at most `count`. Read
+   * in one transaction with the count the archive's trim removed from the list's head, checked
+   * against the count the read assumed (a plain transaction, not a script: a family's slot sees
+   * only the hot path's scripts, issue 21). The trim removes only sealed records: never these.
+   */
+  private async familyRecords(shard: string, position: number, count: number): Promise<string[]> {
+    let assumed = this.familyTrimmed.get(shard) ?? Number((await this.background.get(auditTrimmedKey(shard))) ?? 0);
+    for (;;) {
+      const [trimmed, raws] = await this.familyRead(
+        this.background
+          .multi()
+          .get(auditTrimmedKey(shard))
+          .lrange(auditListKey(shard), position - assumed, position - assumed + count - 1),
+      );
+      const now = Number(trimmed ?? 0);
+      this.familyTrimmed.set(shard, now);
+      if (now === assumed) return raws as string[];
+      if (now > position)
+        throw new StoreUnavailableError(
+          new Error(`audit record ${position} of ${shard} was trimmed before it was sealed`),
+        );
+      assumed = now;
+    }
+  }
+
+  private async familyRead(multi: ReturnType<Client['multi']>): Promise<unknown[]> {
+    return ((await multi.exec()) ?? []).map(([error, value]) => {
+      if (error) throw error;
+      return value;
+    });
   }
 
   /** `LLEN` of one list per shard, a chunk of shards at a time. */
@@ -1226,6 +1329,7 @@ function toRecord(fields: Record<string, string>): VaultKeyRecord {
             maxConcurrent: optionalNumber(fields.max_conc),
           }
         : null,
+    identity: identityOfText(fields.identity),
   };
 }
 
@@ -1237,7 +1341,8 @@ function defineScripts(redis: Redis | Cluster): Client {
   redis.defineCommand('kbSettle', { lua: SETTLE_LUA });
   redis.defineCommand('kbCreateKey', { lua: CREATE_KEY_LUA });
   redis.defineCommand('kbMarkSubtree', { lua: MARK_SUBTREE_LUA });
-  redis.defineCommand('kbSealAppend', { numberOfKeys: 5, lua: SEAL_APPEND_LUA });
+  redis.defineCommand('kbSealAppend', { numberOfKeys: 6, lua: SEAL_APPEND_LUA });
+  redis.defineCommand('kbSealedCount', { numberOfKeys: 2, lua: SEALED_COUNT_LUA });
   redis.defineCommand('kbReleaseLock', { numberOfKeys: 1, lua: RELEASE_LOCK_LUA });
   redis.defineCommand('kbClaimObject', { numberOfKeys: 1, lua: CLAIM_OBJECT_LUA });
   redis.defineCommand('kbReleaseObject', { numberOfKeys: 1, lua: RELEASE_OBJECT_LUA });

@@ -5,6 +5,8 @@ TypeScript workflow and the other way round).
 Worker::
 
     client = KeybrakeClient(proxy_url, issuer_key)
+    # or, with workload identity (issue 25): the worker pod's projected token, re-read when rotated
+    client = KeybrakeClient(proxy_url, token_provider=TokenFile("/var/run/secrets/keybrake/token"))
     worker = Worker(
         temporal_client, task_queue="billing",
         workflows=[BillingWorkflow],

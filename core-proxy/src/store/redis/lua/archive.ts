@@ -62,28 +62,39 @@ return redis.call('LRANGE', KEYS[1], start, start + tonumber(ARGV[2]) - 1)
 `;
 
 /**
- * Trims archived records from the live store: the chain's first entries, their record ids, and
- * (on one Redis, where a script may touch every slot) the same records' entries at the head of
- * their families' lists and of the lists of their seqs, which move together, so that the sealer's
- * positions (records sealed = length of the seqs list) stay true.
+ * Trims archived records from the live store: the chain's first entries, their record ids, the
+ * same records' seqs at the head of their shards' seqs lists and (on one Redis, where a script may
+ * touch every slot) their entries at the head of their families' lists.
+ *
+ * Regression: issue 23 (the archiver fell behind under load). This script used to refuse to run
+ * while a sealer held its lock (-4), because the sealer addressed a shard's lists by position from
+ * their heads, which the trim moves; two replicas sealing under load held the lock nearly all the
+ * time, each slice waited up to a second and then gave up, and Redis grew. Positions are absolute
+ * now: every list trimmed from its head keeps the count removed from it (the seqs lists in
+ * `{audit}:sealed-trimmed`, a family's list in `{vk:<root>}:audit-trimmed`), the sealer reads and
+ * checks `count removed + length`, which a trim leaves as it was, and appends only at the tails.
+ * A trim and a seal never touch the same entries, so no lock is needed between them.
+ *
  * KEYS[1]  the lease                                        {audit}:archive-lease
  * KEYS[2]  the archive state                                {audit}:archive
  * KEYS[3]  the chain list                                   {audit}:chain
  * KEYS[4]  record id -> seq index                           {audit}:rids
  * KEYS[5]  the chain head                                   {audit}:head
- * KEYS[6]  the sealer lock                                 {audit}:lock
- * KEYS[7..] pairs: a family's audit list {vk:<root>}:audit, its seqs list {audit}:sealed:<root>
+ * KEYS[6]  shard -> seqs removed from its seqs list         {audit}:sealed-trimmed
+ * KEYS[7]  shards whose family list has archived records left (Cluster)   {audit}:trim-families
+ * KEYS[8..] per shard: its seqs list {audit}:sealed:<root>; on one Redis also its family's audit
+ *          list {vk:<root>}:audit and that list's count removed {vk:<root>}:audit-trimmed
  * ARGV[1]  the holder's id
  * ARGV[2]  `trimmed` as the caller read it
  * ARGV[3]  the new `trimmed` (at most `through`, below the head's seq)
- * ARGV[4]  how many pairs
- * ARGV[5..4+pairs] per pair: how many of its first entries go (their seqs are all <= ARGV[3])
- * ARGV[5+pairs] '1': the record ids follow and are removed from KEYS[4]; '0': none (Redis
- *          Cluster, where the families' lists stay and their records' ids with them)
- * ARGV[6+pairs..] the record ids of the chain entries that go, in order
- * Returns how many chain entries were removed, or: -1 no lease; -2 the state moved; -3 a pair's
- * count does not match its seqs; -4 a sealer holds its lock (it read the lists' lengths: they
- * must not move under it; try again shortly). Nothing is written unless every check passes.
+ * ARGV[4]  '1': one Redis (the families' lists are trimmed here); '0': Cluster (they are trimmed
+ *          after, by ARCHIVE_TRIM_FAMILY_LUA in their own slots; the shard is added to KEYS[7])
+ * ARGV[5]  how many shards
+ * ARGV[6..5+shards] per shard: its name and the most of its first entries that may go (its records
+ *          among the chain entries that go); the script removes those whose seq is <= ARGV[3]
+ * ARGV[6+2*shards..] the record ids of the chain entries that go, in order
+ * Returns how many chain entries were removed, or: -1 no lease; -2 the state moved. Nothing is
+ * written unless every check passes.
  */
 export const ARCHIVE_TRIM_LUA = `
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
@@ -93,31 +104,73 @@ local trimmed = tonumber(state[2] or '0')
 local target = tonumber(ARGV[3])
 local headSeq = tonumber(redis.call('HGET', KEYS[5], 'seq') or '0')
 if trimmed ~= tonumber(ARGV[2]) or target > through or target >= headSeq or target <= trimmed then return -2 end
-local npairs = tonumber(ARGV[4])
-if npairs > 0 and redis.call('EXISTS', KEYS[6]) == 1 then return -4 end
-local withRids = ARGV[5 + npairs] == '1'
-local ridsFrom = 6 + npairs
-if withRids and #ARGV - ridsFrom + 1 ~= target - trimmed then return -2 end
-for p = 1, npairs do
-  local k = tonumber(ARGV[4 + p])
-  local sealedKey = KEYS[8 + 2 * (p - 1)]
+local single = ARGV[4] == '1'
+local nshards = tonumber(ARGV[5])
+local ridsFrom = 6 + 2 * nshards
+if #ARGV - ridsFrom + 1 ~= target - trimmed then return -2 end
+local stride = single and 3 or 1
+for s = 1, nshards do
+  local shard = ARGV[4 + 2 * s]
+  local most = tonumber(ARGV[5 + 2 * s])
+  local seqsKey = KEYS[8 + stride * (s - 1)]
+  -- Only seqs <= target go: every one of them is archived, whatever the caller thought.
+  local seqs = redis.call('LRANGE', seqsKey, 0, most - 1)
+  local k = 0
+  while k < #seqs and tonumber(seqs[k + 1]) <= target do k = k + 1 end
   if k > 0 then
-    local lastGone = redis.call('LINDEX', sealedKey, k - 1)
-    if not lastGone or tonumber(lastGone) > target then return -3 end
-    if redis.call('LLEN', KEYS[7 + 2 * (p - 1)]) < k then return -3 end
+    redis.call('LTRIM', seqsKey, k, -1)
+    local removed = redis.call('HINCRBY', KEYS[6], shard, k)
+    if single then
+      local listKey = KEYS[9 + stride * (s - 1)]
+      local countKey = KEYS[10 + stride * (s - 1)]
+      local done = tonumber(redis.call('GET', countKey) or '0')
+      -- The family's list moves with its seqs list (legacy lists start equal: both counts 0).
+      if removed > done then
+        redis.call('LTRIM', listKey, removed - done, -1)
+        redis.call('SET', countKey, removed)
+      end
+    else
+      redis.call('SADD', KEYS[7], shard)
+    end
   end
 end
-for p = 1, npairs do
-  local k = tonumber(ARGV[4 + p])
-  if k > 0 then
-    redis.call('LTRIM', KEYS[7 + 2 * (p - 1)], k, -1)
-    redis.call('LTRIM', KEYS[8 + 2 * (p - 1)], k, -1)
-  end
-end
-for i = (withRids and ridsFrom or #ARGV + 1), #ARGV, 500 do
+for i = ridsFrom, #ARGV, 500 do
   redis.call('HDEL', KEYS[4], unpack(ARGV, i, math.min(i + 499, #ARGV)))
 end
 redis.call('LTRIM', KEYS[3], target - trimmed, -1)
 redis.call('HSET', KEYS[2], 'trimmed', target)
 return target - trimmed
+`;
+
+/**
+ * Redis Cluster: trims a family's audit list, in its own slot, up to the count of its records
+ * already trimmed from its seqs list (read from `{audit}:sealed-trimmed` by the caller first:
+ * that count only grows, and only once those records are archived). Idempotent: a count at or
+ * below what the list has lost already changes nothing.
+ * KEYS[1]  the family's audit list                          {vk:<root>}:audit
+ * KEYS[2]  its count removed                                {vk:<root>}:audit-trimmed
+ * ARGV[1]  the count the list must have lost
+ * Returns how many entries were removed now.
+ */
+export const ARCHIVE_TRIM_FAMILY_LUA = `
+local done = tonumber(redis.call('GET', KEYS[2]) or '0')
+local want = tonumber(ARGV[1])
+if want <= done then return 0 end
+local k = math.min(want - done, redis.call('LLEN', KEYS[1]))
+if k <= 0 then return 0 end
+redis.call('LTRIM', KEYS[1], k, -1)
+redis.call('SET', KEYS[2], done + k)
+return k
+`;
+
+/**
+ * Redis Cluster: forgets a shard whose family list has caught up, unless its count moved again.
+ * KEYS[1]  {audit}:trim-families   KEYS[2]  {audit}:sealed-trimmed
+ * ARGV[1]  the shard   ARGV[2]  the count its family list was trimmed to
+ */
+export const ARCHIVE_TRIM_FAMILY_DONE_LUA = `
+if tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0') <= tonumber(ARGV[2]) then
+  redis.call('SREM', KEYS[1], ARGV[1])
+end
+return 1
 `;

@@ -39,5 +39,7 @@ end
 local days = 0
 for i = 3, #ARGV do days = days + redis.call('DEL', base .. ':d:' .. ARGV[i]) end
 redis.call('DEL', KEYS[1], KEYS[3], KEYS[4])
+-- The audit list's count trimmed by the archive goes with the list (issue 23).
+redis.call('DEL', base .. ':audit-trimmed')
 return {1, removed, days, #alerts}
 `;

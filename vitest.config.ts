@@ -26,6 +26,8 @@ const SHARED_SUITE = [
   'issue-26-alerts',
   'issue-26-limits',
   'issue-23-verify',
+  'issue-25-workload-identity',
+  'issue-25-hydra',
   'issue-23-expiry',
 ].map((name) => `core-proxy/test/${name}.test.ts`);
 

@@ -17,7 +17,7 @@ go_lane() {
   # stripe-mock; go-httpbin (a real third-party server standing in for a vendor declared in
   # KEYBRAKE_VENDORS_FILE); the Temporal CLI; Argo's own CLI, built from the Go module proxy and used
   # only as an offline linter of templates/argo, and its controller's test binary with our
-  # retry-expression test (integrations/argo/expr-test); toxiproxy; Helm and kustomize.
+  # retry-expression test (integrations/argo/expr-test); toxiproxy; Helm and kustomize; Hydra.
   local bin
   bin="$(bash scripts/install-stripe-mock.sh)"
   echo "STRIPE_MOCK_BIN=$bin"
@@ -35,6 +35,9 @@ go_lane() {
   echo "HELM_BIN=$bin"
   bin="$(bash scripts/install-kustomize.sh)"
   echo "KUSTOMIZE_BIN=$bin"
+  # ORY Hydra, the real OIDC provider of the workload-identity tests (issue 25).
+  bin="$(bash scripts/install-hydra.sh)"
+  echo "HYDRA_BIN=$bin"
 }
 apt_lane() {
   # redis-server, nginx for the quick benchmark, and chromium for the console's browser tests

@@ -17,6 +17,8 @@ export interface VaultKeyView {
   readonly allowed_endpoints?: readonly string[];
   readonly parent_key_id?: string | null;
   readonly tainted?: boolean;
+  /** Issue 25: the workload identity the key was issued to; null for an issuer key's. */
+  readonly identity?: { readonly issuer: string; readonly subject: string; readonly policy: string } | null;
   /** Listing only: how many proxied calls this key made. */
   readonly calls?: number;
   /** Listing only: calls refused with `cap_exhausted`. */

@@ -12,6 +12,7 @@ import {
 import { type AlertConfig, loadAlertConfig } from './alerts/alert-config.js';
 import { type ArchiveConfig, readArchiveConfig } from './archive/archive-config.js';
 import { CheckpointSigner } from './audit/checkpoints.js';
+import { type IssuersConfig, loadIssuersConfig } from './identity/issuers-file.js';
 import { type ExpiryConfig, readExpiryConfig } from './store/expiry-config.js';
 import { ConfigError, type Env, flag, positiveInt, readSecret } from './env.js';
 import { BUILT_IN_VENDORS, VendorRegistry, baseUrlVariable } from './vendors/registry.js';
@@ -89,6 +90,11 @@ export interface KeybrakeConfig {
   readonly alerts: AlertConfig;
   /** The audit archive and the live window (issue 23; `archive/archive-config.ts`). */
   readonly archive: ArchiveConfig;
+  /**
+   * Issue 25: trusted token issuers and their policies (`KEYBRAKE_ISSUERS_FILE`); null: the admin
+   * API takes issuer keys only. @default null
+   */
+  readonly issuers: IssuersConfig | null;
   /** Retention of expired keys and of kept idempotent responses (issue 23; `store/expiry-config.ts`). */
   readonly expiry: ExpiryConfig;
 }
@@ -257,6 +263,7 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
     workers: positiveInt(env, 'KEYBRAKE_WORKERS', 1),
     alerts: loadAlertConfig(env),
     archive: readArchiveConfig(env, { dataDir, redis: readSecret(env, 'KEYBRAKE_REDIS_URL') !== undefined }),
+    issuers: loadIssuersConfig(env, new Set(vendors.names())),
     expiry: readExpiryConfig(env),
   };
 }

@@ -42,6 +42,42 @@ export const ERROR_TABLE = {
   shutting_down: { status: 503, message: 'The proxy is shutting down.' },
   internal_error: { status: 500, message: 'Internal error.' },
 
+  // Issue 25: `Authorization: Bearer <JWT>` on the admin API (workload identity).
+  token_invalid: { status: 401, message: 'The bearer token is not a well-formed signed JWT.' },
+  token_too_large: { status: 401, message: 'The bearer token is larger than KEYBRAKE_MAX_TOKEN_BYTES.' },
+  token_algorithm: {
+    status: 401,
+    message: "The token's algorithm is not one its issuer allows (none and HMAC are never accepted).",
+  },
+  token_duplicate_claim: { status: 401, message: 'The token names a claim or header parameter twice.' },
+  token_expired: { status: 401, message: 'The token has expired.' },
+  token_not_yet_valid: { status: 401, message: 'The token is not valid yet (nbf or iat in the future).' },
+  token_issuer: { status: 401, message: "The token's issuer (iss) is not a trusted issuer." },
+  token_audience: { status: 401, message: "The token's audience (aud) is not one its issuer accepts." },
+  token_unknown_key: { status: 401, message: "The token's key (kid) is not in its issuer's JWKS." },
+  token_signature: { status: 401, message: "The token's signature does not verify." },
+  issuer_unavailable: {
+    status: 503,
+    message: "The token issuer's keys could not be fetched; nothing was issued or changed.",
+  },
+  policy_no_match: { status: 403, message: 'No policy of the issuers file matches this identity.' },
+  policy_vendor: { status: 403, message: "This vendor is not in the identity's policy; nothing was issued." },
+  policy_cap: { status: 403, message: "The caps are beyond the identity's policy; nothing was issued." },
+  policy_ttl: { status: 403, message: "The requested expires_in is beyond the identity's policy; nothing was issued." },
+  policy_endpoints: {
+    status: 403,
+    message: "The requested allowed_endpoints are not within the identity's policy ceiling; nothing was issued.",
+  },
+  policy_label: {
+    status: 403,
+    message: "The agent_run_label is not a canonical label under the identity's policy prefix; nothing was issued.",
+  },
+  policy_not_own_key: {
+    status: 403,
+    message: "This key was not issued to this identity, and its policy does not allow others' keys.",
+  },
+  policy_operator_only: { status: 403, message: 'This admin route needs an issuer key, not a workload token.' },
+
   // The proxy's checks, in the contract's order.
   invalid_vault_key: { status: 401, message: 'No vault key was presented, or it is not known.' },
   vault_key_revoked: { status: 401, message: 'The vault key has been revoked.' },
@@ -113,6 +149,45 @@ export class KeybrakeError extends Error {
   /** The contract's error body: `{"error": {"code", "message"}}`. */
   toJSON(): ErrorBody {
     return { error: { code: this.code, message: this.message } };
+  }
+}
+
+/** Issue 25: a bearer JWT refused (401), or its issuer's keys out of reach (503). */
+export class TokenRefusedError extends KeybrakeError {
+  constructor(
+    code:
+      | 'token_invalid'
+      | 'token_too_large'
+      | 'token_algorithm'
+      | 'token_duplicate_claim'
+      | 'token_expired'
+      | 'token_not_yet_valid'
+      | 'token_issuer'
+      | 'token_audience'
+      | 'token_unknown_key'
+      | 'token_signature'
+      | 'issuer_unavailable',
+    message?: string,
+  ) {
+    super(code, message);
+  }
+}
+
+/** Issue 25: a request from a workload identity beyond its policy (403); nothing was changed. */
+export class PolicyRefusedError extends KeybrakeError {
+  constructor(
+    code:
+      | 'policy_no_match'
+      | 'policy_vendor'
+      | 'policy_cap'
+      | 'policy_ttl'
+      | 'policy_endpoints'
+      | 'policy_label'
+      | 'policy_not_own_key'
+      | 'policy_operator_only',
+    message?: string,
+  ) {
+    super(code, message);
   }
 }
 

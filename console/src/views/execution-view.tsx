@@ -243,6 +243,13 @@ export function ExecutionView({
           <dd>{clock(vaultKey.expires_at)}</dd>
         </dl>
         {vaultKey.allowed_endpoints && <p class="muted endpoints">allowed: {vaultKey.allowed_endpoints.join(', ')}</p>}
+        {/* Issue 25: who the key was issued to (a workload identity, never its token). */}
+        <p class="muted identity" data-field="identity">
+          issued to:{' '}
+          {vaultKey.identity
+            ? `${vaultKey.identity.subject} (${vaultKey.identity.issuer}, policy ${vaultKey.identity.policy})`
+            : 'an issuer key (operator)'}
+        </p>
       </section>
       <section>
         <h2>Family</h2>

@@ -1,5 +1,6 @@
 import type { Micros } from '../pricing/money.js';
 import { microsToUsd } from '../pricing/money.js';
+import type { KeyIdentity } from '../store/key-identity.js';
 
 /** How a proxied call ended, as the contract names it. */
 export type CallOutcome = 'forwarded' | 'blocked' | 'replayed' | 'unknown';
@@ -21,6 +22,11 @@ export interface AuditInput {
   readonly idempotencyKey: string | null;
   readonly agentRunLabel: string | null;
   readonly tainted: boolean;
+  /**
+   * Issue 25: the workload identity the call's key was issued to; absent or null for a key issued
+   * with an issuer key (its records keep the shape they always had). @default null
+   */
+  readonly identity?: KeyIdentity | null;
 }
 
 /**
@@ -66,6 +72,8 @@ export interface AuditRecordJson {
   idempotency_key: string | null;
   agent_run_label: string | null;
   tainted: boolean;
+  /** Issue 25: present only on records of a key issued to a workload identity (never its token). */
+  identity?: { issuer: string; subject: string; policy: string };
 }
 
 /**
@@ -88,5 +96,8 @@ export function auditRecordJson(seq: number, input: AuditInput): AuditRecordJson
     idempotency_key: input.idempotencyKey,
     agent_run_label: input.agentRunLabel,
     tainted: input.tainted,
+    ...(input.identity
+      ? { identity: { issuer: input.identity.issuer, subject: input.identity.subject, policy: input.identity.policy } }
+      : {}),
   };
 }

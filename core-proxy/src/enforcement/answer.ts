@@ -24,6 +24,8 @@ export function pendingRecord(facts: AuditFacts): ReserveInput['pending'] {
     agentRunLabel: key?.agentRunLabel ?? null,
     // The store's reading of the key's taint (inside the reservation) is fresher than a cached record.
     tainted: call.untrusted || (facts.keyTainted ?? key?.tainted ?? false),
+    // Issue 25: who the key was issued to, on every record of its calls.
+    identity: key?.identity ?? null,
   };
 }
 
@@ -46,6 +48,7 @@ export function auditRecord(
     idempotencyKey: pending.idempotencyKey,
     agentRunLabel: pending.agentRunLabel,
     tainted: pending.tainted,
+    identity: pending.identity,
     at: new Date(facts.call.at).toISOString(),
     outcome,
     reason,

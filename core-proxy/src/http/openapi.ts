@@ -20,8 +20,42 @@ const query = (name: string, schema: Record<string, unknown>, description: strin
   schema,
   description,
 });
-const unauthorized = error('Missing or wrong issuer key', ['unauthorized']);
-const storeDown = error('The store cannot be reached; nothing changed', ['store_unavailable']);
+const unauthorized = error('Missing or wrong issuer key, or a bearer JWT that does not verify (issue 25)', [
+  'unauthorized',
+  'token_invalid',
+  'token_too_large',
+  'token_algorithm',
+  'token_duplicate_claim',
+  'token_expired',
+  'token_not_yet_valid',
+  'token_issuer',
+  'token_audience',
+  'token_unknown_key',
+  'token_signature',
+]);
+const storeDown = error("The store, or a token issuer's keys (JWKS, discovery), cannot be reached; nothing changed", [
+  'store_unavailable',
+  'issuer_unavailable',
+]);
+/** Issue 25: a workload identity (bearer JWT) asking for more than its policy grants. */
+const beyondPolicy = error('A workload identity beyond its policy (issue 25); nothing changed', [
+  'policy_no_match',
+  'policy_vendor',
+  'policy_cap',
+  'policy_ttl',
+  'policy_endpoints',
+  'policy_label',
+  'policy_not_own_key',
+]);
+const operatorOnly = error('A workload token on a route that needs an issuer key (issue 25)', [
+  'policy_no_match',
+  'policy_operator_only',
+]);
+/** Issue 25: the identity a key was issued to. */
+const identitySchema = {
+  oneOf: [{ $ref: '#/components/schemas/KeyIdentity' }, { type: 'null' }],
+  description: 'Issue 25: the workload identity the key was issued to (never the token); null: an issuer key',
+};
 
 /** `{"checkpoint": Checkpoint | null}`, the answer of `POST /audit/checkpoints`. */
 const newestCheckpoint = {
@@ -97,6 +131,19 @@ export function openApiDocument(vendors: VendorRegistry) {
           KEYBRAKE_ARCHIVE_SEGMENT_RECORDS: 'Most records per segment (default 10000)',
         },
       },
+      'x-keybrake-workload-identity': {
+        description:
+          'Issue 25 (README, "Workload identity"): the admin API also takes Authorization: Bearer <JWT> from the issuers ' +
+          'of KEYBRAKE_ISSUERS_FILE, verified against their JWKS (asymmetric algorithms only; exp, nbf, iat, iss and aud ' +
+          'checked with the clock skew; duplicated claims refused). The first policy whose match entries all match the ' +
+          'claims bounds what the caller may issue (vendors, caps, TTL, an allowlist ceiling, a run-label prefix) and ' +
+          'which keys it may read, revoke or taint. Issuer keys keep working and are never JWTs.',
+        environment: {
+          KEYBRAKE_ISSUERS_FILE: 'YAML file of trusted token issuers and their policies; unset: issuer keys only',
+          KEYBRAKE_MAX_TOKEN_BYTES:
+            'Bearer JWTs longer than this are refused unparsed, 401 token_too_large (default 8192)',
+        },
+      },
       'x-keybrake-expiry': {
         description:
           'Removal of expired keys (README, "Removal of expired keys"), on the archive\'s schedule and lease: a key family whose ' +
@@ -162,8 +209,26 @@ export function openApiDocument(vendors: VendorRegistry) {
       },
     },
     components: {
-      securitySchemes: { issuerKey: { type: 'http', scheme: 'bearer', description: 'One of KEYBRAKE_API_KEYS' } },
+      securitySchemes: {
+        issuerKey: { type: 'http', scheme: 'bearer', description: 'One of KEYBRAKE_API_KEYS' },
+        workloadToken: {
+          type: 'http',
+          scheme: 'bearer',
+          bearerFormat: 'JWT',
+          description:
+            'Issue 25: a JWT of an issuer of KEYBRAKE_ISSUERS_FILE; /vault/keys routes only, within its policy',
+        },
+      },
       schemas: {
+        KeyIdentity: {
+          type: 'object',
+          required: ['issuer', 'subject', 'policy'],
+          properties: {
+            issuer: { type: 'string', description: "The token's iss" },
+            subject: { type: 'string', description: "The token's sub" },
+            policy: { type: 'string', description: 'The policy of the issuers file that matched' },
+          },
+        },
         Checkpoint: {
           type: 'object',
           description:
@@ -309,6 +374,7 @@ export function openApiDocument(vendors: VendorRegistry) {
             parent_key_id: { type: ['string', 'null'] },
             tainted: { type: 'boolean' },
             created_at: { type: 'string', format: 'date-time' },
+            identity: identitySchema,
             alerts: { $ref: '#/components/schemas/AlertThresholds' },
             limits: {
               type: 'object',
@@ -344,6 +410,7 @@ export function openApiDocument(vendors: VendorRegistry) {
             allowed_endpoints: { type: 'array', items: { type: 'string' } },
             parent_key_id: { type: ['string', 'null'] },
             tainted: { type: 'boolean' },
+            identity: identitySchema,
             alerts: {
               type: 'array',
               description: 'GET /vault/keys/{key_id} only: each threshold with the alerts it fired (issue 26)',
@@ -411,7 +478,7 @@ export function openApiDocument(vendors: VendorRegistry) {
         },
       },
     },
-    security: [{ issuerKey: [] }],
+    security: [{ issuerKey: [] }, { workloadToken: [] }],
     paths: {
       '/vault/keys': {
         get: {
@@ -456,6 +523,7 @@ export function openApiDocument(vendors: VendorRegistry) {
             },
             '400': error('A bad filter, sort, limit or cursor, or an unknown parameter', ['invalid_request']),
             '401': unauthorized,
+            '403': beyondPolicy,
             '503': storeDown,
           },
         },
@@ -482,6 +550,7 @@ export function openApiDocument(vendors: VendorRegistry) {
               ['invalid_request', 'vendor_not_configured', 'key_depth_exceeded'],
             ),
             '401': unauthorized,
+            '403': beyondPolicy,
             '413': error('Body over 64 KiB', ['payload_too_large']),
             '415': error('Body is not JSON', ['unsupported_media_type']),
             '503': storeDown,
@@ -499,6 +568,7 @@ export function openApiDocument(vendors: VendorRegistry) {
               content: { 'application/json': { schema: { $ref: '#/components/schemas/VaultKey' } } },
             },
             '401': unauthorized,
+            '403': beyondPolicy,
             '404': error('Unknown key, or one removed after its retention (KEYBRAKE_EXPIRED_KEY_RETENTION)', [
               'not_found',
             ]),
@@ -511,6 +581,7 @@ export function openApiDocument(vendors: VendorRegistry) {
           responses: {
             '200': { description: '`{"key_id", "status": "revoked"}`' },
             '401': unauthorized,
+            '403': beyondPolicy,
             '404': error('Unknown key', ['not_found']),
             '503': storeDown,
           },
@@ -524,6 +595,7 @@ export function openApiDocument(vendors: VendorRegistry) {
           responses: {
             '200': { description: '`{"key_id", "tainted": true}`' },
             '401': unauthorized,
+            '403': beyondPolicy,
             '404': error('Unknown key', ['not_found']),
           },
         },
@@ -578,6 +650,7 @@ export function openApiDocument(vendors: VendorRegistry) {
             },
             '400': error('A bad limit, cursor or after_seq', ['invalid_request']),
             '401': unauthorized,
+            '403': beyondPolicy,
             '404': error('Unknown key', ['not_found']),
           },
         },
@@ -618,6 +691,7 @@ export function openApiDocument(vendors: VendorRegistry) {
               'invalid_request',
             ]),
             '401': unauthorized,
+            '403': operatorOnly,
             '404': error('key_id names no key', ['not_found']),
             '503': storeDown,
           },
@@ -685,6 +759,7 @@ export function openApiDocument(vendors: VendorRegistry) {
               },
             },
             '401': unauthorized,
+            '403': operatorOnly,
             '503': storeDown,
           },
         },
@@ -713,6 +788,7 @@ export function openApiDocument(vendors: VendorRegistry) {
               },
             },
             '401': unauthorized,
+            '403': operatorOnly,
             '503': storeDown,
           },
         },
@@ -726,6 +802,7 @@ export function openApiDocument(vendors: VendorRegistry) {
             },
             '201': { description: 'Signed now: the new checkpoint', content: newestCheckpoint },
             '401': unauthorized,
+            '403': operatorOnly,
             '503': storeDown,
           },
         },
@@ -740,6 +817,7 @@ export function openApiDocument(vendors: VendorRegistry) {
           responses: {
             '200': { description: 'The export', content: { 'application/x-ndjson': { schema: { type: 'string' } } } },
             '401': unauthorized,
+            '403': operatorOnly,
             '503': storeDown,
           },
         },

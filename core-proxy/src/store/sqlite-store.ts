@@ -10,6 +10,8 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
+import { addIdentityColumn } from './sqlite-identity.js';
+import { identityOfText, identityText } from './key-identity.js';
 import { GENESIS_HASH, chainEntry } from '../audit/chain.js';
 import { type AuditRecordJson, auditRecordJson, interruptedAuditInput } from '../audit/record.js';
 import { InvalidVaultKeyError, StoreUnavailableError } from '../errors.js';
@@ -82,6 +84,8 @@ export interface SqliteStoreOptions {
 }
 
 interface KeyRow extends LimitColumns {
+  /** Issue 25: JSON, or null. */
+  identity: string | null;
   key_id: string;
   key_hash: string;
   vendor: string;
@@ -391,6 +395,7 @@ export class SqliteStore implements Store {
         this.db.exec(SCHEMA);
         for (const table of KEYED_TABLES) this.withoutRowid(table);
         addLimitColumns(this.db);
+        addIdentityColumn(this.db);
         this.db.exec(LISTING_SCHEMA);
         this.db.exec(ALERTS_SCHEMA);
         this.db.exec(ARCHIVE_SCHEMA);
@@ -439,8 +444,8 @@ export class SqliteStore implements Store {
       }
       this.statement(
         `INSERT INTO vault_keys (key_id, key_hash, vendor, daily_cap, cap, allowed_endpoints, agent_run_label,
-             parent_key_id, tainted, created_at, expires_at, revoked_at, max_rps, max_rpm, max_concurrent)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+             parent_key_id, tainted, created_at, expires_at, revoked_at, max_rps, max_rpm, max_concurrent, identity)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ).run(
         stored.keyId,
         stored.keyHash,
@@ -457,6 +462,7 @@ export class SqliteStore implements Store {
         stored.limits?.maxRequestsPerSecond ?? null,
         stored.limits?.maxRequestsPerMinute ?? null,
         stored.limits?.maxConcurrent ?? null,
+        identityText(stored.identity),
       );
       this.listing.keyCreated(stored);
       this.alerts.keyCreated(stored);
@@ -1303,5 +1309,6 @@ function toRecord(row: KeyRow): VaultKeyRecord {
     expiresAt: row.expires_at,
     revokedAt: row.revoked_at,
     limits: limitsOfRow(row),
+    identity: identityOfText(row.identity),
   };
 }

@@ -1,10 +1,12 @@
 import type { AuditInput, AuditRecordJson, PendingAudit } from '../audit/record.js';
 import { KeybrakeError, StoreUnavailableError } from '../errors.js';
 import type { Micros } from '../pricing/money.js';
+import type { KeyIdentity } from './key-identity.js';
 import type { KeyLimits, LimitRoom } from './key-limits.js';
 import type { KeyListPage, KeyListQuery } from './key-listing.js';
 
 export type { AuditInput, CallOutcome, PendingAudit } from '../audit/record.js';
+export type { KeyIdentity } from './key-identity.js';
 
 /** How long both stores keep a response for idempotent replay: the contract's minimum, 24 hours. */
 export const DEFAULT_IDEMPOTENCY_RETENTION_MS = 24 * 60 * 60 * 1000;
@@ -33,6 +35,8 @@ export interface VaultKeyRecord {
   readonly alertFractions?: readonly number[];
   /** Request and concurrency limits (issue 26); absent or null: none. Immutable, like the caps. */
   readonly limits?: KeyLimits | null;
+  /** Issue 25: the workload identity it was issued to; absent or null: issued with an issuer key. */
+  readonly identity?: KeyIdentity | null;
 }
 
 /** A vault key with its spend. Spend of a key includes the spend of its children. */

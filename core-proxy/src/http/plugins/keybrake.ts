@@ -12,6 +12,7 @@ import { Forwarder } from '../../enforcement/forwarder.js';
 import { ProxyMetrics } from '../metrics.js';
 import type { Store } from '../../store/store.js';
 import { digestApiKeys } from '../../keys/vault-keys.js';
+import { TokenVerifier } from '../../identity/token-verifier.js';
 
 /** What the routes share: configuration, the store, the forwarder, metrics and the clock. */
 export interface KeybrakeContext {
@@ -35,6 +36,8 @@ export interface KeybrakeContext {
   readonly settlements: DeferredSettlements;
   /** Keys whose checkpoints `GET /audit/verify` trusts: this proxy's own. */
   readonly trustedKeys: TrustedKeys;
+  /** Issue 25: verifies bearer JWTs of the admin API; none without `KEYBRAKE_ISSUERS_FILE`. */
+  readonly tokenVerifier: TokenVerifier | undefined;
   /** `draining`: `close()` has begun (fastify refuses new requests with 503; answers say `Connection: close`). */
   readonly lifecycle: { draining: boolean };
 }
@@ -142,6 +145,7 @@ export const keybrakePlugin = fp(
       archiveSink: sink,
       expiryPurger,
       trustedKeys: trustedKeys([options.config.auditSigner.publicKeyPem()]),
+      tokenVerifier: options.config.issuers ? new TokenVerifier(options.config.issuers, { now }) : undefined,
       lifecycle,
     });
     checkpointer.start();

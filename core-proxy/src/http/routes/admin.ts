@@ -1,18 +1,21 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { Readable } from 'node:stream';
 import { formatEndpointPattern } from '../../keys/allowlist.js';
 import { auditSnapshot } from '../../audit/checkpoints.js';
 import { chainPages, chainVerificationJson, verifyArchiveAndStore } from '../../archive/verify.js';
 import type { ArchiveSink } from '../../archive/sink.js';
 import { auditExportHeader, exportRecordLine } from '../../audit/export.js';
-import { InvalidRequestError, NotFoundError, UnauthorizedError } from '../../errors.js';
+import { InvalidRequestError, NotFoundError } from '../../errors.js';
 import { assertWithinParent, parseIssueKeyInput } from '../../keys/key-issuance.js';
 import { microsToUsd } from '../../pricing/money.js';
 import { keyStatus } from '../../keys/key-status.js';
 import { alertsView } from '../../alerts/alert-view.js';
-import { keyView, limitsView } from './key-view.js';
+import { identityView, keyView, limitsView } from './key-view.js';
+import { adminAuthHook } from '../admin-auth.js';
+import { assertKeyAccess, checkIssuanceAgainstPolicy, isOwnKey } from '../../identity/policy-check.js';
+import type { VaultKeyRecord, VaultKeyState } from '../../store/store.js';
 import { eventRoutes } from './events.js';
-import { hashVaultKey, matchesAnyApiKey, newKeyId, newVaultKey } from '../../keys/vault-keys.js';
+import { hashVaultKey, newKeyId, newVaultKey } from '../../keys/vault-keys.js';
 import { encodeKeyCursor } from '../../store/key-listing.js';
 import { encodeCallsCursor, parseCallsPage, parseKeyListQuery } from './admin-listing.js';
 
@@ -35,18 +38,33 @@ export async function adminRoutes(app: FastifyInstance): Promise<void> {
     void parseJson(request, text, done);
   });
 
-  app.addHook('onRequest', async (request: FastifyRequest, reply: FastifyReply) => {
-    const match = /^Bearer\s+(\S+)\s*$/i.exec(request.headers.authorization ?? '');
-    if (!match || !matchesAnyApiKey(match[1] as string, kb.apiKeyDigests)) {
-      const error = new UnauthorizedError();
-      return reply.code(error.statusCode).send(error.toJSON());
-    }
-  });
+  // Issue 25: issuer keys (operators) and, with an issuers file, bearer JWTs (workloads).
+  app.addHook('onRequest', adminAuthHook({ apiKeyDigests: kb.apiKeyDigests, verifier: kb.tokenVerifier }));
+
+  /** Issue 25: a workload reads or changes only its own keys, unless its policy says otherwise. */
+  const assertAccess = (request: FastifyRequest, key: VaultKeyRecord, action: 'read' | 'manage'): void => {
+    const caller = request.adminCaller;
+    if (caller.kind === 'workload') assertKeyAccess(caller.identity, caller.grant, key.identity, action);
+  };
+  /** The key, or 404; 403 when the caller may not act on it (checked before any change). */
+  const accessibleKey = async (
+    request: FastifyRequest,
+    keyId: string,
+    action: 'read' | 'manage',
+  ): Promise<VaultKeyState> => {
+    const key = await kb.store.getKey(keyId, kb.now());
+    if (!key) throw notFound();
+    assertAccess(request, key, action);
+    return key;
+  };
 
   const archiveSink = (): ArchiveSink | undefined => kb.archiveSink;
 
   app.post('/vault/keys', { bodyLimit: 64 * 1024 }, async (request, reply) => {
     const input = parseIssueKeyInput(request.body, new Set(Object.keys(kb.config.vendorSecrets)), kb.config.vendors);
+    const caller = request.adminCaller;
+    // Issue 25: a workload's request is checked against its policy before anything is written.
+    if (caller.kind === 'workload') checkIssuanceAgainstPolicy(input, caller.grant);
     const now = kb.now();
     let expiresAt = now + input.ttlSeconds * 1000;
     let tainted = input.tainted;
@@ -55,6 +73,7 @@ export async function adminRoutes(app: FastifyInstance): Promise<void> {
       // tainted) and depth are checked again by the store, atomically with the insert.
       const parent = await kb.store.getKey(input.parentKeyId, now);
       if (!parent) throw new InvalidRequestError('parent_key_id names no vault key.');
+      assertAccess(request, parent, 'read');
       if (keyStatus(parent, now) !== 'active') throw new InvalidRequestError('The parent key is not active.');
       if (parent.vendor !== input.vendor) throw new InvalidRequestError('A child key must be for its parent vendor.');
       assertWithinParent(input.allowedEndpoints, parent.allowedEndpoints);
@@ -79,6 +98,7 @@ export async function adminRoutes(app: FastifyInstance): Promise<void> {
       // Issue 26: the server's default thresholds apply only where a webhook will deliver them.
       alertFractions: input.alertFractions ?? kb.config.alerts.defaultFractions,
       limits: input.limits,
+      identity: caller.kind === 'workload' ? caller.identity : null,
     };
     const record = await kb.store.createKey(requested);
     return reply.code(201).send({
@@ -95,6 +115,7 @@ export async function adminRoutes(app: FastifyInstance): Promise<void> {
       created_at: new Date(now).toISOString(),
       alerts: requested.alertFractions.map((fraction) => ({ at_fraction: fraction })),
       ...(record.limits ? { limits: limitsView(record.limits) } : {}),
+      identity: identityView(record.identity),
     });
   });
 
@@ -103,8 +124,15 @@ export async function adminRoutes(app: FastifyInstance): Promise<void> {
     const now = kb.now();
     const query = parseKeyListQuery(request.query as Record<string, unknown>, now);
     const page = await kb.store.listKeys(query);
+    const caller = request.adminCaller;
+    // Issue 25: a workload sees its own keys only (unless its policy reads others'): a page may
+    // then hold fewer than `limit` entries, and `next_cursor` still walks the whole list.
+    const visible =
+      caller.kind === 'workload' && caller.grant.otherKeys === 'none'
+        ? page.keys.filter(({ key }) => isOwnKey(caller.identity, key.identity))
+        : page.keys;
     return {
-      keys: page.keys.map(({ key, stats }) => ({
+      keys: visible.map(({ key, stats }) => ({
         ...keyView(key, now),
         calls: stats.calls,
         cap_hits: stats.capHits,
@@ -118,22 +146,25 @@ export async function adminRoutes(app: FastifyInstance): Promise<void> {
     const now = kb.now();
     const key = await kb.store.getKey(request.params.keyId, now);
     if (!key) throw notFound();
+    assertAccess(request, key, 'read');
     return { ...keyView(key, now), ...alertsView(await kb.store.keyAlerts(key.keyId)) };
   });
 
   app.delete<{ Params: KeyParams }>('/vault/keys/:keyId', async (request) => {
+    if (request.adminCaller.kind === 'workload') await accessibleKey(request, request.params.keyId, 'manage');
     if (!(await kb.store.revokeKey(request.params.keyId, kb.now()))) throw notFound();
     return { key_id: request.params.keyId, status: 'revoked' };
   });
 
   app.post<{ Params: KeyParams }>('/vault/keys/:keyId/taint', async (request) => {
+    if (request.adminCaller.kind === 'workload') await accessibleKey(request, request.params.keyId, 'manage');
     if (!(await kb.store.taintKey(request.params.keyId))) throw notFound();
     return { key_id: request.params.keyId, tainted: true };
   });
 
   app.get<{ Params: KeyParams }>('/vault/keys/:keyId/calls', async (request) => {
     const page = parseCallsPage(request.query as Record<string, unknown>);
-    if (!(await kb.store.getKey(request.params.keyId, kb.now()))) throw notFound();
+    await accessibleKey(request, request.params.keyId, 'read');
     const archived = await archivedCalls();
     if (page === null) return { calls: await kb.store.listCalls(request.params.keyId), ...archived };
     // Issue 22: oldest first from the cursor; a full page says where the next one starts.

@@ -1,6 +1,6 @@
 import { keyStatus } from '../../keys/key-status.js';
 import { type Micros, microsToUsd } from '../../pricing/money.js';
-import type { VaultKeyState } from '../../store/store.js';
+import type { KeyIdentity, VaultKeyState } from '../../store/store.js';
 import { type KeyLimits, hasLimits } from '../../store/key-limits.js';
 
 /** Issue 26: a key's limits as the admin API shows them. */
@@ -17,6 +17,11 @@ function remainingMicros(key: VaultKeyState): Micros | null {
   if (key.capMicros !== null) limits.push(key.capMicros - key.spentMicros - key.reservedMicros);
   if (key.dailyCapMicros !== null) limits.push(key.dailyCapMicros - key.spentTodayMicros - key.reservedTodayMicros);
   return limits.length === 0 ? null : Math.max(0, Math.min(...limits));
+}
+
+/** Issue 25: the workload identity a key was issued to; null for an issuer key's. Never the token. */
+export function identityView(identity: KeyIdentity | null | undefined): Record<string, string> | null {
+  return identity ? { issuer: identity.issuer, subject: identity.subject, policy: identity.policy } : null;
 }
 
 /** The `GET /vault/keys/{id}` object: what the admin API shows of a key (never its vault key or hash). */
@@ -40,6 +45,7 @@ export function keyView(key: VaultKeyState, now: number): Record<string, unknown
     allowed_endpoints: key.allowedEndpoints,
     parent_key_id: key.parentKeyId,
     tainted: key.tainted,
+    identity: identityView(key.identity),
     // Issue 26: absent for a key with no limit of its own (an ancestor's are on the ancestor).
     ...(hasLimits(key.limits) ? { limits: { ...limitsView(key.limits), in_flight: key.inFlight ?? 0 } } : {}),
   };

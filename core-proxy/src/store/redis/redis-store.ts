@@ -15,6 +15,7 @@ import {
 } from '../key-family.js';
 import { type KeyListPage, type KeyListQuery, catchUpDigest, listKeyPage } from '../key-listing.js';
 import { hasLimits } from '../key-limits.js';
+import { identityOfText, identityText } from '../key-identity.js';
 import { RELEASE_LOCK_LUA, SEALED_COUNT_LUA, SEAL_APPEND_LUA } from './lua/audit-seal.js';
 import { CREATE_KEY_LUA, MARK_SUBTREE_LUA } from './lua/family.js';
 import { RESERVE_LUA } from './lua/reserve.js';
@@ -376,6 +377,9 @@ export class RedisStore implements Store {
       if (limits?.maxRequestsPerSecond != null) fields.push('max_rps', limits.maxRequestsPerSecond);
       if (limits?.maxRequestsPerMinute != null) fields.push('max_rpm', limits.maxRequestsPerMinute);
       if (limits?.maxConcurrent != null) fields.push('max_conc', limits.maxConcurrent);
+      // Issue 25: only a key issued to a workload identity has the field.
+      const identity = identityText(record.identity);
+      if (identity !== null) fields.push('identity', identity);
       const parentHash =
         record.parentKeyId === null ? keyHashKey(root, record.keyId) : keyHashKey(root, record.parentKeyId);
       const [created, tainted] = await this.redis.kbCreateKey(
@@ -1318,6 +1322,7 @@ function toRecord(fields: Record<string, string>): VaultKeyRecord {
             maxConcurrent: optionalNumber(fields.max_conc),
           }
         : null,
+    identity: identityOfText(fields.identity),
   };
 }
 

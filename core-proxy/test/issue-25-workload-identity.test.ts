@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { type TestProxy, adminClient, startProxy } from './helpers.js';
+import { freePort } from './ports.js';
 import { type SigningKey, issuersFile, jwksFile, newSigningKey, signRaw, signToken } from './workload-tokens.js';
 
 /**
@@ -342,5 +343,20 @@ describe('issue 25: workload identity, Kubernetes-shaped tokens from a static JW
     }
     expect((await proxy.admin('GET', '/audit/verify')).body.ok).toBe(true);
     expect((await proxy.admin('DELETE', `/vault/keys/${bobKey.key_id}`)).status).toBe(200);
+  });
+
+  it("fails closed (503 issuer_unavailable, nothing issued) when an issuer's discovery cannot be reached", async () => {
+    const issuer = `http://127.0.0.1:${await freePort()}`;
+    const key = newSigningKey();
+    const file = issuersFile({
+      issuers: [{ issuer, audiences: ['keybrake'], algorithms: ['RS256'] }],
+      policies: [{ name: 'any', match: { iss: issuer, sub: 'billing-*' }, grant: { vendors: ['stripe'] } }],
+    });
+    const proxy = await startProxy({ env: { KEYBRAKE_ISSUERS_FILE: file } });
+    const now = Math.floor(Date.now() / 1000);
+    const bearer = signToken(key, { iss: issuer, sub: 'billing-1', aud: 'keybrake', iat: now, exp: now + 600 });
+    const answer = await adminClient(proxy.url, bearer)('POST', '/vault/keys', { ...WITHIN, agent_run_label: 'x' });
+    expect([answer.status, answer.body.error?.code]).toEqual([503, 'issuer_unavailable']);
+    expect(await keyCount(proxy)).toBe(0);
   });
 });

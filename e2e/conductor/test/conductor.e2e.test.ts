@@ -20,7 +20,7 @@ import {
   terminateAndRevoke,
 } from '@keybrake/conductor';
 import { beforeAll, describe, expect, inject, it, onTestFinished } from 'vitest';
-import { startProxy, type TestProxy } from '../../../core-proxy/test/helpers.js';
+import { startHoldingChargeVendor, startProxy, type TestProxy } from '../../../core-proxy/test/helpers.js';
 import { actOnInboundEmailWorker, chargeCustomerWorker, fetchCustomersWorker, type Customer } from '../src/workers.js';
 import { startRelay } from '../../../core-proxy/test/counting-relay.js';
 import { Agent, setGlobalDispatcher } from 'undici';
@@ -544,5 +544,186 @@ describe('issue 24: Python workers (conductor-python + keybrake.conductor) on th
     console.info(
       `[figures] Python Conductor worker killed after charging: retried (TIMED_OUT -> COMPLETED), replayed 1, upstream charges ${upstreamCharges()} for ${directory.length} customers`,
     );
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// issue 26: the limit 429 on the real Conductor server.
+
+/**
+ * The billing fan-out with a request/concurrency limit on the execution's key, registered by the
+ * test (not a template): the FORK_JOIN_DYNAMIC branches are listed with `optional: true`, so that
+ * the one branch a cap hit ends for good does not fail the whole run, and the run can show both
+ * at once: limit 429s retried to success, the cap hit terminal.
+ */
+const LIMITED_BILLING: Parameters<MetadataClient['registerWorkflowDef']>[0] = {
+  name: 'keybrake_e2e_limited_billing',
+  description: 'issue 26 e2e: a fan-out of charges on a vault key with max_concurrent',
+  version: 1,
+  schemaVersion: 2,
+  ownerEmail: 'platform@example.com',
+  inputParameters: ['budgetUsd', 'maxConcurrent', 'customers'],
+  timeoutSeconds: 600,
+  timeoutPolicy: 'TIME_OUT_WF',
+  restartable: false,
+  tasks: [
+    {
+      name: 'issue_vault_key',
+      taskReferenceName: 'issue_vault_key',
+      type: 'HTTP',
+      inputParameters: {
+        http_request: {
+          uri: '${workflow.env.KEYBRAKE_PROXY_URL}/vault/keys',
+          method: 'POST',
+          headers: { Authorization: 'Bearer ${workflow.secrets.KEYBRAKE_ISSUER_KEY}' },
+          contentType: 'application/json',
+          accept: 'application/json',
+          body: {
+            vendor: 'stripe',
+            usd_cap: '${workflow.input.budgetUsd}',
+            max_concurrent: '${workflow.input.maxConcurrent}',
+            allowed_endpoints: ['POST /v1/payment_intents'],
+            expires_in: '1h',
+            agent_run_label: 'conductor/${workflow.workflowType}/${workflow.workflowId}',
+          },
+          connectionTimeOut: 5000,
+          readTimeOut: 10000,
+        },
+      },
+    },
+    {
+      name: 'remember_vault_key_id',
+      taskReferenceName: 'remember_vault_key_id',
+      type: 'SET_VARIABLE',
+      inputParameters: { keybrake_key_id: '${issue_vault_key.output.response.body.key_id}' },
+    },
+    {
+      name: 'plan_charges',
+      taskReferenceName: 'plan_charges',
+      type: 'JSON_JQ_TRANSFORM',
+      inputParameters: {
+        customers: '${workflow.input.customers}',
+        vaultKey: '${issue_vault_key.output.response.body.vault_key}',
+        queryExpression:
+          '.vaultKey as $vk | {tasks: [.customers[] | {name: "charge_customer", taskReferenceName: ("charge_" + .customerId), type: "SIMPLE", optional: true}], ' +
+          'inputs: ([.customers[] | {key: ("charge_" + .customerId), value: {customerId, amountCents, currency: "usd", vaultKey: $vk}}] | from_entries)}',
+      },
+    },
+    {
+      name: 'charge_customers',
+      taskReferenceName: 'charge_customers',
+      type: 'FORK_JOIN_DYNAMIC',
+      inputParameters: {
+        dynamicTasks: '${plan_charges.output.result.tasks}',
+        dynamicTasksInput: '${plan_charges.output.result.inputs}',
+      },
+      dynamicForkTasksParam: 'dynamicTasks',
+      dynamicForkTasksInputParamName: 'dynamicTasksInput',
+    },
+    { name: 'join_charges', taskReferenceName: 'join_charges', type: 'JOIN' },
+    {
+      name: 'revoke_vault_key',
+      taskReferenceName: 'revoke_vault_key',
+      type: 'HTTP',
+      inputParameters: {
+        http_request: {
+          uri: '${workflow.env.KEYBRAKE_PROXY_URL}/vault/keys/${issue_vault_key.output.response.body.key_id}',
+          method: 'DELETE',
+          headers: { Authorization: 'Bearer ${workflow.secrets.KEYBRAKE_ISSUER_KEY}' },
+          accept: 'application/json',
+          connectionTimeOut: 5000,
+          readTimeOut: 10000,
+        },
+      },
+    },
+  ],
+  outputParameters: { keyId: '${issue_vault_key.output.response.body.key_id}' },
+} as Parameters<MetadataClient['registerWorkflowDef']>[0];
+
+/**
+ * The proxy on the Conductor server's port, its Stripe a fake vendor of ours that holds the first
+ * `holdFirst` charges until the proxy has refused a call over the limit (`startHoldingChargeVendor`):
+ * overlap, hence limit 429s, by construction, however far apart a loaded machine starts the branches.
+ */
+async function startLimitedKeybrake(holdFirst: number) {
+  const started: { proxy?: TestProxy } = {};
+  const vendor = await startHoldingChargeVendor(() => started.proxy, { holdFirst });
+  const proxy = await startProxy({
+    store: 'embedded',
+    apiKey: inject('keybrakeIssuerKey'),
+    listen: { host: inject('keybrakeProxyHost'), port: inject('keybrakeProxyPort') },
+    env: { KEYBRAKE_STRIPE_BASE_URL: vendor.url },
+  });
+  started.proxy = proxy;
+  return { proxy, vendor, admin: new KeybrakeClient({ baseUrl: proxy.url, apiKey: proxy.apiKey }) };
+}
+
+/** Twenty $1 charges under $19.50 on a max_concurrent 2 key: nineteen fit, one is a cap hit. */
+const LIMITED_CUSTOMERS = Array.from({ length: 20 }, (_, i) => ({ customerId: `cus_${i}`, amountCents: 100 }));
+
+async function expectLimitedRun(label: string, startWorker: (proxyUrl: string) => Promise<void> | void) {
+  const { proxy, vendor, admin } = await startLimitedKeybrake(2);
+  await new MetadataClient(client).registerWorkflowDef(LIMITED_BILLING, true);
+  await startWorker(proxy.url);
+  const workflowId = await executor.startWorkflow({
+    name: LIMITED_BILLING.name,
+    version: 1,
+    input: { budgetUsd: 19.5, maxConcurrent: 2, customers: LIMITED_CUSTOMERS },
+  });
+  const workflow = await waitForEnd(workflowId, 230_000);
+  expect(workflow.status).toBe('COMPLETED');
+  const tasks = chargeTasks(workflow);
+  // One task per branch: a limit refusal was handed back IN_PROGRESS and polled again (same task,
+  // same idempotency key), never failed into a retry of the task definition's retryCount.
+  expect(tasks).toHaveLength(LIMITED_CUSTOMERS.length);
+  expect(new Set(tasks.map((task) => task.referenceTaskName)).size).toBe(LIMITED_CUSTOMERS.length);
+  expect(tasks.every((task) => task.retryCount === 0)).toBe(true);
+  const charged = tasks.filter((task) => task.status === 'COMPLETED');
+  const capped = tasks.filter((task) => task.status !== 'COMPLETED');
+  expect(charged).toHaveLength(19);
+  // The cap hit stayed terminal: ended by the worker FAILED_WITH_TERMINAL_ERROR (which the optional
+  // branch records as COMPLETED_WITH_ERRORS), code cap_exhausted, never retried.
+  expect(capped).toHaveLength(1);
+  expect(capped[0]!.status).toBe('COMPLETED_WITH_ERRORS');
+  expect(capped[0]!.outputData?.error).toMatchObject({ code: 'cap_exhausted' });
+  expect(capped[0]!.reasonForIncompletion).toMatch(/cap exhausted/i);
+  // The proxy refused calls over the limit, and each was polled again after its Retry-After.
+  const calls = await admin.listCalls(keyIdOf(workflow));
+  const limited = calls.filter((call) => call.reason === 'concurrency_limited').length;
+  expect(limited).toBeGreaterThan(0);
+  expect(calls.filter((call) => call.reason === 'cap_exhausted')).toHaveLength(1);
+  expect(calls.filter((call) => call.outcome === 'forwarded')).toHaveLength(19);
+  // Refused tasks were polled again (IN_PROGRESS + callbackAfterSeconds), the same task each time.
+  const repolled = tasks.filter((task) => (task.pollCount ?? 0) > 1);
+  expect(repolled.length).toBeGreaterThan(0);
+  // The vendor saw each charge once, never more than the limit at once.
+  expect(vendor.charges()).toBe(19);
+  expect(vendor.maxInFlight()).toBeLessThanOrEqual(2);
+  expect((await admin.getVaultKey(keyIdOf(workflow))).status).toBe('revoked');
+  for (const vaultKey of proxy.issuedVaultKeys()) expect(await workerReports(tasks)).not.toContain(vaultKey);
+  console.log(
+    `[figures] issue 26 Conductor fan-out (${label}, max_concurrent 2): 19 charged, 1 cap hit (terminal), ` +
+      `${limited} concurrency_limited 429s handed back IN_PROGRESS and polled again (${repolled.length} tasks re-polled); ` +
+      `the cap hit's task ${capped[0]!.status}; workflow COMPLETED`,
+  );
+}
+
+describe('issue 26: the limit 429 on the real Conductor server (fake vendor of ours holding the first charges until the limit has refused a call)', () => {
+  it('TypeScript workers: limit 429s end IN_PROGRESS with callbackAfterSeconds and are charged on a later poll; the cap hit in the same run stays terminal; the workflow COMPLETES', async () => {
+    await expectLimitedRun('TypeScript worker', async (proxyUrl) => {
+      const handler = new TaskHandler({
+        client,
+        workers: [chargeCustomerWorker({ proxyUrl })],
+        scanForDecorated: false,
+      });
+      await handler.startWorkers();
+      onTestFinished(() => handler.stopWorkers());
+    });
+  });
+
+  it('Python workers (conductor-python + keybrake.conductor): the same, the limit 429 handed back IN_PROGRESS with callback_after_seconds', async () => {
+    await expectLimitedRun('Python worker', (proxyUrl) => {
+      startPythonWorker(proxyUrl);
+    });
   });
 });

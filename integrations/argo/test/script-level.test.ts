@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -5,6 +6,7 @@ import { join } from 'node:path';
 import { deriveIdempotencyKey } from '@keybrake/client';
 import { describe, expect, it } from 'vitest';
 import { stripeMockProxy, type TestProxy } from '../../../core-proxy/test/helpers.js';
+import { issuersFile, jwksFile, newSigningKey, signToken } from '../../../core-proxy/test/workload-tokens.js';
 import {
   committedTemplate,
   newWorkflow,
@@ -288,6 +290,63 @@ describe('issue 25: script-level, the admin steps authenticate with the projecte
     const revoked = await revoke(s, issued.outputs['key-id']!, 'Succeeded');
     expect(revoked.exitCode, revoked.stderr).toBe(0);
     expect((await s.proxy.admin('GET', `/vault/keys/${issued.outputs['key-id']!}`)).body.status).toBe('revoked');
+  });
+
+  it('script-level: a projected token in the Kubernetes shape of claims (static JWKS: no API server runs here) issues a key bounded by its policy, with its identity', async () => {
+    const issuer = 'https://kubernetes.default.svc.cluster.local';
+    const key = newSigningKey();
+    const proxy = await stripeMockProxy({
+      env: {
+        KEYBRAKE_ISSUERS_FILE: issuersFile({
+          issuers: [{ issuer, jwks_file: jwksFile([key]).path, audiences: ['keybrake'], algorithms: ['RS256'] }],
+          policies: [
+            {
+              name: 'argo-billing',
+              match: {
+                iss: issuer,
+                'kubernetes.io.namespace': 'argo',
+                'kubernetes.io.serviceaccount.name': 'keybrake-workflow',
+              },
+              grant: { vendors: ['stripe'], max_usd_cap: 50, label_prefix: 'argo/' },
+            },
+          ],
+        }),
+      },
+    });
+    const now = Math.floor(Date.now() / 1000);
+    const token = signToken(key, {
+      iss: issuer,
+      aud: ['keybrake'],
+      sub: 'system:serviceaccount:argo:keybrake-workflow',
+      iat: now,
+      nbf: now,
+      exp: now + 600,
+      'kubernetes.io': { namespace: 'argo', serviceaccount: { name: 'keybrake-workflow', uid: randomUUID() } },
+    });
+    const s: Setup = {
+      proxy,
+      kubernetes: await startFakeKubernetes(),
+      workflow: newWorkflow('argo'),
+      secretRefs: {},
+      serviceAccountTokens: { keybrake: token },
+    };
+    const over = await issue(s, { ...STRIPE, 'usd-cap': '80' });
+    expect(over.exitCode).toBe(1);
+    expect(over.stderr).toContain('policy_cap');
+    const issued = await issue(s, { ...STRIPE, 'usd-cap': '30' });
+    expect(issued.exitCode, issued.stderr).toBe(0);
+    const state = (await proxy.admin('GET', `/vault/keys/${issued.outputs['key-id']!}`)).body;
+    expect(state.identity).toEqual({
+      issuer,
+      subject: 'system:serviceaccount:argo:keybrake-workflow',
+      policy: 'argo-billing',
+    });
+    const revoked = await revoke(s, issued.outputs['key-id']!, 'Succeeded');
+    expect(revoked.exitCode, revoked.stderr).toBe(0);
+    expect(proxy.issuedVaultKeys()).toHaveLength(1);
+    for (const text of [over.stderr, issued.stdout, issued.stderr, revoked.stdout, revoked.stderr]) {
+      expect(text).not.toContain(token);
+    }
   });
 
   it('script-level: auth=issuer-key uses the keybrake-issuer Secret and ignores the projected token', async () => {

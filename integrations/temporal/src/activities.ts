@@ -1,5 +1,11 @@
-import { type IssueVaultKeyInput, KeybrakeClient, type KeybrakeClientOptions } from '@keybrake/client';
-import type { VaultKeyRef } from './constants.js';
+import { ApplicationFailure } from '@temporalio/common';
+import {
+  type IssueVaultKeyInput,
+  KeybrakeApiError,
+  KeybrakeClient,
+  type KeybrakeClientOptions,
+} from '@keybrake/client';
+import { refusalFailureType, type VaultKeyRef } from './constants.js';
 import { sealVaultKey } from './seal.js';
 
 /** Options of {@link createKeybrakeActivities}. */
@@ -26,7 +32,7 @@ export function createKeybrakeActivities(options: KeybrakeActivitiesOptions): Ke
   const client = new KeybrakeClient(options);
   return {
     async keybrakeIssueVaultKey(input) {
-      const issued = await client.issueVaultKey(input);
+      const issued = await client.issueVaultKey(input).catch(policyRefusal);
       const sealed = options.sealSecret !== undefined;
       return {
         keyId: issued.key_id,
@@ -37,7 +43,22 @@ export function createKeybrakeActivities(options: KeybrakeActivitiesOptions): Ke
       };
     },
     async keybrakeRevokeVaultKey(keyId) {
-      await client.revokeVaultKey(keyId);
+      await client.revokeVaultKey(keyId).catch(policyRefusal);
     },
   };
+}
+
+/**
+ * Issue 25: a request beyond the caller's policy (403 `policy_*`) is refused the same way on every
+ * retry, so it fails the activity for good, typed by its code (`KeybrakePolicyCap`,
+ * `KeybrakePolicyNoMatch`...). A 401 stays retryable: a rotated token may fix it.
+ */
+function policyRefusal(error: unknown): never {
+  if (error instanceof KeybrakeApiError && error.status === 403 && error.code.startsWith('policy_')) {
+    throw ApplicationFailure.nonRetryable(
+      `Keybrake refused by policy (${error.code}): ${error.message}`,
+      refusalFailureType(error.code),
+    );
+  }
+  throw error;
 }

@@ -15,12 +15,24 @@ import type {
  * appended once whichever replica fires it. `alert-families` lists the families with alerts not yet
  * delivered, for the senders; on one Redis the scripts keep it, on Redis Cluster (another slot) the
  * caller adds the family once a script fired, and never removes it.
+ *
+ * The backstop on Redis Cluster (issue 26): a replica killed between the script that fired and its
+ * `SADD` would leave the alert where no sender looks. So the script also sets
+ * `{vk:<root>}:alerts-unlisted` in the family's own slot (atomic with the fire), the caller deletes it
+ * once the family is listed, and every replica's claims relist the families whose marker is still
+ * there: on its first claim (a restarted replica) and then every `relistMs`.
  */
 
 /** Family alerts live as long as any key of the family could (keys live at most 7 days). */
 export const ALERTS_TTL_MS = 8 * 24 * 3600 * 1000;
 export const ALERT_FAMILIES = 'alert-families';
 export const alertsKey = (root: string): string => `{vk:${root}}:alerts`;
+/** Cluster only: set by the script that fired, until the family is in `alert-families` (see above). */
+export const alertsUnlistedKey = (root: string): string => `{vk:${root}}:alerts-unlisted`;
+/** How often a replica on Redis Cluster relists families whose listing was lost. @default 30 s */
+export const DEFAULT_ALERT_RELIST_MS = 30_000;
+/** Marker reads per round trip of the relist. */
+const RELIST_CHUNK = 500;
 
 /**
  * `kb_fire_alert(outbox, key_id, type, cap, period, fraction, spent, cap_micros, label, vendor)`:
@@ -74,6 +86,10 @@ do
   if alerts_fired > 0 and ARGV[9] ~= '' then
     local at = string.find(KEYS[1], '{vk:', 1, true)
     redis.call('SADD', string.sub(KEYS[1], 1, at - 1) .. '${ALERT_FAMILIES}', ARGV[9])
+  elseif alerts_fired > 0 then
+    -- Redis Cluster: the caller lists the family; this marker, in the family's slot, outlives a
+    -- caller killed before it did (issue 26: the backstop relists it).
+    redis.call('SET', outbox .. '-unlisted', '1', 'PX', '${ALERTS_TTL_MS}')
   end
 end
 `;
@@ -105,6 +121,7 @@ elseif f[3] and f[3] ~= '' then
   fired = kb_fire_alert(KEYS[3], f[6], 'keybrake.alert.cap_hit', 'daily', ARGV[2], '', string.format('%d', day_used), f[3], f[7], f[8])
 end
 if fired == 1 and KEYS[4] then redis.call('SADD', KEYS[4], ARGV[3]) end
+if fired == 1 and not KEYS[4] then redis.call('SET', KEYS[3] .. '-unlisted', '1', 'PX', '${ALERTS_TTL_MS}') end
 return fired
 `;
 
@@ -225,6 +242,10 @@ export interface RedisAlertsOptions {
   /** The key's hash and its day hash, as the store names them. */
   readonly keyHashKey: (root: string, keyId: string) => string;
   readonly dayKey: (root: string, keyId: string, day: string) => string;
+  /** Every family root (the store's `shards`): what the Cluster backstop looks through. */
+  readonly families: () => Promise<readonly string[]>;
+  /** How often the Cluster backstop runs. @default {@link DEFAULT_ALERT_RELIST_MS} */
+  readonly relistMs?: number;
 }
 
 /** The Redis store's side of alerts; errors are typed by the store's `run`. */
@@ -232,6 +253,8 @@ export class RedisAlerts {
   private readonly redis: (Redis | Cluster) & AlertCommands;
   /** Cap hits this replica has recorded, `<key id> <day>`: a flood of refusals runs the script once. */
   private readonly capHitsSeen = new Set<string>();
+  /** When this replica last relisted (Cluster); never yet: its first claim does. */
+  private relistedAt = Number.NEGATIVE_INFINITY;
 
   constructor(private readonly options: RedisAlertsOptions) {
     this.redis = options.redis as (Redis | Cluster) & AlertCommands;
@@ -239,7 +262,30 @@ export class RedisAlerts {
 
   /** After the settle script fired `fired` alerts: on Cluster the family is listed here. */
   async settled(root: string, fired: number): Promise<void> {
-    if (fired > 0 && this.options.cluster) await this.redis.sadd(ALERT_FAMILIES, root);
+    if (fired > 0 && this.options.cluster) {
+      await this.redis.sadd(ALERT_FAMILIES, root);
+      await this.redis.del(alertsUnlistedKey(root));
+    }
+  }
+
+  /**
+   * The Cluster backstop: lists every family whose script fired but whose caller never listed it
+   * (killed in between), then clears their markers. One `EXISTS` per family, in chunks.
+   * @returns how many families it listed.
+   */
+  async relistUnlisted(): Promise<number> {
+    const roots = await this.options.families();
+    let listed = 0;
+    for (let i = 0; i < roots.length; i += RELIST_CHUNK) {
+      const chunk = roots.slice(i, i + RELIST_CHUNK);
+      const found = await Promise.all(chunk.map((root) => this.redis.exists(alertsUnlistedKey(root))));
+      const lost = chunk.filter((_, j) => found[j] === 1);
+      if (lost.length === 0) continue;
+      await this.redis.sadd(ALERT_FAMILIES, ...lost);
+      await Promise.all(lost.map((root) => this.redis.del(alertsUnlistedKey(root))));
+      listed += lost.length;
+    }
+    return listed;
   }
 
   /** After the reserve script refused a call on `capKeyId`'s cap. */
@@ -273,6 +319,10 @@ export class RedisAlerts {
   }
 
   async claim(input: AlertClaimInput): Promise<AlertClaimOutput> {
+    if (this.options.cluster && Date.now() - this.relistedAt >= (this.options.relistMs ?? DEFAULT_ALERT_RELIST_MS)) {
+      this.relistedAt = Date.now();
+      await this.relistUnlisted();
+    }
     const claimed: AlertEntry[] = [];
     const pending = { 'keybrake.alert.threshold': 0, 'keybrake.alert.cap_hit': 0 };
     for (const root of await this.redis.smembers(ALERT_FAMILIES)) {

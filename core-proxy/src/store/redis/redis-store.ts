@@ -87,6 +87,11 @@ export interface RedisStoreOptions {
    * @default 2000
    */
   readonly sealLockTtlMs?: number;
+  /**
+   * Redis Cluster only (issue 26): how often this replica relists families whose alert fired but
+   * whose listing for the senders was lost (a replica killed between the two). @default 30000
+   */
+  readonly alertRelistMs?: number;
 }
 
 /** The immutable part of a key and where its family lives; safe to cache forever. */
@@ -297,6 +302,8 @@ export class RedisStore implements Store {
       rootOf: (keyId) => this.rootOf(keyId),
       keyHashKey,
       dayKey,
+      families: () => this.background.smembers(SHARDS),
+      ...(options.alertRelistMs !== undefined ? { relistMs: options.alertRelistMs } : {}),
     });
     this.archive = new RedisArchive(this.background, {
       chain: CHAIN,

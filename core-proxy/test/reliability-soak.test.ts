@@ -113,6 +113,24 @@ async function admin(
   return { status: response.status, body: await response.json() };
 }
 
+/**
+ * The mean bytes one tracked vendor object takes in Redis (`MEMORY USAGE` of up to 200 of them,
+ * plus its entry in the expiry table), or 0 when there are none.
+ */
+async function trackedObjectBytes(redis: Redis): Promise<number> {
+  const names: string[] = [];
+  let cursor = '0';
+  do {
+    const [next, found] = await redis.scan(cursor, 'MATCH', '*}:obj:*', 'COUNT', 1000);
+    cursor = next;
+    names.push(...found);
+  } while (cursor !== '0' && names.length < 200);
+  if (names.length === 0) return 0;
+  const sizes = await Promise.all(names.slice(0, 200).map((name) => redis.memory('USAGE', name)));
+  const EXPIRES_ENTRY_BYTES = 24;
+  return sizes.reduce((sum: number, size) => sum + Number(size ?? 0), 0) / sizes.length + EXPIRES_ENTRY_BYTES;
+}
+
 /** The least-squares slope of points `[x, y]`. */
 function slope(points: readonly (readonly [number, number])[]): number {
   const n = points.length;
@@ -285,7 +303,7 @@ describe(`soak: 2 replicas on Redis, ${RATE} req/s of mixed calls for ${SECONDS}
       // Redis memory every second, with how many requests were answered by then.
       const redisClient = new Redis(redis.url);
       onTestFinished(() => redisClient.disconnect());
-      const memory: { at: number; usedBytes: number; answered: number; inFlight: number }[] = [];
+      const memory: { at: number; usedBytes: number; answered: number; inFlight: number; objects: number }[] = [];
       const liveRecords: string[] = [];
       const sampleMemory = async (at: number): Promise<void> => {
         const info = await redisClient.info('memory');
@@ -305,7 +323,13 @@ describe(`soak: 2 replicas on Redis, ${RATE} req/s of mixed calls for ${SECONDS}
             `${Math.round(at)} live ${value('keybrake_audit_records_live')} archived ${value('keybrake_audit_records_archived')} lag ${value('keybrake_audit_archive_lag_seconds')}s`,
           );
         }
-        memory.push({ at, usedBytes: Number(/used_memory:(\d+)/.exec(info)?.[1]), answered, inFlight });
+        memory.push({
+          at,
+          usedBytes: Number(/used_memory:(\d+)/.exec(info)?.[1]),
+          answered,
+          inFlight,
+          objects: charges + cappedCharges,
+        });
       };
       const sample = (at: number) => {
         const window = latenciesMs.slice(windowStart).sort((x, y) => x - y);
@@ -357,12 +381,20 @@ describe(`soak: 2 replicas on Redis, ${RATE} req/s of mixed calls for ${SECONDS}
       // Issue 23: what keeping every request costs, from the growth before anything could be trimmed
       // (the first live window), and the slope once the live window is full (the second half).
       memory.sort((x, y) => x.at - y.at);
+      // Every new charge leaves its PaymentIntent tracked for 8 days (a later capture or refund is
+      // settled against its key: issue 20), kept by design like the idempotent responses above, so
+      // its bytes (MEMORY USAGE of the tracked objects, averaged) come off every sample: the slope
+      // is then what the archive and its trim leave. On a loaded machine those objects alone grew
+      // about 200 KB/s, near the bound, and the short soak failed on them, not on the audit.
+      const objectBytes = await trackedObjectBytes(redisClient);
+      const kept = (m: { usedBytes: number; objects: number }) => m.usedBytes - m.objects * objectBytes;
       const before = memory.filter((m) => m.at >= 1 && m.at <= LIVE_SECONDS - 1);
-      const grown = (before.at(-1)?.usedBytes ?? 0) - (before[0]?.usedBytes ?? 0);
+      const grown =
+        kept(before.at(-1) ?? { usedBytes: 0, objects: 0 }) - kept(before[0] ?? { usedBytes: 0, objects: 0 });
       const answeredMeanwhile = (before.at(-1)?.answered ?? 0) - (before[0]?.answered ?? 0);
       const bytesPerRequest = answeredMeanwhile > 0 ? grown / answeredMeanwhile : 0;
       const steady = memory.filter((m) => m.at >= Math.max(SECONDS / 2, LIVE_SECONDS + 5));
-      const slopeBytesPerSecond = slope(steady.map((m) => [m.at, m.usedBytes]));
+      const slopeBytesPerSecond = slope(steady.map((m) => [m.at, kept(m)]));
       const boundBytesPerSecond = FLAT_SHARE * bytesPerRequest * (sent / sendingSeconds);
       const mb = (bytes: number) => Math.round(bytes / 1e5) / 10;
       const early = rss.find((s) => s.at * 1000 >= WARM_UP_MS) ?? rss[0];
@@ -400,6 +432,7 @@ describe(`soak: 2 replicas on Redis, ${RATE} req/s of mixed calls for ${SECONDS}
           end: mb(memory.at(-1)?.usedBytes ?? 0),
         },
         bytesPerRequestBeforeTrim: Math.round(bytesPerRequest),
+        trackedObjectBytes: Math.round(objectBytes),
         secondHalfSlopeKbPerSecond: Math.round(slopeBytesPerSecond / 100) / 10,
         flatBoundKbPerSecond: Math.round(boundBytesPerSecond / 100) / 10,
       };

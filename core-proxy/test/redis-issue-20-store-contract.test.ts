@@ -20,6 +20,7 @@ import { KeyDepthExceededError } from '../src/errors.js';
 import type { KeyLimits } from '../src/store/key-limits.js';
 import { MAX_KEY_DEPTH } from '../src/keys/key-depth.js';
 import { freePort } from './ports.js';
+import { testKeyRecord, testReserveInput } from './store-fixtures.js';
 
 /**
  * Issue 20: both stores keep one contract. Every scenario below runs, through the `Store`
@@ -36,44 +37,11 @@ closeOpenedAfterEach();
 
 const BACKENDS = storeBackends('keybrake-i20-');
 
-function keyRecord(keyId: string, overrides: Partial<VaultKeyRecord> = {}): VaultKeyRecord {
-  return {
-    keyId,
-    keyHash: `hash-${keyId}`,
-    vendor: 'stripe',
-    dailyCapMicros: null,
-    capMicros: null,
-    allowedEndpoints: ['POST /v1/payment_intents'],
-    agentRunLabel: null,
-    parentKeyId: null,
-    tainted: false,
-    createdAt: T0,
-    expiresAt: T0 + 24 * HOUR,
-    revokedAt: null,
-    ...overrides,
-  };
-}
+const keyRecord = (keyId: string, overrides: Partial<VaultKeyRecord> = {}): VaultKeyRecord =>
+  testKeyRecord(keyId, T0, { expiresAt: T0 + 24 * HOUR, ...overrides });
 
-function reserveInput(keyId: string, overrides: Partial<ReserveInput> = {}): ReserveInput {
-  return {
-    keyId,
-    reservationId: randomUUID(),
-    costMicros: 1_000_000,
-    now: T0 + HOUR,
-    idempotency: null,
-    sensitive: false,
-    pending: {
-      keyId,
-      vendor: 'stripe',
-      method: 'POST',
-      path: '/v1/payment_intents',
-      idempotencyKey: overrides.idempotency?.key ?? null,
-      agentRunLabel: null,
-      tainted: false,
-    },
-    ...overrides,
-  };
-}
+const reserveInput = (keyId: string, overrides: Partial<ReserveInput> = {}): ReserveInput =>
+  testReserveInput(keyId, T0 + HOUR, overrides);
 
 function auditInput(keyId: string | null, overrides: Partial<AuditInput> = {}): AuditInput {
   return {

@@ -14,6 +14,7 @@ import { CheckpointSigner } from '../src/audit/checkpoints.js';
 import { RedisStore, type RedisStoreOptions } from '../src/store/redis/redis-store.js';
 import { SqliteStore } from '../src/store/sqlite-store.js';
 import type { AuditInput, ReserveInput, SettleInput, Store, VaultKeyRecord } from '../src/store/store.js';
+import { testAuditInput, testKeyRecord, testReserveInput } from './store-fixtures.js';
 
 /**
  * Issue 23: the removal of expired key families and of kept responses past their retention, on
@@ -70,63 +71,14 @@ const BACKENDS: readonly Backend[] = [
   redisBackend('redis cluster', () => inject('redisClusterUrl')),
 ];
 
-function keyRecord(keyId: string, overrides: Partial<VaultKeyRecord> = {}): VaultKeyRecord {
-  return {
-    keyId,
-    keyHash: `hash-${keyId}`,
-    vendor: 'stripe',
-    dailyCapMicros: null,
-    capMicros: 100_000_000,
-    allowedEndpoints: ['POST /v1/payment_intents'],
-    agentRunLabel: null,
-    parentKeyId: null,
-    tainted: false,
-    createdAt: T0,
-    expiresAt: T0 + HOUR,
-    revokedAt: null,
-    ...overrides,
-  };
-}
+const keyRecord = (keyId: string, overrides: Partial<VaultKeyRecord> = {}): VaultKeyRecord =>
+  testKeyRecord(keyId, T0, { capMicros: 100_000_000, ...overrides });
 
-function auditInput(keyId: string | null, overrides: Partial<AuditInput> = {}): AuditInput {
-  return {
-    at: new Date(T0 + 60_000).toISOString(),
-    keyId,
-    vendor: 'stripe',
-    method: 'POST',
-    path: '/v1/payment_intents',
-    outcome: 'forwarded',
-    reason: null,
-    status: 200,
-    costMicros: 1_000_000,
-    vendorRequestId: null,
-    idempotencyKey: null,
-    agentRunLabel: null,
-    tainted: false,
-    ...overrides,
-  };
-}
+const auditInput = (keyId: string | null, overrides: Partial<AuditInput> = {}): AuditInput =>
+  testAuditInput(keyId, T0 + 60_000, overrides);
 
-function reserveInput(keyId: string, now: number, overrides: Partial<ReserveInput> = {}): ReserveInput {
-  return {
-    keyId,
-    reservationId: randomUUID(),
-    costMicros: 1_000_000,
-    now,
-    idempotency: null,
-    sensitive: false,
-    pending: {
-      keyId,
-      vendor: 'stripe',
-      method: 'POST',
-      path: '/v1/payment_intents',
-      idempotencyKey: overrides.idempotency?.key ?? null,
-      agentRunLabel: null,
-      tainted: false,
-    },
-    ...overrides,
-  };
-}
+const reserveInput = (keyId: string, now: number, overrides: Partial<ReserveInput> = {}): ReserveInput =>
+  testReserveInput(keyId, now, overrides);
 
 function settleInput(keyId: string, reservationId: string, overrides: Partial<SettleInput> = {}): SettleInput {
   return {

@@ -10,6 +10,7 @@ import { DirectorySink } from '../src/archive/directory-sink.js';
 import { CheckpointSigner } from '../src/audit/checkpoints.js';
 import { RedisStore } from '../src/store/redis/redis-store.js';
 import type { AuditInput, Store, VaultKeyRecord } from '../src/store/store.js';
+import { testAuditInput, testKeyRecord } from './store-fixtures.js';
 
 /**
  * Regression: issue 23 (CI red: the archiver fell behind on Redis under load). The trim refused to
@@ -26,40 +27,10 @@ closeOpenedAfterEach();
 const T0 = Date.parse('2026-06-01T12:00:00.000Z');
 const signer = CheckpointSigner.fromPem(CheckpointSigner.generatePem());
 
-function keyRecord(keyId: string): VaultKeyRecord {
-  return {
-    keyId,
-    keyHash: `hash-${keyId}`,
-    vendor: 'stripe',
-    dailyCapMicros: null,
-    capMicros: null,
-    allowedEndpoints: ['POST /v1/payment_intents'],
-    agentRunLabel: null,
-    parentKeyId: null,
-    tainted: false,
-    createdAt: T0,
-    expiresAt: T0 + 3_600_000,
-    revokedAt: null,
-  };
-}
+const keyRecord = (keyId: string): VaultKeyRecord => testKeyRecord(keyId, T0);
 
-function record(i: number, keyId: string | null): AuditInput {
-  return {
-    at: new Date(T0 + i * 1000).toISOString(),
-    keyId,
-    vendor: 'stripe',
-    method: 'POST',
-    path: '/v1/payment_intents',
-    outcome: 'forwarded',
-    reason: null,
-    status: 200,
-    costMicros: 1000 * i,
-    vendorRequestId: `req_${i}`,
-    idempotencyKey: null,
-    agentRunLabel: null,
-    tainted: false,
-  };
-}
+const record = (i: number, keyId: string | null): AuditInput =>
+  testAuditInput(keyId, T0 + i * 1000, { costMicros: 1000 * i, vendorRequestId: `req_${i}` });
 
 const BACKENDS = [
   { name: 'one Redis', url: () => inject('redisUrl') },

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { describe, expect, inject, it } from 'vitest';
 import { type AuditInput, type ReserveInput, type VaultKeyRecord, RedisStore } from '../src/index.js';
 import { closeOpenedAfterEach, reachable } from './store-backends.js';
+import { testAuditInput } from './store-fixtures.js';
 
 /**
  * Issue 26: on Redis Cluster an alert fired in the settle script (the family's slot) is listed for
@@ -53,23 +54,8 @@ function reserveInput(keyId: string, costMicros: number): ReserveInput {
   };
 }
 
-function auditInput(keyId: string, costMicros: number): AuditInput {
-  return {
-    at: new Date(NOW).toISOString(),
-    keyId,
-    vendor: 'stripe',
-    method: 'POST',
-    path: '/v1/payment_intents',
-    outcome: 'forwarded',
-    reason: null,
-    status: 200,
-    costMicros,
-    vendorRequestId: 'req_1',
-    idempotencyKey: null,
-    agentRunLabel: null,
-    tainted: false,
-  };
-}
+const auditInput = (keyId: string, costMicros: number): AuditInput =>
+  testAuditInput(keyId, NOW, { costMicros, vendorRequestId: 'req_1' });
 
 /** Makes the store's next `SADD alert-families` fail, as for a replica killed right after its script. */
 function loseNextListing(store: RedisStore): { lost: () => boolean } {

@@ -238,7 +238,11 @@ describe.each(STORES)('issue 23: archive faults with real parts (%s store)', (ki
       await new Promise((resolve) => setTimeout(resolve, 150));
       const queued = motoRecvQueue(moto);
       seen.push(queued);
-      caught = queued > 3500;
+      // A round sends one request at a time. Its requests without a body (list, head, get) queue 785
+      // to 852 bytes here; a segment's PUT queues its headers and its gzip body, 2,400 bytes and up
+      // even for the few records a round finds chained on Redis (CI saw 2,470 to 3,241 there, never
+      // above the 3,500 this used to wait for).
+      caught = queued > 1500;
       if (caught) {
         // Killed with the upload unanswered (the calls in flight die with it).
         const recorded = await store.archiveState();

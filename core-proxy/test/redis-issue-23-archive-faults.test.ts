@@ -198,12 +198,12 @@ describe.each(STORES)('issue 23: archive faults with real parts (%s store)', (ki
 
     moto.resume();
     paused = false;
+    // A round records its segment, then trims: the trim may be a step behind when this looks.
     const after = await until(
-      'archiving to resume',
+      'archiving to resume and the trim to follow',
       () => store.archiveState(),
-      (state) => state.archivedThrough >= head.records - 8,
+      (state) => state.archivedThrough >= head.records - 8 && state.trimmedThrough === state.archivedThrough,
     );
-    expect(after.trimmedThrough).toBe(after.archivedThrough);
     expect(await expectTiled(sink)).toBeGreaterThanOrEqual(after.archivedThrough);
     expect(await verify(server, deploy.apiKey)).toMatchObject({ ok: true });
     const metrics = await (await fetch(`${server.url}/metrics`)).text();

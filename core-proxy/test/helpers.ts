@@ -93,15 +93,34 @@ export interface TestProxyOptions {
 /** Which store this test project runs the shared suite on. */
 export const TEST_STORE: 'embedded' | 'redis' = process.env.KEYBRAKE_TEST_STORE === 'redis' ? 'redis' : 'embedded';
 
+/**
+ * A client of a test Redis (`redis://` or `redis+cluster://host:port,...`) and the nodes that hold
+ * its keys (the masters of a Cluster, once it is ready: before that its node list is empty), to
+ * SCAN each. Disconnect the client when done.
+ */
+export async function connectRedis(url: string): Promise<{ client: Redis | Cluster; nodes: Redis[] }> {
+  if (!url.startsWith('redis+cluster://')) {
+    const client = new Redis(url);
+    return { client, nodes: [client] };
+  }
+  const seeds = url.replace(/^redis\+cluster:\/\//, '').split(',');
+  const client = new Cluster(
+    seeds.map((seed) => ({ host: seed.split(':')[0] as string, port: Number(seed.split(':')[1]) })),
+  );
+  await new Promise<void>((resolve, reject) => {
+    client.once('ready', resolve);
+    client.once('error', (error) => {
+      client.disconnect();
+      reject(error);
+    });
+  });
+  return { client, nodes: client.nodes('master') };
+}
+
 /** Every value under a prefix, as text, to search for leaks. */
 async function dumpRedis(url: string, prefix: string): Promise<string[]> {
-  const cluster = url.startsWith('redis+cluster://');
-  const seeds = url.replace(/^redis(\+cluster)?:\/\//, '').split(',');
-  const client = cluster
-    ? new Cluster(seeds.map((seed) => ({ host: seed.split(':')[0] as string, port: Number(seed.split(':')[1]) })))
-    : new Redis(url);
+  const { client, nodes } = await connectRedis(url);
   try {
-    const nodes = client instanceof Cluster ? client.nodes('master') : [client];
     const values: string[] = [];
     for (const node of nodes) {
       let cursor = '0';

@@ -25,6 +25,7 @@ import { CLAIM_OBJECT_LUA, RECORD_OBJECT_LUA, RELEASE_OBJECT_LUA } from './lua/o
 import { RedisArchive } from './redis-archive.js';
 import { RedisExpiry } from './redis-expiry.js';
 import { INDEX, RedisListing, STATS } from './redis-listing.js';
+import { listEarlierKeys } from './redis-upgrade.js';
 import {
   DEFAULT_IDEMPOTENCY_RETENTION_MS,
   type AlertClaimInput,
@@ -251,6 +252,9 @@ export class RedisStore implements Store {
   private readonly archive: RedisArchive;
   /** The removal of expired families (issue 23), on the background connection. */
   private readonly expiry: RedisExpiry;
+  /** The keys an earlier release issued, listed once (`redis-upgrade.ts`): before a list or a purge reads the index. */
+  private readonly listEarlier: () => Promise<number>;
+  private earlierListed: Promise<number> | null = null;
 
   constructor(options: RedisStoreOptions) {
     const prefix = options.prefix ?? 'keybrake:';
@@ -296,6 +300,15 @@ export class RedisStore implements Store {
       this.background = open();
     }
     this.listing = new RedisListing(this.redis);
+    this.listEarlier = () =>
+      listEarlierKeys(this.background, {
+        prefix,
+        shards: SHARDS,
+        noKeyShard: NO_KEY_SHARD,
+        members: membersKey,
+        keyHash: keyHashKey,
+        toRecord,
+      });
     this.alerts = new RedisAlerts({
       redis: this.redis,
       cluster: this.cluster,
@@ -639,8 +652,18 @@ export class RedisStore implements Store {
     return this.run(async () => (await this.listCalls(keyId)).filter((call) => call.seq > afterSeq).slice(0, limit));
   }
 
+  /** Once per process (again after a failure): see `redis-upgrade.ts`. */
+  private earlierKeysListed(): Promise<number> {
+    this.earlierListed ??= this.listEarlier().catch((error: unknown) => {
+      this.earlierListed = null;
+      throw error;
+    });
+    return this.earlierListed;
+  }
+
   listKeys(query: KeyListQuery): Promise<KeyListPage> {
     return this.run(async () => {
+      await this.earlierKeysListed();
       this.digestRun ??= catchUpDigest(this.listing, this, query.now).finally(() => {
         this.digestRun = null;
       });
@@ -786,7 +809,11 @@ export class RedisStore implements Store {
 
   purgeExpired(input: ExpiryPurgeInput): Promise<ExpiryPurgeOutput> {
     // Kept idempotent responses expire by their own TTL (`retentionMs`): none to count here.
-    return this.run(() => this.expiry.purge(input));
+    return this.run(async () => {
+      // The expiry index of a store written before it is built from the key list's.
+      await this.earlierKeysListed();
+      return this.expiry.purge(input);
+    });
   }
 
   ping(): Promise<void> {

@@ -19,6 +19,8 @@ import { CLI, expectNoLeak, serverEnvironment, spawnServer, type ServerProcess }
  */
 
 const CHARGE = 'POST /v1/payment_intents';
+/** Each test starts three or four `keybrake serve` processes one after another: slow on a busy machine. */
+const PROCESSES_TIMEOUT_MS = 180_000;
 
 interface Deployment {
   readonly env: Record<string, string>;
@@ -170,6 +172,21 @@ async function writeUserData(url: string, admin: AdminClient): Promise<Written> 
   };
 }
 
+/** A directory archive (removed after the test) that keeps 2 records live, in segments of 4, every 100 ms. */
+function archiving(): { archiveDir: string; archiveEnv: Record<string, string> } {
+  const archiveDir = mkdtempSync(join(tmpdir(), 'keybrake-upgrade-archive-'));
+  onTestFinished(() => rmSync(archiveDir, { recursive: true, force: true }));
+  return {
+    archiveDir,
+    archiveEnv: {
+      KEYBRAKE_ARCHIVE: `dir:${archiveDir}`,
+      KEYBRAKE_AUDIT_LIVE_RECORDS: '2',
+      KEYBRAKE_ARCHIVE_SEGMENT_RECORDS: '4',
+      KEYBRAKE_ARCHIVE_INTERVAL: '100ms',
+    },
+  };
+}
+
 /** Waits, however long a busy machine takes (the test's timeout bounds it), until `done` holds. */
 async function waitFor<T>(what: string, read: () => Promise<T>, done: (value: T) => boolean): Promise<T> {
   for (let i = 0; ; i += 1) {
@@ -181,120 +198,125 @@ async function waitFor<T>(what: string, read: () => Promise<T>, done: (value: T)
 }
 
 describe.each(RELEASES)(`upgrade from release $short, ${TEST_STORE} store`, (release: Release) => {
-  it('the new serve keeps the spend, caps, idempotency, revocation, taint, calls, key list and audit chain; archiving then takes the old records', async () => {
-    const oldCli = await releaseCli(release);
-    const deployed = await deployment();
-    const { env, apiKey, relay } = deployed;
+  it(
+    'the new serve keeps the spend, caps, idempotency, revocation, taint, calls, key list and audit chain; archiving then takes the old records',
+    async () => {
+      const oldCli = await releaseCli(release);
+      const deployed = await deployment();
+      const { env, apiKey, relay } = deployed;
 
-    const old = await serve(oldCli, env);
-    const written = await writeUserData(old.url, adminClient(old.url, apiKey));
-    await stop(old);
-    const { root, child, revoked, tainted, expired } = written.keys;
-    const forwardedBefore = relay.forwarded(CHARGE);
-    expect(forwardedBefore).toBe(8);
+      const old = await serve(oldCli, env);
+      const written = await writeUserData(old.url, adminClient(old.url, apiKey));
+      await stop(old);
+      const { root, child, revoked, tainted, expired } = written.keys;
+      const forwardedBefore = relay.forwarded(CHARGE);
+      expect(forwardedBefore).toBe(8);
 
-    // The new release on the same data, archiving off (the calls are all still live).
-    const upgraded = await serve(CLI, { ...env, KEYBRAKE_ARCHIVE: 'off' });
-    const admin = adminClient(upgraded.url, apiKey);
-    for (const [keyId, view] of Object.entries(written.views)) {
-      const now = await admin('GET', `/vault/keys/${keyId}`);
-      expect(now.status).toBe(200);
-      expect(now.body, `key ${view.agent_run_label}`).toMatchObject(view);
-      const calls = (await admin('GET', `/vault/keys/${keyId}/calls`)).body.calls;
-      expect(calls, `calls of ${view.agent_run_label}`).toMatchObject(written.calls[keyId] as unknown[]);
-    }
-    // The console's key list has the old keys, with their spend.
-    const listed = (await admin('GET', '/vault/keys?limit=100')).body;
-    expect(listed.keys.map((key: { key_id: string }) => key.key_id).sort()).toEqual(Object.keys(written.views).sort());
-    for (const entry of listed.keys) {
-      expect(entry.spent_usd).toBe(written.views[entry.key_id]?.spent_usd);
-      expect(entry.calls).toBe(written.calls[entry.key_id]?.length);
-    }
-    const verified = (await admin('GET', '/audit/verify')).body;
-    expect(verified).toMatchObject({ ok: true, records: written.records, untrusted_checkpoints: 0 });
-    expect(verified.checkpoints).toBeGreaterThanOrEqual(1);
+      // The new release on the same data, archiving off (the calls are all still live).
+      const upgraded = await serve(CLI, { ...env, KEYBRAKE_ARCHIVE: 'off' });
+      const admin = adminClient(upgraded.url, apiKey);
+      for (const [keyId, view] of Object.entries(written.views)) {
+        const now = await admin('GET', `/vault/keys/${keyId}`);
+        expect(now.status).toBe(200);
+        expect(now.body, `key ${view.agent_run_label}`).toMatchObject(view);
+        const calls = (await admin('GET', `/vault/keys/${keyId}/calls`)).body.calls;
+        expect(calls, `calls of ${view.agent_run_label}`).toMatchObject(written.calls[keyId] as unknown[]);
+      }
+      // The console's key list has the old keys, with their spend.
+      const listed = (await admin('GET', '/vault/keys?limit=100')).body;
+      expect(listed.keys.map((key: { key_id: string }) => key.key_id).sort()).toEqual(
+        Object.keys(written.views).sort(),
+      );
+      for (const entry of listed.keys) {
+        expect(entry.spent_usd).toBe(written.views[entry.key_id]?.spent_usd);
+        expect(entry.calls).toBe(written.calls[entry.key_id]?.length);
+      }
+      const verified = (await admin('GET', '/audit/verify')).body;
+      expect(verified).toMatchObject({ ok: true, records: written.records, untrusted_checkpoints: 0 });
+      expect(verified.checkpoints).toBeGreaterThanOrEqual(1);
 
-    // The idempotent repeat is replayed, not charged again.
-    const repeat = await charge(upgraded.url, root.vault_key, 100, { 'idempotency-key': written.idempotencyKey });
-    expect(repeat).toMatchObject({ status: 200, body: { id: written.idempotentId } });
-    // Revoked stays revoked, tainted stays tainted: the same answers as from the old release.
-    expect(await charge(upgraded.url, revoked.vault_key, 100)).toMatchObject(written.revokedAnswer);
-    expect(await charge(upgraded.url, tainted.vault_key, 100)).toMatchObject(written.taintedAnswer);
-    expect(relay.forwarded(CHARGE)).toBe(forwardedBefore);
+      // The idempotent repeat is replayed, not charged again.
+      const repeat = await charge(upgraded.url, root.vault_key, 100, { 'idempotency-key': written.idempotencyKey });
+      expect(repeat).toMatchObject({ status: 200, body: { id: written.idempotentId } });
+      // Revoked stays revoked, tainted stays tainted: the same answers as from the old release.
+      expect(await charge(upgraded.url, revoked.vault_key, 100)).toMatchObject(written.revokedAnswer);
+      expect(await charge(upgraded.url, tainted.vault_key, 100)).toMatchObject(written.taintedAnswer);
+      expect(relay.forwarded(CHARGE)).toBe(forwardedBefore);
 
-    // The child's cap holds exactly where its remaining budget says: a cent more is refused, unforwarded.
-    const childNow = (await admin('GET', `/vault/keys/${child.key_id}`)).body;
-    const remainingCents = Math.round((childNow.usd_cap - childNow.spent_usd) * 100);
-    expect(remainingCents).toBe(100);
-    const over = await charge(upgraded.url, child.vault_key, remainingCents + 1);
-    expect(over.status).toBe(429);
-    expect(over.body.error.code).toBe('cap_exhausted');
-    expect(relay.forwarded(CHARGE)).toBe(forwardedBefore);
-    expect((await charge(upgraded.url, child.vault_key, remainingCents)).status).toBe(200);
-    const after = await charge(upgraded.url, child.vault_key, 1);
-    expect(after.status).toBe(429);
-    expect(after.body.error.code).toBe('cap_exhausted');
-    expect(relay.forwarded(CHARGE)).toBe(forwardedBefore + 1);
-    expect((await admin('GET', `/vault/keys/${child.key_id}`)).body).toMatchObject({ spent_usd: 4, reserved_usd: 0 });
-    // The root's own calls, old and new, chain on.
-    expect((await charge(upgraded.url, root.vault_key, 100)).status).toBe(200);
-    const chained = (await admin('GET', '/audit/verify')).body;
-    expect(chained).toMatchObject({ ok: true, untrusted_checkpoints: 0 });
-    expect(chained.records).toBeGreaterThan(written.records);
-    const rootSpent = (await admin('GET', `/vault/keys/${root.key_id}`)).body.spent_usd;
-    await stop(upgraded);
+      // The child's cap holds exactly where its remaining budget says: a cent more is refused, unforwarded.
+      const childNow = (await admin('GET', `/vault/keys/${child.key_id}`)).body;
+      const remainingCents = Math.round((childNow.usd_cap - childNow.spent_usd) * 100);
+      expect(remainingCents).toBe(100);
+      const over = await charge(upgraded.url, child.vault_key, remainingCents + 1);
+      expect(over.status).toBe(429);
+      expect(over.body.error.code).toBe('cap_exhausted');
+      expect(relay.forwarded(CHARGE)).toBe(forwardedBefore);
+      expect((await charge(upgraded.url, child.vault_key, remainingCents)).status).toBe(200);
+      const after = await charge(upgraded.url, child.vault_key, 1);
+      expect(after.status).toBe(429);
+      expect(after.body.error.code).toBe('cap_exhausted');
+      expect(relay.forwarded(CHARGE)).toBe(forwardedBefore + 1);
+      expect((await admin('GET', `/vault/keys/${child.key_id}`)).body).toMatchObject({ spent_usd: 4, reserved_usd: 0 });
+      // The root's own calls, old and new, chain on.
+      expect((await charge(upgraded.url, root.vault_key, 100)).status).toBe(200);
+      const chained = (await admin('GET', '/audit/verify')).body;
+      expect(chained).toMatchObject({ ok: true, untrusted_checkpoints: 0 });
+      expect(chained.records).toBeGreaterThan(written.records);
+      const rootSpent = (await admin('GET', `/vault/keys/${root.key_id}`)).body.spent_usd;
+      await stop(upgraded);
 
-    // Archiving on: the old records are archived and trimmed; verification stays ok, online and offline.
-    const archiveDir = mkdtempSync(join(tmpdir(), 'keybrake-upgrade-archive-'));
-    onTestFinished(() => rmSync(archiveDir, { recursive: true, force: true }));
-    const archiving = await serve(CLI, {
-      ...env,
-      KEYBRAKE_ARCHIVE: `dir:${archiveDir}`,
-      KEYBRAKE_AUDIT_LIVE_RECORDS: '2',
-      KEYBRAKE_ARCHIVE_SEGMENT_RECORDS: '4',
-      KEYBRAKE_ARCHIVE_INTERVAL: '100ms',
-      KEYBRAKE_EXPIRED_KEY_RETENTION: '1ms',
-    });
-    const archivingAdmin = adminClient(archiving.url, apiKey);
-    // A further call gives the archiver a checkpoint past the old records to cut at.
-    expect((await charge(archiving.url, root.vault_key, 100)).status).toBe(200);
-    const total = chained.records + 1;
-    const archived = await waitFor(
-      'the archive to take the old records',
-      async () => (await archivingAdmin('GET', '/audit/verify')).body,
-      (body) => body.ok === false || (body.archived_records ?? 0) >= written.records,
-    );
-    expect(archived).toMatchObject({ ok: true, records: total });
-    const rootCalls = (await archivingAdmin('GET', `/vault/keys/${root.key_id}/calls`)).body;
-    expect(rootCalls.archived.through_seq).toBeGreaterThanOrEqual(written.records);
-    // Trimmed from the store, not only copied out; the spend is the key's, not its records'.
-    expect(rootCalls.calls.every((call: { seq: number }) => call.seq > rootCalls.archived.through_seq)).toBe(true);
-    expect((await archivingAdmin('GET', `/vault/keys/${root.key_id}`)).body.spent_usd).toBe(rootSpent + 1);
-    expect((await archivingAdmin('GET', `/vault/keys/${child.key_id}`)).body.spent_usd).toBe(4);
-    // The expired family the old release wrote is removed once its records are archived.
-    await waitFor(
-      'the expired family to be removed',
-      async () => (await archivingAdmin('GET', `/vault/keys/${expired.key_id}`)).status,
-      (status) => status === 404,
-    );
-    expect((await archivingAdmin('GET', `/vault/keys/${root.key_id}`)).status).toBe(200);
-    const publicKey = join(archiveDir, '..', `${release.short}-${randomUUID()}.pub.pem`);
-    writeFileSync(publicKey, (await archivingAdmin('GET', '/audit/checkpoints')).body.public_key.pem);
-    onTestFinished(() => rmSync(publicKey, { force: true }));
-    const offline = await runCli(['audit', 'verify-archive', '--sink', `dir:${archiveDir}`, '--public-key', publicKey]);
-    expect(offline.code, offline.stderr).toBe(0);
-    expect(JSON.parse(offline.stdout)).toMatchObject({ ok: true });
-    await stop(archiving);
-    console.log(
-      `[figures] upgrade ${release.short} -> this tree (${TEST_STORE}): ${written.records} old records, ` +
-        `${total} after, ${archived.archived_records} archived in ${archived.segments} segments; ` +
-        `${relay.forwarded(CHARGE)} charges reached stripe-mock`,
-    );
-    expectNoLeak(old.output() + upgraded.output() + archiving.output(), [
-      ...Object.values(deployed.secrets),
-      ...Object.values(written.keys).map((key) => key.vault_key),
-    ]);
-  });
+      // Archiving on: the old records are archived and trimmed; verification stays ok, online and offline.
+      const { archiveDir, archiveEnv } = archiving();
+      const archiver = await serve(CLI, { ...env, ...archiveEnv, KEYBRAKE_EXPIRED_KEY_RETENTION: '1ms' });
+      const archivingAdmin = adminClient(archiver.url, apiKey);
+      // A further call gives the archiver a checkpoint past the old records to cut at.
+      expect((await charge(archiver.url, root.vault_key, 100)).status).toBe(200);
+      const total = chained.records + 1;
+      const archived = await waitFor(
+        'the archive to take the old records',
+        async () => (await archivingAdmin('GET', '/audit/verify')).body,
+        (body) => body.ok === false || (body.archived_records ?? 0) >= written.records,
+      );
+      expect(archived).toMatchObject({ ok: true, records: total });
+      const rootCalls = (await archivingAdmin('GET', `/vault/keys/${root.key_id}/calls`)).body;
+      expect(rootCalls.archived.through_seq).toBeGreaterThanOrEqual(written.records);
+      // Trimmed from the store, not only copied out; the spend is the key's, not its records'.
+      expect(rootCalls.calls.every((call: { seq: number }) => call.seq > rootCalls.archived.through_seq)).toBe(true);
+      expect((await archivingAdmin('GET', `/vault/keys/${root.key_id}`)).body.spent_usd).toBe(rootSpent + 1);
+      expect((await archivingAdmin('GET', `/vault/keys/${child.key_id}`)).body.spent_usd).toBe(4);
+      // The expired family the old release wrote is removed once its records are archived.
+      await waitFor(
+        'the expired family to be removed',
+        async () => (await archivingAdmin('GET', `/vault/keys/${expired.key_id}`)).status,
+        (status) => status === 404,
+      );
+      expect((await archivingAdmin('GET', `/vault/keys/${root.key_id}`)).status).toBe(200);
+      const publicKey = join(archiveDir, '..', `${release.short}-${randomUUID()}.pub.pem`);
+      writeFileSync(publicKey, (await archivingAdmin('GET', '/audit/checkpoints')).body.public_key.pem);
+      onTestFinished(() => rmSync(publicKey, { force: true }));
+      const offline = await runCli([
+        'audit',
+        'verify-archive',
+        '--sink',
+        `dir:${archiveDir}`,
+        '--public-key',
+        publicKey,
+      ]);
+      expect(offline.code, offline.stderr).toBe(0);
+      expect(JSON.parse(offline.stdout)).toMatchObject({ ok: true });
+      await stop(archiver);
+      console.log(
+        `[figures] upgrade ${release.short} -> this tree (${TEST_STORE}): ${written.records} old records, ` +
+          `${total} after, ${archived.archived_records} archived in ${archived.segments} segments; ` +
+          `${relay.forwarded(CHARGE)} charges reached stripe-mock`,
+      );
+      expectNoLeak(old.output() + upgraded.output() + archiver.output(), [
+        ...Object.values(deployed.secrets),
+        ...Object.values(written.keys).map((key) => key.vault_key),
+      ]);
+    },
+    PROCESSES_TIMEOUT_MS,
+  );
 });
 
 /**
@@ -308,92 +330,92 @@ describe.each(RELEASES)(`upgrade from release $short, ${TEST_STORE} store`, (rel
 describe.runIf(TEST_STORE === 'redis').each(RELEASES)(
   'rolling upgrade from release $short: old and new replica on one Redis at once',
   (release: Release) => {
-    it('no spend past a cap, nothing forwarded past it, and the chain takes both replicas records', async () => {
-      const oldCli = await releaseCli(release);
-      const { env, apiKey, relay } = await deployment();
-      const old = await serve(oldCli, env);
-      const archiveDir = mkdtempSync(join(tmpdir(), 'keybrake-upgrade-archive-'));
-      onTestFinished(() => rmSync(archiveDir, { recursive: true, force: true }));
-      const upgraded = await serve(CLI, {
-        ...env,
-        KEYBRAKE_ARCHIVE: `dir:${archiveDir}`,
-        KEYBRAKE_AUDIT_LIVE_RECORDS: '2',
-        KEYBRAKE_ARCHIVE_SEGMENT_RECORDS: '4',
-        KEYBRAKE_ARCHIVE_INTERVAL: '100ms',
-      });
-      const servers = [old, upgraded];
-      const [oldAdmin, newAdmin] = servers.map((server) => adminClient(server.url, apiKey)) as [
-        AdminClient,
-        AdminClient,
-      ];
-      // A family issued on the old replica with a child issued on the new one, and a key of the new one.
-      const family = await issue(oldAdmin, { usd_cap: 5, agent_run_label: 'rolling/old' });
-      const child = await issue(newAdmin, { usd_cap: 3, parent_key_id: family.key_id });
-      const fresh = await issue(newAdmin, { usd_cap: 4, agent_run_label: 'rolling/new' });
-      const keys = [family, child, fresh];
-      // Idempotency and revocation across the two: charged on the old, replayed by the new; revoked
-      // on the new, refused by the old.
-      const idem = await issue(oldAdmin, { usd_cap: 5, agent_run_label: 'rolling/idempotent' });
-      const idempotencyKey = `rolling-${randomUUID()}`;
-      const first = await charge(old.url, idem.vault_key, 100, { 'idempotency-key': idempotencyKey });
-      expect(first.status).toBe(200);
-      const forwardedOnce = relay.forwarded(CHARGE);
-      const replay = await charge(upgraded.url, idem.vault_key, 100, { 'idempotency-key': idempotencyKey });
-      expect(replay).toMatchObject({ status: 200, body: { id: first.body.id } });
-      expect((await newAdmin('DELETE', `/vault/keys/${idem.key_id}`)).status).toBe(200);
-      expect(await charge(old.url, idem.vault_key, 100)).toMatchObject({
-        status: 401,
-        body: { error: { code: 'vault_key_revoked' } },
-      });
-      expect(relay.forwarded(CHARGE)).toBe(forwardedOnce);
-      const before = relay.forwarded(CHARGE);
-      const answers: Answer[] = [];
-      // 24 racing, then 12 one by one: each key 12 tries of $1, alternating replicas.
-      await Promise.all(
-        Array.from({ length: 24 }, async (_, i) => {
-          answers.push(await charge((servers[i % 2] as ServerProcess).url, (keys[i % 3] as Issued).vault_key, 100));
-        }),
-      );
-      for (let i = 0; i < 12; i += 1) {
-        answers.push(await charge((servers[i % 2] as ServerProcess).url, (keys[i % 3] as Issued).vault_key, 100));
-      }
-      for (const answer of answers) {
-        if (answer.status !== 200)
-          expect(answer).toMatchObject({ status: 429, body: { error: { code: 'cap_exhausted' } } });
-      }
-      const charged = answers.filter((answer) => answer.status === 200).length;
-      // Exactly the caps: the family's $5 (root and child together) and the new key's $4.
-      expect(charged).toBe(9);
-      expect(relay.forwarded(CHARGE) - before).toBe(9);
-      for (const admin of [oldAdmin, newAdmin]) {
-        const [root, kid, other] = await Promise.all(
-          keys.map(async (key) => (await admin('GET', `/vault/keys/${key.key_id}`)).body),
+    it(
+      'no spend past a cap, nothing forwarded past it, and the chain takes both replicas records',
+      async () => {
+        const oldCli = await releaseCli(release);
+        const { env, apiKey, relay, secrets } = await deployment();
+        const old = await serve(oldCli, env);
+        const upgraded = await serve(CLI, { ...env, ...archiving().archiveEnv });
+        const servers = [old, upgraded];
+        const [oldAdmin, newAdmin] = servers.map((server) => adminClient(server.url, apiKey)) as [
+          AdminClient,
+          AdminClient,
+        ];
+        // A family issued on the old replica with a child issued on the new one, and a key of the new one.
+        const family = await issue(oldAdmin, { usd_cap: 5, agent_run_label: 'rolling/old' });
+        const child = await issue(newAdmin, { usd_cap: 3, parent_key_id: family.key_id });
+        const fresh = await issue(newAdmin, { usd_cap: 4, agent_run_label: 'rolling/new' });
+        const keys = [family, child, fresh];
+        // Idempotency and revocation across the two: charged on the old, replayed by the new; revoked
+        // on the new, refused by the old.
+        const idem = await issue(oldAdmin, { usd_cap: 5, agent_run_label: 'rolling/idempotent' });
+        const idempotencyKey = `rolling-${randomUUID()}`;
+        const first = await charge(old.url, idem.vault_key, 100, { 'idempotency-key': idempotencyKey });
+        expect(first.status).toBe(200);
+        const forwardedOnce = relay.forwarded(CHARGE);
+        const replay = await charge(upgraded.url, idem.vault_key, 100, { 'idempotency-key': idempotencyKey });
+        expect(replay).toMatchObject({ status: 200, body: { id: first.body.id } });
+        expect((await newAdmin('DELETE', `/vault/keys/${idem.key_id}`)).status).toBe(200);
+        expect(await charge(old.url, idem.vault_key, 100)).toMatchObject({
+          status: 401,
+          body: { error: { code: 'vault_key_revoked' } },
+        });
+        expect(relay.forwarded(CHARGE)).toBe(forwardedOnce);
+        const before = relay.forwarded(CHARGE);
+        const answers: Answer[] = [];
+        // 24 racing, then 12 one by one: each key 12 tries of $1, alternating replicas.
+        await Promise.all(
+          Array.from({ length: 24 }, async (_, i) => {
+            answers.push(await charge((servers[i % 2] as ServerProcess).url, (keys[i % 3] as Issued).vault_key, 100));
+          }),
         );
-        expect(root).toMatchObject({ spent_usd: 5, reserved_usd: 0 });
-        expect(kid.spent_usd).toBeLessThanOrEqual(3);
-        expect(other).toMatchObject({ spent_usd: 4, reserved_usd: 0 });
-      }
-      // Every call's record, from either replica, chained once, across the archive and the live store.
-      const verified = await waitFor(
-        'the archive to move',
-        async () => (await newAdmin('GET', '/audit/verify')).body,
-        (body) => body.ok === false || (body.archived_records ?? 0) > 0,
-      );
-      // (The idempotent charge, its replay and the refusal after the revocation: 3 more records.)
-      expect(verified).toMatchObject({ ok: true, records: answers.length + 3 });
-      // More calls through the old replica after the trim still chain on.
-      for (let i = 0; i < 3; i += 1) expect((await charge(old.url, fresh.vault_key, 100)).status).toBe(429);
-      expect(await newAdmin('GET', '/audit/verify')).toMatchObject({
-        body: { ok: true, records: answers.length + 6 },
-      });
-      const oldVerdict = (await oldAdmin('GET', '/audit/verify')).body;
-      console.log(
-        `[figures] rolling ${release.short} + this tree on one Redis: ${answers.length} calls, ${charged} charged ` +
-          `(caps 5 + 4), chain ok on the new replica (${verified.archived_records} archived); ` +
-          `the old replica's own verify: ${JSON.stringify(oldVerdict)}`,
-      );
-      await stop(old);
-      await stop(upgraded);
-    });
+        for (let i = 0; i < 12; i += 1) {
+          answers.push(await charge((servers[i % 2] as ServerProcess).url, (keys[i % 3] as Issued).vault_key, 100));
+        }
+        for (const answer of answers) {
+          if (answer.status !== 200)
+            expect(answer).toMatchObject({ status: 429, body: { error: { code: 'cap_exhausted' } } });
+        }
+        const charged = answers.filter((answer) => answer.status === 200).length;
+        // Exactly the caps: the family's $5 (root and child together) and the new key's $4.
+        expect(charged).toBe(9);
+        expect(relay.forwarded(CHARGE) - before).toBe(9);
+        for (const admin of [oldAdmin, newAdmin]) {
+          const [root, kid, other] = await Promise.all(
+            keys.map(async (key) => (await admin('GET', `/vault/keys/${key.key_id}`)).body),
+          );
+          expect(root).toMatchObject({ spent_usd: 5, reserved_usd: 0 });
+          expect(kid.spent_usd).toBeLessThanOrEqual(3);
+          expect(other).toMatchObject({ spent_usd: 4, reserved_usd: 0 });
+        }
+        // Every call's record, from either replica, chained once, across the archive and the live store.
+        const verified = await waitFor(
+          'the archive to move',
+          async () => (await newAdmin('GET', '/audit/verify')).body,
+          (body) => body.ok === false || (body.archived_records ?? 0) > 0,
+        );
+        // (The idempotent charge, its replay and the refusal after the revocation: 3 more records.)
+        expect(verified).toMatchObject({ ok: true, records: answers.length + 3 });
+        // More calls through the old replica after the trim still chain on.
+        for (let i = 0; i < 3; i += 1) expect((await charge(old.url, fresh.vault_key, 100)).status).toBe(429);
+        expect(await newAdmin('GET', '/audit/verify')).toMatchObject({
+          body: { ok: true, records: answers.length + 6 },
+        });
+        const oldVerdict = (await oldAdmin('GET', '/audit/verify')).body;
+        console.log(
+          `[figures] rolling ${release.short} + this tree on one Redis: ${answers.length} calls, ${charged} charged ` +
+            `(caps 5 + 4), chain ok on the new replica (${verified.archived_records} archived); ` +
+            `the old replica's own verify: ${JSON.stringify(oldVerdict)}`,
+        );
+        await stop(old);
+        await stop(upgraded);
+        expectNoLeak(old.output() + upgraded.output(), [
+          ...Object.values(secrets),
+          ...[...keys, idem].map((key) => key.vault_key),
+        ]);
+      },
+      PROCESSES_TIMEOUT_MS,
+    );
   },
 );

@@ -460,6 +460,32 @@ export function sendJson(
   response.end(JSON.stringify(body));
 }
 
+/** A Stripe key for `POST /v1/payment_intents`, with a one-hour TTL, issued through `admin` (201 asserted). */
+export async function issueStripeKey(admin: AdminClient, usdCap = 100): Promise<{ key_id: string; vault_key: string }> {
+  const issued = await admin('POST', '/vault/keys', {
+    vendor: 'stripe',
+    usd_cap: usdCap,
+    allowed_endpoints: ['POST /v1/payment_intents'],
+    expires_in: '1h',
+  });
+  expect(issued.status).toBe(201);
+  return issued.body as { key_id: string; vault_key: string };
+}
+
+/**
+ * Issues a child of `parentId` (Stripe, $5, one hour, `POST /v1/payment_intents`), returning the
+ * raw answer: 201, or a refusal while its parent is revoked or tainted (the races of issues 16, 17).
+ */
+export function issueStripeChild(proxy: TestProxy, parentId: string): ReturnType<AdminClient> {
+  return proxy.admin('POST', '/vault/keys', {
+    vendor: 'stripe',
+    usd_cap: 5,
+    allowed_endpoints: ['POST /v1/payment_intents'],
+    expires_in: '1h',
+    parent_key_id: parentId,
+  });
+}
+
 /** Form-encoded Stripe charge through the proxy. */
 export function stripeCharge(
   proxy: TestProxy,

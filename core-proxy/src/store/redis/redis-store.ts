@@ -892,6 +892,7 @@ export class RedisStore implements Store {
     client: Client = this.redis,
   ): Promise<number> {
     const { root, chain, day } = reservation;
+    const objectTtlMs = objects.length > 0 ? await this.objectTtlMs(root, Date.now()) : OBJECT_TTL_MS;
     const keys = [
       reservationsKey(root),
       reservation.idempotencyKey === null
@@ -916,7 +917,7 @@ export class RedisStore implements Store {
       chain.length,
       this.cluster ? '' : root,
       objects.length,
-      OBJECT_TTL_MS,
+      objectTtlMs,
       ...objects.flatMap(({ state }) => [state.amount, state.currency, state.bookedMicros]),
     );
     await this.alerts.settled(root, fired).catch(() => undefined);
@@ -1025,6 +1026,18 @@ export class RedisStore implements Store {
    * here as a 503 (store unavailable) while the embedded store made it a family of its own; both
    * refuse it as `invalid_vault_key` now.
    */
+  /**
+   * How long a family's tracked object is kept: until every key that could call on it has expired,
+   * which is the root's expiry (a child never outlives its parent), plus `OBJECT_TTL_MARGIN_MS`;
+   * `OBJECT_TTL_MS` at most. Regression: issue 23: every object was kept 8 days whatever its keys'
+   * lifetime, so 550 charges a second on 1-hour keys held 8 days of objects (225 bytes each, the
+   * soak's whole memory growth) where one hour's would do.
+   */
+  private async objectTtlMs(root: string, now: number): Promise<number> {
+    const expiresAt = (await this.family(root))?.record.expiresAt ?? now + OBJECT_TTL_MS;
+    return Math.min(OBJECT_TTL_MS, Math.max(0, expiresAt - now) + OBJECT_TTL_MARGIN_MS);
+  }
+
   private async objectFamily(keyId: string): Promise<string> {
     const family = await this.family(keyId);
     if (!family) throw new InvalidVaultKeyError(true);
@@ -1280,7 +1293,7 @@ export class RedisStore implements Store {
         input.claimId,
         input.now,
         input.until,
-        OBJECT_TTL_MS,
+        await this.objectTtlMs(root, input.now),
       );
       if (result[0] === 'busy') return { kind: 'busy' };
       const [, amount, currency, booked] = result;
@@ -1315,7 +1328,7 @@ export class RedisStore implements Store {
         input.state.amount,
         input.state.currency,
         input.state.bookedMicros,
-        OBJECT_TTL_MS,
+        await this.objectTtlMs(root, Date.now()),
       );
     });
   }
@@ -1325,6 +1338,13 @@ export class RedisStore implements Store {
 const objectKey = (root: string, objectId: string): string => `${tag(root)}:obj:${objectId}`;
 /** Keys live at most 7 days: an object's state outlives every key of its family. */
 const OBJECT_TTL_MS = 8 * 24 * 3600 * 1000;
+/**
+ * Past the root's expiry an object is kept this much longer, though no key of its family can call
+ * on it any more: for clocks that differ between replicas. A settlement that lands late (a call in
+ * flight at expiry, settled by its replica or the sweeper within `KEYBRAKE_RESERVATION_TTL_MS`; one
+ * held while the store was down) sets the TTL from its own time, so it too keeps this margin.
+ */
+const OBJECT_TTL_MARGIN_MS = 3600 * 1000;
 
 /** Keeps a bounded cache: the oldest entry goes when the limit is reached. */
 function remember<V>(cache: Map<string, V>, key: string, value: V): void {

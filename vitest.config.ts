@@ -125,7 +125,7 @@ export default defineConfig({
         extends: true,
         test: {
           name: 'redis',
-          include: [...SHARED_SUITE, 'core-proxy/test/redis-*.test.ts'],
+          include: [...SHARED_SUITE, 'core-proxy/test/redis-*.test.ts', 'core-proxy/test/upgrade-*.test.ts'],
           globalSetup: ['core-proxy/test/global-setup-redis.ts'],
           env: { KEYBRAKE_TEST_STORE: 'redis' },
         },

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the tests need (pnpm, dependencies, stripe-mock, redis-server, chromium, go-httpbin, the Temporal
 # CLI, the argo CLI, the Conductor server, Helm, kustomize, workflows-emulator, the Python package's
-# virtualenv), then runs them all: typecheck, lint, and the vitest projects
+# virtualenv, the earlier releases the upgrade tests start from), then runs them all: typecheck, lint, and the vitest projects
 # (embedded store, Redis store, and e2e on the real engines) against real stripe-mock, Redis,
 # Temporal and Conductor.
 set -euo pipefail
@@ -66,6 +66,13 @@ pip_lane() {
 }
 maven_lane() {
   bash scripts/install-conductor.sh
+  # The earlier releases the upgrade tests start from (core-proxy/test/upgrade-*.test.ts), each
+  # exported from git history and built once per commit into the cache: the tests find them built.
+  # Here, mostly waiting beside the Conductor download, rather than in the suite's own time.
+  local commit
+  for commit in $(grep -oE '^[0-9a-f]{40}' scripts/upgrade-releases.txt); do
+    bash scripts/build-release.sh "$commit" >/dev/null
+  done
 }
 lanes="$(mktemp -d)"
 for lane in go apt pip maven; do

@@ -1,10 +1,9 @@
 /**
- * `pnpm bench --against <git-ref>`: a previous commit's proxy, built once per commit id in a git
- * worktree under the cache directory, to run side by side with the working tree's.
+ * `pnpm bench --against <git-ref>`: a previous commit's proxy, built once per commit id under the
+ * cache directory (scripts/build-release.sh), to run side by side with the working tree's.
  */
 import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { homedir } from 'node:os';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { VariantReport } from './report.js';
@@ -22,46 +21,24 @@ export interface BuiltRef {
   readonly cli: string;
 }
 
-/** Written last, so a build cut short is built again rather than used. */
-const BUILT_MARKER = '.keybrake-bench-built';
-
 /**
- * Checks `ref` out into `$KEYBRAKE_CACHE_DIR/bench-against/<commit>` (a detached git worktree of
- * this repository) and builds its core proxy there with its own lockfile; reused as it is on the
- * next run for the same commit. Logs what it does to `log`.
+ * Exports `ref` into `$KEYBRAKE_CACHE_DIR/bench-against/<commit>` and builds its core proxy
+ * there with its own lockfile, by `scripts/build-release.sh` (the upgrade tests' builder too):
+ * reused as it is on the next run for the same commit. Logs what it does to `log`.
  */
 export async function buildRef(root: string, ref: string, log: (message: string) => void): Promise<BuiltRef> {
   const { stdout } = await run('git', ['-C', root, 'rev-parse', '--verify', `${ref}^{commit}`]);
   const commit = stdout.trim();
-  const built: BuiltRef = {
-    ref,
-    commit,
-    shortCommit: commit.slice(0, 7),
-    cli: '',
-  };
-  const cache = process.env.KEYBRAKE_CACHE_DIR ?? join(homedir(), '.cache/keybrake');
-  const dir = join(cache, 'bench-against', commit);
+  const shortCommit = commit.slice(0, 7);
+  log(`${ref} (${shortCommit}): building in the cache, or reusing its earlier build`);
+  const built = await run('bash', [join(root, 'scripts/build-release.sh'), '--into', 'bench-against', commit], {
+    cwd: root,
+    maxBuffer: 64 * 1024 * 1024,
+  });
+  const dir = built.stdout.trim().split('\n').at(-1) as string;
   const cli = join(dir, 'core-proxy/dist/cli.js');
-  if (existsSync(join(dir, BUILT_MARKER)) && existsSync(cli)) {
-    log(`${ref} (${built.shortCommit}): built before, in ${dir}`);
-    return { ...built, cli };
-  }
-  log(`${ref} (${built.shortCommit}): checking out and building in ${dir}`);
-  mkdirSync(join(cache, 'bench-against'), { recursive: true });
-  // A checkout left by a build that was cut short: start again.
-  rmSync(dir, { recursive: true, force: true });
-  await run('git', ['-C', root, 'worktree', 'prune']);
-  await run('git', ['-C', root, 'worktree', 'add', '--detach', '--force', dir, commit]);
-  // The ref's own lockfile, only what its core proxy needs (and the root's TypeScript to build it).
-  await run(
-    'pnpm',
-    ['install', '--frozen-lockfile', '--prefer-offline', '--filter', '.', '--filter', '@keybrake/core-proxy'],
-    { cwd: dir, env: { ...process.env, CI: '1' }, maxBuffer: 64 * 1024 * 1024 },
-  );
-  await run('pnpm', ['exec', 'tsc', '-b', 'core-proxy'], { cwd: dir, maxBuffer: 64 * 1024 * 1024 });
   if (!existsSync(cli)) throw new Error(`building ${ref} left no ${cli}`);
-  writeFileSync(join(dir, BUILT_MARKER), `${commit}\n`);
-  return { ...built, cli };
+  return { ref, commit, shortCommit, cli };
 }
 
 /** One figure of the working tree against the previous commit. */

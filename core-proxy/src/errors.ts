@@ -154,39 +154,14 @@ export class KeybrakeError extends Error {
 
 /** Issue 25: a bearer JWT refused (401), or its issuer's keys out of reach (503). */
 export class TokenRefusedError extends KeybrakeError {
-  constructor(
-    code:
-      | 'token_invalid'
-      | 'token_too_large'
-      | 'token_algorithm'
-      | 'token_duplicate_claim'
-      | 'token_expired'
-      | 'token_not_yet_valid'
-      | 'token_issuer'
-      | 'token_audience'
-      | 'token_unknown_key'
-      | 'token_signature'
-      | 'issuer_unavailable',
-    message?: string,
-  ) {
+  constructor(code: Extract<ErrorCode, `token_${string}`> | 'issuer_unavailable', message?: string) {
     super(code, message);
   }
 }
 
 /** Issue 25: a request from a workload identity beyond its policy (403); nothing was changed. */
 export class PolicyRefusedError extends KeybrakeError {
-  constructor(
-    code:
-      | 'policy_no_match'
-      | 'policy_vendor'
-      | 'policy_cap'
-      | 'policy_ttl'
-      | 'policy_endpoints'
-      | 'policy_label'
-      | 'policy_not_own_key'
-      | 'policy_operator_only',
-    message?: string,
-  ) {
+  constructor(code: Extract<ErrorCode, `policy_${string}`>, message?: string) {
     super(code, message);
   }
 }

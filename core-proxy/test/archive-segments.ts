@@ -5,8 +5,10 @@ import { join } from 'node:path';
 import { gunzipSync, gzipSync, constants as zlib } from 'node:zlib';
 import { CheckpointSigner } from '../src/audit/checkpoints.js';
 import { canonicalJson } from '../src/audit/canonical-json.js';
-import { parseSegmentName, segmentName } from '../src/archive/segment.js';
+import { type EncodedSegment, encodeSegment, parseSegmentName, segmentName } from '../src/archive/segment.js';
 import type { AuditCheckpoint, AuditEntry } from '../src/store/store.js';
+import { expect } from 'vitest';
+import { sendJson, startFakeVendor, startProxy, stripeCharge } from './helpers.js';
 import { CLI } from './server-process.js';
 
 /**
@@ -169,6 +171,62 @@ export async function addOverlappingSegment(
   ];
   await storage.write(name, segmentBody(lines));
   return name;
+}
+
+/** A real proxy's chain, as its export and its log show it. */
+export interface RealChain {
+  readonly entries: AuditEntry[];
+  readonly checkpoints: AuditCheckpoint[];
+  readonly publicKey: { key_id: string; pem: string };
+  /** The auditor's copy of the checkpoints: the proxy's `audit checkpoint` log lines. */
+  readonly checkpointLog: string;
+}
+
+/**
+ * Records 1..12 of a real proxy's chain (embedded store; the vendor is a fake of our own, one
+ * answer per charge), checkpointed at 3, 4, 8 and 12. The proxy closes when the calling test
+ * finishes.
+ */
+export async function chainOfTwelve(): Promise<RealChain> {
+  const vendor = await startFakeVendor((_request, response) =>
+    sendJson(response, 200, { id: `pi_${Math.random()}`, amount: 100, currency: 'usd' }),
+  );
+  const proxy = await startProxy({ store: 'embedded', env: { KEYBRAKE_STRIPE_BASE_URL: vendor.url } });
+  const key = await proxy.issueKey({
+    vendor: 'stripe',
+    usd_cap: 1000,
+    allowed_endpoints: ['POST /v1/payment_intents'],
+  });
+  for (let i = 1; i <= 12; i += 1) {
+    expect((await stripeCharge(proxy, key.vault_key, 100)).status).toBe(200);
+    if ([3, 4, 8, 12].includes(i)) expect((await proxy.admin('POST', '/audit/checkpoints')).status).toBe(201);
+  }
+  const exported = await proxy.call('/audit/export', { headers: { authorization: `Bearer ${proxy.apiKey}` } });
+  const { entries, checkpoints } = parseExport(await exported.text());
+  expect(entries).toHaveLength(12);
+  const publicKey = (await proxy.admin('GET', '/audit/checkpoints')).body.public_key as { key_id: string; pem: string };
+  const checkpointLog = proxy
+    .logs()
+    .filter((line) => line.includes('"msg":"audit checkpoint"'))
+    .join('');
+  return { entries, checkpoints, publicKey, checkpointLog };
+}
+
+/** The chain of {@link chainOfTwelve} as segments 1-4, 5-8 and 9-12, by the archive's own encoder. */
+export function segmentsOfTwelve(chain: RealChain): EncodedSegment[] {
+  return (
+    [
+      [1, 4],
+      [5, 8],
+      [9, 12],
+    ] as const
+  ).map(([first, last]) =>
+    encodeSegment({
+      entries: chain.entries.slice(first - 1, last),
+      checkpoints: chain.checkpoints,
+      publicKeys: [chain.publicKey],
+    }),
+  );
 }
 
 /** An audit export's records and checkpoints, as a store holds them. */

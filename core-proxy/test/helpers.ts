@@ -93,15 +93,34 @@ export interface TestProxyOptions {
 /** Which store this test project runs the shared suite on. */
 export const TEST_STORE: 'embedded' | 'redis' = process.env.KEYBRAKE_TEST_STORE === 'redis' ? 'redis' : 'embedded';
 
+/**
+ * A client of a test Redis (`redis://` or `redis+cluster://host:port,...`) and the nodes that hold
+ * its keys (the masters of a Cluster, once it is ready: before that its node list is empty), to
+ * SCAN each. Disconnect the client when done.
+ */
+export async function connectRedis(url: string): Promise<{ client: Redis | Cluster; nodes: Redis[] }> {
+  if (!url.startsWith('redis+cluster://')) {
+    const client = new Redis(url);
+    return { client, nodes: [client] };
+  }
+  const seeds = url.replace(/^redis\+cluster:\/\//, '').split(',');
+  const client = new Cluster(
+    seeds.map((seed) => ({ host: seed.split(':')[0] as string, port: Number(seed.split(':')[1]) })),
+  );
+  await new Promise<void>((resolve, reject) => {
+    client.once('ready', resolve);
+    client.once('error', (error) => {
+      client.disconnect();
+      reject(error);
+    });
+  });
+  return { client, nodes: client.nodes('master') };
+}
+
 /** Every value under a prefix, as text, to search for leaks. */
 async function dumpRedis(url: string, prefix: string): Promise<string[]> {
-  const cluster = url.startsWith('redis+cluster://');
-  const seeds = url.replace(/^redis(\+cluster)?:\/\//, '').split(',');
-  const client = cluster
-    ? new Cluster(seeds.map((seed) => ({ host: seed.split(':')[0] as string, port: Number(seed.split(':')[1]) })))
-    : new Redis(url);
+  const { client, nodes } = await connectRedis(url);
   try {
-    const nodes = client instanceof Cluster ? client.nodes('master') : [client];
     const values: string[] = [];
     for (const node of nodes) {
       let cursor = '0';
@@ -439,6 +458,32 @@ export function sendJson(
 ): void {
   response.writeHead(status, { 'content-type': 'application/json', ...headers });
   response.end(JSON.stringify(body));
+}
+
+/** A Stripe key for `POST /v1/payment_intents`, with a one-hour TTL, issued through `admin` (201 asserted). */
+export async function issueStripeKey(admin: AdminClient, usdCap = 100): Promise<{ key_id: string; vault_key: string }> {
+  const issued = await admin('POST', '/vault/keys', {
+    vendor: 'stripe',
+    usd_cap: usdCap,
+    allowed_endpoints: ['POST /v1/payment_intents'],
+    expires_in: '1h',
+  });
+  expect(issued.status).toBe(201);
+  return issued.body as { key_id: string; vault_key: string };
+}
+
+/**
+ * Issues a child of `parentId` (Stripe, $5, one hour, `POST /v1/payment_intents`), returning the
+ * raw answer: 201, or a refusal while its parent is revoked or tainted (the races of issues 16, 17).
+ */
+export function issueStripeChild(proxy: TestProxy, parentId: string): ReturnType<AdminClient> {
+  return proxy.admin('POST', '/vault/keys', {
+    vendor: 'stripe',
+    usd_cap: 5,
+    allowed_endpoints: ['POST /v1/payment_intents'],
+    expires_in: '1h',
+    parent_key_id: parentId,
+  });
 }
 
 /** Form-encoded Stripe charge through the proxy. */

@@ -1,19 +1,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
-import { json, newSecrets, sendJson, startFakeVendor, startProxy, stripeCharge, type TestProxy } from './helpers.js';
+import { issueStripeChild, json, newSecrets, sendJson, startFakeVendor, startProxy, stripeCharge } from './helpers.js';
 
 const allowed = ['POST /v1/payment_intents'];
-
-/** Issues a child of `parentId`, returning the raw answer (201 or a refusal). */
-function issueChild(proxy: TestProxy, parentId: string) {
-  return proxy.admin('POST', '/vault/keys', {
-    vendor: 'stripe',
-    usd_cap: 5,
-    allowed_endpoints: allowed,
-    expires_in: '1h',
-    parent_key_id: parentId,
-  });
-}
 
 describe('issue 16: a child issued while its parent is revoked or tainted', () => {
   // Regression: issue 16 ("SqliteStore.createKey does not check the parent in the same
@@ -25,11 +14,11 @@ describe('issue 16: a child issued while its parent is revoked or tainted', () =
     let issued = 0;
     let refused = 0;
     for (let round = 0; round < 40; round += 1) {
-      const parent = (await issueChild(proxy, root.key_id)).body;
+      const parent = (await issueStripeChild(proxy, root.key_id)).body;
       // The revoke lands at a different point of the children's issuance each round.
       const [revoke, ...children] = await Promise.all([
         sleep(round % 6).then(() => proxy.admin('DELETE', `/vault/keys/${parent.key_id}`)),
-        ...Array.from({ length: 8 }, () => issueChild(proxy, parent.key_id)),
+        ...Array.from({ length: 8 }, () => issueStripeChild(proxy, parent.key_id)),
       ]);
       expect(revoke!.status).toBe(200);
       for (const child of children) {
@@ -51,10 +40,10 @@ describe('issue 16: a child issued while its parent is revoked or tainted', () =
     const proxy = await startProxy();
     const root = await proxy.issueKey({ vendor: 'stripe', usd_cap: 100, allowed_endpoints: allowed });
     for (let round = 0; round < 20; round += 1) {
-      const parent = (await issueChild(proxy, root.key_id)).body;
+      const parent = (await issueStripeChild(proxy, root.key_id)).body;
       const [taint, ...children] = await Promise.all([
         sleep(round % 6).then(() => proxy.admin('POST', `/vault/keys/${parent.key_id}/taint`)),
-        ...Array.from({ length: 8 }, () => issueChild(proxy, parent.key_id)),
+        ...Array.from({ length: 8 }, () => issueStripeChild(proxy, parent.key_id)),
       ]);
       expect(taint!.status).toBe(200);
       for (const child of children) {

@@ -33,13 +33,15 @@ describe('issue 16: a costed call the proxy cannot price reaches no vendor (leni
     });
   }
 
+  type CallInit = { headers?: Record<string, string>; body?: RequestInit['body'] };
+
   /** Sends one charge attempt and checks the refusal left no trace at the vendor and no spend. */
   async function expectRefused(
     proxy: TestProxy,
     vendor: StandInLedger,
     key: { key_id: string; vault_key: string },
     path: string,
-    init: { headers?: Record<string, string>; body?: RequestInit['body'] },
+    init: CallInit,
     expected: { status: number; code: string },
   ): Promise<void> {
     const caseId = randomUUID();
@@ -60,6 +62,21 @@ describe('issue 16: a costed call the proxy cannot price reaches no vendor (leni
     expect(calls.at(-1)).toMatchObject({ outcome: 'blocked', reason: expected.code, cost_usd: 0 });
   }
 
+  /**
+   * A fresh proxy and vendor stand-in, a key from `issue`, and one charge attempt with `init`
+   * (or what `init` makes of the key), checked by `expectRefused`.
+   */
+  async function expectRefusedOnFreshKey(
+    issue: (proxy: TestProxy) => Promise<{ key_id: string; vault_key: string }>,
+    path: string,
+    init: CallInit | ((key: { key_id: string; vault_key: string }) => CallInit),
+    expected: { status: number; code: string },
+  ): Promise<void> {
+    const { proxy, vendor } = await setup();
+    const key = await issue(proxy);
+    await expectRefused(proxy, vendor, key, path, typeof init === 'function' ? init(key) : init, expected);
+  }
+
   const form = 'application/x-www-form-urlencoded';
   const notPriceable = { status: 400, code: 'request_not_priceable' };
   const capHit = { status: 429, code: 'cap_exhausted' };
@@ -78,11 +95,8 @@ describe('issue 16: a costed call the proxy cannot price reaches no vendor (leni
   });
 
   it('Content-Type "application/x-www-form-urlencoded; x=json" is read as the form it is', async () => {
-    const { proxy, vendor } = await setup();
-    await expectRefused(
-      proxy,
-      vendor,
-      await stripeKey(proxy),
+    await expectRefusedOnFreshKey(
+      stripeKey,
       '/stripe/v1/payment_intents',
       { headers: { 'content-type': `${form}; x=json` }, body: 'amount=100000&currency=usd' },
       capHit,
@@ -90,11 +104,8 @@ describe('issue 16: a costed call the proxy cannot price reaches no vendor (leni
   });
 
   it('a gzipped form body is refused, not priced from the compressed bytes', async () => {
-    const { proxy, vendor } = await setup();
-    await expectRefused(
-      proxy,
-      vendor,
-      await stripeKey(proxy),
+    await expectRefusedOnFreshKey(
+      stripeKey,
       '/stripe/v1/payment_intents',
       {
         headers: { 'content-type': form, 'content-encoding': 'gzip' },
@@ -105,38 +116,19 @@ describe('issue 16: a costed call the proxy cannot price reaches no vendor (leni
   });
 
   it('multipart/form-data (curl -F amount=100000 -F currency=usd) is refused', async () => {
-    const { proxy, vendor } = await setup();
     const multipart = new FormData();
     multipart.append('amount', '100000');
     multipart.append('currency', 'usd');
-    await expectRefused(
-      proxy,
-      vendor,
-      await stripeKey(proxy),
-      '/stripe/v1/payment_intents',
-      { body: multipart },
-      notPriceable,
-    );
+    await expectRefusedOnFreshKey(stripeKey, '/stripe/v1/payment_intents', { body: multipart }, notPriceable);
   });
 
   it('the amount in the query string of a POST is priced (and hits the cap)', async () => {
-    const { proxy, vendor } = await setup();
-    await expectRefused(
-      proxy,
-      vendor,
-      await stripeKey(proxy),
-      '/stripe/v1/charges?amount=100000&currency=usd',
-      {},
-      capHit,
-    );
+    await expectRefusedOnFreshKey(stripeKey, '/stripe/v1/charges?amount=100000&currency=usd', {}, capHit);
   });
 
   it('an amount in the body and another in the query is ambiguous', async () => {
-    const { proxy, vendor } = await setup();
-    await expectRefused(
-      proxy,
-      vendor,
-      await stripeKey(proxy),
+    await expectRefusedOnFreshKey(
+      stripeKey,
       '/stripe/v1/charges?amount=100000',
       { headers: { 'content-type': form }, body: 'amount=100&currency=usd' },
       notPriceable,
@@ -144,11 +136,8 @@ describe('issue 16: a costed call the proxy cannot price reaches no vendor (leni
   });
 
   it('amount=1400&currency=jpy&currency=usd is ambiguous', async () => {
-    const { proxy, vendor } = await setup();
-    await expectRefused(
-      proxy,
-      vendor,
-      await stripeKey(proxy),
+    await expectRefusedOnFreshKey(
+      stripeKey,
       '/stripe/v1/payment_intents',
       { headers: { 'content-type': form }, body: 'amount=1400&currency=jpy&currency=usd' },
       notPriceable,
@@ -156,11 +145,8 @@ describe('issue 16: a costed call the proxy cannot price reaches no vendor (leni
   });
 
   it('a JSON body repeating "amount" is ambiguous', async () => {
-    const { proxy, vendor } = await setup();
-    await expectRefused(
-      proxy,
-      vendor,
-      await stripeKey(proxy),
+    await expectRefusedOnFreshKey(
+      stripeKey,
       '/stripe/v1/payment_intents',
       { headers: { 'content-type': 'application/json' }, body: '{"amount":100,"currency":"usd","amount":100000}' },
       notPriceable,
@@ -180,30 +166,25 @@ describe('issue 16: a costed call the proxy cannot price reaches no vendor (leni
     const basic = (vaultKey: string): string => `Basic ${Buffer.from(`ACplaceholder:${vaultKey}`).toString('base64')}`;
 
     it('a MediaUrl in the query string prices the call as an MMS (and hits the cap)', async () => {
-      const { proxy, vendor } = await setup();
-      const key = await twilioKey(proxy);
-      await expectRefused(
-        proxy,
-        vendor,
-        key,
+      await expectRefusedOnFreshKey(
+        twilioKey,
         `${path}?MediaUrl=https%3A%2F%2Fexample.com%2Fa.png`,
-        { headers: { authorization: basic(key.vault_key), 'content-type': form }, body: 'To=%2B15005550006&Body=hi' },
+        (key) => ({
+          headers: { authorization: basic(key.vault_key), 'content-type': form },
+          body: 'To=%2B15005550006&Body=hi',
+        }),
         capHit,
       );
     });
 
     it('two Body parameters are ambiguous', async () => {
-      const { proxy, vendor } = await setup();
-      const key = await twilioKey(proxy);
-      await expectRefused(
-        proxy,
-        vendor,
-        key,
+      await expectRefusedOnFreshKey(
+        twilioKey,
         path,
-        {
+        (key) => ({
           headers: { authorization: basic(key.vault_key), 'content-type': form },
           body: `To=%2B15005550006&Body=hi&Body=${'long '.repeat(100)}`,
-        },
+        }),
         notPriceable,
       );
     });
@@ -224,11 +205,8 @@ describe('issue 16: a costed call the proxy cannot price reaches no vendor (leni
     );
 
     it('a batch is priced per email (the control case)', async () => {
-      const { proxy, vendor } = await setup();
-      await expectRefused(
-        proxy,
-        vendor,
-        await resendKey(proxy),
+      await expectRefusedOnFreshKey(
+        resendKey,
         '/resend/emails/batch',
         { headers: { 'content-type': 'application/json' }, body: batch },
         capHit,
@@ -236,11 +214,8 @@ describe('issue 16: a costed call the proxy cannot price reaches no vendor (leni
     });
 
     it('a batch with a UTF-8 BOM is priced like the same batch without it', async () => {
-      const { proxy, vendor } = await setup();
-      await expectRefused(
-        proxy,
-        vendor,
-        await resendKey(proxy),
+      await expectRefusedOnFreshKey(
+        resendKey,
         '/resend/emails/batch',
         { headers: { 'content-type': 'application/json' }, body: `\uFEFF${batch}` },
         capHit,
@@ -248,11 +223,8 @@ describe('issue 16: a costed call the proxy cannot price reaches no vendor (leni
     });
 
     it('a gzipped batch is refused', async () => {
-      const { proxy, vendor } = await setup();
-      await expectRefused(
-        proxy,
-        vendor,
-        await resendKey(proxy),
+      await expectRefusedOnFreshKey(
+        resendKey,
         '/resend/emails/batch',
         { headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' }, body: gzipSync(batch) },
         notPriceable,

@@ -41,6 +41,32 @@ describe('issue 16: smaller holes (fake vendor)', () => {
     });
   }
 
+  /**
+   * A POST sent as it is written (a header given as an array goes out as that many headers), with
+   * the key and a form Content-Type unless `headers` says otherwise.
+   */
+  function rawPost(
+    proxy: TestProxy,
+    key: { vault_key: string },
+    path: string,
+    headers: Record<string, string | string[]>,
+    body: string,
+  ): ReturnType<typeof rawRequest> {
+    return rawRequest(
+      proxy.url,
+      'POST',
+      path,
+      { authorization: `Bearer ${key.vault_key}`, 'content-type': form, ...headers } as Record<string, string>,
+      body,
+    );
+  }
+
+  /** A refusal read by `rawRequest`: its status and `error.code`. */
+  function expectRawRefusal(response: { status: number; body: string }, status: number, code: string): void {
+    expect(response.status).toBe(status);
+    expect(JSON.parse(response.body).error.code).toBe(code);
+  }
+
   describe('_method is refused wherever a framework reads it', () => {
     const cases: [string, string, Record<string, string>, string | undefined][] = [
       ['in a form body', '/stripe/v1/customers', { 'content-type': form }, 'name=x&_method=DELETE'],
@@ -117,15 +143,14 @@ describe('issue 16: smaller holes (fake vendor)', () => {
   it('Connection may not make a header the vendor must see hop-by-hop (400)', async () => {
     const { proxy, received } = await setup();
     const key = await stripeKey(proxy);
-    const response = await rawRequest(
-      proxy.url,
-      'POST',
+    const response = await rawPost(
+      proxy,
+      key,
       '/stripe/v1/payment_intents',
-      { authorization: `Bearer ${key.vault_key}`, 'content-type': form, connection: 'close, Content-Type' },
+      { connection: 'close, Content-Type' },
       'amount=100&currency=usd',
     );
-    expect(response.status).toBe(400);
-    expect(JSON.parse(response.body).error.code).toBe('invalid_request');
+    expectRawRefusal(response, 400, 'invalid_request');
     expect(received).toEqual([]);
   });
 
@@ -149,13 +174,7 @@ describe('issue 16: smaller holes (fake vendor)', () => {
       const { proxy, received } = await setup();
       const key = await stripeKey(proxy);
       const send = (version: string | string[]) =>
-        rawRequest(
-          proxy.url,
-          'POST',
-          '/stripe/v1/customers',
-          { authorization: `Bearer ${key.vault_key}`, 'content-type': form, 'stripe-version': version as string },
-          'name=x',
-        );
+        rawPost(proxy, key, '/stripe/v1/customers', { 'stripe-version': version }, 'name=x');
       expect((await send('2025-03-31.basil')).status).toBe(200);
       expect(received[0]?.headers['stripe-version']).toBe('2025-03-31.basil');
       for (const bad of [['2024-06-20', '2020-08-27'], 'latest, 2020-08-27', '2024-06-20x', 'latest']) {
@@ -172,15 +191,8 @@ describe('issue 16: smaller holes (fake vendor)', () => {
       it(`POST ${path} with a wildcard allowlist is priced like the canonical path (cap hit)`, async () => {
         const { proxy, received } = await setup();
         const key = await stripeKey(proxy);
-        const response = await rawRequest(
-          proxy.url,
-          'POST',
-          `/stripe${path}`,
-          { authorization: `Bearer ${key.vault_key}`, 'content-type': form },
-          'amount=100000&currency=usd',
-        );
-        expect(response.status).toBe(429);
-        expect(JSON.parse(response.body).error.code).toBe('cap_exhausted');
+        const response = await rawPost(proxy, key, `/stripe${path}`, {}, 'amount=100000&currency=usd');
+        expectRawRefusal(response, 429, 'cap_exhausted');
         expect(received).toEqual([]);
       });
     }
@@ -219,19 +231,14 @@ describe('issue 16: smaller holes (fake vendor)', () => {
       it(`${what}: tainted, so a charge is refused`, async () => {
         const { proxy, received } = await setup();
         const key = await stripeKey(proxy);
-        const response = await rawRequest(
-          proxy.url,
-          'POST',
+        const response = await rawPost(
+          proxy,
+          key,
           '/stripe/v1/payment_intents',
-          {
-            authorization: `Bearer ${key.vault_key}`,
-            'content-type': form,
-            'x-keybrake-provenance': value as string,
-          },
+          { 'x-keybrake-provenance': value },
           'amount=100&currency=usd',
         );
-        expect(response.status).toBe(403);
-        expect(JSON.parse(response.body).error.code).toBe('tainted_request_refused');
+        expectRawRefusal(response, 403, 'tainted_request_refused');
         expect(received).toEqual([]);
         const { calls } = (await proxy.admin('GET', `/vault/keys/${key.key_id}/calls`)).body;
         expect(calls.at(-1)).toMatchObject({ outcome: 'blocked', tainted: true });
@@ -256,19 +263,14 @@ describe('issue 16: smaller holes (fake vendor)', () => {
   it('two Idempotency-Key headers are refused (400), not joined into "D1, D2"', async () => {
     const { proxy, received } = await setup();
     const key = await stripeKey(proxy);
-    const response = await rawRequest(
-      proxy.url,
-      'POST',
+    const response = await rawPost(
+      proxy,
+      key,
       '/stripe/v1/payment_intents',
-      {
-        authorization: `Bearer ${key.vault_key}`,
-        'content-type': form,
-        'idempotency-key': ['D1', 'D2'] as unknown as string,
-      },
+      { 'idempotency-key': ['D1', 'D2'] },
       'amount=100&currency=usd',
     );
-    expect(response.status).toBe(400);
-    expect(JSON.parse(response.body).error.code).toBe('invalid_request');
+    expectRawRefusal(response, 400, 'invalid_request');
     expect(received).toEqual([]);
   });
 

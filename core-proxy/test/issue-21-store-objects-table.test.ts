@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SqliteStore } from '../src/store/sqlite-store.js';
+import { testKeyRecord } from './store-fixtures.js';
 
 /**
  * Issue 21: the embedded store's table of tracked vendor objects is `WITHOUT ROWID` (one b-tree
@@ -19,21 +20,7 @@ afterEach(() => {
 
 async function storeWithKey(dataDir: string, keyId: string): Promise<SqliteStore> {
   const store = new SqliteStore({ dataDir });
-  const now = Date.now();
-  await store.createKey({
-    keyId,
-    keyHash: `${keyId}-hash`,
-    vendor: 'stripe',
-    dailyCapMicros: null,
-    capMicros: 100_000_000,
-    allowedEndpoints: ['POST /v1/payment_intents'],
-    agentRunLabel: null,
-    parentKeyId: null,
-    tainted: false,
-    createdAt: now,
-    expiresAt: now + 3_600_000,
-    revokedAt: null,
-  });
+  await store.createKey(testKeyRecord(keyId, Date.now(), { keyHash: `${keyId}-hash`, capMicros: 100_000_000 }));
   return store;
 }
 

@@ -7,6 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { verifyAuditChain, type AuditRecordJson } from '../src/index.js';
 import type { ChainEntry } from '../src/audit/checkpoints.js';
 import { SqliteStore } from '../src/store/sqlite-store.js';
+import { testKeyRecord } from './store-fixtures.js';
 
 /**
  * Issue 21: several processes on one embedded data directory (`keybrake serve --workers N`). Each
@@ -109,21 +110,13 @@ function startStoreProcess(dataDir: string, keyId: string): StoreProcess {
 async function keyWithCap(dataDir: string, capMicros: number): Promise<string> {
   const store = new SqliteStore({ dataDir });
   const keyId = `vk_${Math.random().toString(36).slice(2)}`;
-  const now = Date.now();
-  await store.createKey({
-    keyId,
-    keyHash: `${keyId}-hash`,
-    vendor: 'stripe',
-    dailyCapMicros: capMicros,
-    capMicros,
-    allowedEndpoints: ['POST /v1/payment_intents'],
-    agentRunLabel: null,
-    parentKeyId: null,
-    tainted: false,
-    createdAt: now,
-    expiresAt: now + 3_600_000,
-    revokedAt: null,
-  });
+  await store.createKey(
+    testKeyRecord(keyId, Date.now(), {
+      keyHash: `${keyId}-hash`,
+      dailyCapMicros: capMicros,
+      capMicros,
+    }),
+  );
   await store.close();
   return keyId;
 }

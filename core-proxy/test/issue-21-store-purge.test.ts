@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ReserveInput, StoredResponse } from '../src/index.js';
 import { SqliteStore } from '../src/store/sqlite-store.js';
+import { testAuditInput, testKeyRecord, testReserveInput } from './store-fixtures.js';
 
 /**
  * Issue 21: the embedded store's purge of kept idempotent responses. It was one `DELETE` scanning
@@ -32,23 +33,7 @@ afterEach(() => {
 });
 
 function reserveInput(keyId: string, idempotencyKey: string, now: number): ReserveInput {
-  return {
-    keyId,
-    reservationId: randomUUID(),
-    costMicros: 1,
-    now,
-    idempotency: { key: idempotencyKey, fingerprint: 'f' },
-    sensitive: false,
-    pending: {
-      keyId,
-      vendor: 'stripe',
-      method: 'POST',
-      path: '/v1/payment_intents',
-      idempotencyKey,
-      agentRunLabel: null,
-      tainted: false,
-    },
-  };
+  return testReserveInput(keyId, now, { costMicros: 1, idempotency: { key: idempotencyKey, fingerprint: 'f' } });
 }
 
 /** A call with an idempotency key, answered and its response kept (at the store's clock). */
@@ -60,21 +45,7 @@ async function keptCall(store: SqliteStore, keyId: string, idempotencyKey: strin
     reservationId: input.reservationId,
     actualMicros: 1,
     idempotentResponse: response,
-    audit: {
-      at: new Date(now).toISOString(),
-      keyId,
-      vendor: 'stripe',
-      method: 'POST',
-      path: '/v1/payment_intents',
-      outcome: 'forwarded',
-      reason: null,
-      status: 200,
-      costMicros: 1,
-      vendorRequestId: 'req_1',
-      idempotencyKey,
-      agentRunLabel: null,
-      tainted: false,
-    },
+    audit: testAuditInput(keyId, now, { costMicros: 1, vendorRequestId: 'req_1', idempotencyKey }),
   });
   expect(settled).toBe(true);
 }
@@ -89,20 +60,7 @@ describe('issue 21: the embedded store purges kept responses in slices', () => {
     const keyId = randomUUID();
     let clock = T0;
     const first = new SqliteStore({ dataDir, now: () => clock });
-    await first.createKey({
-      keyId,
-      keyHash: `hash-${keyId}`,
-      vendor: 'stripe',
-      dailyCapMicros: null,
-      capMicros: null,
-      allowedEndpoints: ['POST /v1/payment_intents'],
-      agentRunLabel: null,
-      parentKeyId: null,
-      tainted: false,
-      createdAt: T0 - HOUR,
-      expiresAt: T0 + 48 * HOUR,
-      revokedAt: null,
-    });
+    await first.createKey(testKeyRecord(keyId, T0 - HOUR, { expiresAt: T0 + 48 * HOUR }));
     // Concurrent calls share group commits: the table fills in a few commits.
     await Promise.all(Array.from({ length: EXPIRED }, (_, i) => keptCall(first, keyId, idempotencyKey(i), T0)));
     clock = T0 + 2 * HOUR;

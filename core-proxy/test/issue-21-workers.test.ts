@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, fetch as undiciFetch } from 'undici';
 import { describe, expect, inject, it, onTestFinished } from 'vitest';
 import { startRelay } from './counting-relay.js';
-import { adminClient, type AdminClient } from './helpers.js';
+import { adminClient, issueStripeKey } from './helpers.js';
 import { CLI, expectNoLeak, serverEnvironment, spawnServer, type ServerProcess } from './server-process.js';
 
 const WORKERS = 2;
@@ -24,18 +24,6 @@ async function startWorkers(extraEnv: Record<string, string> = {}) {
   });
   await untilListening(server, WORKERS);
   return { ...environment, relay, server, admin: adminClient(server.url, environment.apiKey) };
-}
-
-/** A Stripe key for `POST /v1/payment_intents` with a dollar cap, issued through one of the workers. */
-async function issueKey(admin: AdminClient, usdCap: number): Promise<{ key_id: string; vault_key: string }> {
-  const issued = await admin('POST', '/vault/keys', {
-    vendor: 'stripe',
-    usd_cap: usdCap,
-    allowed_endpoints: ['POST /v1/payment_intents'],
-    expires_in: '1h',
-  });
-  expect(issued.status).toBe(201);
-  return issued.body as { key_id: string; vault_key: string };
 }
 
 /** Waits until the primary has said `worker listening` `count` times; the pids it named. */
@@ -91,7 +79,7 @@ describe('issue 21: keybrake serve --workers (several processes on one embedded 
   it('a cap race over the workers overshoots by $0 and leaves one unbroken audit chain', async () => {
     const { server, admin, relay } = await startWorkers();
     const capUsd = 100;
-    const key = await issueKey(admin, capUsd);
+    const key = await issueStripeKey(admin, capUsd);
     const calls = 400;
     const agent = new Agent({ connections: 64 });
     onTestFinished(() => agent.close());
@@ -125,7 +113,7 @@ describe('issue 21: keybrake serve --workers (several processes on one embedded 
 
   it('a revocation answered by one worker is in force on every worker at once', async () => {
     const { server, admin } = await startWorkers();
-    const key = await issueKey(admin, 1000);
+    const key = await issueStripeKey(admin, 1000);
     // Every worker has served (and so may hold state about) the key before the revocation.
     for (let i = 0; i < 4 * WORKERS; i += 1) expect((await charge(server, key.vault_key, 100)).status).toBe(200);
     expect(pidsThatServed(server, '/stripe/v1/payment_intents').size).toBe(WORKERS);
@@ -136,7 +124,7 @@ describe('issue 21: keybrake serve --workers (several processes on one embedded 
 
   it('an idempotent replay is answered by any worker without calling the vendor again', async () => {
     const { server, admin, relay } = await startWorkers();
-    const key = await issueKey(admin, 1000);
+    const key = await issueStripeKey(admin, 1000);
     const headers = { 'idempotency-key': `replay-${key.key_id}` };
     const first = await charge(server, key.vault_key, 250, headers);
     expect(first.status).toBe(200);
@@ -154,7 +142,7 @@ describe('issue 21: keybrake serve --workers (several processes on one embedded 
 
   it('a crashed worker is replaced while the others keep serving; SIGTERM drains every worker and exits 0', async () => {
     const { server, admin } = await startWorkers();
-    const key = await issueKey(admin, 1000);
+    const key = await issueStripeKey(admin, 1000);
     for (let i = 0; i < 2 * WORKERS; i += 1) expect((await charge(server, key.vault_key, 100)).status).toBe(200);
     const [victim, survivor] = await untilListening(server, WORKERS);
     process.kill(victim!, 'SIGKILL');

@@ -2,19 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, fetch as undiciFetch } from 'undici';
 import { expect } from 'vitest';
 import { callEvents, keyEvents, type FeedStream } from './event-stream.js';
-import type { AdminClient } from './helpers.js';
-
-/** A Stripe key for `POST /v1/payment_intents`, issued through `admin`. */
-export async function issueStripeKey(admin: AdminClient, usdCap = 100): Promise<{ key_id: string; vault_key: string }> {
-  const issued = await admin('POST', '/vault/keys', {
-    vendor: 'stripe',
-    usd_cap: usdCap,
-    allowed_endpoints: ['POST /v1/payment_intents'],
-    expires_in: '1h',
-  });
-  expect(issued.status).toBe(201);
-  return issued.body as { key_id: string; vault_key: string };
-}
+import { type AdminClient, issueStripeKey } from './helpers.js';
 
 /** One charge on a connection of its own (`serve --workers`: the next worker takes each new connection). */
 export async function chargeOnNewConnection(baseUrl: string, vaultKey: string, cents: number): Promise<number> {

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, inject, it, onTestFinished } from 'vitest';
-import { adminClient } from './helpers.js';
-import { chargeOnNewConnection, issueStripeKey } from './issue-22-events-processes.js';
+import { adminClient, issueStripeKey } from './helpers.js';
+import { chargeOnNewConnection } from './issue-22-events-processes.js';
 import { expectNoLeak, serverEnvironment, spawnServer } from './server-process.js';
 
 const DASHBOARD = new URL('../../templates/grafana/keybrake.json', import.meta.url);

@@ -10,6 +10,7 @@ import { CheckpointSigner } from '../src/audit/checkpoints.js';
 import { SqliteStore } from '../src/store/sqlite-store.js';
 import type { AuditCheckpoint, AuditEntry } from '../src/store/store.js';
 import { type MotoServer, startMotoServer } from './moto-server.js';
+import { testAuditInput } from './store-fixtures.js';
 
 /**
  * Issue 23: the S3 sink through `@aws-sdk/client-s3` against a real S3 API (moto_server, started
@@ -28,21 +29,16 @@ beforeAll(async () => {
   [moto, locked] = await Promise.all([startMotoServer(), startMotoServer({ objectLock: true })]);
   const store = new SqliteStore({ dataDir: mkdtempSync(join(tmpdir(), 'keybrake-i23-s3-')) });
   for (let i = 1; i <= 6; i += 1) {
-    await store.appendAudit({
-      at: new Date(Date.UTC(2026, 5, 1, 12, 0, i)).toISOString(),
-      keyId: null,
-      vendor: 'openai',
-      method: 'POST',
-      path: '/v1/chat/completions',
-      outcome: 'blocked',
-      reason: 'invalid_vault_key',
-      status: 401,
-      costMicros: 0,
-      vendorRequestId: null,
-      idempotencyKey: null,
-      agentRunLabel: null,
-      tainted: false,
-    });
+    await store.appendAudit(
+      testAuditInput(null, Date.UTC(2026, 5, 1, 12, 0, i), {
+        vendor: 'openai',
+        path: '/v1/chat/completions',
+        outcome: 'blocked',
+        reason: 'invalid_vault_key',
+        status: 401,
+        costMicros: 0,
+      }),
+    );
     if (i % 3 === 0) {
       const checkpoint = signer.sign(await store.auditHead(), new Date().toISOString());
       await store.addCheckpoint(checkpoint);

@@ -9,20 +9,20 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { encodeSegment, parseSegmentName, segmentName } from '../src/archive/segment.js';
-import type { AuditCheckpoint, AuditEntry } from '../src/store/store.js';
+import { parseSegmentName, segmentName } from '../src/archive/segment.js';
 import {
   addOverlappingSegment,
   alterSignature,
+  chainOfTwelve,
   cutGzip,
   cutLastLines,
   editRecord,
-  parseExport,
+  type RealChain,
   runCli,
+  segmentsOfTwelve,
   type SegmentStorage,
   swapSegments,
 } from './archive-segments.js';
-import { sendJson, startFakeVendor, startProxy, stripeCharge } from './helpers.js';
 import { type MotoServer, startMotoServer } from './moto-server.js';
 
 /**
@@ -38,39 +38,17 @@ let client: S3Client;
 let keyFile: string;
 let root: string;
 
-interface Chain {
-  readonly entries: AuditEntry[];
-  readonly checkpoints: AuditCheckpoint[];
-  readonly publicKey: { key_id: string; pem: string };
-}
-
-let chain: Chain | undefined;
+let chain: RealChain | undefined;
 
 /**
  * Records 1..12 of a real proxy's chain, checkpointed at 3, 4, 8 and 12: made by the first test
  * that asks (the proxy closes when that test finishes), then shared.
  */
-async function realChain(): Promise<Chain> {
+async function realChain(): Promise<RealChain> {
   if (chain) return chain;
-  const vendor = await startFakeVendor((_request, response) =>
-    sendJson(response, 200, { id: `pi_${Math.random()}`, amount: 100, currency: 'usd' }),
-  );
-  const proxy = await startProxy({ store: 'embedded', env: { KEYBRAKE_STRIPE_BASE_URL: vendor.url } });
-  const key = await proxy.issueKey({
-    vendor: 'stripe',
-    usd_cap: 1000,
-    allowed_endpoints: ['POST /v1/payment_intents'],
-  });
-  for (let i = 1; i <= 12; i += 1) {
-    expect((await stripeCharge(proxy, key.vault_key, 100)).status).toBe(200);
-    if ([3, 4, 8, 12].includes(i)) expect((await proxy.admin('POST', '/audit/checkpoints')).status).toBe(201);
-  }
-  const exported = await proxy.call('/audit/export', { headers: { authorization: `Bearer ${proxy.apiKey}` } });
-  const { entries, checkpoints } = parseExport(await exported.text());
-  expect(entries).toHaveLength(12);
-  const publicKey = (await proxy.admin('GET', '/audit/checkpoints')).body.public_key as { key_id: string; pem: string };
-  writeFileSync(keyFile, publicKey.pem);
-  chain = { entries, checkpoints, publicKey };
+  const made = await chainOfTwelve();
+  writeFileSync(keyFile, made.publicKey.pem);
+  chain = made;
   return chain;
 }
 
@@ -118,18 +96,7 @@ async function freshArchive(): Promise<{ prefix: string; storage: SegmentStorage
   copies += 1;
   const prefix = `copy-${copies}/audit`;
   const storage = s3Storage(prefix);
-  for (const [first, last] of [
-    [1, 4],
-    [5, 8],
-    [9, 12],
-  ] as const) {
-    const segment = encodeSegment({
-      entries: archive.entries.slice(first - 1, last),
-      checkpoints: archive.checkpoints,
-      publicKeys: [archive.publicKey],
-    });
-    await storage.write(segment.name, segment.body);
-  }
+  for (const segment of segmentsOfTwelve(archive)) await storage.write(segment.name, segment.body);
   return { prefix, storage };
 }
 

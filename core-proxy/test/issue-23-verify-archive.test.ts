@@ -3,20 +3,20 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { DirectorySink } from '../src/archive/directory-sink.js';
-import { encodeSegment, segmentName } from '../src/archive/segment.js';
+import { segmentName } from '../src/archive/segment.js';
 import {
   addOverlappingSegment,
   alterSignature,
+  chainOfTwelve,
   cutGzip,
   cutLastLines,
   directoryStorage,
   editRecord,
-  parseExport,
   resignSegment,
   runCli,
+  segmentsOfTwelve,
   swapSegments,
 } from './archive-segments.js';
-import { sendJson, startFakeVendor, startProxy, stripeCharge } from './helpers.js';
 
 /**
  * Issue 23: `keybrake audit verify-archive` checks an archive offline, with nothing but the
@@ -28,49 +28,18 @@ import { sendJson, startFakeVendor, startProxy, stripeCharge } from './helpers.j
 
 /** Records 1..12 of a real chain, checkpointed at 3, 4, 8 and 12, as segments 1-4, 5-8, 9-12. */
 async function archiveOfTwelve() {
-  const vendor = await startFakeVendor((_request, response) =>
-    sendJson(response, 200, { id: `pi_${Math.random()}`, amount: 100, currency: 'usd' }),
-  );
-  const proxy = await startProxy({ store: 'embedded', env: { KEYBRAKE_STRIPE_BASE_URL: vendor.url } });
-  const key = await proxy.issueKey({
-    vendor: 'stripe',
-    usd_cap: 1000,
-    allowed_endpoints: ['POST /v1/payment_intents'],
-  });
-  for (let i = 1; i <= 12; i += 1) {
-    expect((await stripeCharge(proxy, key.vault_key, 100)).status).toBe(200);
-    if ([3, 4, 8, 12].includes(i)) expect((await proxy.admin('POST', '/audit/checkpoints')).status).toBe(201);
-  }
-  const exported = await proxy.call('/audit/export', { headers: { authorization: `Bearer ${proxy.apiKey}` } });
-  const { entries, checkpoints } = parseExport(await exported.text());
-  expect(entries).toHaveLength(12);
-  const publicKey = (await proxy.admin('GET', '/audit/checkpoints')).body.public_key as { key_id: string; pem: string };
+  const { entries, checkpoints, publicKey, checkpointLog } = await chainOfTwelve();
   const root = mkdtempSync(join(tmpdir(), 'keybrake-archive-'));
   onTestFinished(() => rmSync(root, { recursive: true, force: true }));
   const sink = new DirectorySink(join(root, 'archive'));
-  for (const [first, last] of [
-    [1, 4],
-    [5, 8],
-    [9, 12],
-  ] as const) {
-    const segment = encodeSegment({
-      entries: entries.slice(first - 1, last),
-      checkpoints,
-      publicKeys: [publicKey],
-    });
+  for (const segment of segmentsOfTwelve({ entries, checkpoints, publicKey, checkpointLog })) {
     await sink.put(segment.name, segment.body, segment.sha256);
   }
   const keyFile = join(root, 'proxy.pub.pem');
   writeFileSync(keyFile, publicKey.pem);
   // The auditor's copy of the newest checkpoint, as the proxy logged it.
   const logFile = join(root, 'proxy.log');
-  writeFileSync(
-    logFile,
-    `${proxy
-      .logs()
-      .filter((line) => line.includes('"msg":"audit checkpoint"'))
-      .join('')}`,
-  );
+  writeFileSync(logFile, checkpointLog);
   /** A fresh copy of the archive to tamper with. */
   const copy = (): { dir: string; storage: ReturnType<typeof directoryStorage> } => {
     const dir = mkdtempSync(join(root, 'copy-'));

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, inject, it } from 'vitest';
-import { redisDeployment, startProxy, type TestProxy } from './helpers.js';
+import { issueStripeChild, redisDeployment, startProxy, type TestProxy } from './helpers.js';
 
 const allowed = ['POST /v1/payment_intents'];
 
@@ -8,16 +8,6 @@ const allowed = ['POST /v1/payment_intents'];
 async function startReplicas(redisUrl: string): Promise<[TestProxy, TestProxy]> {
   const shared = redisDeployment(redisUrl);
   return [await startProxy(shared), await startProxy(shared)];
-}
-
-function issueChild(proxy: TestProxy, parentId: string) {
-  return proxy.admin('POST', '/vault/keys', {
-    vendor: 'stripe',
-    usd_cap: 5,
-    allowed_endpoints: allowed,
-    expires_in: '1h',
-    parent_key_id: parentId,
-  });
 }
 
 // Regression: issue 17 ("Replicas"): `markSubtree` read the family's members before its script ran,
@@ -32,12 +22,12 @@ describe.each([
     let issued = 0;
     let refused = 0;
     for (let round = 0; round < 60; round += 1) {
-      const parent = (await issueChild(a, root.key_id)).body;
+      const parent = (await issueStripeChild(a, root.key_id)).body;
       // Warm both replicas' caches of the parent, so issuance and revocation start at once.
       await b.admin('GET', `/vault/keys/${parent.key_id}`);
       const [revoke, ...children] = await Promise.all([
         sleep(round % 4).then(() => b.admin('DELETE', `/vault/keys/${parent.key_id}`)),
-        ...Array.from({ length: 12 }, (_, i) => issueChild(i % 2 === 0 ? a : b, parent.key_id)),
+        ...Array.from({ length: 12 }, (_, i) => issueStripeChild(i % 2 === 0 ? a : b, parent.key_id)),
       ]);
       expect(revoke!.status).toBe(200);
       for (const child of children) {

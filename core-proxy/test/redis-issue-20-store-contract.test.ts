@@ -20,7 +20,7 @@ import { KeyDepthExceededError } from '../src/errors.js';
 import type { KeyLimits } from '../src/store/key-limits.js';
 import { MAX_KEY_DEPTH } from '../src/keys/key-depth.js';
 import { freePort } from './ports.js';
-import { testKeyRecord, testReserveInput } from './store-fixtures.js';
+import { testAuditInput, testKeyRecord, testReserveInput } from './store-fixtures.js';
 
 /**
  * Issue 20: both stores keep one contract. Every scenario below runs, through the `Store`
@@ -43,24 +43,8 @@ const keyRecord = (keyId: string, overrides: Partial<VaultKeyRecord> = {}): Vaul
 const reserveInput = (keyId: string, overrides: Partial<ReserveInput> = {}): ReserveInput =>
   testReserveInput(keyId, T0 + HOUR, overrides);
 
-function auditInput(keyId: string | null, overrides: Partial<AuditInput> = {}): AuditInput {
-  return {
-    at: new Date(T0 + HOUR).toISOString(),
-    keyId,
-    vendor: 'stripe',
-    method: 'POST',
-    path: '/v1/payment_intents',
-    outcome: 'forwarded',
-    reason: null,
-    status: 200,
-    costMicros: 1_000_000,
-    vendorRequestId: 'req_1',
-    idempotencyKey: null,
-    agentRunLabel: null,
-    tainted: false,
-    ...overrides,
-  };
-}
+const auditInput = (keyId: string | null, overrides: Partial<AuditInput> = {}): AuditInput =>
+  testAuditInput(keyId, T0 + HOUR, { vendorRequestId: 'req_1', ...overrides });
 
 /** Reserves and settles `micros` of spend on a key. */
 async function spend(store: Store, keyId: string, micros: number, now = T0 + HOUR): Promise<void> {

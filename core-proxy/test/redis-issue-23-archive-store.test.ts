@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { closeOpenedAfterEach, storeBackends } from './store-backends.js';
 import { GENESIS_HASH } from '../src/audit/chain.js';
 import type { AuditInput } from '../src/store/store.js';
+import { testAuditInput } from './store-fixtures.js';
 
 /**
  * Issue 23: the store's part of the archive, the same on the embedded store, one Redis and a Redis
@@ -13,21 +14,12 @@ closeOpenedAfterEach();
 const BACKENDS = storeBackends('keybrake-i23-');
 
 function record(i: number): AuditInput {
-  return {
-    at: new Date(Date.UTC(2026, 5, 1, 12, 0, i)).toISOString(),
-    keyId: null,
-    vendor: 'stripe',
-    method: 'POST',
-    path: '/v1/payment_intents',
+  return testAuditInput(null, Date.UTC(2026, 5, 1, 12, 0, i), {
     outcome: 'blocked',
     reason: 'invalid_vault_key',
     status: 401,
     costMicros: 0,
-    vendorRequestId: null,
-    idempotencyKey: null,
-    agentRunLabel: null,
-    tainted: false,
-  };
+  });
 }
 
 describe.each(BACKENDS)('issue 23: the archive in the store ($name)', (backend) => {

@@ -3,8 +3,8 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { closeOpenedAfterEach, opened, storeBackends } from './store-backends.js';
-import { Archiver } from '../src/archive/archiver.js';
+import { closeOpenedAfterEach, storeBackends, testArchiver } from './store-backends.js';
+import type { Archiver, ArchiverOptions } from '../src/archive/archiver.js';
 import { DirectorySink } from '../src/archive/directory-sink.js';
 import { decodeSegment, encodeSegment, segmentName } from '../src/archive/segment.js';
 import { CheckpointSigner } from '../src/audit/checkpoints.js';
@@ -42,24 +42,8 @@ async function filled(backend: (typeof BACKENDS)[number], records: number): Prom
   return { store, keys };
 }
 
-function archiver(
-  store: Store,
-  sink: DirectorySink,
-  overrides: Partial<ConstructorParameters<typeof Archiver>[0]> = {},
-): Archiver {
-  const created = new Archiver({
-    store,
-    sink,
-    signer,
-    liveRecords: 5,
-    liveMs: 10 * 365 * 24 * 3_600_000,
-    intervalMs: 60_000,
-    segmentRecords: 10,
-    trimSlice: 3,
-    ...overrides,
-  });
-  opened.push({ close: () => created.stop() });
-  return created;
+function archiver(store: Store, sink: DirectorySink, overrides: Partial<ArchiverOptions> = {}): Archiver {
+  return testArchiver({ store, sink, signer, ...overrides });
 }
 
 function newSink(): DirectorySink {

@@ -4,8 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Cluster, Redis } from 'ioredis';
 import { describe, expect, inject, it } from 'vitest';
-import { closeOpenedAfterEach, opened, reachable } from './store-backends.js';
-import { Archiver } from '../src/archive/archiver.js';
+import { closeOpenedAfterEach, opened, reachable, testArchiver } from './store-backends.js';
+import type { Archiver, ArchiverOptions } from '../src/archive/archiver.js';
 import { DirectorySink } from '../src/archive/directory-sink.js';
 import { CheckpointSigner } from '../src/audit/checkpoints.js';
 import { RedisStore } from '../src/store/redis/redis-store.js';
@@ -53,20 +53,9 @@ function rawClient(url: string, prefix: string): Redis | Cluster {
   return client;
 }
 
-function archiverOf(store: Store, overrides: Partial<ConstructorParameters<typeof Archiver>[0]> = {}): Archiver {
-  const archiver = new Archiver({
-    store,
-    sink: new DirectorySink(mkdtempSync(join(tmpdir(), 'keybrake-i23-trim-'))),
-    signer,
-    liveRecords: 5,
-    liveMs: 10 * 365 * 24 * 3_600_000,
-    intervalMs: 60_000,
-    segmentRecords: 10,
-    trimSlice: 3,
-    ...overrides,
-  });
-  opened.push({ close: () => archiver.stop() });
-  return archiver;
+function archiverOf(store: Store, overrides: Partial<ArchiverOptions> = {}): Archiver {
+  const sink = new DirectorySink(mkdtempSync(join(tmpdir(), 'keybrake-i23-trim-')));
+  return testArchiver({ store, sink, signer, ...overrides });
 }
 
 /** Every live record of each key, from `calls`, checked against the live chain's own entries. */

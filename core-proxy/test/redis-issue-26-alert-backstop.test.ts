@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { describe, expect, inject, it } from 'vitest';
 import { type AuditInput, type ReserveInput, type VaultKeyRecord, RedisStore } from '../src/index.js';
 import { closeOpenedAfterEach, reachable } from './store-backends.js';
-import { testAuditInput } from './store-fixtures.js';
+import { testAuditInput, testKeyRecord, testReserveInput } from './store-fixtures.js';
 
 /**
  * Issue 26: on Redis Cluster an alert fired in the settle script (the family's slot) is listed for
@@ -17,41 +17,11 @@ closeOpenedAfterEach();
 const NOW = Date.now();
 
 function keyRecord(keyId: string): VaultKeyRecord {
-  return {
-    keyId,
-    keyHash: `hash-${keyId}`,
-    vendor: 'stripe',
-    dailyCapMicros: null,
-    capMicros: 2_000_000,
-    allowedEndpoints: ['POST /v1/payment_intents'],
-    agentRunLabel: 'backstop',
-    parentKeyId: null,
-    tainted: false,
-    createdAt: NOW,
-    expiresAt: NOW + 3_600_000,
-    revokedAt: null,
-    alertFractions: [0.5],
-  };
+  return testKeyRecord(keyId, NOW, { capMicros: 2_000_000, agentRunLabel: 'backstop', alertFractions: [0.5] });
 }
 
 function reserveInput(keyId: string, costMicros: number): ReserveInput {
-  return {
-    keyId,
-    reservationId: randomUUID(),
-    costMicros,
-    now: NOW,
-    idempotency: null,
-    sensitive: false,
-    pending: {
-      keyId,
-      vendor: 'stripe',
-      method: 'POST',
-      path: '/v1/payment_intents',
-      idempotencyKey: null,
-      agentRunLabel: null,
-      tainted: false,
-    },
-  };
+  return testReserveInput(keyId, NOW, { costMicros });
 }
 
 const auditInput = (keyId: string, costMicros: number): AuditInput =>

@@ -261,6 +261,26 @@ async function balanceStatus(url: string, vaultKey: string): Promise<string> {
   return `${response.status} ${body.error?.code ?? ''}`.trim();
 }
 
+/** A key of $1 allowed one call in flight, to the balance only. */
+async function oneInFlightKey(admin: AdminClient): Promise<{ key_id: string; vault_key: string }> {
+  return (
+    await admin('POST', '/vault/keys', {
+      vendor: 'stripe',
+      usd_cap: 1,
+      allowed_endpoints: ['GET /v1/balance'],
+      expires_in: '1h',
+      max_concurrent: 1,
+    })
+  ).body as { key_id: string; vault_key: string };
+}
+
+/** The outcomes of a key's audited calls. */
+async function callOutcomes(admin: AdminClient, keyId: string): Promise<string[]> {
+  return ((await admin('GET', `/vault/keys/${keyId}/calls`)).body.calls as { outcome: string }[]).map(
+    (call) => call.outcome,
+  );
+}
+
 describe('issue 26: a crashed process leaves no in-flight count stuck (real processes, vendor stand-in of ours)', () => {
   it('embedded store: SIGKILL mid-call, and the restart recovers the in-flight count with the reservation', async () => {
     const vendor = await startSilentVendor();
@@ -269,15 +289,7 @@ describe('issue 26: a crashed process leaves no in-flight count stuck (real proc
       KEYBRAKE_UPSTREAM_TIMEOUT_MS: '2000',
     });
     const first = await spawnServer(env);
-    const key = (
-      await adminClient(first.url, apiKey)('POST', '/vault/keys', {
-        vendor: 'stripe',
-        usd_cap: 1,
-        allowed_endpoints: ['GET /v1/balance'],
-        expires_in: '1h',
-        max_concurrent: 1,
-      })
-    ).body as { key_id: string; vault_key: string };
+    const key = await oneInFlightKey(adminClient(first.url, apiKey));
     await holdOneCall(first.url, key.vault_key, vendor);
     expect(await balanceStatus(first.url, key.vault_key)).toBe('429 concurrency_limited');
     first.child.kill('SIGKILL');
@@ -288,8 +300,7 @@ describe('issue 26: a crashed process leaves no in-flight count stuck (real proc
     stopAfterTest(second, secrets);
     const admin = adminClient(second.url, apiKey);
     expect((await admin('GET', `/vault/keys/${key.key_id}`)).body.limits.in_flight).toBe(0);
-    const calls = (await admin('GET', `/vault/keys/${key.key_id}/calls`)).body.calls as { outcome: string }[];
-    expect(calls.map((call) => call.outcome)).toEqual(['blocked', 'unknown']);
+    expect(await callOutcomes(admin, key.key_id)).toEqual(['blocked', 'unknown']);
     // The slot is free again: the next call reaches the vendor (and is held there in turn).
     await holdOneCall(second.url, key.vault_key, vendor);
     expect(vendor.received()).toBe(2);
@@ -309,25 +320,14 @@ describe('issue 26: a crashed process leaves no in-flight count stuck (real proc
     stopAfterTest(survivor!, secrets);
     for (const replica of [doomed!, survivor!]) await untilReady(replica.url);
     const admin = adminClient(survivor.url, apiKey);
-    const key = (
-      await admin('POST', '/vault/keys', {
-        vendor: 'stripe',
-        usd_cap: 1,
-        allowed_endpoints: ['GET /v1/balance'],
-        expires_in: '1h',
-        max_concurrent: 1,
-      })
-    ).body as { key_id: string; vault_key: string };
+    const key = await oneInFlightKey(admin);
     await holdOneCall(doomed!.url, key.vault_key, vendor);
     doomed!.child.kill('SIGKILL');
     expect(await doomed!.exited).toBe('SIGKILL');
     // On the other replica the dead one's call still counts, until its reservation is swept.
     expect(await balanceStatus(survivor!.url, key.vault_key)).toBe('429 concurrency_limited');
     // The sweep audits the dead call 'unknown' (its cost becomes spend); the count is free by then.
-    const outcomes = async () =>
-      ((await admin('GET', `/vault/keys/${key.key_id}/calls`)).body.calls as { outcome: string }[]).map(
-        (call) => call.outcome,
-      );
+    const outcomes = () => callOutcomes(admin, key.key_id);
     while (!(await outcomes()).includes('unknown')) await sleep(100);
     expect((await outcomes()).sort()).toEqual(['blocked', 'unknown']);
     expect((await admin('GET', `/vault/keys/${key.key_id}`)).body.limits.in_flight).toBe(0);
@@ -357,15 +357,7 @@ describe('issue 26: a crashed process leaves no in-flight count stuck (real proc
     const doomed = await spawnServer(doomedEnv.env);
     for (const replica of [doomed, survivor]) await untilReady(replica.url);
     const admin = adminClient(survivor.url, apiKey);
-    const key = (
-      await admin('POST', '/vault/keys', {
-        vendor: 'stripe',
-        usd_cap: 1,
-        allowed_endpoints: ['GET /v1/balance'],
-        expires_in: '1h',
-        max_concurrent: 1,
-      })
-    ).body as { key_id: string; vault_key: string };
+    const key = await oneInFlightKey(admin);
     await holdOneCall(doomed.url, key.vault_key, vendor);
     // The reservation was written before the vendor got the call: its deadline is before this.
     const deadlineBefore = Date.now() + DOOMED_TTL_MS;
@@ -374,10 +366,7 @@ describe('issue 26: a crashed process leaves no in-flight count stuck (real proc
     expect((await admin('GET', `/vault/keys/${key.key_id}`)).body.limits.in_flight).toBeLessThanOrEqual(1);
     await sleep(Math.max(0, deadlineBefore - Date.now()) + 50);
     // No sweep has turned the dead call into spend yet (a sweep would have audited it 'unknown').
-    const outcomes = async () =>
-      ((await admin('GET', `/vault/keys/${key.key_id}/calls`)).body.calls as { outcome: string }[]).map(
-        (call) => call.outcome,
-      );
+    const outcomes = () => callOutcomes(admin, key.key_id);
     const sweptFirst = (await outcomes()).includes('unknown');
     // The first call after the deadline is admitted (and held by the vendor in turn).
     const status = await Promise.race([

@@ -3,6 +3,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, inject } from 'vitest';
+import { Archiver, type ArchiverOptions } from '../src/archive/archiver.js';
 import { RedisStore } from '../src/store/redis/redis-store.js';
 import { SqliteStore } from '../src/store/sqlite-store.js';
 import type { Store } from '../src/store/store.js';
@@ -39,6 +40,26 @@ export async function reachable(store: Store): Promise<Store> {
       await new Promise((resolve) => setTimeout(resolve, 25));
     }
   }
+}
+
+/**
+ * The archive tests' archiver over `options.store`, closed after the test: a live window of the
+ * newest 5 records (records are never too young), segments of 10 records, trims of 3, rounds a
+ * minute apart; `options` sets the sink and signer and may change any of these.
+ */
+export function testArchiver(
+  options: Pick<ArchiverOptions, 'store' | 'sink' | 'signer'> & Partial<ArchiverOptions>,
+): Archiver {
+  const archiver = new Archiver({
+    liveRecords: 5,
+    liveMs: 10 * 365 * 24 * 3_600_000,
+    intervalMs: 60_000,
+    segmentRecords: 10,
+    trimSlice: 3,
+    ...options,
+  });
+  opened.push({ close: () => archiver.stop() });
+  return archiver;
 }
 
 /** The three backends; `dirPrefix` names the embedded store's temporary directories. */

@@ -1,6 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify';
 import type { ProxyMetrics } from '../http/metrics.js';
-import type { AlertEntry, Store } from '../store/store.js';
+import type { AlertEntry, AlertState, Store } from '../store/store.js';
 import type { AlertWebhookConfig } from './alert-config.js';
 import { alertBody, signatureHeader, slackBody } from './alert-webhook.js';
 
@@ -104,14 +104,10 @@ export class AlertSender {
     }
     const { kind } = result;
     const status = result.status === 0 ? null : result.status;
+    const finish = (state: AlertState, nextAttemptAt: number): Promise<void> =>
+      store.finishAlert({ id: entry.id, keyId: entry.keyId, state, lastStatus: status, nextAttemptAt });
     if (kind === 'delivered') {
-      await store.finishAlert({
-        id: entry.id,
-        keyId: entry.keyId,
-        state: 'delivered',
-        lastStatus: status,
-        nextAttemptAt: 0,
-      });
+      await finish('delivered', 0);
       metrics.alertsSent.inc({ type: entry.type });
       log.info({ ...fields, status }, 'alert delivered');
       return;
@@ -120,23 +116,11 @@ export class AlertSender {
       const delay = Math.min(MAX_RETRY_DELAY_MS, webhook.retryBaseMs * 2 ** (entry.attempts - 1));
       // Equal jitter: replicas retrying a receiver that came back do not arrive in lockstep.
       const nextAttemptAt = this.now() + delay / 2 + Math.random() * (delay / 2);
-      await store.finishAlert({
-        id: entry.id,
-        keyId: entry.keyId,
-        state: 'pending',
-        lastStatus: status,
-        nextAttemptAt,
-      });
+      await finish('pending', nextAttemptAt);
       log.warn({ ...fields, status, reason: result.reason }, 'alert delivery failed, will retry');
       return;
     }
-    await store.finishAlert({
-      id: entry.id,
-      keyId: entry.keyId,
-      state: 'failed',
-      lastStatus: status,
-      nextAttemptAt: 0,
-    });
+    await finish('failed', 0);
     metrics.alertsFailed.inc({ type: entry.type });
     log.warn({ ...fields, status }, 'alert delivery failed for good');
   }

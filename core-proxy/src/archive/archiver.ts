@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { CheckpointSigner } from '../audit/checkpoints.js';
 import type { AuditCheckpoint, AuditEntry, AuditHead, ArchiveState, Store } from '../store/store.js';
 import { ArchiveSinkError, type ArchiveSink } from './sink.js';
+import { SerialRounds } from './serial-rounds.js';
 import {
   SegmentFormatError,
   decodeSegment,
@@ -101,6 +102,14 @@ export type ArchiveRoundOutcome =
 const PAGE = 1000;
 
 /**
+ * How long the archiver lease lasts unless renewed, by default: three intervals, at least 30 s and
+ * at most 5 min. The expiry purger's default too, as it runs under the same lease.
+ */
+export function defaultArchiveLeaseTtlMs(intervalMs: number): number {
+  return Math.min(300_000, Math.max(30_000, 3 * intervalMs));
+}
+
+/**
  * The archiver (issue 23). One replica at a time, through a lease in the store, it takes the
  * oldest checkpointed range past `archivedThrough` that is outside the live window, writes it to
  * the sink as a segment, reads it back (`stat`, then `get`: size and SHA-256), records it in the
@@ -120,9 +129,7 @@ export class Archiver {
   private readonly trimSlice: number;
   private readonly leaseTtlMs: number;
   private readonly now: () => number;
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<unknown> = Promise.resolve();
-  private stopped = false;
+  private readonly rounds: SerialRounds<ArchiveRoundOutcome>;
   private caughtUpAt: number;
   private status: {
     state: ArchiveState | undefined;
@@ -146,27 +153,35 @@ export class Archiver {
     this.segmentRecords = options.segmentRecords ?? 10_000;
     this.segmentBytes = options.segmentBytes ?? 8 * 1024 * 1024;
     this.trimSlice = options.trimSlice ?? 2000;
-    this.leaseTtlMs = options.leaseTtlMs ?? Math.min(300_000, Math.max(30_000, 3 * options.intervalMs));
+    this.leaseTtlMs = options.leaseTtlMs ?? defaultArchiveLeaseTtlMs(options.intervalMs);
     this.now = options.now ?? Date.now;
     this.caughtUpAt = this.now();
+    this.rounds = new SerialRounds({
+      round: () => this.round(),
+      nextDelayMs: (outcome) => (outcome.kind === 'archived' ? 0 : options.intervalMs),
+      retryDelayMs: options.intervalMs,
+    });
+  }
+
+  private get stopped(): boolean {
+    return this.rounds.stopped;
   }
 
   /** Runs rounds: back to back while there is a backlog, else every `intervalMs`. */
   start(): void {
-    this.stopped = false;
     // The first round waits for the store's connections (a round racing the start-up would fail
     // as `store_unavailable` for nothing); a store still out of reach after one interval is reported.
-    void this.options.store.ping().then(
-      () => this.schedule(0),
-      () => this.schedule(this.options.intervalMs),
+    this.rounds.start(
+      this.options.store.ping().then(
+        () => 0,
+        () => this.options.intervalMs,
+      ),
     );
   }
 
   /** Stops after the round in flight (or at its next lease check) and gives the lease up. */
   async stop(): Promise<void> {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    await this.running.catch(() => undefined);
+    await this.rounds.stop();
     if (this.status.leader) await this.options.store.releaseArchiveLease(this.holder).catch(() => undefined);
   }
 
@@ -181,20 +196,7 @@ export class Archiver {
 
   /** One round, never overlapping another: for tests and the timer. Failures come back as `ArchiveRoundError`. */
   runOnce(): Promise<ArchiveRoundOutcome> {
-    const round = this.running.catch(() => undefined).then(() => this.round());
-    this.running = round;
-    return round;
-  }
-
-  private schedule(delayMs: number): void {
-    if (this.stopped) return;
-    this.timer = setTimeout(() => {
-      void this.runOnce().then(
-        (outcome) => this.schedule(outcome.kind === 'archived' ? 0 : this.options.intervalMs),
-        () => this.schedule(this.options.intervalMs),
-      );
-    }, delayMs);
-    this.timer.unref();
+    return this.rounds.runOnce();
   }
 
   private async round(): Promise<ArchiveRoundOutcome> {

@@ -1,5 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { ExpiryPurgeOutput, Store } from '../store/store.js';
+import { defaultArchiveLeaseTtlMs } from './archiver.js';
+import { SerialRounds } from './serial-rounds.js';
 
 /** Options of {@link ExpiryPurger}. */
 export interface ExpiryPurgerOptions {
@@ -57,9 +59,7 @@ export class ExpiryPurger {
   private readonly familiesPerRound: number;
   private readonly leaseTtlMs: number;
   private readonly now: () => number;
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<unknown> = Promise.resolve();
-  private stopped = false;
+  private readonly rounds: SerialRounds<ExpiryRoundOutcome>;
   private status: {
     purged: Record<PurgedKind, number>;
     kept: number;
@@ -82,21 +82,23 @@ export class ExpiryPurger {
     this.holder = options.holder ?? randomUUID();
     this.ownLease = options.holder === undefined;
     this.familiesPerRound = options.familiesPerRound ?? 1000;
-    this.leaseTtlMs = options.leaseTtlMs ?? Math.min(300_000, Math.max(30_000, 3 * options.intervalMs));
+    this.leaseTtlMs = options.leaseTtlMs ?? defaultArchiveLeaseTtlMs(options.intervalMs);
     this.now = options.now ?? Date.now;
+    this.rounds = new SerialRounds({
+      round: () => this.round(),
+      nextDelayMs: (outcome) => (outcome.kind === 'purged' && outcome.more ? 0 : options.intervalMs),
+      retryDelayMs: options.intervalMs,
+    });
   }
 
   /** Runs a round now, then every `intervalMs` (at once again while a round hit its limit). */
   start(): void {
-    this.stopped = false;
-    this.schedule(0);
+    this.rounds.start(0);
   }
 
   /** Stops after the round in flight; gives the lease up if it took it itself. */
   async stop(): Promise<void> {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    await this.running.catch(() => undefined);
+    await this.rounds.stop();
     if (this.ownLease && this.status.leader) {
       await this.options.store.releaseArchiveLease(this.holder).catch(() => undefined);
     }
@@ -109,20 +111,7 @@ export class ExpiryPurger {
 
   /** One round, never overlapping another: for tests and the timer. */
   runOnce(): Promise<ExpiryRoundOutcome> {
-    const round = this.running.catch(() => undefined).then(() => this.round());
-    this.running = round;
-    return round;
-  }
-
-  private schedule(delayMs: number): void {
-    if (this.stopped) return;
-    this.timer = setTimeout(() => {
-      void this.runOnce().then(
-        (outcome) => this.schedule(outcome.kind === 'purged' && outcome.more ? 0 : this.options.intervalMs),
-        () => this.schedule(this.options.intervalMs),
-      );
-    }, delayMs);
-    this.timer.unref();
+    return this.rounds.runOnce();
   }
 
   private async round(): Promise<ExpiryRoundOutcome> {

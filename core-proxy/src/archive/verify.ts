@@ -5,8 +5,10 @@ import {
   type AuditFailureReason,
   type AuditVerification,
   type TrustedKeys,
+  checkpointOf,
   checkpointSignatureValid,
   parseStoredRecord,
+  verificationJson,
   verifyAuditChain,
 } from '../audit/checkpoints.js';
 import type { AuditRecordJson } from '../audit/record.js';
@@ -178,21 +180,9 @@ function parseObject(line: string): Record<string, unknown> | undefined {
   }
 }
 
+/** A segment's checkpoint line: as any checkpoint, with a whole `records`. */
 function toCheckpoint(value: Record<string, unknown>): AuditCheckpoint | undefined {
-  const wellFormed =
-    Number.isSafeInteger(value.records) &&
-    typeof value.head === 'string' &&
-    typeof value.at === 'string' &&
-    typeof value.key_id === 'string' &&
-    typeof value.signature === 'string';
-  if (!wellFormed) return undefined;
-  return {
-    records: value.records as number,
-    head: value.head as string,
-    at: value.at as string,
-    key_id: value.key_id as string,
-    signature: value.signature as string,
-  };
+  return Number.isSafeInteger(value.records) ? checkpointOf(value) : undefined;
 }
 
 /** Where the walk through the archive stands. */
@@ -565,16 +555,7 @@ export async function* chainPages(
 /** A chain verification as `GET /audit/verify` and the CLI print it (the contract's fields first). */
 export function chainVerificationJson(result: ChainVerification): Record<string, unknown> {
   if (result.ok) {
-    return {
-      ok: true,
-      records: result.records,
-      head: result.head,
-      checkpoints: result.checkpoints,
-      last_checkpoint_records: result.lastCheckpointRecords,
-      untrusted_checkpoints: result.untrustedCheckpoints,
-      archived_records: result.archivedRecords,
-      segments: result.segments,
-    };
+    return { ...verificationJson(result), archived_records: result.archivedRecords, segments: result.segments };
   }
   // A store that archived nothing answers as before the archive existed.
   return {

@@ -95,6 +95,27 @@ export function checkpointSignatureValid(checkpoint: AuditCheckpoint, publicKey:
   }
 }
 
+/**
+ * The checkpoint a parsed JSON object holds (a stored, exported, logged or archived checkpoint's
+ * fields, other fields ignored), or `undefined` when a field is missing or of another type.
+ */
+export function checkpointOf(value: Record<string, unknown>): AuditCheckpoint | undefined {
+  const wellFormed =
+    typeof value.records === 'number' &&
+    typeof value.head === 'string' &&
+    typeof value.at === 'string' &&
+    typeof value.key_id === 'string' &&
+    typeof value.signature === 'string';
+  if (!wellFormed) return undefined;
+  return {
+    records: value.records as number,
+    head: value.head as string,
+    at: value.at as string,
+    key_id: value.key_id as string,
+    signature: value.signature as string,
+  };
+}
+
 /** Why a chain failed verification. */
 export type AuditFailureReason =
   /** A record, its seq, its order or a hash does not chain. */

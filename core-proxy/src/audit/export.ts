@@ -5,6 +5,7 @@ import {
   type AuditVerification,
   type ChainEntry,
   type CheckpointSigner,
+  checkpointOf,
   parseStoredRecord,
   trustedKeys,
   verifyAuditChain,
@@ -84,26 +85,6 @@ function parseLine(line: string, lineNumber: number): Record<string, unknown> {
   throw new AuditExportError(`line ${lineNumber}: not a JSON object`);
 }
 
-function isCheckpoint(value: Record<string, unknown>): boolean {
-  return (
-    typeof value.records === 'number' &&
-    typeof value.head === 'string' &&
-    typeof value.at === 'string' &&
-    typeof value.key_id === 'string' &&
-    typeof value.signature === 'string'
-  );
-}
-
-function toCheckpoint(value: Record<string, unknown>): AuditCheckpoint {
-  return {
-    records: value.records as number,
-    head: value.head as string,
-    at: value.at as string,
-    key_id: value.key_id as string,
-    signature: value.signature as string,
-  };
-}
-
 /**
  * Every checkpoint in a text of JSON lines: checkpoint objects, export checkpoint lines, or the
  * proxy's own log lines (`"msg":"audit checkpoint"`). Other lines are skipped.
@@ -119,7 +100,8 @@ export function checkpointsFromText(text: string): AuditCheckpoint[] {
       continue;
     }
     const candidate = (value.checkpoint as Record<string, unknown> | undefined) ?? value;
-    if (candidate && typeof candidate === 'object' && isCheckpoint(candidate)) found.push(toCheckpoint(candidate));
+    const checkpoint = candidate && typeof candidate === 'object' ? checkpointOf(candidate) : undefined;
+    if (checkpoint) found.push(checkpoint);
   }
   return found;
 }
@@ -153,10 +135,9 @@ export async function verifyExportFile(path: string, options: VerifyExportOption
         firstRecord = line;
         break;
       }
-      if (line.type !== 'checkpoint' || !isCheckpoint(line)) {
-        throw new AuditExportError(`line ${lineNumber}: expected a checkpoint or a record`);
-      }
-      checkpoints.push(toCheckpoint(line));
+      const checkpoint = line.type === 'checkpoint' ? checkpointOf(line) : undefined;
+      if (!checkpoint) throw new AuditExportError(`line ${lineNumber}: expected a checkpoint or a record`);
+      checkpoints.push(checkpoint);
     }
     const toEntry = (line: Record<string, unknown>): ChainEntry => ({
       seq: Number(line.seq),

@@ -7,7 +7,8 @@
  * between is seen, and the family is kept.
  */
 import type Database from 'better-sqlite3';
-import type { ExpiryPurgeInput, ExpiryPurgeOutput } from './store.js';
+import type { ExpiryPurgeInput } from './store.js';
+import { type ExpiryCounts, NO_EXPIRY_COUNTS, addExpiryCounts } from './expiry-counts.js';
 
 /** The index of root keys by expiry the purge walks. */
 export const EXPIRY_SCHEMA = `
@@ -32,23 +33,11 @@ interface ExpiryPosition {
   readonly keyId: string;
 }
 
-type Counts = Omit<ExpiryPurgeOutput, 'more'>;
-
 /** What one write of the purge removed, and where the next one starts (null: the end). */
 interface PurgeSlice {
-  readonly counts: Counts;
+  readonly counts: ExpiryCounts;
   readonly after: ExpiryPosition | null;
 }
-
-const ZERO: Counts = {
-  keys: 0,
-  families: 0,
-  spendDays: 0,
-  idempotentResponses: 0,
-  alerts: 0,
-  vendorObjects: 0,
-  kept: 0,
-};
 
 /** The key and its descendants. */
 const SUBTREE_SQL = `WITH RECURSIVE subtree(id) AS (
@@ -60,9 +49,9 @@ export class SqliteExpiry {
   constructor(private readonly deps: SqliteExpiryDeps) {}
 
   /** Removes up to `limit` families past their retention, a slice per write. */
-  async purge(input: ExpiryPurgeInput): Promise<Counts & { more: boolean }> {
+  async purge(input: ExpiryPurgeInput): Promise<ExpiryCounts & { more: boolean }> {
     const cutoff = input.now - input.keyRetentionMs;
-    let totals = ZERO;
+    let totals = NO_EXPIRY_COUNTS;
     let after: ExpiryPosition | null = null;
     for (;;) {
       const room = input.limit - totals.families;
@@ -71,7 +60,7 @@ export class SqliteExpiry {
       const slice: PurgeSlice = await this.deps.write((): PurgeSlice =>
         this.purgeSlice(cutoff, from, Math.min(FAMILIES_PER_WRITE, room)),
       );
-      totals = add(totals, slice.counts);
+      totals = addExpiryCounts(totals, slice.counts);
       if (slice.after === null) return { ...totals, more: false };
       after = slice.after;
     }
@@ -94,8 +83,8 @@ export class SqliteExpiry {
                AND (expires_at, key_id) > (?, ?) ORDER BY expires_at, key_id LIMIT ?`,
           ).all(cutoff, after.expiresAt, after.keyId, families)
     ) as { key_id: string; expires_at: number }[];
-    let counts = ZERO;
-    for (const root of roots) counts = add(counts, this.purgeFamily(root.key_id));
+    let counts = NO_EXPIRY_COUNTS;
+    for (const root of roots) counts = addExpiryCounts(counts, this.purgeFamily(root.key_id));
     const last = roots.at(-1);
     return {
       counts,
@@ -104,7 +93,7 @@ export class SqliteExpiry {
   }
 
   /** Removes one family if nothing of it is still in use; inside the caller's write. */
-  private purgeFamily(rootId: string): Counts {
+  private purgeFamily(rootId: string): ExpiryCounts {
     const { statement } = this.deps;
     const ids = (statement(SUBTREE_SQL).all(rootId) as { id: string }[]).map((row) => row.id);
     const idsJson = JSON.stringify(ids);
@@ -121,7 +110,7 @@ export class SqliteExpiry {
           // An alert not yet delivered (or given up on) still names the key to its receiver.
           statement("SELECT 1 FROM alert_outbox WHERE key_id = ? AND state = 'pending' LIMIT 1").get(id) !== undefined,
       );
-    if (inUse) return { ...ZERO, kept: 1 };
+    if (inUse) return { ...NO_EXPIRY_COUNTS, kept: 1 };
     let spendDays = 0;
     let alerts = 0;
     let idempotentResponses = 0;
@@ -141,16 +130,4 @@ export class SqliteExpiry {
     statement('UPDATE key_generation SET generation = generation + 1').run();
     return { keys, families: 1, spendDays, idempotentResponses, alerts, vendorObjects, kept: 0 };
   }
-}
-
-function add(a: Counts, b: Counts): Counts {
-  return {
-    keys: a.keys + b.keys,
-    families: a.families + b.families,
-    spendDays: a.spendDays + b.spendDays,
-    idempotentResponses: a.idempotentResponses + b.idempotentResponses,
-    alerts: a.alerts + b.alerts,
-    vendorObjects: a.vendorObjects + b.vendorObjects,
-    kept: a.kept + b.kept,
-  };
 }

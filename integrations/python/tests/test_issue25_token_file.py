@@ -43,6 +43,16 @@ class ProjectedVolume:
         self._current = folder
 
 
+def _answer_error(handler: BaseHTTPRequestHandler, status: int, code: str, message: str) -> None:
+    """Answers the request with the contract's error body."""
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    handler.send_response(status)
+    handler.send_header("content-type", "application/json")
+    handler.send_header("content-length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 @pytest.fixture
 def recording_server() -> Iterator[Tuple[str, List[Optional[str]]]]:
     """A server of ours that records each request's Authorization header and answers 404."""
@@ -51,12 +61,7 @@ def recording_server() -> Iterator[Tuple[str, List[Optional[str]]]]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
             seen.append(self.headers.get("authorization"))
-            body = json.dumps({"error": {"code": "not_found", "message": "no such key"}}).encode()
-            self.send_response(404)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            _answer_error(self, 404, "not_found", "no such key")
 
         def log_message(self, *args: object) -> None:
             pass
@@ -149,13 +154,10 @@ def test_a_401_token_expired_is_retried_once_with_the_rotated_token_never_withou
             expired = authorization == "Bearer old-token"
             if expired and rotate_on_expiry:
                 volume.rotate(rotate_on_expiry[0])
-            code = "token_expired" if expired else "not_found"
-            body = json.dumps({"error": {"code": code, "message": "x"}}).encode()
-            self.send_response(401 if expired else 404)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            if expired:
+                _answer_error(self, 401, "token_expired", "x")
+            else:
+                _answer_error(self, 404, "not_found", "x")
 
         def log_message(self, *args: object) -> None:
             pass

@@ -18,7 +18,8 @@
  * tracked vendor objects and day spend hashes have theirs too (day hashes are also removed here).
  */
 import type { Cluster, Redis } from 'ioredis';
-import { type ExpiryPurgeInput, type ExpiryPurgeOutput, utcDay } from '../store.js';
+import { type ExpiryPurgeInput, utcDay } from '../store.js';
+import { type ExpiryCounts, NO_EXPIRY_COUNTS, addExpiryCounts } from '../expiry-counts.js';
 import { PURGE_FAMILY_LUA } from './lua/expiry.js';
 import { ARCHIVE_STATE } from './redis-archive.js';
 
@@ -65,18 +66,6 @@ export interface RedisExpiryKeys {
   readonly removed: (ids: readonly string[]) => void;
 }
 
-type Counts = Omit<ExpiryPurgeOutput, 'more'>;
-
-const ZERO: Counts = {
-  keys: 0,
-  families: 0,
-  spendDays: 0,
-  idempotentResponses: 0,
-  alerts: 0,
-  vendorObjects: 0,
-  kept: 0,
-};
-
 /** The Redis store's purge of expired families, on the background connection. */
 export class RedisExpiry {
   private readonly redis: ExpiryClient;
@@ -96,11 +85,11 @@ export class RedisExpiry {
   }
 
   /** Removes up to `limit` families whose root expired before `now - keyRetentionMs`. */
-  async purge(input: ExpiryPurgeInput): Promise<Counts & { more: boolean }> {
+  async purge(input: ExpiryPurgeInput): Promise<ExpiryCounts & { more: boolean }> {
     await this.indexOnce();
     const cutoff = input.now - input.keyRetentionMs;
     const trimmed = Number((await this.redis.hget(ARCHIVE_STATE, 'trimmed')) ?? 0);
-    let totals = ZERO;
+    let totals = NO_EXPIRY_COUNTS;
     // Families kept stay in the index: the next page starts past them.
     let offset = 0;
     for (;;) {
@@ -108,14 +97,14 @@ export class RedisExpiry {
       for (const root of roots) {
         if (totals.families >= input.limit) return { ...totals, more: true };
         const counts = await this.purgeFamily(root, cutoff, trimmed, input.now);
-        totals = add(totals, counts);
+        totals = addExpiryCounts(totals, counts);
         offset += counts.kept;
       }
       if (roots.length < PAGE) return { ...totals, more: false };
     }
   }
 
-  private async purgeFamily(root: string, cutoff: number, trimmed: number, now: number): Promise<Counts> {
+  private async purgeFamily(root: string, cutoff: number, trimmed: number, now: number): Promise<ExpiryCounts> {
     const { keys } = this;
     const members = (await this.redis.smembers(keys.members(root))).map((name) =>
       name.startsWith(keys.prefix) ? name.slice(keys.prefix.length) : name,
@@ -124,9 +113,9 @@ export class RedisExpiry {
     // Steps 1 and 2 done by an earlier purge that stopped before the end of step 3.
     if (members.length === 0 || (await this.redis.exists(keys.keyHash(root, root))) === 0) {
       await this.removeIndexes(root, ids);
-      return ZERO;
+      return NO_EXPIRY_COUNTS;
     }
-    const kept = { ...ZERO, kept: 1 };
+    const kept = { ...NO_EXPIRY_COUNTS, kept: 1 };
     if ((await this.redis.hlen(keys.reservations(root))) > 0) return kept;
     const auditLength = await this.redis.llen(keys.auditList(root));
     if (auditLength > 0 && !(await this.archivedAndTrimmed(root, auditLength, trimmed))) return kept;
@@ -165,7 +154,7 @@ export class RedisExpiry {
     this.keys.removed(ordered);
     await this.removeIndexes(root, ids);
     return {
-      ...ZERO,
+      ...NO_EXPIRY_COUNTS,
       families: 1,
       keys: removedKeys ?? 0,
       spendDays: removedDays ?? 0,
@@ -241,16 +230,4 @@ function spendDays(created: number, end: number): string[] {
   const from = Math.max(created, end - DAY_HASH_DAYS * DAY_MS);
   for (let at = from - (from % DAY_MS); at <= end; at += DAY_MS) days.push(utcDay(at));
   return days;
-}
-
-function add(a: Counts, b: Counts): Counts {
-  return {
-    keys: a.keys + b.keys,
-    families: a.families + b.families,
-    spendDays: a.spendDays + b.spendDays,
-    idempotentResponses: a.idempotentResponses + b.idempotentResponses,
-    alerts: a.alerts + b.alerts,
-    vendorObjects: a.vendorObjects + b.vendorObjects,
-    kept: a.kept + b.kept,
-  };
 }

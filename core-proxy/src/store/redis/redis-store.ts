@@ -25,6 +25,7 @@ import { CLAIM_OBJECT_LUA, RECORD_OBJECT_LUA, RELEASE_OBJECT_LUA } from './lua/o
 import { RedisArchive } from './redis-archive.js';
 import { RedisExpiry } from './redis-expiry.js';
 import { DEFAULT_RELIST_MS, FED, INDEX, RELIST_GRACE_MS, RedisListing, STATS, unlistedKey } from './redis-listing.js';
+import { listEarlierKeys } from './redis-upgrade.js';
 import {
   DEFAULT_IDEMPOTENCY_RETENTION_MS,
   type AlertClaimInput,
@@ -251,6 +252,9 @@ export class RedisStore implements Store {
   private readonly archive: RedisArchive;
   /** The removal of expired families (issue 23), on the background connection. */
   private readonly expiry: RedisExpiry;
+  /** The keys an earlier release issued, listed once (`redis-upgrade.ts`): before a list or a purge reads the index. */
+  private readonly listEarlier: () => Promise<number>;
+  private earlierListed: Promise<number> | null = null;
 
   constructor(options: RedisStoreOptions) {
     const prefix = options.prefix ?? 'keybrake:';
@@ -300,6 +304,15 @@ export class RedisStore implements Store {
       restore: (root, keyId) => this.restoreLookups(root, keyId),
       reads: this.background,
     });
+    this.listEarlier = () =>
+      listEarlierKeys(this.background, {
+        prefix,
+        shards: SHARDS,
+        noKeyShard: NO_KEY_SHARD,
+        members: membersKey,
+        keyHash: keyHashKey,
+        toRecord,
+      });
     this.alerts = new RedisAlerts({
       redis: this.redis,
       cluster: this.cluster,
@@ -657,8 +670,18 @@ export class RedisStore implements Store {
     return this.run(async () => (await this.listCalls(keyId)).filter((call) => call.seq > afterSeq).slice(0, limit));
   }
 
+  /** Once per process (again after a failure): see `redis-upgrade.ts`. */
+  private earlierKeysListed(): Promise<number> {
+    this.earlierListed ??= this.listEarlier().catch((error: unknown) => {
+      this.earlierListed = null;
+      throw error;
+    });
+    return this.earlierListed;
+  }
+
   listKeys(query: KeyListQuery): Promise<KeyListPage> {
     return this.run(async () => {
+      await this.earlierKeysListed();
       this.digestRun ??= catchUpDigest(this.listing, this, query.now).finally(() => {
         this.digestRun = null;
       });
@@ -804,7 +827,11 @@ export class RedisStore implements Store {
 
   purgeExpired(input: ExpiryPurgeInput): Promise<ExpiryPurgeOutput> {
     // Kept idempotent responses expire by their own TTL (`retentionMs`): none to count here.
-    return this.run(() => this.expiry.purge(input));
+    return this.run(async () => {
+      // The expiry index of a store written before it is built from the key list's.
+      await this.earlierKeysListed();
+      return this.expiry.purge(input);
+    });
   }
 
   ping(): Promise<void> {
@@ -883,6 +910,7 @@ export class RedisStore implements Store {
     client: Client = this.redis,
   ): Promise<number> {
     const { root, chain, day } = reservation;
+    const objectTtlMs = objects.length > 0 ? await this.objectTtlMs(root, Date.now()) : OBJECT_TTL_MS;
     const keys = [
       reservationsKey(root),
       reservation.idempotencyKey === null
@@ -907,7 +935,7 @@ export class RedisStore implements Store {
       chain.length,
       this.cluster ? '' : root,
       objects.length,
-      OBJECT_TTL_MS,
+      objectTtlMs,
       ...objects.flatMap(({ state }) => [state.amount, state.currency, state.bookedMicros]),
     );
     await this.alerts.settled(root, fired).catch(() => undefined);
@@ -1038,6 +1066,18 @@ export class RedisStore implements Store {
    * here as a 503 (store unavailable) while the embedded store made it a family of its own; both
    * refuse it as `invalid_vault_key` now.
    */
+  /**
+   * How long a family's tracked object is kept: until every key that could call on it has expired,
+   * which is the root's expiry (a child never outlives its parent), plus `OBJECT_TTL_MARGIN_MS`;
+   * `OBJECT_TTL_MS` at most. Regression: issue 23: every object was kept 8 days whatever its keys'
+   * lifetime, so 550 charges a second on 1-hour keys held 8 days of objects (225 bytes each, the
+   * soak's whole memory growth) where one hour's would do.
+   */
+  private async objectTtlMs(root: string, now: number): Promise<number> {
+    const expiresAt = (await this.family(root))?.record.expiresAt ?? now + OBJECT_TTL_MS;
+    return Math.min(OBJECT_TTL_MS, Math.max(0, expiresAt - now) + OBJECT_TTL_MARGIN_MS);
+  }
+
   private async objectFamily(keyId: string): Promise<string> {
     const family = await this.family(keyId);
     if (!family) throw new InvalidVaultKeyError(true);
@@ -1293,7 +1333,7 @@ export class RedisStore implements Store {
         input.claimId,
         input.now,
         input.until,
-        OBJECT_TTL_MS,
+        await this.objectTtlMs(root, input.now),
       );
       if (result[0] === 'busy') return { kind: 'busy' };
       const [, amount, currency, booked] = result;
@@ -1328,7 +1368,7 @@ export class RedisStore implements Store {
         input.state.amount,
         input.state.currency,
         input.state.bookedMicros,
-        OBJECT_TTL_MS,
+        await this.objectTtlMs(root, Date.now()),
       );
     });
   }
@@ -1338,6 +1378,13 @@ export class RedisStore implements Store {
 const objectKey = (root: string, objectId: string): string => `${tag(root)}:obj:${objectId}`;
 /** Keys live at most 7 days: an object's state outlives every key of its family. */
 const OBJECT_TTL_MS = 8 * 24 * 3600 * 1000;
+/**
+ * Past the root's expiry an object is kept this much longer, though no key of its family can call
+ * on it any more: for clocks that differ between replicas. A settlement that lands late (a call in
+ * flight at expiry, settled by its replica or the sweeper within `KEYBRAKE_RESERVATION_TTL_MS`; one
+ * held while the store was down) sets the TTL from its own time, so it too keeps this margin.
+ */
+const OBJECT_TTL_MARGIN_MS = 3600 * 1000;
 
 /** Keeps a bounded cache: the oldest entry goes when the limit is reached. */
 function remember<V>(cache: Map<string, V>, key: string, value: V): void {

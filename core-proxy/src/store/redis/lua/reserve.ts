@@ -86,24 +86,29 @@ if ARGV[11] == '1' then
   local minute = math.floor(now / 60000)
   local function retry(window_end) return math.max(1, math.ceil((window_end - now) / 1000)) end
   local function tighter(room, left) if room == '' or left < room then return left end return room end
+  -- One fixed window of ms milliseconds (now in window number current) with this limit, its
+  -- stored window and count: the room left after this call, with the window's new fields
+  -- appended to set; or nil and the seconds until it has room.
+  local function window(limit, stored_w, stored_n, current, ms, field_w, field_n, set)
+    local w, c = tonumber(stored_w or '-1'), tonumber(stored_n or '0')
+    if current > w then w, c = current, 0 end
+    if c + 1 > tonumber(limit) then return nil, retry((w + 1) * ms) end
+    set[#set + 1] = field_w; set[#set + 1] = string.format('%d', w)
+    set[#set + 1] = field_n; set[#set + 1] = string.format('%d', c + 1)
+    return tonumber(limit) - c - 1
+  end
   for i = 1, n do
     local g = redis.call('HMGET', KEYS[1 + 2 * i], 'max_rps', 'max_rpm', 'max_conc', 'in_flight', 'rps_w', 'rps_n', 'rpm_w', 'rpm_n')
     local set = {}
     if g[1] then
-      local w, c = tonumber(g[5] or '-1'), tonumber(g[6] or '0')
-      if second > w then w, c = second, 0 end
-      if c + 1 > tonumber(g[1]) then return {'refused', 'rate_limited', '', retry((w + 1) * 1000)} end
-      requests = tighter(requests, tonumber(g[1]) - c - 1)
-      set[#set + 1] = 'rps_w'; set[#set + 1] = string.format('%d', w)
-      set[#set + 1] = 'rps_n'; set[#set + 1] = string.format('%d', c + 1)
+      local left, wait = window(g[1], g[5], g[6], second, 1000, 'rps_w', 'rps_n', set)
+      if not left then return {'refused', 'rate_limited', '', wait} end
+      requests = tighter(requests, left)
     end
     if g[2] then
-      local w, c = tonumber(g[7] or '-1'), tonumber(g[8] or '0')
-      if minute > w then w, c = minute, 0 end
-      if c + 1 > tonumber(g[2]) then return {'refused', 'rate_limited', '', retry((w + 1) * 60000)} end
-      requests = tighter(requests, tonumber(g[2]) - c - 1)
-      set[#set + 1] = 'rpm_w'; set[#set + 1] = string.format('%d', w)
-      set[#set + 1] = 'rpm_n'; set[#set + 1] = string.format('%d', c + 1)
+      local left, wait = window(g[2], g[7], g[8], minute, 60000, 'rpm_w', 'rpm_n', set)
+      if not left then return {'refused', 'rate_limited', '', wait} end
+      requests = tighter(requests, left)
     end
     if g[3] then
       -- Calls in flight: entries past their deadline are dropped first (their replica died

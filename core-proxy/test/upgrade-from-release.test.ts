@@ -6,8 +6,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, inject, it, onTestFinished } from 'vitest';
 import { runCli } from './archive-segments.js';
 import { startRelay, type CountingRelay } from './counting-relay.js';
-import { adminClient, TEST_STORE, type AdminClient } from './helpers.js';
+import { adminClient, json, TEST_STORE, type AdminClient } from './helpers.js';
 import { startRedis } from './redis-server.js';
+import { startStripeStandIn } from './stand-in-vendors.js';
 import { RELEASES, releaseCli, type Release } from './upgrade-releases.js';
 import { CLI, expectNoLeak, serverEnvironment, spawnServer, type ServerProcess } from './server-process.js';
 
@@ -30,8 +31,8 @@ interface Deployment {
 }
 
 /** A data folder (embedded) or a fresh redis-server (Redis, with one signing key as replicas share). */
-async function deployment(): Promise<Deployment> {
-  const relay = await startRelay(inject('stripeMockUrl'));
+async function deployment(vendor: string = inject('stripeMockUrl')): Promise<Deployment> {
+  const relay = await startRelay(vendor);
   const extra: Record<string, string> = { KEYBRAKE_STRIPE_BASE_URL: relay.url };
   if (TEST_STORE === 'redis') {
     const redis = await startRedis();
@@ -314,6 +315,60 @@ describe.each(RELEASES)(`upgrade from release $short, ${TEST_STORE} store`, (rel
         ...Object.values(deployed.secrets),
         ...Object.values(written.keys).map((key) => key.vault_key),
       ]);
+    },
+    PROCESSES_TIMEOUT_MS,
+  );
+
+  it(
+    'PaymentIntents the old release created are priced by the new one from what it tracked (stand-in Stripe: stripe-mock keeps no state)',
+    async () => {
+      const oldCli = await releaseCli(release);
+      const stripe = await startStripeStandIn();
+      const { env, apiKey } = await deployment(stripe.url);
+      const old = await serve(oldCli, env);
+      const oldAdmin = adminClient(old.url, apiKey);
+      const key = await issue(oldAdmin, {
+        usd_cap: 10,
+        allowed_endpoints: [CHARGE, 'POST /v1/payment_intents/*/confirm', 'POST /v1/payment_intents/*/capture'],
+      });
+      const post = (url: string, path: string, params: Record<string, string>) =>
+        fetch(`${url}/stripe${path}`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${key.vault_key}`, 'content-type': 'application/x-www-form-urlencoded' },
+          body: new URLSearchParams(params).toString(),
+        });
+      // Created, not confirmed ($0.50 to move later); and $1 authorized, not captured.
+      const pending = await json(await post(old.url, '/v1/payment_intents', { amount: '50', currency: 'usd' }));
+      const authorized = await json(
+        await post(old.url, '/v1/payment_intents', {
+          amount: '100',
+          currency: 'usd',
+          capture_method: 'manual',
+          confirm: 'true',
+        }),
+      );
+      expect(stripe.ledger.totalUsd).toBe(0);
+      const oldSpent = (await oldAdmin('GET', `/vault/keys/${key.key_id}`)).body.spent_usd;
+      await stop(old);
+
+      const upgraded = await serve(CLI, { ...env, KEYBRAKE_ARCHIVE: 'off' });
+      const admin = adminClient(upgraded.url, apiKey);
+      expect((await admin('GET', `/vault/keys/${key.key_id}`)).body.spent_usd).toBe(oldSpent);
+      // Priced from the tracked PaymentIntent (one the proxy had not seen is refused, 400 request_not_priceable).
+      const confirmed = await post(upgraded.url, `/v1/payment_intents/${pending.id}/confirm`, {});
+      expect(confirmed.status, await confirmed.clone().text()).toBe(200);
+      const captured = await post(upgraded.url, `/v1/payment_intents/${authorized.id}/capture`, {});
+      expect(captured.status, await captured.clone().text()).toBe(200);
+      expect(stripe.ledger.totalUsd).toBe(1.5);
+      // What makes the two 200s mean something: a PaymentIntent the proxy never saw is refused.
+      const unseen = await post(upgraded.url, `/v1/payment_intents/${stripe.createDirectly(50)}/confirm`, {});
+      expect(unseen.status).toBe(400);
+      expect((await json(unseen)).error.code).toBe('request_not_priceable');
+      expect(stripe.ledger.totalUsd).toBe(1.5);
+      // Each moved dollar booked once, across the two releases.
+      expect((await admin('GET', `/vault/keys/${key.key_id}`)).body).toMatchObject({ spent_usd: 1.5, reserved_usd: 0 });
+      expect((await admin('GET', '/audit/verify')).body).toMatchObject({ ok: true });
+      await stop(upgraded);
     },
     PROCESSES_TIMEOUT_MS,
   );

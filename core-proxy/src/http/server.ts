@@ -1,6 +1,7 @@
 import cluster from 'node:cluster';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from './app.js';
+import { flushLogsAndExit } from './log-destination.js';
 import type { KeybrakeConfig } from '../config.js';
 import { openStore } from '../store/open-store.js';
 
@@ -14,7 +15,8 @@ export interface ServerOptions {
 
 /**
  * Opens the store, builds the app and listens. On SIGTERM or SIGINT it stops accepting, lets
- * in-flight calls finish and settle, closes the store and exits 0; a second signal exits at once.
+ * in-flight calls finish and settle, closes the store, waits (at most 2 s) for its queued log lines
+ * to leave and exits 0; a second signal exits at once.
  */
 export async function startServer(config: KeybrakeConfig, options: ServerOptions = {}): Promise<FastifyInstance> {
   const app = await buildApp({ config, store: openStore(config) });
@@ -45,11 +47,12 @@ export async function startServer(config: KeybrakeConfig, options: ServerOptions
       if (closing) process.exit(1);
       closing = true;
       app.log.info({ signal }, 'draining in-flight calls');
+      // Then the log lines still queued, for a bounded time: a stdout nobody reads cannot hold the exit.
       app.close().then(
-        () => process.exit(0),
+        () => flushLogsAndExit(0),
         (error: unknown) => {
           app.log.error({ err: error }, 'shutdown failed');
-          process.exit(1);
+          flushLogsAndExit(1);
         },
       );
     };

@@ -51,9 +51,13 @@ export interface RedisExpiryKeys {
   /** Shard -> count trimmed from its seqs list (the audit archive's; issue 23 keepup). */
   readonly sealedTrimmed: string;
   readonly alerts: (root: string) => string;
+  /** Issue 24: the family's changes not listed yet (its marks), in its slot. */
+  readonly unlisted: (root: string) => string;
   /** The key list's sorted-set indexes and its stats hash (key id members/fields). */
   readonly listIndexes: readonly string[];
   readonly listStats: string;
+  /** Issue 24: `revoked <id>` / `tainted <id>` fields of the changes in the feed. */
+  readonly listFed: string;
   /** Sets of family roots: every shard, shards to seal, families with alerts pending. */
   readonly shardSets: readonly string[];
   /** The key list's index of every key by creation, for the one-time indexing. */
@@ -175,6 +179,10 @@ export class RedisExpiry {
       ...ids.map((id) => this.redis.del(`root:${id}`)),
       ...keys.listIndexes.map((index) => (ids.length === 0 ? 0 : this.redis.zrem(index, ...ids))),
       ids.length === 0 ? 0 : this.redis.hdel(keys.listStats, ...ids),
+      ids.length === 0 ? 0 : this.redis.hdel(keys.listFed, ...ids.flatMap((id) => [`revoked ${id}`, `tainted ${id}`])),
+      // Issue 24: the marks of a family the purge script removed (it removes them too: one left by
+      // an earlier version of the script, or written after, goes here).
+      this.redis.del(keys.unlisted(root)),
       // With its count trimmed, in one step: a record appended late is then sealed from position 0,
       // as the purge script left its family list and that list's count (both removed together).
       this.redis.multi().del(keys.sealedSeqs(root)).hdel(keys.sealedTrimmed, root).exec(),

@@ -6,8 +6,16 @@
  * What each costs a proxied call: nothing. Reserve and settle scripts are unchanged; `newest` is
  * written once when a key is issued, `most_spent` and `closest_to_cap` by the digest, which reads
  * the sealed audit chain when a page is asked for. The change log is a capped stream written after
- * an issue, revoke or taint succeeded: on Cluster it cannot share the family's script (another
- * slot), so a process that dies between the two loses that change from the feed, never the change.
+ * an issue, revoke or taint succeeded.
+ *
+ * Issue 24: on Redis Cluster the family's script cannot also write `{list}` (another slot), so a
+ * process that died (or a Redis error) between the two left a live key out of the list, and its
+ * change out of the feed. The family's script now also marks each change `<change> <key id>` in the
+ * family's own slot (`{vk:<root>}:unlisted`, a sorted set scored by the change's time), atomic with
+ * the change; the caller removes the mark once it has listed the change, and a backstop on every
+ * replica ({@link RedisListing.relistUnlisted}) lists whatever is still marked after a grace period.
+ * Both go through `LIST_CHANGES_LUA`, which writes each change once: the feed never gets one twice.
+ * One Redis takes the same path (one mechanism, tested on both).
  */
 import type { Cluster, Redis } from 'ioredis';
 import {
@@ -21,7 +29,7 @@ import {
   initialScores,
 } from '../key-listing.js';
 import type { KeyChange, KeyChangeKind, KeyChangesRead, VaultKeyRecord } from '../store.js';
-import { APPLY_DIGEST_LUA, SCAN_INDEX_LUA } from './lua/listing.js';
+import { APPLY_DIGEST_LUA, LIST_CHANGES_LUA, SCAN_INDEX_LUA } from './lua/listing.js';
 
 /** The key list's indexes (exported for the purge of expired families, `redis-expiry.ts`). */
 export const INDEX: Record<KeySort, string> = {
@@ -32,12 +40,38 @@ export const INDEX: Record<KeySort, string> = {
 export const STATS = '{list}:stats';
 const DIGEST = '{list}:digest';
 const CHANGES = '{list}:changes';
+/** Issue 24: `revoked <id>` / `tainted <id>` -> at, for each such change in the change log once. */
+export const FED = '{list}:fed';
 /** Entries of the change log kept (approximately: `MAXLEN ~`). */
 const CHANGES_KEPT = 100_000;
+/** Issue 24: a family's changes not listed yet, `<change> <key id>` scored by the change's time. */
+export const unlistedKey = (root: string): string => `{vk:${root}}:unlisted`;
+/** How long a mark may be there before the backstop lists it: its own caller is normally done. */
+export const RELIST_GRACE_MS = 10_000;
+/** How often each replica runs the backstop (and once {@link RELIST_GRACE_MS} after it starts). */
+export const DEFAULT_RELIST_MS = 30_000;
+/** Families whose marks are looked for per round trip of the backstop. */
+const RELIST_CHUNK = 500;
+
+type ListedChange = Extract<KeyChangeKind, 'issued' | 'revoked' | 'tainted'>;
+
+/** What the backstop needs of the store. */
+export interface ListingBackstop {
+  /** Every family root (the store's `shards`, written before a root key's script). */
+  readonly families: () => Promise<readonly string[]>;
+  /**
+   * The key as its family holds it, with its lookups (`h:<hash>`, `root:<id>`) written again, as
+   * its own caller would have; undefined when the family no longer holds it.
+   */
+  readonly restore: (root: string, keyId: string) => Promise<VaultKeyRecord | undefined>;
+  /** The connection the backstop's reads use (the store's background one). */
+  readonly reads: Redis | Cluster;
+}
 
 interface ListingCommands {
   kbScanIndex(key: string, ...args: (string | number)[]): Promise<string[]>;
   kbApplyDigest(...args: (string | number)[]): Promise<number>;
+  kbListChanges(...args: (string | number)[]): Promise<number>;
 }
 
 type ListingClient = (Redis | Cluster) & ListingCommands;
@@ -46,48 +80,98 @@ type ListingClient = (Redis | Cluster) & ListingCommands;
 export class RedisListing implements KeyListingIndex {
   private readonly redis: ListingClient;
 
-  constructor(redis: Redis | Cluster) {
+  constructor(
+    redis: Redis | Cluster,
+    private readonly backstop: ListingBackstop,
+  ) {
     redis.defineCommand('kbScanIndex', { numberOfKeys: 1, lua: SCAN_INDEX_LUA });
     redis.defineCommand('kbApplyDigest', { numberOfKeys: 4, lua: APPLY_DIGEST_LUA });
+    redis.defineCommand('kbListChanges', { numberOfKeys: 5, lua: LIST_CHANGES_LUA });
     this.redis = redis as ListingClient;
   }
 
-  /** After the key's family data is written: its index entries and its `issued` change. */
-  async keyCreated(record: VaultKeyRecord): Promise<void> {
-    const scores = initialScores(record);
-    await this.redis
-      .multi()
-      .zadd(INDEX.newest, record.createdAt, record.keyId)
-      .zadd(INDEX.most_spent, scores.spent, record.keyId)
-      .zadd(INDEX.closest_to_cap, scores.headroom, record.keyId)
-      .xadd(
-        CHANGES,
-        'MAXLEN',
-        '~',
-        CHANGES_KEPT,
-        '*',
-        'key_id',
-        record.keyId,
-        'change',
-        'issued',
-        'at',
-        record.createdAt,
-      )
-      .exec();
+  /** After the key's family script: its index entries and its `issued` change, then its mark goes. */
+  async keyCreated(root: string, record: VaultKeyRecord): Promise<void> {
+    await this.list('issued', issuedArgs(record));
+    await this.redis.zrem(unlistedKey(root), `issued ${record.keyId}`);
   }
 
-  /** After a subtree mark succeeded: one change per key it changed. */
-  async subtreeChanged(
-    keyIds: readonly string[],
-    change: Extract<KeyChangeKind, 'revoked' | 'tainted'>,
-    at: number,
-  ): Promise<void> {
+  /** After a subtree mark succeeded: one change per key it changed, then their marks go. */
+  async subtreeChanged(root: string, keyIds: readonly string[], change: ListedChange, at: number): Promise<void> {
     if (keyIds.length === 0) return;
-    let multi = this.redis.multi();
-    for (const keyId of keyIds) {
-      multi = multi.xadd(CHANGES, 'MAXLEN', '~', CHANGES_KEPT, '*', 'key_id', keyId, 'change', change, 'at', at);
+    await this.list(
+      change,
+      keyIds.flatMap((keyId) => [keyId, at]),
+    );
+    await this.redis.zrem(unlistedKey(root), ...keyIds.map((keyId) => `${change} ${keyId}`));
+  }
+
+  /**
+   * The backstop (issue 24): lists every change still marked in its family `RELIST_GRACE_MS` after
+   * it was made (its caller died or failed in between), then removes the marks. The families are
+   * the store's `shards`, one `EXISTS` each, in chunks, as the alerts' backstop does (issue 26).
+   * Safe on every replica at once: a change is written once whoever lists it.
+   * @returns how many changes it wrote (0 when every caller had listed its own).
+   */
+  async relistUnlisted(now: number): Promise<number> {
+    const reads = this.backstop.reads;
+    const roots = await this.backstop.families();
+    let written = 0;
+    for (let i = 0; i < roots.length; i += RELIST_CHUNK) {
+      const chunk = roots.slice(i, i + RELIST_CHUNK);
+      const found = await Promise.all(chunk.map((root) => reads.exists(unlistedKey(root))));
+      for (const root of chunk.filter((_, j) => found[j] === 1)) {
+        written += await this.relistFamily(root, now);
+      }
     }
-    await multi.exec();
+    return written;
+  }
+
+  private async relistFamily(root: string, now: number): Promise<number> {
+    const flat = await this.backstop.reads.zrangebyscore(
+      unlistedKey(root),
+      '-inf',
+      now - RELIST_GRACE_MS,
+      'WITHSCORES',
+    );
+    const marks: { mark: string; change: ListedChange; keyId: string; at: number }[] = [];
+    for (let i = 0; i + 1 < flat.length; i += 2) {
+      const mark = flat[i] as string;
+      const [change, keyId] = mark.split(' ') as [ListedChange, string];
+      marks.push({ mark, change, keyId, at: Number(flat[i + 1]) });
+    }
+    let written = 0;
+    // Issued first, so a key is in the list before its revocation is in the feed.
+    for (const change of ['issued', 'revoked', 'tainted'] as const) {
+      const mine = marks.filter((mark) => mark.change === change);
+      if (mine.length === 0) continue;
+      if (change === 'issued') {
+        for (const mark of mine) {
+          const record = await this.backstop.restore(root, mark.keyId);
+          if (record) written += await this.list('issued', issuedArgs(record));
+        }
+      } else {
+        written += await this.list(
+          change,
+          mine.flatMap((mark) => [mark.keyId, mark.at]),
+        );
+      }
+      await this.redis.zrem(unlistedKey(root), ...mine.map((mark) => mark.mark));
+    }
+    return written;
+  }
+
+  private list(change: ListedChange, args: readonly (string | number)[]): Promise<number> {
+    return this.redis.kbListChanges(
+      INDEX.newest,
+      INDEX.most_spent,
+      INDEX.closest_to_cap,
+      CHANGES,
+      FED,
+      change,
+      CHANGES_KEPT,
+      ...args,
+    );
   }
 
   async scan(sort: KeySort, after: IndexPosition | null, count: number): Promise<IndexPosition[]> {
@@ -159,4 +243,10 @@ export class RedisListing implements KeyListingIndex {
     });
     return { changes, position: entries.at(-1)?.[0] ?? position };
   }
+}
+
+/** A new key's arguments of `LIST_CHANGES_LUA`: its id, creation time and first scores. */
+function issuedArgs(record: VaultKeyRecord): (string | number)[] {
+  const scores = initialScores(record);
+  return [record.keyId, record.createdAt, scores.spent, scores.headroom];
 }

@@ -24,7 +24,7 @@ import { ALERT_FAMILIES, RedisAlerts, alertsKey, defineAlertScripts } from './re
 import { CLAIM_OBJECT_LUA, RECORD_OBJECT_LUA, RELEASE_OBJECT_LUA } from './lua/objects.js';
 import { RedisArchive } from './redis-archive.js';
 import { RedisExpiry } from './redis-expiry.js';
-import { INDEX, RedisListing, STATS } from './redis-listing.js';
+import { DEFAULT_RELIST_MS, FED, INDEX, RELIST_GRACE_MS, RedisListing, STATS, unlistedKey } from './redis-listing.js';
 import { listEarlierKeys } from './redis-upgrade.js';
 import {
   DEFAULT_IDEMPOTENCY_RETENTION_MS,
@@ -299,7 +299,11 @@ export class RedisStore implements Store {
       this.redis = open();
       this.background = open();
     }
-    this.listing = new RedisListing(this.redis);
+    this.listing = new RedisListing(this.redis, {
+      families: () => this.background.smembers(SHARDS),
+      restore: (root, keyId) => this.restoreLookups(root, keyId),
+      reads: this.background,
+    });
     this.listEarlier = () =>
       listEarlierKeys(this.background, {
         prefix,
@@ -338,8 +342,10 @@ export class RedisStore implements Store {
       sealedSeqs: sealedSeqsKey,
       sealedTrimmed: SEALED_TRIMMED,
       alerts: alertsKey,
+      unlisted: unlistedKey,
       listIndexes: Object.values(INDEX),
       listStats: STATS,
+      listFed: FED,
       shardSets: [SHARDS, DIRTY_SHARDS, ALERT_FAMILIES],
       newest: INDEX.newest,
       removed: (ids) => {
@@ -362,6 +368,12 @@ export class RedisStore implements Store {
     every(options.sweepIntervalMs ?? Math.min(30_000, this.reservationTtlMs / 2), () =>
       this.sweepExpiredReservations(Date.now()),
     );
+    // Issue 24: changes whose caller died before listing them; a restarted replica looks soon.
+    const relist = (): Promise<number> => this.listing.relistUnlisted(Date.now());
+    every(DEFAULT_RELIST_MS, relist);
+    const first = setTimeout(() => void relist().catch(() => undefined), RELIST_GRACE_MS);
+    first.unref();
+    this.timers.push(first);
   }
 
   createKey(record: VaultKeyRecord): Promise<VaultKeyRecord> {
@@ -402,11 +414,20 @@ export class RedisStore implements Store {
       if (identity !== null) fields.push('identity', identity);
       const parentHash =
         record.parentKeyId === null ? keyHashKey(root, record.keyId) : keyHashKey(root, record.parentKeyId);
+      // Issue 24: the family is findable before its key exists, so the backstop can find the key's
+      // mark whenever the lookups and list entries below are lost. A root key's script never
+      // refuses; one that fails leaves an empty family, removed at its expiry like any other.
+      await Promise.all([
+        this.redis.sadd(SHARDS, root),
+        // Issue 23: a family is found by its root's expiry when it is due for removal.
+        record.parentKeyId === null ? this.expiry.rootCreated(root, expiresAt) : 0,
+      ]);
       const [created, tainted] = await this.redis.kbCreateKey(
-        3,
+        4,
         keyHashKey(root, record.keyId),
         membersKey(root),
         parentHash,
+        unlistedKey(root),
         record.parentKeyId === null ? '0' : roomless ? '2' : '1',
         record.createdAt,
         ...fields,
@@ -420,12 +441,9 @@ export class RedisStore implements Store {
       await Promise.all([
         this.redis.set(`h:${record.keyHash}`, `${record.keyId} ${root}`),
         this.redis.set(`root:${record.keyId}`, root),
-        this.redis.sadd(SHARDS, root),
-        // Issue 23: a family is found by its root's expiry when it is due for removal.
-        record.parentKeyId === null ? this.expiry.rootCreated(root, expiresAt) : 0,
       ]);
       const stored = { ...record, expiresAt, tainted: tainted === '1' };
-      await this.listing.keyCreated(stored);
+      await this.listing.keyCreated(root, stored);
       return stored;
     });
   }
@@ -951,21 +969,43 @@ export class RedisStore implements Store {
       if (root === undefined) return false;
       // Member names come back with the prefix ioredis adds; the script gets them re-prefixed.
       const prefix = this.prefix();
+      const change = field === 'revoked_at' ? 'revoked' : 'tainted';
+      const at = field === 'revoked_at' ? Number(value) : Date.now();
       // The script refuses a stale member list (a child created meanwhile); each retry reads the
       // set again, and only keys being created in that very instant can make it stale again.
       for (let attempt = 0; attempt < 100; attempt += 1) {
         const members = await this.redis.smembers(membersKey(root));
         const keys = members.map((member) => (member.startsWith(prefix) ? member.slice(prefix.length) : member));
         const unmarked = await this.unmarkedSubtree(keys, keyId, field);
-        const marked = await this.redis.kbMarkSubtree(keys.length + 1, membersKey(root), ...keys, keyId, field, value);
-        if (marked === 1) {
-          const change = field === 'revoked_at' ? 'revoked' : 'tainted';
-          await this.listing.subtreeChanged(unmarked, change, field === 'revoked_at' ? Number(value) : Date.now());
-        }
+        const marked = await this.redis.kbMarkSubtree(
+          keys.length + 1,
+          membersKey(root),
+          ...keys,
+          keyId,
+          field,
+          value,
+          at,
+        );
+        if (marked === 1) await this.listing.subtreeChanged(root, unmarked, change, at);
         if (marked >= 0) return marked === 1;
       }
       throw new StoreUnavailableError(new Error('the key family kept changing while it was being marked'));
     });
+  }
+
+  /**
+   * Issue 24, the backstop's part: a key whose family script ran but whose caller may have died
+   * before its lookups were written gets them now (the same values its caller writes).
+   */
+  private async restoreLookups(root: string, keyId: string): Promise<VaultKeyRecord | undefined> {
+    const fields = await this.background.hgetall(keyHashKey(root, keyId));
+    if (!fields.key_id) return undefined;
+    const record = toRecord(fields);
+    await Promise.all([
+      this.redis.set(`h:${record.keyHash}`, `${record.keyId} ${root}`),
+      this.redis.set(`root:${record.keyId}`, root),
+    ]);
+    return record;
   }
 
   /** The keys of `keyId`'s subtree (among the family's member hashes) whose `field` is not set yet. */

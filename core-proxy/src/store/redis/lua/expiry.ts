@@ -39,6 +39,8 @@ end
 local days = 0
 for i = 3, #ARGV do days = days + redis.call('DEL', base .. ':d:' .. ARGV[i]) end
 redis.call('DEL', KEYS[1], KEYS[3], KEYS[4])
+-- Issue 24: the family's changes not listed yet go with it (its keys leave the list anyway).
+redis.call('DEL', base .. ':unlisted')
 -- The audit list's count trimmed by the archive goes with the list (issue 23).
 redis.call('DEL', base .. ':audit-trimmed')
 return {1, removed, days, #alerts}

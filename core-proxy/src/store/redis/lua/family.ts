@@ -9,6 +9,7 @@
  * KEYS[1]  the new key's hash                {vk:<root>}:k:<id>
  * KEYS[2]  the family's member set           {vk:<root>}:members
  * KEYS[3]  the parent's hash, or KEYS[1] when there is no parent
+ * KEYS[4]  the family's unlisted changes     {vk:<root>}:unlisted
  * ARGV[1]  '0' no parent, '1' a parent, '2' a parent whose ancestry leaves no room for a child
  * ARGV[2]  now, epoch ms
  * ARGV[3..] field, value pairs of the new key
@@ -28,6 +29,9 @@ for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
 if inherit then redis.call('HSET', KEYS[1], 'tainted', '1') end
 redis.call('SADD', KEYS[2], KEYS[1])
+-- Issue 24: the key's list entries and 'issued' change are written after this script, in another
+-- slot; this marker, atomic with the key, outlives a caller that dies before (the backstop lists it).
+redis.call('ZADD', KEYS[4], ARGV[2], 'issued ' .. redis.call('HGET', KEYS[1], 'key_id'))
 return {'ok', redis.call('HGET', KEYS[1], 'tainted')}
 `;
 
@@ -47,6 +51,9 @@ return {'ok', redis.call('HGET', KEYS[1], 'tainted')}
  * ARGV[1]   the target key id
  * ARGV[2]   field to set: 'revoked_at' (kept if already set) or 'tainted'
  * ARGV[3]   value
+ * ARGV[4]   when, epoch ms: the change's time in the feed
+ * Each key it changes is also marked `<change> <id>` in the family's `{vk:<root>}:unlisted`
+ * (named from KEYS[1]), until the caller has written its change for the feed (issue 24).
  * Returns 1; 0 if the target is not a member; -1 if the member set changed since it was read.
  */
 export const MARK_SUBTREE_LUA = `
@@ -63,13 +70,20 @@ for i = 2, #KEYS do
   end
 end
 if not target then return 0 end
+local unlisted = string.sub(KEYS[1], 1, -8) .. 'unlisted'
+local change = 'tainted'
+if ARGV[2] == 'revoked_at' then change = 'revoked' end
 local queue = {{ARGV[1], target}}
 local seen = {[ARGV[1]] = true}
 local head = 1
 while head <= #queue do
   local id, key = queue[head][1], queue[head][2]
   head = head + 1
-  if ARGV[2] ~= 'revoked_at' or not redis.call('HGET', key, 'revoked_at') then
+  local was = redis.call('HGET', key, ARGV[2])
+  if not was or was == '' or was == '0' then
+    redis.call('ZADD', unlisted, ARGV[4], change .. ' ' .. id)
+  end
+  if ARGV[2] ~= 'revoked_at' or not was then
     redis.call('HSET', key, ARGV[2], ARGV[3])
   end
   for _, child in ipairs(children[id] or {}) do

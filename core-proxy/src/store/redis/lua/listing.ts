@@ -85,3 +85,44 @@ end
 redis.call('HSET', KEYS[1], 'seq', ARGV[3], 'day', ARGV[4])
 return 1
 `;
+
+/**
+ * Writes changes of keys to the key list and its change log, each once (issue 24): by the replica
+ * that made them, right after the family's script, or later by the backstop when that replica died
+ * in between (`RedisListing.relistUnlisted`). Whichever comes second writes nothing, so the feed
+ * never gets a change twice. An `issued` key is written unless it is in `newest` already (its index
+ * entries and its change are one step, here); a `revoked` or `tainted` change unless its field is in
+ * the `fed` hash (each key is revoked and tainted at most once).
+ *
+ * KEYS[1]  {list}:newest   KEYS[2] {list}:spent   KEYS[3] {list}:headroom
+ * KEYS[4]  {list}:changes (the change log)        KEYS[5] {list}:fed
+ * ARGV[1]  the change: 'issued', 'revoked' or 'tainted'
+ * ARGV[2]  the change log's length kept (approximately)
+ * ARGV[3..] per key: key id, at (epoch ms), spent score, headroom score (the scores only for 'issued')
+ * Returns how many changes it wrote.
+ */
+export const LIST_CHANGES_LUA = `
+local change = ARGV[1]
+local step = 2
+if change == 'issued' then step = 4 end
+local written = 0
+for i = 3, #ARGV, step do
+  local id, at = ARGV[i], ARGV[i + 1]
+  local fresh
+  if change == 'issued' then
+    fresh = not redis.call('ZSCORE', KEYS[1], id)
+    if fresh then
+      redis.call('ZADD', KEYS[1], at, id)
+      redis.call('ZADD', KEYS[2], 'NX', ARGV[i + 2], id)
+      redis.call('ZADD', KEYS[3], 'NX', ARGV[i + 3], id)
+    end
+  else
+    fresh = redis.call('HSETNX', KEYS[5], change .. ' ' .. id, at) == 1
+  end
+  if fresh then
+    redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[2], '*', 'key_id', id, 'change', change, 'at', at)
+    written = written + 1
+  end
+end
+return written
+`;

@@ -29,6 +29,7 @@ const SHARED_SUITE = [
   'issue-25-workload-identity',
   'issue-25-hydra',
   'issue-23-expiry',
+  'serve-unread-stdout',
 ].map((name) => `core-proxy/test/${name}.test.ts`);
 
 export default defineConfig({

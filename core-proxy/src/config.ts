@@ -14,6 +14,7 @@ import { type ArchiveConfig, readArchiveConfig } from './archive/archive-config.
 import { CheckpointSigner } from './audit/checkpoints.js';
 import { type IssuersConfig, loadIssuersConfig } from './identity/issuers-file.js';
 import { type ExpiryConfig, readExpiryConfig } from './store/expiry-config.js';
+import { DEFAULT_LOG_BUFFER_BYTES } from './http/log-destination.js';
 import { ConfigError, type Env, flag, positiveInt, readSecret } from './env.js';
 import { BUILT_IN_VENDORS, VendorRegistry, baseUrlVariable } from './vendors/registry.js';
 import { loadDeclaredVendors } from './vendors/vendors-file.js';
@@ -73,6 +74,8 @@ export interface KeybrakeConfig {
   readonly maxBodyBytes: number;
   /** @default 'info' */
   readonly logLevel: string;
+  /** Bytes of log lines queued for a slow or unread stdout before lines are dropped (`KEYBRAKE_LOG_BUFFER_BYTES`). @default 4 MiB */
+  readonly logBufferBytes: number;
   /** Signs audit chain checkpoints (Ed25519). */
   readonly auditSigner: CheckpointSigner;
   /** True when no `KEYBRAKE_AUDIT_SIGNING_KEY` was set and the data folder's own key is used. */
@@ -256,6 +259,7 @@ export function loadConfig(env: Env = process.env, options: LoadConfigOptions = 
     headersTimeoutMs: Math.min(positiveInt(env, 'KEYBRAKE_HEADERS_TIMEOUT_MS', 10_000), requestTimeoutMs),
     maxBodyBytes: positiveInt(env, 'KEYBRAKE_MAX_BODY_BYTES', 1024 * 1024),
     logLevel: env.KEYBRAKE_LOG_LEVEL || 'info',
+    logBufferBytes: positiveInt(env, 'KEYBRAKE_LOG_BUFFER_BYTES', DEFAULT_LOG_BUFFER_BYTES),
     auditSigner: signer,
     generatedAuditSigningKey: generated,
     auditCheckpointRecords: positiveInt(env, 'KEYBRAKE_AUDIT_CHECKPOINT_RECORDS', 1000),

@@ -3,6 +3,7 @@ import { STATUS_CODES, createServer } from 'node:http';
 import { ERROR_TABLE, type ErrorCode, InvalidRequestError, errorBody } from '../errors.js';
 import type { KeybrakeConfig } from '../config.js';
 import { installClientTimeouts } from './client-timeouts.js';
+import { processLogDestination } from './log-destination.js';
 import { errorsPlugin } from './plugins/errors.js';
 import { keybrakePlugin } from './plugins/keybrake.js';
 import { adminRoutes } from './routes/admin.js';
@@ -18,7 +19,7 @@ export interface AppOptions {
   readonly store: Store;
   /** Epoch milliseconds; tests move time with it. @default Date.now */
   readonly now?: () => number;
-  /** Fastify logger options. @default { level: config.logLevel } */
+  /** Fastify logger options. @default { level: config.logLevel, redact, stream: the process's {@link processLogDestination} } */
   readonly logger?: FastifyServerOptions['logger'];
 }
 
@@ -50,7 +51,12 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       server.setTimeout(serverOptions.connectionTimeout as number);
       return server;
     },
-    logger: options.logger ?? { level: options.config.logLevel, redact: REDACTED_LOG_PATHS },
+    // Never pino's default destination: see LogDestination (a full stdout pipe kept the proxy from exiting).
+    logger: options.logger ?? {
+      level: options.config.logLevel,
+      redact: REDACTED_LOG_PATHS,
+      stream: processLogDestination(options.config.logBufferBytes),
+    },
     // Large enough for an email batch; the proxy route sets its own limit from the config.
     bodyLimit: options.config.maxBodyBytes,
     // Client-side protocol errors (oversized headers, garbage) still get the contract's JSON shape.

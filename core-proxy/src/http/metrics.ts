@@ -1,6 +1,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Archiver, ArchiverStatus } from '../archive/archiver.js';
 import type { ExpiryPurger } from '../archive/expiry-purger.js';
+import { logLinesDropped } from './log-destination.js';
 
 /** Distinct run labels `keybrake_spend_by_label_usd_total` keeps per process; later ones count as `other`. */
 export const MAX_SPEND_LABELS = 1000;
@@ -76,6 +77,20 @@ export class ProxyMetrics {
     help: 'Calls refused with 429 rate_limited or concurrency_limited, by vendor and reason.',
     labelNames: ['vendor', 'reason'] as const,
     registers: [this.registry],
+  });
+
+  /**
+   * Log lines this process dropped: its stdout queue was past `KEYBRAKE_LOG_BUFFER_BYTES` (a full,
+   * unread pipe) or stdout had failed. Process-wide: every app of the process logs through one destination.
+   */
+  readonly logLinesDropped: Counter = new Counter({
+    name: 'keybrake_log_lines_dropped_total',
+    help: 'Log lines this process dropped because its stdout was not read fast enough (queue past KEYBRAKE_LOG_BUFFER_BYTES) or had failed.',
+    registers: [this.registry],
+    collect: () => {
+      this.logLinesDropped.reset();
+      this.logLinesDropped.inc(logLinesDropped());
+    },
   });
 
   /** Time the vendor took to answer. */

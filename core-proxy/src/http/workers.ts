@@ -1,6 +1,13 @@
 import cluster, { type Worker } from 'node:cluster';
 import type { FastifyInstance } from 'fastify';
 import type { KeybrakeConfig } from '../config.js';
+import type { Readable } from 'node:stream';
+import {
+  LOG_FLUSH_TIMEOUT_MS,
+  type LogDestination,
+  flushLogsAndExit,
+  processLogDestination,
+} from './log-destination.js';
 import { startServer } from './server.js';
 
 /** What the primary and its workers say to each other over the cluster channel. */
@@ -14,6 +21,25 @@ function isWorkerMessage(message: unknown, type: WorkerMessage['type']): boolean
   return typeof message === 'object' && message !== null && (message as { type?: unknown }).type === type;
 }
 
+/** A worker's log lines, passed on whole (never a line cut between two workers' chunks) to the primary's destination. */
+function passLines(from: Readable, destination: LogDestination): void {
+  let partial = '';
+  from.setEncoding('utf8');
+  from.on('data', (chunk: string) => {
+    const end = chunk.lastIndexOf('\n');
+    if (end === -1 && partial.length + chunk.length < 64 * 1024) {
+      partial += chunk;
+      return;
+    }
+    const whole = end === -1 ? partial + chunk : partial + chunk.slice(0, end + 1);
+    partial = end === -1 ? '' : chunk.slice(end + 1);
+    destination.write(whole);
+  });
+  from.on('end', () => {
+    if (partial !== '') destination.write(`${partial}\n`);
+  });
+}
+
 /** Options of {@link startWorkers}. */
 export interface WorkersOptions {
   /** Crashes within {@link WorkersOptions.crashWindowMs} after which the primary gives up. @default 5 */
@@ -24,7 +50,8 @@ export interface WorkersOptions {
 
 /** A JSON log line of the primary, in pino's shape (level 30 info, 40 warn, 50 error) beside its workers' lines. */
 function log(level: 30 | 40 | 50, message: string, fields: Record<string, unknown> = {}): void {
-  process.stdout.write(
+  // Through the bounded destination its workers' pino lines use: a full stdout pipe cannot hold a signal.
+  processLogDestination().write(
     `${JSON.stringify({ level, time: Date.now(), pid: process.pid, role: 'primary', ...fields, msg: message })}\n`,
   );
 }
@@ -47,13 +74,29 @@ function log(level: 30 | 40 | 50, message: string, fields: Record<string, unknow
  *   settlements, and its own `/metrics` (a scrape sees the worker that answered it).
  * - SIGTERM or SIGINT to the primary (or to the whole process group) drains every worker and
  *   exits 0 once all have; a second signal kills them.
- * - Logs: every worker writes its own pino lines (their `pid` tells them apart) to the shared
- *   stdout, the primary its own lines with `role: "primary"`.
+ * - Logs: every worker writes its own pino lines (their `pid` tells them apart) to a pipe to the
+ *   primary, which passes them on whole to stdout with its own lines (`role: "primary"`), through
+ *   one bounded `LogDestination`: a stdout nobody reads drops lines instead of holding a call or a
+ *   signal. The primary counts the drops; a worker's `keybrake_log_lines_dropped_total` counts
+ *   only what its own pipe to the primary dropped.
  */
 export function startWorkers(config: KeybrakeConfig, options: WorkersOptions = {}): void {
   const maxCrashes = options.maxCrashes ?? 5;
   const crashWindowMs = options.crashWindowMs ?? 60_000;
   const crashes: number[] = [];
+  const destination = processLogDestination(config.logBufferBytes);
+  // The workers' stdout and stderr are pipes to the primary, which passes their lines on: forked
+  // with the primary's own stdout, each fork would make that pipe blocking again (libuv clears
+  // O_NONBLOCK on a child's inherited stdio, and the flag belongs to the pipe, not the process),
+  // and the primary's next log line to a full pipe would hold it, signals and all.
+  cluster.setupPrimary({ silent: true });
+  /** Workers' output streams not yet ended: the primary exits once they have (or after the flush bound). */
+  const outputs = new Set<Readable>();
+  const exit = (code: number): void => {
+    const ended = [...outputs].map((stream) => new Promise((resolve) => stream.once('close', resolve)));
+    const bound = new Promise((resolve) => setTimeout(resolve, LOG_FLUSH_TIMEOUT_MS).unref());
+    void Promise.race([Promise.all(ended), bound]).then(() => flushLogsAndExit(code));
+  };
   /** Workers the primary asked to stop: their exit is no crash. */
   const stopping = new WeakSet<Worker>();
   let shuttingDown = false;
@@ -68,6 +111,13 @@ export function startWorkers(config: KeybrakeConfig, options: WorkersOptions = {
     // With KEYBRAKE_PORT=0 a replacement still gets the others' port: node:cluster shares one
     // handle per address among the workers' first listen(0).
     const worker = cluster.fork({ KEYBRAKE_WORKER_INDEX: String(index) });
+    const { stdout, stderr } = worker.process;
+    if (stdout) {
+      outputs.add(stdout);
+      stdout.once('close', () => outputs.delete(stdout));
+      passLines(stdout, destination);
+    }
+    stderr?.pipe(process.stderr, { end: false });
     if (!replacement) starting.add(worker);
     opened.delete(worker);
     worker.on('message', (message: unknown) => {
@@ -107,7 +157,7 @@ export function startWorkers(config: KeybrakeConfig, options: WorkersOptions = {
     shuttingDown = true;
     log(30, 'draining every worker', { signal });
     for (const worker of alive()) drain(worker);
-    if (alive().length === 0) process.exit(exitCode);
+    if (alive().length === 0) exit(exitCode);
   };
   process.on('SIGTERM', shutdown);
   process.on('SIGINT', shutdown);
@@ -117,7 +167,7 @@ export function startWorkers(config: KeybrakeConfig, options: WorkersOptions = {
       if (code !== 0) exitCode = 1;
       if (alive().length === 0) {
         log(30, 'every worker stopped', { exitCode });
-        process.exit(exitCode);
+        exit(exitCode);
       }
       return;
     }
@@ -187,10 +237,10 @@ export async function runWorker(config: KeybrakeConfig): Promise<void> {
     closing = true;
     app.log.info('draining in-flight calls');
     app.close().then(
-      () => process.exit(0),
+      () => flushLogsAndExit(0),
       (error: unknown) => {
         app.log.error({ err: error }, 'shutdown failed');
-        process.exit(1);
+        flushLogsAndExit(1);
       },
     );
   };

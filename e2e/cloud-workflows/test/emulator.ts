@@ -145,7 +145,9 @@ export async function startEmulatorServe(source: string): Promise<{ url: string 
     let output = '';
     const onData = (chunk: Buffer): void => {
       output += chunk.toString();
-      if (/Uvicorn running|Application startup complete/.test(output)) resolve();
+      // Regression (CI on a fresh machine: ECONNREFUSED): uvicorn logs "Application startup
+      // complete" before it binds its socket, and "Uvicorn running on" once it listens.
+      if (/Uvicorn running on/.test(output)) resolve();
     };
     child.stdout?.on('data', onData);
     child.stderr?.on('data', onData);

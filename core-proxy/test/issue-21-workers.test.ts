@@ -4,7 +4,7 @@ import { Agent, fetch as undiciFetch } from 'undici';
 import { describe, expect, inject, it, onTestFinished } from 'vitest';
 import { startRelay } from './counting-relay.js';
 import { adminClient, issueStripeKey } from './helpers.js';
-import { CLI, expectNoLeak, serverEnvironment, spawnServer, type ServerProcess } from './server-process.js';
+import { CLI, expectNoLeak, serverEnvironment, spawnServer, type ServerProcess, stopServer } from './server-process.js';
 
 const WORKERS = 2;
 
@@ -16,10 +16,7 @@ async function startWorkers(extraEnv: Record<string, string> = {}) {
     command: [process.execPath, CLI, 'serve', '--workers', String(WORKERS)],
   });
   onTestFinished(async () => {
-    if (server.child.exitCode === null && server.child.signalCode === null) {
-      server.child.kill('SIGTERM');
-      await server.exited;
-    }
+    await stopServer(server);
     expectNoLeak(server.output(), Object.values(environment.secrets));
   });
   await untilListening(server, WORKERS);

@@ -2,17 +2,14 @@ import { describe, expect, inject, it, onTestFinished } from 'vitest';
 import { openFeed } from './event-stream.js';
 import { adminClient } from './helpers.js';
 import { expectFeedSeesAnother, untilLogged } from './issue-22-events-processes.js';
-import { CLI, expectNoLeak, serverEnvironment, spawnServer } from './server-process.js';
+import { CLI, expectNoLeak, serverEnvironment, spawnServer, stopServer } from './server-process.js';
 
 describe('issue 22: GET /events across `keybrake serve --workers 2` on one data directory', () => {
   it('a subscriber sees the calls and revocations every worker serves, and SIGTERM ends its stream', async () => {
     const environment = serverEnvironment({ KEYBRAKE_STRIPE_BASE_URL: inject('stripeMockUrl') });
     const server = await spawnServer(environment.env, { command: [process.execPath, CLI, 'serve', '--workers', '2'] });
     onTestFinished(async () => {
-      if (server.child.exitCode === null && server.child.signalCode === null) {
-        server.child.kill('SIGTERM');
-        await server.exited;
-      }
+      await stopServer(server);
     });
     await untilLogged(server.output, /"msg":"worker listening"/, 2);
     const admin = adminClient(server.url, environment.apiKey);

@@ -4,14 +4,7 @@ import { describe, expect, inject, it, onTestFinished } from 'vitest';
 import { startAlertReceiver } from './alert-receiver.js';
 import { adminClient } from './helpers.js';
 import { alertEnvironment, fanOutAlertsOnce } from './issue-26-alerts-processes.js';
-import { CLI, expectNoLeak, serverEnvironment, spawnServer, type ServerProcess } from './server-process.js';
-
-async function stopServer(server: ServerProcess): Promise<void> {
-  if (server.child.exitCode === null && server.child.signalCode === null) {
-    server.child.kill('SIGTERM');
-    await server.exited;
-  }
-}
+import { CLI, expectNoLeak, serverEnvironment, spawnServer, stopServer } from './server-process.js';
 
 describe('issue 26: alerts across `keybrake serve` processes (embedded store)', () => {
   it('a 2,000-call fan-out on `serve --workers 2` delivers each threshold exactly once', async () => {

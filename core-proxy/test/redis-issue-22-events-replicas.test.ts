@@ -3,7 +3,7 @@ import { describe, expect, inject, it, onTestFinished } from 'vitest';
 import { openFeed } from './event-stream.js';
 import { adminClient } from './helpers.js';
 import { expectFeedSeesAnother } from './issue-22-events-processes.js';
-import { expectNoLeak, serverEnvironment, spawnServer } from './server-process.js';
+import { expectNoLeak, serverEnvironment, spawnServer, stopServer } from './server-process.js';
 
 describe('issue 22: GET /events across two `keybrake serve` replicas on one Redis', () => {
   it('a subscriber on one replica sees the calls and revocations made through the other, and SIGTERM ends its stream', async () => {
@@ -14,12 +14,7 @@ describe('issue 22: GET /events across two `keybrake serve` replicas on one Redi
     });
     const [a, b] = await Promise.all([spawnServer(environment.env), spawnServer(environment.env)]);
     onTestFinished(async () => {
-      for (const server of [a, b]) {
-        if (server.child.exitCode === null && server.child.signalCode === null) {
-          server.child.kill('SIGTERM');
-          await server.exited;
-        }
-      }
+      for (const server of [a, b]) await stopServer(server);
     });
     const feed = await openFeed(a.url, environment.apiKey);
     expect(feed.status).toBe(200);

@@ -8,7 +8,7 @@ import { RedisStore } from '../src/store/redis/redis-store.js';
 import { SqliteStore } from '../src/store/sqlite-store.js';
 import type { ArchiveState, Store } from '../src/store/store.js';
 import { type MotoServer, startMotoServer } from './moto-server.js';
-import { type ServerProcess, expectNoLeak, serverEnvironment, spawnServer } from './server-process.js';
+import { type ServerProcess, expectNoLeak, serverEnvironment, spawnServer, stopServer } from './server-process.js';
 
 /**
  * Issue 23, fault tests with real parts on both stores: `keybrake serve` processes archiving to
@@ -73,12 +73,7 @@ async function deployment(
 
 async function serve(env: Record<string, string>): Promise<ServerProcess> {
   const server = await spawnServer(env);
-  cleanups.push(async () => {
-    if (server.child.exitCode === null && server.child.signalCode === null) {
-      server.child.kill('SIGKILL');
-      await server.exited;
-    }
-  });
+  cleanups.push(() => stopServer(server, 'SIGKILL'));
   return server;
 }
 

@@ -3,7 +3,7 @@ import { describe, inject, it, onTestFinished } from 'vitest';
 import { startAlertReceiver } from './alert-receiver.js';
 import { adminClient } from './helpers.js';
 import { alertEnvironment, fanOutAlertsOnce } from './issue-26-alerts-processes.js';
-import { expectNoLeak, serverEnvironment, spawnServer } from './server-process.js';
+import { expectNoLeak, serverEnvironment, spawnServer, stopServer } from './server-process.js';
 
 describe('issue 26: alerts across two `keybrake serve` replicas on one Redis', () => {
   it('a 2,000-call fan-out over both replicas delivers each threshold exactly once', async () => {
@@ -17,12 +17,7 @@ describe('issue 26: alerts across two `keybrake serve` replicas on one Redis', (
     });
     const [a, b] = await Promise.all([spawnServer(environment.env), spawnServer(environment.env)]);
     onTestFinished(async () => {
-      for (const server of [a, b]) {
-        if (server.child.exitCode === null && server.child.signalCode === null) {
-          server.child.kill('SIGTERM');
-          await server.exited;
-        }
-      }
+      for (const server of [a, b]) await stopServer(server);
     });
     await fanOutAlertsOnce(
       [a.url, b.url],

@@ -4,7 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, fetch as undiciFetch } from 'undici';
 import { describe, expect, inject, it, onTestFinished } from 'vitest';
 import { type AdminClient, adminClient, listenOnLoopback } from './helpers.js';
-import { CLI, expectNoLeak, serverEnvironment, spawnServer, type ServerProcess } from './server-process.js';
+import { CLI, expectNoLeak, serverEnvironment, spawnServer, type ServerProcess, stopServer } from './server-process.js';
 
 const CALLS = 2000;
 const MAX_CONCURRENT = 10;
@@ -124,10 +124,7 @@ async function refusalsCounted(url: string): Promise<number> {
 
 function stopAfterTest(server: ServerProcess, secrets: Record<string, string>): void {
   onTestFinished(async () => {
-    if (server.child.exitCode === null && server.child.signalCode === null) {
-      server.child.kill('SIGTERM');
-      await server.exited;
-    }
+    await stopServer(server);
     expectNoLeak(server.output(), Object.values(secrets));
   });
 }

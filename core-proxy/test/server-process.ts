@@ -20,6 +20,14 @@ export interface ServerProcess {
   exited: Promise<number | string>;
 }
 
+/** Stops the server with `signal` unless it has ended already, and waits until it has. */
+export async function stopServer(server: ServerProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  if (server.child.exitCode === null && server.child.signalCode === null) {
+    server.child.kill(signal);
+    await server.exited;
+  }
+}
+
 /** How to start the server. @default `node dist/cli.js serve` in this folder */
 export interface SpawnOptions {
   readonly command?: readonly [string, ...string[]];

@@ -1,5 +1,5 @@
 import { createHmac, generateKeyPairSync, type KeyObject, randomUUID, sign } from 'node:crypto';
-import { mkdtempSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -75,4 +75,39 @@ export function issuersFile(content: Record<string, unknown>): string {
   const path = join(dir, 'issuers.yaml');
   writeFileSync(path, JSON.stringify(content, null, 2));
   return path;
+}
+
+/** A projected token volume of {@link projectedTokenVolume}. */
+export interface ProjectedTokenVolume {
+  /** The `token` file a workload reads. */
+  readonly path: string;
+  /** Writes a new version of the token the way the kubelet rotates it. */
+  rotate(token: string): void;
+  /** Removes the volume's folder. */
+  remove(): void;
+}
+
+/**
+ * A projected volume as the kubelet writes it (its AtomicWriter), holding `firstToken`: each
+ * version of the files in a timestamped hidden folder, `..data` a symlink to the current one, and
+ * `token` a symlink to `..data/token`. A rotation writes a new folder, points `..data_tmp` at it,
+ * renames `..data_tmp` over `..data` (the one atomic step) and removes the old folder.
+ */
+export function projectedTokenVolume(firstToken: string): ProjectedTokenVolume {
+  const dir = mkdtempSync(join(tmpdir(), 'kb-projected-'));
+  let current: string | undefined;
+  let version = 0;
+  const rotate = (token: string): void => {
+    version += 1;
+    const folder = `..2026_12_02_00_00_00.${String(version).padStart(9, '0')}`;
+    mkdirSync(join(dir, folder));
+    writeFileSync(join(dir, folder, 'token'), token);
+    symlinkSync(folder, join(dir, '..data_tmp'));
+    renameSync(join(dir, '..data_tmp'), join(dir, '..data'));
+    if (current !== undefined) rmSync(join(dir, current), { recursive: true });
+    current = folder;
+  };
+  rotate(firstToken);
+  symlinkSync(join('..data', 'token'), join(dir, 'token'));
+  return { path: join(dir, 'token'), rotate, remove: () => rmSync(dir, { recursive: true, force: true }) };
 }

@@ -141,6 +141,22 @@ const vaultKeyOf = (workflow: Workflow): string => {
   return String((issue?.outputData?.response as { body: { vault_key: string } }).body.vault_key);
 };
 
+/**
+ * The charge tasks of a fork the cap stopped: one task per branch (nothing retried), and at least
+ * one cap hit, each FAILED_WITH_TERMINAL_ERROR on its first attempt with `cap_exhausted`. The cap hits.
+ */
+function expectTerminalCapHits(tasks: Task[]): Task[] {
+  expect(new Set(tasks.map((task) => task.referenceTaskName)).size).toBe(tasks.length);
+  const capHits = tasks.filter((task) => task.status === 'FAILED_WITH_TERMINAL_ERROR');
+  expect(capHits.length).toBeGreaterThan(0);
+  for (const task of capHits) {
+    expect(task.retryCount).toBe(0);
+    expect(task.reasonForIncompletion).toMatch(/cap exhausted/i);
+    expect(task.outputData?.error).toMatchObject({ code: 'cap_exhausted' });
+  }
+  return capHits;
+}
+
 /** Everything a worker sent back to Conductor for these tasks: output, failure reason, logs. */
 async function workerReports(tasks: Task[]): Promise<string> {
   const logs = await Promise.all(
@@ -160,16 +176,8 @@ describe('Conductor integration on a real Conductor server (stripe-mock upstream
     const workflow = await waitForEnd(workflowId);
     expect(workflow.status).toBe('FAILED');
     const tasks = chargeTasks(workflow);
-    // One task per branch: nothing was retried.
-    expect(new Set(tasks.map((task) => task.referenceTaskName)).size).toBe(tasks.length);
     expect(tasks.length).toBe(200);
-    const capHits = tasks.filter((task) => task.status === 'FAILED_WITH_TERMINAL_ERROR');
-    expect(capHits.length).toBeGreaterThan(0);
-    for (const task of capHits) {
-      expect(task.retryCount).toBe(0);
-      expect(task.reasonForIncompletion).toMatch(/cap exhausted/i);
-      expect(task.outputData?.error).toMatchObject({ code: 'cap_exhausted' });
-    }
+    const capHits = expectTerminalCapHits(tasks);
     const completed = tasks.filter((task) => task.status === 'COMPLETED');
     const completedCents = completed.reduce((sum, task) => sum + Number(task.outputData?.amountCents), 0);
     expect(completedCents).toBeLessThanOrEqual(30_000);
@@ -492,15 +500,7 @@ describe('issue 24: Python workers (conductor-python + keybrake.conductor) on th
     expect(workflow.status, worker.stderr()).toBe('FAILED');
     const tasks = chargeTasks(workflow);
     expect(tasks.length).toBe(60);
-    // One task per branch: nothing was retried, a cap hit included.
-    expect(new Set(tasks.map((task) => task.referenceTaskName)).size).toBe(tasks.length);
-    const capHits = tasks.filter((task) => task.status === 'FAILED_WITH_TERMINAL_ERROR');
-    expect(capHits.length).toBeGreaterThan(0);
-    for (const task of capHits) {
-      expect(task.retryCount).toBe(0);
-      expect(task.reasonForIncompletion).toMatch(/cap exhausted/i);
-      expect(task.outputData?.error).toMatchObject({ code: 'cap_exhausted' });
-    }
+    const capHits = expectTerminalCapHits(tasks);
     const completed = tasks.filter((task) => task.status === 'COMPLETED');
     // The Python worker did the charging.
     expect(completed.length).toBeGreaterThan(0);

@@ -33,6 +33,25 @@ export interface BillingSummary {
   readonly failed: number;
 }
 
+/** What a fan-out's charges came to: those charged, those refused at the cap, the others failed. */
+function billingSummary(
+  keyId: string,
+  results: readonly PromiseSettledResult<{ readonly amountCents: number }>[],
+): BillingSummary {
+  let charged = 0;
+  let chargedCents = 0;
+  let capped = 0;
+  for (const result of results) {
+    if (result.status === 'fulfilled') {
+      charged += 1;
+      chargedCents += result.value.amountCents;
+    } else if (isCapHit(result.reason)) {
+      capped += 1;
+    }
+  }
+  return { keyId, charged, chargedCents, capped, failed: results.length - charged - capped };
+}
+
 /**
  * The runnable example: an agent's billing run fans out one charge activity per customer, all
  * under one vault key with a dollar cap. Charges past the cap fail for good
@@ -43,18 +62,7 @@ export async function billingWorkflow(input: BillingInput): Promise<BillingSumma
     { vendor: 'stripe', usd_cap: input.capUsd, allowed_endpoints: ['POST /v1/payment_intents'], expires_in: '1h' },
     async ({ keyId }) => {
       const results = await Promise.allSettled(input.customers.map((customer) => chargeCustomer(customer)));
-      let charged = 0;
-      let chargedCents = 0;
-      let capped = 0;
-      for (const result of results) {
-        if (result.status === 'fulfilled') {
-          charged += 1;
-          chargedCents += result.value.amountCents;
-        } else if (isCapHit(result.reason)) {
-          capped += 1;
-        }
-      }
-      return { keyId, charged, chargedCents, capped, failed: results.length - charged - capped };
+      return billingSummary(keyId, results);
     },
   );
 }
@@ -81,18 +89,7 @@ export async function limitedBillingWorkflow(input: BillingInput): Promise<Billi
     },
     async ({ keyId }) => {
       const results = await Promise.allSettled(input.customers.map((customer) => chargeUnderLimit(customer)));
-      let charged = 0;
-      let chargedCents = 0;
-      let capped = 0;
-      for (const result of results) {
-        if (result.status === 'fulfilled') {
-          charged += 1;
-          chargedCents += result.value.amountCents;
-        } else if (isCapHit(result.reason)) {
-          capped += 1;
-        }
-      }
-      return { keyId, charged, chargedCents, capped, failed: results.length - charged - capped };
+      return billingSummary(keyId, results);
     },
   );
 }

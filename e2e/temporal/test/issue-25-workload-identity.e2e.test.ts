@@ -1,7 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
@@ -15,7 +12,7 @@ import { fromTokenFile } from '@keybrake/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stripeMockProxy } from '../../../core-proxy/test/helpers.js';
 import { type HydraServer, startHydra } from '../../../core-proxy/test/hydra-server.js';
-import { issuersFile } from '../../../core-proxy/test/workload-tokens.js';
+import { issuersFile, projectedTokenVolume } from '../../../core-proxy/test/workload-tokens.js';
 import * as activities from '../src/activities.js';
 import type { BillingInput, BillingSummary } from '../src/workflows.js';
 
@@ -37,26 +34,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await Promise.all([env?.teardown(), hydra?.stop()]);
 });
-
-/** The token file as the kubelet writes a projected volume: `token` -> `..data/token`, `..data` swapped on rotation. */
-function projectedToken(first: string) {
-  const dir = mkdtempSync(join(tmpdir(), 'kb-worker-token-'));
-  let version = 0;
-  let current: string | undefined;
-  const write = (token: string) => {
-    version += 1;
-    const folder = `..2026_12_02_01_00_00.${String(version).padStart(9, '0')}`;
-    mkdirSync(join(dir, folder));
-    writeFileSync(join(dir, folder, 'token'), token);
-    symlinkSync(folder, join(dir, '..data_tmp'));
-    renameSync(join(dir, '..data_tmp'), join(dir, '..data'));
-    if (current !== undefined) rmSync(join(dir, current), { recursive: true });
-    current = folder;
-  };
-  write(first);
-  symlinkSync(join('..data', 'token'), join(dir, 'token'));
-  return { path: join(dir, 'token'), rotate: write, remove: () => rmSync(dir, { recursive: true, force: true }) };
-}
 
 describe('issue 25: a Temporal worker issues keys with a Hydra token read from a file (real Temporal dev server, ORY Hydra, stripe-mock)', () => {
   it('the worker holds no issuer key: its token (client credentials) issues a key bounded by the policy, with its identity; after the file is rotated to a token no policy matches, the next workflow is refused and issues nothing', async () => {
@@ -82,7 +59,7 @@ describe('issue 25: a Temporal worker issues keys with a Hydra token read from a
     });
     const billing = await hydra.createClient({ clientId: `billing-worker-${randomUUID()}` });
     const other = await hydra.createClient({ clientId: `payroll-worker-${randomUUID()}` });
-    const volume = projectedToken(await hydra.token(billing));
+    const volume = projectedTokenVolume(await hydra.token(billing));
     try {
       const taskQueue = `keybrake-identity-${randomUUID()}`;
       const worker = await Worker.create({

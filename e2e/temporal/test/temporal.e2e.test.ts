@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
-import { WorkflowFailedError } from '@temporalio/client';
+import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import {
   createKeybrakeActivities,
   keybrakeActivityInterceptors,
@@ -70,6 +70,49 @@ async function stripeProxy(): Promise<TestProxy> {
   return stripeMockProxy({ store: 'embedded' });
 }
 
+/**
+ * A fan-out stopped by its cap: the key revoked, its spend what the workflow charged, its label the
+ * workflow's; each cap hit a non-retryable KeybrakeCapExhausted. The history and the activities'
+ * attempts, for what each test checks beyond that.
+ */
+async function expectCapStoppedFanOut(
+  proxy: TestProxy,
+  workflowId: string,
+  summary: { keyId: string; capped: number; chargedCents: number },
+): Promise<{ history: Awaited<ReturnType<WorkflowHandle['fetchHistory']>>; attempts: number[] }> {
+  const key = (await proxy.admin('GET', `/vault/keys/${summary.keyId}`)).body;
+  expect(key.status).toBe('revoked');
+  expect(key.spent_usd).toBeCloseTo(summary.chargedCents / 100, 6);
+  expect(key.agent_run_label).toBe(`temporal/${workflowId}`);
+
+  const history = await env.client.workflow.getHandle(workflowId).fetchHistory();
+  const { attempts, failures } = activityOutcomes(history);
+  const capFailures = failures.filter((f) => f.type === 'KeybrakeCapExhausted');
+  expect(capFailures).toHaveLength(summary.capped);
+  expect(capFailures.every((f) => f.nonRetryable)).toBe(true);
+  return { history, attempts };
+}
+
+/** Cancels a workflow once it sleeps on its timer (its charge done), looking up to `polls` times 50 ms apart. */
+async function cancelOnceSleeping(handle: WorkflowHandle, polls: number): Promise<unknown> {
+  for (let i = 0; i < polls; i += 1) {
+    const { events } = await handle.fetchHistory();
+    if (events?.some((event) => event.timerStartedEventAttributes)) break;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  await handle.cancel();
+  return handle.result().catch((e: unknown) => e);
+}
+
+/** The vault key a workflow's history names (by its id: the history never holds the key itself), as the admin API shows it. */
+async function keyNamedInHistory(proxy: TestProxy, workflowId: string): Promise<Record<string, any>> {
+  const keyId = /key_[A-Za-z0-9_-]{16}/.exec(
+    historyText(await env.client.workflow.getHandle(workflowId).fetchHistory()),
+  )?.[0];
+  expect(keyId).toBeDefined();
+  return (await proxy.admin('GET', `/vault/keys/${keyId}`)).body;
+}
+
 describe('Temporal integration on a real Temporal dev server (stripe-mock upstream)', () => {
   it('the 200-charge fan-out stops at the $300 cap: cap hits fail once, non-retryable; the key is revoked; no vault key in history', async () => {
     const proxy = await stripeProxy();
@@ -86,16 +129,7 @@ describe('Temporal integration on a real Temporal dev server (stripe-mock upstre
     expect(summary.chargedCents).toBeLessThanOrEqual(30_000);
     expect(summary.capped).toBeGreaterThan(0);
 
-    const key = (await proxy.admin('GET', `/vault/keys/${summary.keyId}`)).body;
-    expect(key.status).toBe('revoked');
-    expect(key.spent_usd).toBeCloseTo(summary.chargedCents / 100, 6);
-    expect(key.agent_run_label).toBe(`temporal/${workflowId}`);
-
-    const history = await env.client.workflow.getHandle(workflowId).fetchHistory();
-    const { attempts, failures } = activityOutcomes(history);
-    const capFailures = failures.filter((f) => f.type === 'KeybrakeCapExhausted');
-    expect(capFailures).toHaveLength(summary.capped);
-    expect(capFailures.every((f) => f.nonRetryable)).toBe(true);
+    const { history, attempts } = await expectCapStoppedFanOut(proxy, workflowId, summary);
     expect(attempts.every((attempt) => attempt === 1)).toBe(true);
 
     const text = historyText(history);
@@ -257,20 +291,11 @@ describe('Temporal integration on a real Temporal dev server (stripe-mock upstre
         args: [{ capUsd: 50, customers: customers(1) }],
       });
       // Wait until the charge is done and the workflow sleeps on its timer, then cancel it.
-      for (let i = 0; i < 200; i += 1) {
-        const { events } = await handle.fetchHistory();
-        if (events?.some((event) => event.timerStartedEventAttributes)) break;
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
-      await handle.cancel();
-      return handle.result().catch((e: unknown) => e);
+      return cancelOnceSleeping(handle, 200);
     });
     expect(error).toBeInstanceOf(WorkflowFailedError);
     expect((error as WorkflowFailedError).cause?.name).toBe('CancelledFailure');
-    const keyId = /key_[A-Za-z0-9_-]{16}/.exec(
-      historyText(await env.client.workflow.getHandle(workflowId).fetchHistory()),
-    )?.[0];
-    const key = (await proxy.admin('GET', `/vault/keys/${keyId}`)).body;
+    const key = await keyNamedInHistory(proxy, workflowId);
     expect(key.status).toBe('revoked');
     expect(key.spent_usd).toBeGreaterThan(0);
   });
@@ -365,16 +390,7 @@ describe('issue 24: Python workers (temporalio + keybrake.temporal) on the real 
     expect(summary.capped).toBeGreaterThan(0);
     expect(summary.chargedCents).toBeLessThanOrEqual(6_000);
 
-    const key = (await proxy.admin('GET', `/vault/keys/${summary.keyId}`)).body;
-    expect(key.status).toBe('revoked');
-    expect(key.spent_usd).toBeCloseTo(summary.chargedCents / 100, 6);
-    expect(key.agent_run_label).toBe(`temporal/${workflowId}`);
-
-    const history = await env.client.workflow.getHandle(workflowId).fetchHistory();
-    const { attempts, failures } = activityOutcomes(history);
-    const capFailures = failures.filter((f) => f.type === 'KeybrakeCapExhausted');
-    expect(capFailures).toHaveLength(summary.capped);
-    expect(capFailures.every((f) => f.nonRetryable)).toBe(true);
+    const { history, attempts } = await expectCapStoppedFanOut(proxy, workflowId, summary);
     // Never retried: every activity (issue, charges, revoke) started once.
     expect(attempts.every((attempt) => attempt === 1)).toBe(true);
     expect(attempts).toHaveLength(40 + 2);
@@ -410,21 +426,11 @@ describe('issue 24: Python workers (temporalio + keybrake.temporal) on the real 
         args: [{ capUsd: 50, customers: customers(1) }],
       });
       // Wait until the charge is done and the workflow sleeps on its timer, then cancel it.
-      for (let i = 0; i < 600; i += 1) {
-        const { events } = await handle.fetchHistory();
-        if (events?.some((event) => event.timerStartedEventAttributes)) break;
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
-      await handle.cancel();
-      return handle.result().catch((e: unknown) => e);
+      return cancelOnceSleeping(handle, 600);
     });
     expect(error).toBeInstanceOf(WorkflowFailedError);
     expect((error as WorkflowFailedError).cause?.name).toBe('CancelledFailure');
-    const keyId = /key_[A-Za-z0-9_-]{16}/.exec(
-      historyText(await env.client.workflow.getHandle(workflowId).fetchHistory()),
-    )?.[0];
-    expect(keyId).toBeDefined();
-    const key = (await proxy.admin('GET', `/vault/keys/${keyId}`)).body;
+    const key = await keyNamedInHistory(proxy, workflowId);
     expect(key.status).toBe('revoked');
     expect(key.spent_usd).toBeGreaterThan(0);
   });

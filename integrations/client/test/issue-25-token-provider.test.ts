@@ -1,36 +1,18 @@
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { listenOnLoopback, stripeMockProxy } from '../../../core-proxy/test/helpers.js';
+import { type ProjectedTokenVolume, projectedTokenVolume } from '../../../core-proxy/test/workload-tokens.js';
 import { KeybrakeApiError, KeybrakeClient, TokenFileError, fromTokenFile } from '../src/index.js';
 
-/**
- * A projected volume as the kubelet writes it (its AtomicWriter): each version of the files in a
- * timestamped hidden folder, `..data` a symlink to the current one, and `token` a symlink to
- * `..data/token`. A rotation writes a new folder, points `..data_tmp` at it, renames `..data_tmp`
- * over `..data` (the one atomic step) and removes the old folder.
- */
-function projectedVolume(firstToken: string) {
-  const dir = mkdtempSync(join(tmpdir(), 'kb-projected-'));
-  onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
-  let current: string | undefined;
-  let version = 0;
-  function write(token: string): void {
-    version += 1;
-    const folder = `..2026_12_02_00_00_00.${String(version).padStart(9, '0')}`;
-    mkdirSync(join(dir, folder));
-    writeFileSync(join(dir, folder, 'token'), token);
-    symlinkSync(folder, join(dir, '..data_tmp'));
-    renameSync(join(dir, '..data_tmp'), join(dir, '..data'));
-    if (current !== undefined) rmSync(join(dir, current), { recursive: true });
-    current = folder;
-  }
-  write(firstToken);
-  symlinkSync(join('..data', 'token'), join(dir, 'token'));
-  return { path: join(dir, 'token'), rotate: write };
+/** A projected token volume (see `projectedTokenVolume`), removed when the test finishes. */
+function projectedVolume(firstToken: string): ProjectedTokenVolume {
+  const volume = projectedTokenVolume(firstToken);
+  onTestFinished(() => volume.remove());
+  return volume;
 }
 
 /** A server of ours that only records the Authorization header of each request and answers 404. */

@@ -59,6 +59,11 @@ export class S3Sink implements ArchiveSink {
     this.bucket = target.bucket;
     this.prefix = target.prefix;
     this.objectLockDays = target.objectLockDays;
+    // The SDK's notice that its releases after January 2027 need Node 22, printed on stderr by the
+    // client's constructor, is no output of the proxy's nor of `keybrake audit verify-archive`
+    // (whose stderr is its verdict). AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED is the SDK's
+    // own switch for that one warning; a value the operator set is kept.
+    process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
     this.client = new S3Client({
       region: target.region,
       endpoint: target.endpoint,

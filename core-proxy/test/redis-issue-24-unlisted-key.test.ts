@@ -4,7 +4,7 @@ import { Cluster, Redis } from 'ioredis';
 import { describe, expect, inject, it, onTestFinished } from 'vitest';
 import { type FeedEvent, openFeed } from './event-stream.js';
 import { type AdminClient, adminClient } from './helpers.js';
-import { type ServerProcess, expectNoLeak, serverEnvironment, spawnServer } from './server-process.js';
+import { type ServerProcess, expectNoLeak, serverEnvironment, spawnServer, stopServer } from './server-process.js';
 
 /**
  * Issue 24: on Redis a new key's list entries and its `issued` change (slot `{list}`) are written
@@ -87,10 +87,7 @@ async function untilReady(url: string): Promise<void> {
 
 function stopAfterTest(server: ServerProcess, secrets: Record<string, string>): void {
   onTestFinished(async () => {
-    if (server.child.exitCode === null && server.child.signalCode === null) {
-      server.child.kill('SIGTERM');
-      await server.exited;
-    }
+    await stopServer(server);
     expectNoLeak(server.output(), Object.values(secrets));
   });
 }

@@ -178,7 +178,9 @@ export class RedisExpiry {
     await Promise.all([
       ...ids.map((id) => this.redis.del(`root:${id}`)),
       ...keys.listIndexes.map((index) => (ids.length === 0 ? 0 : this.redis.zrem(index, ...ids))),
-      ids.length === 0 ? 0 : this.redis.hdel(keys.listStats, ...ids),
+      // A key's call stats are three fields (`RedisListing.stats`). Regression: `hdel` of the bare
+      // ids removed none of them, so every purged key left its stats behind for good.
+      ids.length === 0 ? 0 : this.redis.hdel(keys.listStats, ...ids.flatMap((id) => [`c:${id}`, `h:${id}`, `r:${id}`])),
       ids.length === 0 ? 0 : this.redis.hdel(keys.listFed, ...ids.flatMap((id) => [`revoked ${id}`, `tainted ${id}`])),
       // Issue 24: the marks of a family the purge script removed (it removes them too: one left by
       // an earlier version of the script, or written after, goes here).
